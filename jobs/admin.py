@@ -1,0 +1,104 @@
+"""Admin console for scheduled notebooks: jobs, versions, runs, with their actions.
+
+Actions call the same services as the portal's views, so an admin "Run now" or "Cancel"
+behaves exactly like the owner's.
+"""
+
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from jobs import services
+from jobs.models import Job, NotebookVersion, Run, RunEvent
+
+
+class RunInline(admin.TabularInline):
+    model = Run
+    fields = ("link", "state", "trigger", "scheduled_for", "attempt", "started_at", "finished_at")
+    readonly_fields = fields
+    ordering = ("-created_at",)
+    extra = 0
+    max_num = 0
+    show_change_link = False
+
+    def link(self, run):
+        return format_html('<a href="{}">#{}</a>', run.get_absolute_url(), run.pk)
+
+
+class NotebookVersionInline(admin.TabularInline):
+    model = NotebookVersion
+    fields = ("number", "original_name", "size_bytes", "sha256", "uploaded_by", "created_at")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "schedule_kind", "cron", "timezone", "enabled", "next_run_at", "visibility")
+    list_filter = ("enabled", "schedule_kind", "visibility", "catchup", "overlap", "timezone")
+    search_fields = ("name", "description", "owner__email", "owner__username")
+    readonly_fields = ("next_run_at", "created_at", "updated_at")
+    autocomplete_fields = ("owner",)
+    inlines = [NotebookVersionInline, RunInline]
+    actions = ["run_now", "pause", "resume"]
+
+    @admin.action(description="Run now")
+    def run_now(self, request, queryset):
+        for job in queryset:
+            services.run_now(job, request.user)
+        self.message_user(request, f"Started {queryset.count()} run(s).", messages.SUCCESS)
+
+    @admin.action(description="Pause")
+    def pause(self, request, queryset):
+        for job in queryset:
+            services.set_job_enabled(job, False)
+        self.message_user(request, f"Paused {queryset.count()} job(s).", messages.SUCCESS)
+
+    @admin.action(description="Resume")
+    def resume(self, request, queryset):
+        for job in queryset:
+            services.set_job_enabled(job, True)
+        self.message_user(request, f"Resumed {queryset.count()} job(s).", messages.SUCCESS)
+
+
+@admin.register(NotebookVersion)
+class NotebookVersionAdmin(admin.ModelAdmin):
+    list_display = ("job", "number", "original_name", "size_bytes", "uploaded_by", "created_at")
+    search_fields = ("job__name", "original_name", "sha256")
+    readonly_fields = [f.name for f in NotebookVersion._meta.fields]
+    list_select_related = ("job", "uploaded_by")
+
+
+class RunEventInline(admin.TabularInline):
+    model = RunEvent
+    fields = ("at", "attempt", "state", "worker", "message")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):
+    list_display = ("id", "job", "state", "trigger", "scheduled_for", "attempt", "worker", "started_at", "finished_at")
+    list_filter = ("state", "trigger", "job__owner")
+    search_fields = ("=id", "uuid", "job__name", "error_ename", "worker")
+    date_hierarchy = "created_at"
+    list_select_related = ("job",)
+    readonly_fields = [f.name for f in Run._meta.fields]
+    inlines = [RunEventInline]
+    actions = ["cancel", "rerun"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Cancel")
+    def cancel(self, request, queryset):
+        for run in queryset:
+            services.cancel_run(run, request.user)
+        self.message_user(request, f"Asked {queryset.count()} run(s) to cancel.", messages.SUCCESS)
+
+    @admin.action(description="Re-run")
+    def rerun(self, request, queryset):
+        for run in queryset:
+            services.rerun(run, request.user)
+        self.message_user(request, f"Started {queryset.count()} re-run(s).", messages.SUCCESS)

@@ -1,0 +1,288 @@
+"""Execute one notebook with papermill in the portal kernel, watched by a monitor thread.
+
+This module knows nothing of the database: ``jobs.services`` gives it a ``tick`` callback
+that records the heartbeat and progress and says whether to stop. The contract:
+
+- papermill runs the notebook in the calling thread, in the kernel of ``jobs.kernel``,
+  with ``parameters`` injected after the ``parameters`` cell, and an environment built
+  only from ``kernel_env`` (nothing else of the worker's environment leaks in);
+- nbclient hooks (called inside nbclient's event loop, so they must not touch the
+  Django ORM) update a ``Progress`` object and save the partial output notebook at most
+  every ``partial_interval`` seconds;
+- a monitor thread calls ``tick(progress)`` every ``tick_interval`` seconds, and kills the
+  kernel's whole process tree (kernel, Spark driver JVM, Python workers) when the run
+  passes ``timeout_seconds``, when ``tick`` answers "cancel" or "lost", or when ``tick``
+  has failed for longer than ``lease_seconds`` (the database is unreachable, so another
+  worker may already have taken the run over);
+- the result is an ``Outcome``; this function never raises for notebook or kernel
+  failures.
+"""
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import papermill
+import psutil
+from papermill.clientwrap import PapermillNotebookClient
+from papermill.engines import NBClientEngine, papermill_engines
+from papermill.exceptions import PapermillExecutionError
+from papermill.utils import merge_kwargs, remove_args
+
+from jobs import kernel
+
+log = logging.getLogger(__name__)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+@dataclass
+class Progress:
+    """What the run is doing, shared between the executing thread and the monitor.
+
+    Plain attribute writes are atomic under the GIL; readers may see a value one cell old.
+    """
+
+    cells_total: int = 0
+    cells_done: int = 0
+    current_index: int | None = None
+    current_head: str = ""
+    started: float = field(default_factory=time.monotonic)
+    partial_saved_at: float = 0.0
+    partial_version: int = 0
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+@dataclass
+class Outcome:
+    """How an execution ended.
+
+    ``status`` is one of "succeeded", "failed" (the notebook raised), "timed_out",
+    "cancelled", "lost" (the run was taken away from this worker) or "infra_error" (the
+    kernel died or could not start: worth a retry). ``output_path`` is the executed
+    notebook when one was written. For "failed", ``error`` holds ``cell_index`` (in the
+    output notebook), ``ename``, ``evalue`` and ``traceback`` (plain text).
+    """
+
+    status: str
+    output_path: Path | None = None
+    error: dict = field(default_factory=dict)
+    message: str = ""
+
+
+class _Session:
+    """State of one execution, handed to the papermill engine below."""
+
+    def __init__(self, kernel_env, cwd, partial_path, partial_interval, progress):
+        self.kernel_env = kernel_env
+        self.cwd = cwd
+        self.partial_path = partial_path
+        self.partial_interval = partial_interval
+        self.progress = progress
+        self.nb_man = None
+        self.client = None
+        self.pid = None
+
+    def kernel_pid(self) -> int | None:
+        """Pid of this execution's kernel once it has started (remembered after it exits)."""
+        if self.pid is None:
+            provisioner = getattr(getattr(self.client, "km", None), "provisioner", None)
+            self.pid = getattr(provisioner, "pid", None)
+        return self.pid
+
+    def begin(self, nb_man):
+        self.nb_man = nb_man
+        self.progress.cells_total = sum(1 for c in nb_man.nb.cells if c.cell_type == "code")
+
+    def on_cell_start(self, cell, cell_index, **_):
+        self.kernel_pid()  # remember it while the kernel manager still knows it
+        self.progress.current_index = cell_index
+        lines = [line for line in cell.source.splitlines() if line.strip()]
+        self.progress.current_head = (lines[0] if lines else "")[:200]
+
+    def on_cell_executed(self, cell, cell_index, execute_reply, **_):
+        self.progress.cells_done += 1
+        now = time.monotonic()
+        if self.partial_path and now - self.progress.partial_saved_at >= self.partial_interval:
+            self.save_partial()
+            self.progress.partial_saved_at = now
+
+    def save_partial(self):
+        """Write the notebook as executed so far (atomically) for the live view."""
+        if not (self.partial_path and self.nb_man):
+            return
+        tmp = self.partial_path.with_suffix(".tmp")
+        nbformat.write(self.nb_man.nb, str(tmp))
+        tmp.replace(self.partial_path)
+        self.progress.partial_version += 1
+
+
+class PortalEngine(NBClientEngine):
+    """papermill's nbclient engine with our hooks, kernel environment and working dir.
+
+    Registered as papermill engine "portal". Only ``portal_session`` is new; everything
+    else is papermill's own argument handling (papermill/engines.py NBClientEngine).
+    """
+
+    @classmethod
+    def execute_managed_notebook(
+        cls, nb_man, kernel_name, log_output=False, stdout_file=None, stderr_file=None,
+        start_timeout=60, execution_timeout=None, **kwargs,
+    ):
+        session: _Session = kwargs.pop("portal_session")
+        kwargs = remove_args(["input_path"], **kwargs)
+        safe_kwargs = remove_args(["timeout", "startup_timeout"], **kwargs)
+        final_kwargs = merge_kwargs(
+            safe_kwargs,
+            timeout=execution_timeout if execution_timeout else kwargs.get("timeout"),
+            startup_timeout=start_timeout,
+            kernel_name=kernel_name,
+            log=logging.getLogger("papermill"),
+            log_output=log_output,
+            stdout_file=stdout_file,
+            stderr_file=stderr_file,
+            on_cell_start=session.on_cell_start,
+            on_cell_executed=session.on_cell_executed,
+        )
+        session.begin(nb_man)
+        client = session.client = PapermillNotebookClient(nb_man, **final_kwargs)
+        # env replaces the worker's environment for the kernel; cwd is the kernel's only.
+        return client.execute(env=session.kernel_env, cwd=str(session.cwd))
+
+
+papermill_engines.register("portal", PortalEngine)
+
+
+def kill_tree(pids: list[int]) -> list[int]:
+    """SIGKILL the given processes and all their descendants; return the pids killed.
+
+    The tree is collected before anything is killed, so children re-parented by a
+    parent's death are not missed.
+    """
+    procs = []
+    for pid in pids:
+        try:
+            parent = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            continue
+        procs.extend(parent.children(recursive=True))
+        procs.append(parent)
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+    return [p.pid for p in procs]
+
+
+def execute(
+    input_path: Path,
+    output_path: Path,
+    parameters: dict,
+    *,
+    spark_master: str,
+    cwd: Path,
+    timeout_seconds: float,
+    tick: Callable[[Progress], str] | None = None,
+    tick_interval: float = 1.0,
+    lease_seconds: float = 45.0,
+    partial_path: Path | None = None,
+    partial_interval: float = 5.0,
+    kernel_extra_env: dict | None = None,
+) -> Outcome:
+    """Execute ``input_path`` into ``output_path`` and report how it ended (see module doc).
+
+    ``tick(progress)`` returns "continue", "cancel" or "lost"; it runs in the monitor
+    thread. ``timeout_seconds`` bounds the whole execution, kernel start included.
+    """
+    kernel.ensure_kernelspec()
+    progress = Progress()
+    session = _Session(
+        kernel.kernel_env(spark_master, kernel_extra_env), cwd, partial_path, partial_interval, progress
+    )
+    stop = threading.Event()
+    verdict: dict[str, str] = {}
+
+    def monitor():
+        last_ok = time.monotonic()
+        while not stop.wait(tick_interval):
+            reason = None
+            if progress.elapsed > timeout_seconds:
+                reason = "timed_out"
+            elif tick is not None:
+                try:
+                    answer = tick(progress)
+                    last_ok = time.monotonic()
+                except Exception:
+                    log.exception("progress tick failed")
+                    answer = "lost" if time.monotonic() - last_ok > lease_seconds else "continue"
+                if answer in ("cancel", "lost"):
+                    reason = "cancelled" if answer == "cancel" else "lost"
+            if reason:
+                verdict["reason"] = reason
+                pid = session.kernel_pid()
+                killed = kill_tree([pid] if pid else [])
+                log.info("stopped kernel: reason=%s pids=%s", reason, killed)
+                return
+
+    watcher = threading.Thread(target=monitor, name="run-monitor", daemon=True)
+    watcher.start()
+    try:
+        papermill.execute_notebook(
+            str(input_path),
+            str(output_path),
+            parameters=parameters,
+            engine_name="portal",
+            kernel_name=kernel.settings.PORTAL_KERNEL_NAME,
+            language="python",
+            progress_bar=False,
+            request_save_on_cell_execute=False,
+            start_timeout=120,
+            portal_session=session,
+        )
+        outcome = Outcome("succeeded", output_path)
+    except PapermillExecutionError as exc:
+        outcome = Outcome(
+            "failed",
+            output_path if output_path.exists() else None,
+            error={
+                "cell_index": exc.cell_index,
+                "ename": exc.ename,
+                "evalue": str(exc.evalue),
+                "traceback": _ANSI.sub("", "\n".join(exc.traceback)),
+            },
+            message=f"{exc.ename}: {exc.evalue}",
+        )
+    except Exception as exc:  # the kernel died, was killed, or never started
+        outcome = Outcome("infra_error", None, message=f"{type(exc).__name__}: {exc}"[:500])
+        if session.nb_man is not None:
+            try:
+                nbformat.write(session.nb_man.nb, str(output_path))
+                outcome.output_path = output_path
+            except Exception:
+                log.exception("could not save the partial notebook")
+    finally:
+        stop.set()
+        watcher.join(timeout=30)
+        # Whatever happened, no kernel of this run outlives it.
+        pid = session.kernel_pid()
+        if pid:
+            kill_tree([pid])
+    reason = verdict.get("reason")
+    if reason and outcome.status != "succeeded":
+        messages = {
+            "timed_out": f"Stopped after the timeout of {timeout_seconds:g} s.",
+            "cancelled": "Cancelled on request.",
+            "lost": "This worker lost the run (it was reaped or the database was unreachable).",
+        }
+        outcome = Outcome(reason, outcome.output_path, outcome.error, messages[reason])
+    return outcome

@@ -1,0 +1,133 @@
+"""The portal's notebook kernel: its kernelspec, launcher and environment.
+
+Every notebook runs in the kernel named ``settings.PORTAL_KERNEL_NAME`` whatever kernel its
+metadata names. The kernelspec is written by the project itself (``ensure_kernelspec``,
+called before every run and by ``manage.py installkernel``) into the virtual environment's
+``share/jupyter/kernels``, where jupyter_client finds it. It launches ipykernel through a
+small launcher that asks Linux to kill the kernel when the worker process that started it
+dies (``PR_SET_PDEATHSIG``), so a ``kill -9`` of a worker leaves no kernel behind; the
+kernel's Spark driver JVM exits on its own when the kernel's pipe to it closes.
+
+The kernel's environment is built from an allow-list (``kernel_env``): the portal's
+secrets, database URL and AWS keys never reach user code.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from django.conf import settings
+
+_LAUNCHER = '''\
+"""Start ipykernel, dying with the process that launched it (written by the portal)."""
+import ctypes
+import os
+import runpy
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+expected_parent = int(os.environ.get("JPY_PARENT_PID", "0") or 0)
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+except (OSError, AttributeError):
+    pass  # not Linux: fall back to ipykernel's own parent polling
+if expected_parent and os.getppid() != expected_parent:
+    sys.exit(1)  # the parent died before the death signal was armed
+runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
+'''
+
+_LOG4J2 = """\
+# Quiet Spark: only errors reach the notebook's output (written by the portal).
+rootLogger.level = error
+rootLogger.appenderRef.stdout.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n
+"""
+
+_SPARK_DEFAULTS = """\
+# Spark defaults for notebook kernels (written by the portal).
+spark.driver.host 127.0.0.1
+spark.driver.bindAddress 127.0.0.1
+spark.ui.showConsoleProgress false
+spark.sql.session.timeZone UTC
+"""
+
+
+def kernelspec_dir() -> Path:
+    """Directory of the portal kernelspec inside the running Python's prefix."""
+    return Path(sys.prefix) / "share" / "jupyter" / "kernels" / settings.PORTAL_KERNEL_NAME
+
+
+def spark_conf_dir() -> Path:
+    return kernelspec_dir() / "spark-conf"
+
+
+def ensure_kernelspec() -> Path:
+    """Write (or refresh) the portal kernelspec; idempotent and cheap. Returns its directory.
+
+    Files are only rewritten when their content changed, so concurrent workers do not
+    fight over them.
+    """
+    root = kernelspec_dir()
+    spec = {
+        "argv": [
+            sys.executable,
+            "-Xfrozen_modules=off",
+            str(root / "launcher.py"),
+            "-f",
+            "{connection_file}",
+            # The Spark JVM writes to the kernel's stderr file descriptor; keep that noise
+            # out of notebook outputs (Python-level prints are still captured).
+            "--IPKernelApp.capture_fd_output=False",
+        ],
+        "display_name": "PySpark (portal)",
+        "language": "python",
+        "metadata": {"debugger": False},
+    }
+    files = {
+        root / "kernel.json": json.dumps(spec, indent=1),
+        root / "launcher.py": _LAUNCHER,
+        spark_conf_dir() / "log4j2.properties": _LOG4J2,
+        spark_conf_dir() / "spark-defaults.conf": _SPARK_DEFAULTS,
+    }
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != text:
+            tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
+    return root
+
+
+def kernel_env(spark_master: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The complete environment of a notebook kernel.
+
+    Only variables named in ``settings.KERNEL_ENV_ALLOWLIST`` are copied from the worker;
+    the rest is set here: quiet Spark on loopback, Plotly's mimetype renderer (so figures
+    are stored as JSON and drawn by the portal's own plotly.js), and the Spark master that
+    a plain ``SparkSession.builder.getOrCreate()`` connects to. ``extra`` is added last.
+    """
+    env = {name: os.environ[name] for name in settings.KERNEL_ENV_ALLOWLIST if name in os.environ}
+    env.setdefault("PATH", os.defpath)
+    env.update(
+        {
+            "PYTHONUNBUFFERED": "1",
+            "MPLBACKEND": "Agg",
+            "PLOTLY_RENDERER": "plotly_mimetype",
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "SPARK_CONF_DIR": str(spark_conf_dir()),
+            "PYSPARK_PYTHON": sys.executable,
+            "PYSPARK_DRIVER_PYTHON": sys.executable,
+        }
+    )
+    if spark_master.startswith("sc://"):
+        env["SPARK_REMOTE"] = spark_master
+    else:
+        env["PYSPARK_SUBMIT_ARGS"] = f"--master {spark_master} pyspark-shell"
+    env.update(extra or {})
+    return env

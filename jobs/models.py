@@ -1,0 +1,341 @@
+"""Scheduled notebooks: jobs, their notebook versions, and runs.
+
+Models hold state and pure transitions that touch only the row. Everything that changes
+several rows, storage or the queue lives in ``jobs.services``.
+"""
+
+import uuid
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+
+from jobs import schedule
+
+
+class JobQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """Jobs ``user`` may see: their own, shared ones, and all of them for staff."""
+        if user.is_staff:
+            return self
+        return self.filter(Q(owner=user) | Q(visibility=Job.Visibility.SIGNED_IN))
+
+    def owned_by(self, user):
+        """Jobs ``user`` may change: their own, and all of them for staff."""
+        if user.is_staff:
+            return self
+        return self.filter(owner=user)
+
+    def due(self, now: datetime):
+        """Enabled, scheduled jobs whose next slot is at or before ``now`` (UTC)."""
+        return self.filter(enabled=True, next_run_at__isnull=False, next_run_at__lte=now)
+
+
+class Job(models.Model):
+    """A notebook with a schedule, parameters and run settings, owned by one user."""
+
+    class ScheduleKind(models.TextChoices):
+        MANUAL = "manual", "Manual only (no schedule)"
+        HOURLY = "hourly", "Hourly"
+        DAILY = "daily", "Daily"
+        WEEKLY = "weekly", "Weekly"
+        MONTHLY = "monthly", "Monthly"
+        CRON = "cron", "Cron expression"
+
+    class CatchUp(models.TextChoices):
+        LATEST = "latest", "Run the latest missed slot once"
+        ALL = "all", "Run every missed slot"
+        NONE = "none", "Skip missed slots"
+
+    class Overlap(models.TextChoices):
+        SKIP = "skip", "Skip a slot while the previous run is active"
+        ALLOW = "allow", "Run slots concurrently"
+
+    class Visibility(models.TextChoices):
+        PRIVATE = "private", "Private (me and staff)"
+        SIGNED_IN = "signed_in", "Everyone signed in"
+
+    class SparkTarget(models.TextChoices):
+        LOCAL = "local", "Embedded local Spark"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs", help_text="Who owns the job."
+    )
+    name = models.CharField(max_length=200, help_text="A short name for the job.")
+    description = models.TextField(blank=True, help_text="What the notebook does; shown in alert e-mails.")
+    schedule_kind = models.CharField(
+        max_length=10, choices=ScheduleKind.choices, default=ScheduleKind.DAILY, help_text="How the schedule was chosen."
+    )
+    cron = models.CharField(
+        max_length=120,
+        blank=True,
+        help_text="5-field cron expression of the schedule, in the job's time zone; empty for manual jobs.",
+    )
+    timezone = models.CharField(max_length=64, default="UTC", help_text="IANA time zone the schedule is read in.")
+    parameters = models.JSONField(
+        default=dict, blank=True, help_text="Parameter values injected into the notebook (name to JSON value)."
+    )
+    timeout_seconds = models.PositiveIntegerField(
+        default=3600, help_text="A run still going after this many seconds ends TIMED_OUT."
+    )
+    max_retries = models.PositiveSmallIntegerField(
+        default=1, help_text="Retries after infrastructure failures (worker lost, kernel died); not after notebook errors."
+    )
+    catchup = models.CharField(
+        max_length=10, choices=CatchUp.choices, default=CatchUp.LATEST, help_text="What to do with slots missed while the portal was down."
+    )
+    overlap = models.CharField(
+        max_length=10, choices=Overlap.choices, default=Overlap.SKIP, help_text="What to do when a slot comes while a run is active."
+    )
+    visibility = models.CharField(
+        max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE, help_text="Who may see the job's results."
+    )
+    spark_target = models.CharField(
+        max_length=10, choices=SparkTarget.choices, default=SparkTarget.LOCAL, help_text="Where the notebook's Spark session runs."
+    )
+    notify_on_failure = models.TextField(
+        blank=True, help_text="Comma-separated e-mail addresses told when a run fails; empty means nobody."
+    )
+    notify_on_success = models.TextField(
+        blank=True, help_text="Comma-separated e-mail addresses told when a run succeeds; empty means nobody."
+    )
+    enabled = models.BooleanField(default=True, help_text="Paused jobs keep their schedule but start no runs.")
+    next_run_at = models.DateTimeField(
+        null=True, blank=True, db_index=True, help_text="The next scheduled slot (UTC); empty for manual or paused jobs."
+    )
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When the job was created (UTC).")
+    updated_at = models.DateTimeField(auto_now=True, help_text="When the job was last changed (UTC).")
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [models.Index(fields=["enabled", "next_run_at"], name="job_due_idx")]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse("jobs-detail", args=[self.pk])
+
+    @property
+    def is_scheduled(self) -> bool:
+        return bool(self.cron)
+
+    def next_slot_after(self, moment: datetime) -> datetime | None:
+        """The first slot strictly after ``moment``, as an aware UTC datetime; None if manual."""
+        if not self.cron:
+            return None
+        return schedule.next_slot_after(self.cron, self.timezone, moment)
+
+    def upcoming_slots(self, moment: datetime, count: int = 5) -> list[datetime]:
+        """The next ``count`` slots after ``moment`` (UTC), for display."""
+        if not self.cron:
+            return []
+        return schedule.upcoming_slots(self.cron, self.timezone, moment, count)
+
+    @property
+    def schedule_description(self) -> str:
+        if not self.cron:
+            return "Manual only"
+        return schedule.describe(self.cron, self.timezone)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def recipients(self, which: str) -> list[str]:
+        """Addresses for ``which`` in ("failure", "success"), de-duplicated, in order."""
+        raw = self.notify_on_failure if which == "failure" else self.notify_on_success
+        seen = []
+        for item in raw.replace(";", ",").split(","):
+            item = item.strip()
+            if item and item not in seen:
+                seen.append(item)
+        return seen
+
+    def latest_version(self):
+        return self.versions.order_by("-number").first()
+
+
+class NotebookVersion(models.Model):
+    """One immutable upload of a job's notebook. Runs record the version they used."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="versions", help_text="The job this notebook belongs to.")
+    number = models.PositiveIntegerField(help_text="1 for the first upload, then 2, 3...")
+    storage_key = models.CharField(max_length=300, help_text="Key of the .ipynb in the portal's storage.")
+    original_name = models.CharField(max_length=255, blank=True, help_text="The uploaded file's name (display only).")
+    size_bytes = models.PositiveIntegerField(help_text="Size of the notebook file in bytes.")
+    sha256 = models.CharField(max_length=64, help_text="SHA-256 of the notebook file, hex.")
+    cell_count = models.PositiveIntegerField(default=0, help_text="Number of cells.")
+    code_cell_count = models.PositiveIntegerField(default=0, help_text="Number of code cells.")
+    parameter_schema = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Parameters read from the 'parameters'-tagged cell: name to {type, default, help}.",
+    )
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+", help_text="Who uploaded it."
+    )
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When it was uploaded (UTC).")
+
+    class Meta:
+        ordering = ["job", "-number"]
+        constraints = [models.UniqueConstraint(fields=["job", "number"], name="unique_version_per_job")]
+
+    def __str__(self):
+        return f"{self.job} v{self.number}"
+
+
+class RunQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """Runs of jobs ``user`` may see."""
+        if user.is_staff:
+            return self
+        return self.filter(Q(job__owner=user) | Q(job__visibility=Job.Visibility.SIGNED_IN))
+
+    def active(self):
+        return self.filter(state__in=Run.ACTIVE_STATES)
+
+    def stale(self, now: datetime, stale_after: float):
+        """RUNNING runs whose heartbeat (or start) is older than ``stale_after`` seconds."""
+        cutoff = now - timedelta(seconds=stale_after)
+        return self.filter(state=Run.State.RUNNING).filter(
+            Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+        )
+
+    def stuck_queued(self, now: datetime, queued_timeout: float):
+        """QUEUED runs that are due (``not_before`` passed) and unclaimed for ``queued_timeout`` s."""
+        cutoff = now - timedelta(seconds=queued_timeout)
+        return self.filter(state=Run.State.QUEUED, enqueued_at__lt=cutoff, not_before__lte=now)
+
+
+class Run(models.Model):
+    """One execution of a job's notebook: for a schedule slot, or started by hand."""
+
+    class State(models.TextChoices):
+        QUEUED = "QUEUED", "Queued"
+        RUNNING = "RUNNING", "Running"
+        SUCCEEDED = "SUCCEEDED", "Succeeded"
+        FAILED = "FAILED", "Failed"
+        TIMED_OUT = "TIMED_OUT", "Timed out"
+        CANCELLED = "CANCELLED", "Cancelled"
+        LOST = "LOST", "Lost"
+        SKIPPED = "SKIPPED", "Skipped"
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "Schedule"
+        MANUAL = "manual", "Run now"
+        RERUN = "rerun", "Re-run"
+        CLI = "cli", "Command line"
+
+    ACTIVE_STATES = (State.QUEUED, State.RUNNING)
+    FINAL_STATES = (State.SUCCEEDED, State.FAILED, State.TIMED_OUT, State.CANCELLED, State.LOST, State.SKIPPED)
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False, help_text="Public id; names the run's files.")
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="runs", help_text="The job this run belongs to.")
+    version = models.ForeignKey(
+        NotebookVersion, on_delete=models.PROTECT, related_name="runs", help_text="The notebook version executed."
+    )
+    trigger = models.CharField(max_length=10, choices=Trigger.choices, help_text="What started the run.")
+    scheduled_for = models.DateTimeField(
+        null=True, blank=True, help_text="The schedule slot (UTC) this run is for; empty for manual runs."
+    )
+    parameters = models.JSONField(default=dict, blank=True, help_text="Parameter values injected into this run.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="Who started it by hand; empty for scheduled runs.",
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED, db_index=True, help_text="Where the run is in its life.")
+    state_reason = models.CharField(max_length=300, blank=True, help_text="Why the run is in its state, when not obvious.")
+    attempt = models.PositiveSmallIntegerField(default=0, help_text="How many times a worker has claimed the run.")
+    max_attempts = models.PositiveSmallIntegerField(default=1, help_text="Claims allowed: 1 + the job's retries.")
+    timeout_seconds = models.PositiveIntegerField(default=3600, help_text="Timeout of this run, copied from the job.")
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When the run row was created (UTC).")
+    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="When the run was last put on the queue (UTC).")
+    not_before = models.DateTimeField(null=True, blank=True, help_text="A retry waits until then (UTC).")
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When the current attempt started (UTC).")
+    finished_at = models.DateTimeField(null=True, blank=True, help_text="When the run ended (UTC).")
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of the worker (UTC).")
+    worker = models.CharField(max_length=200, blank=True, help_text="Worker host and process running the attempt.")
+    cancel_requested_at = models.DateTimeField(null=True, blank=True, help_text="When someone asked to cancel (UTC).")
+    cells_total = models.PositiveIntegerField(default=0, help_text="Code cells to execute (with the injected one).")
+    cells_done = models.PositiveIntegerField(default=0, help_text="Code cells executed so far.")
+    current_cell_index = models.IntegerField(null=True, blank=True, help_text="Index of the cell executing now.")
+    current_cell_head = models.CharField(max_length=200, blank=True, help_text="First line of the cell executing now.")
+    output_key = models.CharField(max_length=300, blank=True, help_text="Storage key of the output .ipynb.")
+    html_key = models.CharField(max_length=300, blank=True, help_text="Storage key of the rendered output HTML.")
+    partial_key = models.CharField(max_length=300, blank=True, help_text="Storage key of the rendered partial output (HTML) while running.")
+    error_cell_index = models.IntegerField(null=True, blank=True, help_text="Index of the failing cell in the output notebook.")
+    error_ename = models.CharField(max_length=200, blank=True, help_text="Exception name of the failure.")
+    error_evalue = models.TextField(blank=True, help_text="Exception value of the failure.")
+    error_traceback = models.TextField(blank=True, help_text="Traceback of the failure, without colour codes.")
+    alert_sent_at = models.DateTimeField(null=True, blank=True, help_text="When the outcome e-mail went out (UTC); sent once.")
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # One run per (job, slot), whoever creates it and however often (DESIGN §Dispatch).
+            models.UniqueConstraint(
+                fields=["job", "scheduled_for"], condition=Q(scheduled_for__isnull=False), name="unique_run_per_slot"
+            )
+        ]
+        indexes = [models.Index(fields=["state", "heartbeat_at"], name="run_state_heartbeat_idx")]
+
+    def __str__(self):
+        return f"run {self.pk} of {self.job}"
+
+    def get_absolute_url(self):
+        return reverse("runs-detail", args=[self.pk])
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in self.ACTIVE_STATES
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in self.FINAL_STATES
+
+    @property
+    def progress_percent(self) -> int:
+        if self.state == self.State.SUCCEEDED:
+            return 100
+        if not self.cells_total:
+            return 0
+        return min(100, round(100 * self.cells_done / self.cells_total))
+
+    @property
+    def duration(self) -> timedelta | None:
+        if not self.started_at:
+            return None
+        from django.utils import timezone
+
+        end = self.finished_at or timezone.now()
+        return end - self.started_at
+
+    @property
+    def logical_date(self) -> datetime:
+        """The moment the run is "for": its slot, else its creation time (UTC)."""
+        return self.scheduled_for or self.created_at
+
+
+class RunEvent(models.Model):
+    """An audited change of a run's state: claims, retries, reaping, the end."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events", help_text="The run that changed.")
+    at = models.DateTimeField(auto_now_add=True, help_text="When it happened (UTC).")
+    attempt = models.PositiveSmallIntegerField(help_text="The attempt the event belongs to.")
+    state = models.CharField(max_length=10, choices=Run.State.choices, help_text="The state entered.")
+    message = models.CharField(max_length=500, blank=True, help_text="What happened, for people.")
+    worker = models.CharField(max_length=200, blank=True, help_text="The worker involved, if any.")
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self):
+        return f"{self.run_id} attempt {self.attempt}: {self.state}"

@@ -1,0 +1,151 @@
+"""Schedule maths: presets to cron, cron validation, the next slots, and wording.
+
+Slots are computed with croniter in the job's IANA time zone, so "daily at 02:30 in
+Europe/Berlin" follows the wall clock across DST changes: on the spring-forward day, when
+02:30 does not exist, croniter gives 03:00 local time; on the fall-back day the slot runs
+once. All datetimes going in and out are aware; results are in UTC.
+"""
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from cron_descriptor import CasingTypeEnum, Options, get_description
+from croniter import croniter
+
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+class ScheduleError(ValueError):
+    """A cron expression, preset or time zone that cannot be used; the message says why."""
+
+
+def validate_timezone(name: str) -> ZoneInfo:
+    """Return the ZoneInfo for an IANA name; raises ScheduleError for an unknown one."""
+    if not name or name not in _timezones():
+        raise ScheduleError(f"Unknown time zone {name!r}: use an IANA name such as Europe/Berlin or UTC.")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ScheduleError(f"Unknown time zone {name!r}.") from None
+
+
+_TZ_CACHE: set[str] = set()
+
+
+def _timezones() -> set[str]:
+    if not _TZ_CACHE:
+        _TZ_CACHE.update(available_timezones())
+        _TZ_CACHE.add("UTC")
+    return _TZ_CACHE
+
+
+def timezone_choices() -> list[str]:
+    """All IANA time zone names, sorted, UTC first."""
+    return ["UTC"] + sorted(n for n in _timezones() if n != "UTC" and "/" in n)
+
+
+def validate_cron(expr: str) -> str:
+    """Return the expression normalised to single spaces; raises ScheduleError if invalid.
+
+    Only the standard 5 fields (minute hour day-of-month month day-of-week) are accepted:
+    no seconds field, no ``@reboot``.
+    """
+    fields = (expr or "").split()
+    if len(fields) != 5:
+        raise ScheduleError(
+            f"A cron expression has 5 fields (minute hour day month weekday); {expr!r} has {len(fields)}."
+        )
+    normalised = " ".join(fields)
+    if not croniter.is_valid(normalised):
+        raise ScheduleError(f"{expr!r} is not a valid cron expression.")
+    return normalised
+
+
+def preset_to_cron(kind: str, minute: int = 0, hour: int = 0, weekday: int = 0, day: int = 1) -> str:
+    """Build the cron expression of a preset.
+
+    ``kind`` is one of hourly, daily, weekly, monthly; ``minute`` 0-59, ``hour`` 0-23,
+    ``weekday`` 0 (Monday) to 6 (Sunday), ``day`` of the month 1-31 (months without that
+    day are skipped, as cron does). Raises ScheduleError on out-of-range values.
+    """
+    if not 0 <= minute <= 59 or not 0 <= hour <= 23:
+        raise ScheduleError("The time must be between 00:00 and 23:59.")
+    if kind == "hourly":
+        return f"{minute} * * * *"
+    if kind == "daily":
+        return f"{minute} {hour} * * *"
+    if kind == "weekly":
+        if not 0 <= weekday <= 6:
+            raise ScheduleError("Pick a weekday.")
+        return f"{minute} {hour} * * {(weekday + 1) % 7}"  # cron: 0 = Sunday
+    if kind == "monthly":
+        if not 1 <= day <= 31:
+            raise ScheduleError("The day of the month must be between 1 and 31.")
+        return f"{minute} {hour} {day} * *"
+    raise ScheduleError(f"Unknown schedule preset {kind!r}.")
+
+
+def cron_to_preset(expr: str) -> dict:
+    """Best-effort inverse of ``preset_to_cron``, used to prefill the edit form.
+
+    Returns ``{"kind": ..., "minute": m, "hour": h, "weekday": w, "day": d}``; kind is
+    "cron" when the expression is not one of the presets.
+    """
+    out = {"kind": "cron", "minute": 0, "hour": 0, "weekday": 0, "day": 1}
+    fields = expr.split()
+    if len(fields) != 5 or not all(f.isdigit() or f == "*" for f in fields):
+        return out
+    m, h, dom, mon, dow = fields
+    if mon != "*" or not m.isdigit():
+        return out
+    out["minute"] = int(m)
+    if h == "*" and dom == "*" and dow == "*":
+        out["kind"] = "hourly"
+    elif h.isdigit() and dom == "*" and dow == "*":
+        out.update(kind="daily", hour=int(h))
+    elif h.isdigit() and dom == "*" and dow.isdigit() and int(dow) <= 7:
+        out.update(kind="weekly", hour=int(h), weekday=(int(dow) - 1) % 7)
+    elif h.isdigit() and dom.isdigit() and dow == "*":
+        out.update(kind="monthly", hour=int(h), day=int(dom))
+    return out
+
+
+def next_slot_after(expr: str, tz_name: str, moment: datetime) -> datetime:
+    """The first slot of ``expr`` in zone ``tz_name`` strictly after ``moment``, in UTC."""
+    tz = ZoneInfo(tz_name)
+    it = croniter(expr, moment.astimezone(tz))
+    return it.get_next(datetime).astimezone(UTC)
+
+
+def upcoming_slots(expr: str, tz_name: str, moment: datetime, count: int) -> list[datetime]:
+    """The next ``count`` slots strictly after ``moment``, aware, in UTC."""
+    tz = ZoneInfo(tz_name)
+    it = croniter(expr, moment.astimezone(tz))
+    return [it.get_next(datetime).astimezone(UTC) for _ in range(count)]
+
+
+def slots_between(expr: str, tz_name: str, after: datetime, until: datetime, limit: int) -> list[datetime]:
+    """Slots ``s`` with ``after < s <= until``, oldest first, at most the newest ``limit``."""
+    tz = ZoneInfo(tz_name)
+    it = croniter(expr, after.astimezone(tz))
+    found: list[datetime] = []
+    while True:
+        slot = it.get_next(datetime).astimezone(UTC)
+        if slot > until:
+            return found
+        found.append(slot)
+        if len(found) > limit:
+            found.pop(0)
+
+
+def describe(expr: str, tz_name: str) -> str:
+    """The schedule in words, e.g. "At 06:00, only on Monday (Europe/Berlin)"."""
+    options = Options()
+    options.use_24hour_time_format = True
+    options.casing_type = CasingTypeEnum.Sentence
+    options.verbose = False
+    try:
+        words = get_description(expr, options)
+    except Exception:  # cron-descriptor raises several types; the cron itself was validated
+        words = expr
+    return f"{words} ({tz_name})"

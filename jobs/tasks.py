@@ -1,0 +1,37 @@
+"""Celery tasks of scheduled notebooks: thin wrappers that load by id and call a service."""
+
+import logging
+
+from celery import shared_task
+
+from jobs import services
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def execute_run(run_id: int) -> str | None:
+    """Execute one run (queue "runs"). A duplicate delivery finds nothing to claim."""
+    run = services.execute_run(run_id)
+    return run.state if run else None
+
+
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+def dispatch_due_runs() -> int:
+    """Create the runs of due schedule slots; beat sends it every DISPATCH_INTERVAL s."""
+    return len(services.dispatch_due_runs())
+
+
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+def reap_runs() -> dict:
+    """Reap runs of lost workers and re-enqueue lost messages; beat, every REAP_INTERVAL s."""
+    counts = services.reap_runs()
+    if any(counts.values()):
+        log.warning("reaper %s", counts)
+    return counts
+
+
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60, autoretry_for=(OSError,), retry_backoff=True, retry_jitter=True, max_retries=5)
+def send_run_alert(run_id: int) -> bool:
+    """E-mail a finished run's outcome once; retried on mail-server errors."""
+    return services.send_run_alert(run_id)

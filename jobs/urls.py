@@ -1,0 +1,25 @@
+from django.urls import path
+
+from jobs import views
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("jobs/new/", views.job_create, name="jobs-new"),
+    path("jobs/inspect/", views.job_inspect, name="jobs-inspect"),
+    path("jobs/schedule-preview/", views.schedule_preview, name="jobs-schedule-preview"),
+    path("jobs/<int:pk>/", views.job_detail, name="jobs-detail"),
+    path("jobs/<int:pk>/edit/", views.job_edit, name="jobs-edit"),
+    path("jobs/<int:pk>/delete/", views.job_delete, name="jobs-delete"),
+    path("jobs/<int:pk>/run/", views.job_run, name="jobs-run"),
+    path("jobs/<int:pk>/pause/", views.job_pause, name="jobs-pause"),
+    path("jobs/<int:pk>/resume/", views.job_resume, name="jobs-resume"),
+    path("jobs/<int:pk>/upload/", views.job_upload, name="jobs-upload"),
+    path("jobs/<int:pk>/versions/<int:number>/download/", views.version_download, name="jobs-version-download"),
+    path("runs/<int:pk>/", views.run_detail, name="runs-detail"),
+    path("runs/<int:pk>/progress/", views.run_progress, name="runs-progress"),
+    path("runs/<int:pk>/partial/", views.run_partial, name="runs-partial"),
+    path("runs/<int:pk>/cancel/", views.run_cancel, name="runs-cancel"),
+    path("runs/<int:pk>/rerun/", views.run_rerun, name="runs-rerun"),
+    path("runs/<int:pk>/download/<str:kind>/", views.run_download, name="runs-download"),
+    path("ops/", views.operations, name="operations"),
+]

@@ -1,0 +1,355 @@
+"""Views of scheduled notebooks: parse a form, call a service, redirect.
+
+User-owned objects are fetched only through the scoped helpers below, which answer 404
+for objects the user may not see (never 403: it would leak their existence).
+"""
+
+import datetime as dt
+import json
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.core.files.storage import default_storage
+from django.core.paginator import Paginator
+from django.db.models import OuterRef, Subquery
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.utils.text import get_valid_filename
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from jobs import notebooks, schedule, services
+from jobs.forms import JobForm, ParametersForm, UploadVersionForm
+from jobs.models import Job, Run
+from portal.usercontent import content_url
+
+# --- Scoped fetch helpers ----------------------------------------------------------------
+
+
+def job_for_viewer(user, pk) -> Job:
+    """The job ``pk`` if ``user`` may see it, else Http404."""
+    return get_object_or_404(Job.objects.visible_to(user), pk=pk)
+
+
+def job_for_owner(user, pk) -> Job:
+    """The job ``pk`` if ``user`` may change it (owner or staff), else Http404."""
+    return get_object_or_404(Job.objects.owned_by(user), pk=pk)
+
+
+def run_for_viewer(user, pk) -> Run:
+    """The run ``pk`` if ``user`` may see its job, else Http404."""
+    return get_object_or_404(Run.objects.visible_to(user).select_related("job", "version", "job__owner"), pk=pk)
+
+
+def run_for_owner(user, pk) -> Run:
+    """The run ``pk`` if ``user`` may act on its job (owner or staff), else Http404."""
+    qs = Run.objects.select_related("job", "version")
+    if not user.is_staff:
+        qs = qs.filter(job__owner=user)
+    return get_object_or_404(qs, pk=pk)
+
+
+# --- Dashboard ------------------------------------------------------------------------------
+
+
+@require_GET
+def dashboard(request):
+    last_run = Run.objects.filter(job=OuterRef("pk")).order_by("-created_at", "-id")
+    my_jobs = (
+        Job.objects.filter(owner=request.user)
+        .annotate(last_state=Subquery(last_run.values("state")[:1]), last_run_id=Subquery(last_run.values("pk")[:1]))
+        .order_by("name")
+    )
+    recent = Run.objects.visible_to(request.user).select_related("job").order_by("-created_at", "-id")[:20]
+    return render(request, "jobs/dashboard.html", {"jobs": my_jobs, "recent_runs": recent})
+
+
+# --- Jobs ------------------------------------------------------------------------------------
+
+
+def _job_form_context(form, job=None):
+    params = form.params_form if form.params_form is not None else ParametersForm(form.schema, values=job.parameters if job else {})
+    return {"form": form, "job": job, "params_form": params, "timezones": schedule.timezone_choices()}
+
+
+@require_http_methods(["GET", "POST"])
+def job_create(request):
+    if request.method == "POST":
+        form = JobForm(request.POST, request.FILES)
+        if form.is_valid():
+            upload = form.cleaned_data["notebook"]
+            try:
+                job = services.create_job(request.user, form.job_settings(), upload.read(), upload.name)
+            except (notebooks.NotebookError, notebooks.ParameterError, schedule.ScheduleError) as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(request, f"Job “{job.name}” created.")
+                return redirect(job)
+    else:
+        form = JobForm(initial={"notify_on_failure": request.user.email})
+    return render(request, "jobs/job_form.html", _job_form_context(form))
+
+
+@require_POST
+def job_inspect(request):
+    """htmx: read an uploaded notebook's parameters and answer the typed fields (a fragment)."""
+    upload = request.FILES.get("notebook")
+    error, params_form = "", None
+    if upload is None:
+        error = "Choose a notebook file (.ipynb)."
+    elif upload.size > settings.NOTEBOOK_MAX_BYTES:
+        error = f"The file is {upload.size / 1048576:.1f} MB; notebooks may be at most {settings.NOTEBOOK_MAX_BYTES / 1048576:.1f} MB."
+    else:
+        try:
+            parsed = notebooks.read_notebook(upload.read())
+            params_form = ParametersForm(notebooks.inspect_parameters(parsed.nb))
+        except notebooks.NotebookError as exc:
+            error = str(exc)
+    return render(request, "jobs/_parameters.html", {"params_form": params_form, "inspect_error": error})
+
+
+@require_GET
+def schedule_preview(request):
+    """htmx: the schedule in words and its next 5 slots, for the values in the form."""
+    form = JobForm(request.GET)
+    form.is_valid()
+    cron = form.cleaned_data.get("cron_expr")
+    tz = form.cleaned_data.get("timezone")
+    context = {"error": "", "words": "", "slots": []}
+    errors = [e for f in ("cron", "schedule_kind", "timezone") for e in form.errors.get(f, [])]
+    if errors:
+        context["error"] = errors[0]
+    elif cron == "":
+        context["words"] = "Manual only: runs start with “Run now”."
+    elif cron and tz:
+        context["words"] = schedule.describe(cron, tz)
+        context["slots"] = [(s, s.astimezone(dt.UTC)) for s in schedule.upcoming_slots(cron, tz, timezone.now(), 5)]
+        context["tz"] = schedule.validate_timezone(tz)
+    return render(request, "jobs/_schedule_preview.html", context)
+
+
+@require_GET
+def job_detail(request, pk):
+    job = job_for_viewer(request.user, pk)
+    runs = Paginator(job.runs.select_related("version").order_by("-created_at", "-id"), 50).get_page(request.GET.get("page"))
+    chart_runs = list(job.runs.filter(started_at__isnull=False).order_by("-created_at")[:200].values("pk", "state", "started_at", "finished_at"))
+    chart = [
+        {
+            "id": r["pk"],
+            "state": r["state"],
+            "started": r["started_at"].isoformat(),
+            "seconds": round(((r["finished_at"] or timezone.now()) - r["started_at"]).total_seconds(), 1),
+        }
+        for r in reversed(chart_runs)
+    ]
+    latest = job.latest_version()
+    return render(
+        request,
+        "jobs/job_detail.html",
+        {
+            "job": job,
+            "runs": runs,
+            "chart": chart,
+            "can_change": request.user.is_staff or job.owner_id == request.user.pk,
+            "versions": job.versions.all(),
+            "latest": latest,
+            "upcoming": [s.astimezone(job.tz) for s in job.upcoming_slots(timezone.now(), 5)] if job.enabled else [],
+            "upload_form": UploadVersionForm(),
+            "param_rows": [(name, spec, job.parameters.get(name, spec.get("default"))) for name, spec in (latest.parameter_schema if latest else {}).items()],
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def job_edit(request, pk):
+    job = job_for_owner(request.user, pk)
+    if request.method == "POST":
+        form = JobForm(request.POST, request.FILES, job=job)
+        if form.is_valid():
+            try:
+                upload = form.cleaned_data.get("notebook")
+                if upload is not None:
+                    _, dropped = services.upload_version(job, request.user, upload.read(), upload.name)
+                    job.refresh_from_db()
+                    if dropped:
+                        messages.warning(request, "Dropped parameter values the new notebook does not take: " + ", ".join(dropped))
+                services.update_job(job, form.job_settings())
+            except (notebooks.NotebookError, notebooks.ParameterError, schedule.ScheduleError) as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(request, "Job saved.")
+                return redirect(job)
+    else:
+        form = JobForm(initial=JobForm.initial_for(job), job=job)
+    return render(request, "jobs/job_form.html", _job_form_context(form, job))
+
+
+@require_http_methods(["GET", "POST"])
+def job_delete(request, pk):
+    job = job_for_owner(request.user, pk)
+    if request.method == "POST":
+        name = job.name
+        services.delete_job(job)
+        messages.success(request, f"Job “{name}” deleted.")
+        return redirect("dashboard")
+    return render(request, "jobs/job_delete.html", {"job": job, "run_count": job.runs.count()})
+
+
+@require_POST
+def job_run(request, pk):
+    job = job_for_owner(request.user, pk)
+    run = services.run_now(job, request.user)
+    messages.success(request, "Run started.")
+    return redirect(run)
+
+
+@require_POST
+def job_pause(request, pk):
+    job = services.set_job_enabled(job_for_owner(request.user, pk), False)
+    messages.success(request, "Job paused: no scheduled runs until you resume it.")
+    return redirect(job)
+
+
+@require_POST
+def job_resume(request, pk):
+    job = services.set_job_enabled(job_for_owner(request.user, pk), True)
+    messages.success(request, "Job resumed.")
+    return redirect(job)
+
+
+@require_POST
+def job_upload(request, pk):
+    job = job_for_owner(request.user, pk)
+    form = UploadVersionForm(request.POST, request.FILES)
+    if not form.is_valid():
+        for error in form.errors.get("notebook", []):
+            messages.error(request, error)
+        return redirect(job)
+    version, dropped = services.upload_version(job, request.user, form.data_bytes, form.cleaned_data["notebook"].name)
+    messages.success(request, f"Uploaded version {version.number}.")
+    if dropped:
+        messages.warning(request, "Dropped parameter values the new notebook does not take: " + ", ".join(dropped))
+    return redirect(job)
+
+
+@require_GET
+def version_download(request, pk, number):
+    job = job_for_viewer(request.user, pk)
+    version = get_object_or_404(job.versions, number=number)
+    return _attachment(version.storage_key, f"{job.name}-v{version.number}.ipynb", "application/x-ipynb+json")
+
+
+def _attachment(key, filename, content_type):
+    if not key or not default_storage.exists(key):
+        raise Http404("This file is not available.")
+    response = FileResponse(
+        default_storage.open(key, "rb"), as_attachment=True, filename=get_valid_filename(filename), content_type=content_type
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+# --- Runs ------------------------------------------------------------------------------------
+
+
+def _frame_url(run: Run) -> str:
+    key = run.html_key if run.is_final else run.partial_key
+    return content_url(key, run.pk, run.attempt) if key else ""
+
+
+@require_GET
+def run_detail(request, pk):
+    run = run_for_viewer(request.user, pk)
+    return render(
+        request,
+        "jobs/run_detail.html",
+        {
+            "run": run,
+            "job": run.job,
+            "frame_url": _frame_url(run),
+            "can_change": request.user.is_staff or run.job.owner_id == request.user.pk,
+            "events": run.events.all(),
+            "parameters": json.dumps(run.parameters, indent=1, sort_keys=True),
+        },
+    )
+
+
+@require_GET
+def run_progress(request, pk):
+    """htmx: the live status block; asks the page to reload when the run has ended."""
+    run = run_for_viewer(request.user, pk)
+    if run.is_final and request.GET.get("live"):
+        response = HttpResponse(status=204)
+        response["HX-Refresh"] = "true"
+        return response
+    return render(request, "jobs/_run_progress.html", {"run": run})
+
+
+@require_GET
+def run_partial(request, pk):
+    """htmx: the partial output frame, only when it changed (204 otherwise)."""
+    run = run_for_viewer(request.user, pk)
+    if request.GET.get("key") == run.partial_key or not run.partial_key:
+        return HttpResponse(status=204)
+    return render(request, "jobs/_run_partial.html", {"run": run, "frame_url": content_url(run.partial_key, run.pk, run.attempt)})
+
+
+@require_POST
+def run_cancel(request, pk):
+    run = services.cancel_run(run_for_owner(request.user, pk), request.user)
+    if run.state == Run.State.CANCELLED:
+        messages.success(request, "Run cancelled.")
+    elif run.cancel_requested_at and run.is_active:
+        messages.info(request, "Cancelling: the kernel is being stopped.")
+    else:
+        messages.info(request, f"The run had already ended ({run.get_state_display()}).")
+    return redirect(run)
+
+
+@require_POST
+def run_rerun(request, pk):
+    run = services.rerun(run_for_owner(request.user, pk), request.user)
+    messages.success(request, "Re-run started with the same notebook version and parameters.")
+    return redirect(run)
+
+
+@require_GET
+def run_download(request, pk, kind):
+    run = run_for_viewer(request.user, pk)
+    if kind == "ipynb":
+        return _attachment(run.output_key, f"{run.job.name}-run-{run.pk}.ipynb", "application/x-ipynb+json")
+    if kind == "html":
+        return _attachment(run.html_key, f"{run.job.name}-run-{run.pk}.html", "application/octet-stream")
+    raise Http404
+
+
+# --- Operations --------------------------------------------------------------------------------
+
+
+@staff_member_required
+@require_GET
+def operations(request):
+    from portal.celery import app
+
+    now = timezone.now()
+    try:
+        replies = app.control.inspect(timeout=1.0).ping() or {}
+    except Exception as exc:  # the broker is down: say so rather than fail the page
+        replies, broker_error = {}, str(exc)
+    else:
+        broker_error = ""
+    return render(
+        request,
+        "jobs/operations.html",
+        {
+            "queued": Run.objects.filter(state=Run.State.QUEUED).select_related("job").order_by("created_at")[:100],
+            "running": Run.objects.filter(state=Run.State.RUNNING).select_related("job").order_by("started_at")[:100],
+            "failures": Run.objects.filter(
+                state__in=[Run.State.FAILED, Run.State.TIMED_OUT, Run.State.LOST], finished_at__gte=now - dt.timedelta(hours=24)
+            ).select_related("job").order_by("-finished_at")[:100],
+            "workers": sorted(replies),
+            "broker_error": broker_error,
+            "due_jobs": Job.objects.due(now).count(),
+        },
+    )

@@ -1,0 +1,350 @@
+"""Settings for the Analysis Portal.
+
+Everything is read from the environment (see README "Settings"); with nothing set the
+portal runs with embedded defaults: SQLite and files under ``var/``, local Spark, Redis on
+127.0.0.1:6379 and console e-mail. Production sets at least SECRET_KEY, DATABASE_URL,
+REDIS_URL, ALLOWED_HOSTS, PORTAL_ORIGIN and USERCONTENT_ORIGIN.
+"""
+
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+import plotly
+from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
+
+from portal.env import env_bool, env_float, env_int, env_list, env_secret, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+#: Where the embedded defaults keep their state (database, files, kernels, Spark work dirs).
+DATA_DIR = Path(env_str("PORTAL_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+DEBUG = env_bool("DEBUG", False)
+
+
+def _default_secret_key() -> str:
+    # A key generated once and kept under var/, so the quick start needs no setup and
+    # sessions survive restarts. Production sets SECRET_KEY or SECRET_KEY_FILE instead.
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = env_secret("SECRET_KEY") or _default_secret_key()
+
+#: The origin users browse the portal on, and the separate origin that serves untrusted
+#: notebook HTML. They must differ in host (ideally in registrable domain): the content
+#: origin sets no cookies and is only ever framed by the portal (DESIGN "Viewing untrusted
+#: output safely"). Locally: portal on localhost, content on 127.0.0.1.
+PORTAL_ORIGIN = env_str("PORTAL_ORIGIN", "http://localhost:8000").rstrip("/")
+USERCONTENT_ORIGIN = env_str("USERCONTENT_ORIGIN", "http://127.0.0.1:8000").rstrip("/")
+if urlsplit(PORTAL_ORIGIN).hostname == urlsplit(USERCONTENT_ORIGIN).hostname:
+    raise ImproperlyConfigured("PORTAL_ORIGIN and USERCONTENT_ORIGIN must have different hosts")
+USERCONTENT_HOST = urlsplit(USERCONTENT_ORIGIN).hostname
+#: A signed content URL is valid for this many seconds (it is issued per page view).
+USERCONTENT_URL_MAX_AGE = env_int("USERCONTENT_URL_MAX_AGE", 600)
+
+ALLOWED_HOSTS = env_list(
+    "ALLOWED_HOSTS",
+    sorted({"localhost", "127.0.0.1", "[::1]", urlsplit(PORTAL_ORIGIN).hostname, USERCONTENT_HOST}),
+)
+CSRF_TRUSTED_ORIGINS = [PORTAL_ORIGIN]  # never the user-content origin
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
+    "csp",
+    "portal",
+    "jobs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Answers every request for the user-content host itself, before sessions, auth and
+    # CSRF can touch it: that origin must never set or read a cookie.
+    "portal.usercontent.UserContentMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'portal.sqlite3'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # The quick start's web, worker and beat share one SQLite file: wait for locks
+    # instead of failing at once, and keep no persistent connections.
+    DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+
+# --- Sign-in (django-allauth) -------------------------------------------------------
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "dashboard"
+ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = env_str("ACCOUNT_EMAIL_VERIFICATION", "none")
+ACCOUNT_ADAPTER = "portal.accounts.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "portal.accounts.SocialAccountAdapter"
+ACCOUNT_LOGIN_ON_PASSWORD_RESET = True
+#: Whether anyone may create an account with a password; with it off, staff create users.
+SIGNUP_OPEN = env_bool("SIGNUP_OPEN", True)
+#: If set, only e-mail addresses in these domains may sign up or sign in through OIDC.
+SIGNUP_ALLOWED_DOMAINS = [d.lower() for d in env_list("SIGNUP_ALLOWED_DOMAINS")]
+SOCIALACCOUNT_ONLY = False
+SOCIALACCOUNT_PROVIDERS = {}
+if env_str("OIDC_CLIENT_ID"):
+    # One OpenID Connect provider (Google, Auth0, Keycloak...), switched on by settings.
+    SOCIALACCOUNT_PROVIDERS["openid_connect"] = {
+        "APPS": [
+            {
+                "provider_id": env_str("OIDC_PROVIDER_ID", "oidc"),
+                "name": env_str("OIDC_NAME", "Single sign-on"),
+                "client_id": env_str("OIDC_CLIENT_ID"),
+                "secret": env_secret("OIDC_CLIENT_SECRET", ""),
+                "settings": {"server_url": env_str("OIDC_SERVER_URL")},
+            }
+        ]
+    }
+
+# --- Security -----------------------------------------------------------------------
+_HTTPS = PORTAL_ORIGIN.startswith("https://")
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients).
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if _HTTPS else None
+SECURE_SSL_REDIRECT = _HTTPS
+SESSION_COOKIE_SECURE = _HTTPS
+CSRF_COOKIE_SECURE = _HTTPS
+# The __Host- prefix pins cookies to the exact portal host (no Domain, Path=/, Secure), so
+# a sibling subdomain cannot toss cookies at us.
+SESSION_COOKIE_NAME = "__Host-sessionid" if _HTTPS else "sessionid"
+CSRF_COOKIE_NAME = "__Host-csrftoken" if _HTTPS else "csrftoken"
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if _HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _HTTPS
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_SAMESITE = "Lax"
+if _HTTPS:
+    # HSTS preload is opt-in (SECURE_HSTS_PRELOAD): it is hard to undo, so it is an
+    # operator's decision, not a default.
+    SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+
+# Portal pages run a strict CSP: no inline scripts, frames only from the content origin.
+# style-src allows inline styles because plotly.js (the run-history chart) sets them.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, "'unsafe-inline'"],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "frame-src": [USERCONTENT_ORIGIN],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
+# --- Static files and uploads ---------------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(DATA_DIR / "static")))
+# plotly.js is served from the plotly package itself, never from a CDN.
+PLOTLY_PACKAGE_DATA = Path(plotly.__file__).resolve().parent / "package_data"
+STATICFILES_DIRS = [BASE_DIR / "static", ("plotly", PLOTLY_PACKAGE_DATA)]
+WHITENOISE_USE_FINDERS = not env_bool("STATIC_MANIFEST", False)
+
+_storage_options = {}
+if env_str("AWS_STORAGE_BUCKET_NAME"):
+    _storage_options = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env_str("AWS_STORAGE_BUCKET_NAME"),
+            "region_name": env_str("AWS_S3_REGION_NAME") or None,
+            "endpoint_url": env_str("AWS_S3_ENDPOINT_URL") or None,
+            "addressing_style": env_str("AWS_S3_ADDRESSING_STYLE") or None,
+            "signature_version": "s3v4",
+            "default_acl": None,
+            # Outputs are private: the portal streams them after a permission check.
+            "querystring_auth": True,
+            "querystring_expire": 300,
+            "file_overwrite": False,
+        },
+    }
+else:
+    _storage_options = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": env_str("PORTAL_STORAGE_DIR", str(DATA_DIR / "storage")), "base_url": None},
+    }
+STORAGES = {
+    "default": _storage_options,
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if env_bool("STATIC_MANIFEST", False)
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+#: The largest notebook a user may upload, in bytes (checked in the form; the proxy in
+#: front should cap request bodies too).
+NOTEBOOK_MAX_BYTES = env_int("NOTEBOOK_MAX_BYTES", 20 * 1024 * 1024)
+# Uploads larger than this go to a temporary file instead of memory (Django's default).
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+DATA_UPLOAD_MAX_NUMBER_FILES = 5
+
+# --- E-mail ---------------------------------------------------------------------------
+if env_str("EMAIL_HOST"):
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = env_str("EMAIL_HOST")
+    EMAIL_PORT = env_int("EMAIL_PORT", 587)
+    EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+    EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD", "")
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+else:
+    EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Analysis Portal <portal@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+# --- Celery ---------------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None  # the database is the source of truth; no result backend
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = "UTC"
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# Acknowledge after the task returns and reserve one message per process: a notebook run
+# is long, and a worker must not sit on messages another worker could run.
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A killed child's message is acknowledged, not redelivered: the reaper decides retries
+# from the database (research/reliability.md §2: otherwise an OOM loops forever).
+CELERY_TASK_REJECT_ON_WORKER_LOST = False
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+#: Longest allowed job timeout, in seconds; a job's timeout is capped by it.
+JOB_MAX_TIMEOUT_SECONDS = env_int("JOB_MAX_TIMEOUT_SECONDS", 24 * 3600)
+# The run task's hard limit sits above the longest job timeout (the executor enforces the
+# job's own timeout and cleans up first); Redis redelivers unacked messages only after the
+# visibility timeout, which must exceed that hard limit or long runs would run twice
+# (Read the Docs incident, research/reliability.md §2.2).
+CELERY_TASK_SOFT_TIME_LIMIT = JOB_MAX_TIMEOUT_SECONDS + 300
+CELERY_TASK_TIME_LIMIT = JOB_MAX_TIMEOUT_SECONDS + 600
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": JOB_MAX_TIMEOUT_SECONDS + 3600}
+CELERY_TASK_ROUTES = {"jobs.tasks.execute_run": {"queue": "runs"}}
+CELERY_TASK_DEFAULT_QUEUE = "control"
+#: Seconds between dispatcher ticks: a slot starts at most this late (plus queueing).
+DISPATCH_INTERVAL = env_float("DISPATCH_INTERVAL", 2.0)
+#: Seconds between reaper passes.
+REAP_INTERVAL = env_float("REAP_INTERVAL", 15.0)
+CELERY_BEAT_SCHEDULE = {
+    "dispatch-due-runs": {
+        "task": "jobs.tasks.dispatch_due_runs",
+        "schedule": DISPATCH_INTERVAL,
+        "options": {"expires": DISPATCH_INTERVAL},
+    },
+    "reap-runs": {
+        "task": "jobs.tasks.reap_runs",
+        "schedule": REAP_INTERVAL,
+        "options": {"expires": REAP_INTERVAL},
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+
+# --- Runs -----------------------------------------------------------------------------
+#: A running run writes its heartbeat this often (seconds).
+RUN_HEARTBEAT_INTERVAL = env_float("RUN_HEARTBEAT_INTERVAL", 5.0)
+#: A RUNNING run whose heartbeat is older than this (seconds) is reaped as LOST.
+RUN_STALE_AFTER = env_float("RUN_STALE_AFTER", 45.0)
+#: A QUEUED run not claimed for this long (seconds) is enqueued again.
+RUN_QUEUED_TIMEOUT = env_float("RUN_QUEUED_TIMEOUT", 120.0)
+#: The partial output notebook of a running run is saved at most this often (seconds).
+RUN_PARTIAL_SAVE_INTERVAL = env_float("RUN_PARTIAL_SAVE_INTERVAL", 5.0)
+#: Base delay (seconds) of the exponential backoff between infrastructure retries.
+RUN_RETRY_BACKOFF = env_float("RUN_RETRY_BACKOFF", 10.0)
+#: Missed slots run by the "all" catch-up policy at most, per dispatcher pass.
+CATCHUP_MAX_SLOTS = env_int("CATCHUP_MAX_SLOTS", 50)
+#: Kernel the portal runs every notebook in, whatever its own metadata names.
+PORTAL_KERNEL_NAME = "portal-pyspark"
+#: Spark master for runs that target the embedded local Spark.
+LOCAL_SPARK_MASTER = env_str("LOCAL_SPARK_MASTER", "local[*]")
+#: Working directory of notebook kernels: relative paths in notebooks resolve here.
+KERNEL_WORKDIR = Path(env_str("KERNEL_WORKDIR", str(DATA_DIR))).resolve()
+#: Environment variables of the worker passed into notebook kernels (an allow-list: the
+#: portal's secrets, database URL and AWS keys are never among them).
+KERNEL_ENV_ALLOWLIST = [
+    "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "JAVA_HOME",
+    "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+] + env_list("KERNEL_ENV_EXTRA")
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "papermill": {"level": "ERROR"}},
+}

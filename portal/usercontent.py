@@ -1,0 +1,87 @@
+"""The user-content origin: where untrusted notebook HTML is served, and nothing else.
+
+Requests whose host is ``USERCONTENT_HOST`` are answered by ``UserContentMiddleware``
+before the session, authentication and CSRF middleware run, so this origin can neither
+set nor read a cookie. It serves only ``/content/<token>/`` (and static files, through
+WhiteNoise, which runs first): the token is a short-lived signature made by the portal
+after its own permission check (``content_url``), naming one stored file. Every response
+carries the sandbox CSP of DESIGN.md ("Viewing untrusted output safely",
+research/reliability.md §1.3); anything else on this host redirects to the portal.
+"""
+
+from django.conf import settings
+from django.core import signing
+from django.core.files.storage import default_storage
+from django.http import FileResponse, HttpResponse, HttpResponseNotFound, HttpResponseRedirect
+
+SALT = "portal.usercontent"
+PREFIX = "/content/"
+
+
+def content_url(storage_key: str, run_id: int, attempt: int) -> str:
+    """An absolute, signed URL on the user-content origin for one stored HTML file.
+
+    Valid for ``USERCONTENT_URL_MAX_AGE`` seconds. The caller must have checked that the
+    viewer may see the run.
+    """
+    token = signing.dumps({"k": storage_key, "r": run_id, "a": attempt}, salt=SALT, compress=True)
+    return f"{settings.USERCONTENT_ORIGIN}{PREFIX}{token}/"
+
+
+def content_security_policy() -> str:
+    origin = settings.USERCONTENT_ORIGIN
+    return "; ".join(
+        [
+            "sandbox allow-scripts",
+            "default-src 'none'",
+            f"script-src 'self' {origin}",
+            f"style-src 'self' {origin} 'unsafe-inline'",
+            f"img-src 'self' {origin} data: blob:",
+            f"font-src 'self' {origin} data:",
+            "connect-src 'none'",
+            "form-action 'none'",
+            "base-uri 'none'",
+            f"frame-ancestors {settings.PORTAL_ORIGIN}",
+        ]
+    )
+
+
+def _harden(response):
+    response["Content-Security-Policy"] = content_security_policy()
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Referrer-Policy"] = "no-referrer"
+    response["Cache-Control"] = "private, no-store"
+    response["Cross-Origin-Resource-Policy"] = "cross-origin"
+    response.cookies.clear()
+    return response
+
+
+def serve(request):
+    """Serve the signed file, or 404 for a bad, expired or unknown token."""
+    if request.method not in ("GET", "HEAD"):
+        return _harden(HttpResponse(status=405))
+    token = request.path[len(PREFIX) :].strip("/")
+    try:
+        claims = signing.loads(token, salt=SALT, max_age=settings.USERCONTENT_URL_MAX_AGE)
+        key = claims["k"]
+    except (signing.BadSignature, KeyError, TypeError):
+        return _harden(HttpResponseNotFound("This link is invalid or has expired. Reload the portal page.", content_type="text/plain"))
+    if not key.endswith(".html") or not default_storage.exists(key):
+        return _harden(HttpResponseNotFound("Not found.", content_type="text/plain"))
+    response = FileResponse(default_storage.open(key, "rb"), content_type="text/html; charset=utf-8")
+    return _harden(response)
+
+
+class UserContentMiddleware:
+    """Route requests for the user-content host to ``serve`` and nowhere else."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        host = request.get_host().rsplit(":", 1)[0] if request.get_host() else ""
+        if host != settings.USERCONTENT_HOST:
+            return self.get_response(request)
+        if request.path.startswith(PREFIX):
+            return serve(request)
+        return _harden(HttpResponseRedirect(settings.PORTAL_ORIGIN + "/"))

@@ -1,0 +1,99 @@
+"""Shared fixtures: personas, clients, notebooks, and a clean storage per test.
+
+Settings come from the environment (bin/test sets PostgreSQL, Redis db 15 and a data dir
+under var/test); the defaults below only apply when pytest is run by hand.
+"""
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+os.environ.setdefault("DATABASE_URL", "postgres://portal:portal@127.0.0.1:5432/portal")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("PORTAL_DATA_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
+# Short intervals so reaping and retries happen within a test's patience.
+os.environ.setdefault("RUN_HEARTBEAT_INTERVAL", "0.5")
+os.environ.setdefault("RUN_STALE_AFTER", "6")
+os.environ.setdefault("RUN_QUEUED_TIMEOUT", "10")
+os.environ.setdefault("RUN_RETRY_BACKOFF", "1")
+os.environ.setdefault("RUN_PARTIAL_SAVE_INTERVAL", "0.5")
+os.environ.setdefault("LOCAL_SPARK_MASTER", "local[2]")
+
+import pytest  # noqa: E402
+
+NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def notebook_bytes(name: str) -> bytes:
+    """Bytes of a test notebook in tests/notebooks (or examples/ for the example)."""
+    path = NOTEBOOKS / name
+    if not path.exists():
+        path = EXAMPLES / name
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_storage():
+    """Start every session with empty storage (shared with worker processes)."""
+    from django.conf import settings
+
+    location = Path(settings.STORAGES["default"]["OPTIONS"]["location"])
+    shutil.rmtree(location, ignore_errors=True)
+    location.mkdir(parents=True, exist_ok=True)
+    yield location
+
+
+@pytest.fixture(autouse=True)
+def _no_outbound_network(monkeypatch):
+    """Block connections to anything but loopback (no AWS, no CDN, no internet)."""
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and not (host.startswith("127.") or host in ("localhost", "::1") or host.startswith("/")):
+            raise OSError(f"tests may not connect to {host!r}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+def _user(django_user_model, name, **extra):
+    user = django_user_model.objects.create_user(username=name, email=f"{name}@example.com", password=f"{name}-password-1", **extra)
+    return user
+
+
+@pytest.fixture
+def alice(django_user_model):
+    return _user(django_user_model, "alice")
+
+
+@pytest.fixture
+def bob(django_user_model):
+    return _user(django_user_model, "bob")
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return _user(django_user_model, "staff", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def alice_client(client, alice):
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def make_job(alice):
+    """Factory: a job from a test notebook, owned by alice unless told otherwise."""
+    from jobs import services
+
+    def make(notebook="trivial.ipynb", owner=None, **fields):
+        if fields.get("cron") and "schedule_kind" not in fields:
+            fields["schedule_kind"] = "cron"
+        spec = services.JobSettings(name=fields.pop("name", notebook), **fields)
+        return services.create_job(owner or alice, spec, notebook_bytes(notebook), notebook)
+
+    return make
