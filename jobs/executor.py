@@ -213,6 +213,16 @@ def execute(
     verdict: dict[str, str] = {}
 
     def monitor():
+        try:
+            watch()
+        finally:
+            # ``tick`` used the database from this thread: close its connections, or
+            # they stay open until the process ends.
+            from django.db import connections
+
+            connections.close_all()
+
+    def watch():
         last_ok = time.monotonic()
         while not stop.wait(tick_interval):
             reason = None

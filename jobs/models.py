@@ -208,9 +208,11 @@ class RunQuerySet(models.QuerySet):
         )
 
     def stuck_queued(self, now: datetime, queued_timeout: float):
-        """QUEUED runs that are due (``not_before`` passed) and unclaimed for ``queued_timeout`` s."""
+        """QUEUED runs unclaimed ``queued_timeout`` s after they were enqueued and became due."""
         cutoff = now - timedelta(seconds=queued_timeout)
-        return self.filter(state=Run.State.QUEUED, enqueued_at__lt=cutoff, not_before__lte=now)
+        return self.filter(state=Run.State.QUEUED, enqueued_at__lt=cutoff).filter(
+            Q(not_before__isnull=True) | Q(not_before__lt=cutoff)
+        )
 
 
 class Run(models.Model):

@@ -110,27 +110,39 @@ def cron_to_preset(expr: str) -> dict:
     return out
 
 
+def _slots(expr: str, tz_name: str, moment: datetime):
+    """Yield the slots strictly after ``moment``, in UTC, forever.
+
+    When clocks go back, croniter yields a wall-clock time of the repeated hour twice. As
+    Vixie cron does (cron(8): "jobs that fall into the repeated time will not be
+    re-executed", while jobs with a wildcard hour keep their interval), the second
+    occurrence (``fold=1``) is dropped unless the hour field is a wildcard.
+    """
+    tz = ZoneInfo(tz_name)
+    hour_wildcard = expr.split()[1].startswith("*")
+    it = croniter(expr, moment.astimezone(tz))
+    while True:
+        slot = it.get_next(datetime)
+        if slot.astimezone(tz).fold == 1 and not hour_wildcard:
+            continue
+        yield slot.astimezone(UTC)
+
+
 def next_slot_after(expr: str, tz_name: str, moment: datetime) -> datetime:
     """The first slot of ``expr`` in zone ``tz_name`` strictly after ``moment``, in UTC."""
-    tz = ZoneInfo(tz_name)
-    it = croniter(expr, moment.astimezone(tz))
-    return it.get_next(datetime).astimezone(UTC)
+    return next(_slots(expr, tz_name, moment))
 
 
 def upcoming_slots(expr: str, tz_name: str, moment: datetime, count: int) -> list[datetime]:
     """The next ``count`` slots strictly after ``moment``, aware, in UTC."""
-    tz = ZoneInfo(tz_name)
-    it = croniter(expr, moment.astimezone(tz))
-    return [it.get_next(datetime).astimezone(UTC) for _ in range(count)]
+    slots = _slots(expr, tz_name, moment)
+    return [next(slots) for _ in range(count)]
 
 
 def slots_between(expr: str, tz_name: str, after: datetime, until: datetime, limit: int) -> list[datetime]:
     """Slots ``s`` with ``after < s <= until``, oldest first, at most the newest ``limit``."""
-    tz = ZoneInfo(tz_name)
-    it = croniter(expr, after.astimezone(tz))
     found: list[datetime] = []
-    while True:
-        slot = it.get_next(datetime).astimezone(UTC)
+    for slot in _slots(expr, tz_name, after):
         if slot > until:
             return found
         found.append(slot)

@@ -103,10 +103,13 @@ def create_job(owner, spec: JobSettings, notebook_bytes: bytes, original_name: s
 
 
 def _store_version(job, user, parsed, param_schema, data, original_name) -> NotebookVersion:
+    """Save the notebook file and its version row (inside the caller's transaction).
+
+    The file is written first; if anything after it fails, the file is deleted again, so
+    a failed upload leaves neither a row nor a file.
+    """
     number = (job.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
     key = default_storage.save(f"notebooks/{job.pk}/{number}.ipynb", ContentFile(data))
-    # If the transaction rolls back, the file must not stay behind.
-    transaction.on_commit(lambda: None)
     try:
         return NotebookVersion.objects.create(
             job=job,

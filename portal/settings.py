@@ -120,6 +120,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # instead of failing at once, and keep no persistent connections.
     DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+# Concurrent test sessions on one machine each get their own test database.
+DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME") or None}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -289,6 +291,9 @@ JOB_MAX_TIMEOUT_SECONDS = env_int("JOB_MAX_TIMEOUT_SECONDS", 24 * 3600)
 CELERY_TASK_SOFT_TIME_LIMIT = JOB_MAX_TIMEOUT_SECONDS + 300
 CELERY_TASK_TIME_LIMIT = JOB_MAX_TIMEOUT_SECONDS + 600
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": JOB_MAX_TIMEOUT_SECONDS + 3600}
+if env_str("REDIS_KEY_PREFIX"):
+    # Lets several portals (or test sessions) share one Redis without sharing queues.
+    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = env_str("REDIS_KEY_PREFIX")
 CELERY_TASK_ROUTES = {"jobs.tasks.execute_run": {"queue": "runs"}}
 CELERY_TASK_DEFAULT_QUEUE = "control"
 #: Seconds between dispatcher ticks: a slot starts at most this late (plus queueing).

@@ -9,16 +9,10 @@ import shutil
 import socket
 from pathlib import Path
 
-os.environ.setdefault("DATABASE_URL", "postgres://portal:portal@127.0.0.1:5432/portal")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
-os.environ.setdefault("PORTAL_DATA_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
-# Short intervals so reaping and retries happen within a test's patience.
-os.environ.setdefault("RUN_HEARTBEAT_INTERVAL", "0.5")
-os.environ.setdefault("RUN_STALE_AFTER", "6")
-os.environ.setdefault("RUN_QUEUED_TIMEOUT", "10")
-os.environ.setdefault("RUN_RETRY_BACKOFF", "1")
-os.environ.setdefault("RUN_PARTIAL_SAVE_INTERVAL", "0.5")
-os.environ.setdefault("LOCAL_SPARK_MASTER", "local[2]")
+# Settings are read before this file is imported: bin/test sets the environment (a test
+# database, Redis key prefix and data directory of the session's own, short intervals).
+if "TEST_DATABASE_NAME" not in os.environ:
+    raise RuntimeError("Run the tests with bin/test: it prepares the services and the environment.")
 
 import pytest  # noqa: E402
 
@@ -42,7 +36,14 @@ def _clean_storage():
     location = Path(settings.STORAGES["default"]["OPTIONS"]["location"])
     shutil.rmtree(location, ignore_errors=True)
     location.mkdir(parents=True, exist_ok=True)
+    Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
     yield location
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Tests create many users; a deliberately slow hasher only costs time here."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(autouse=True)

@@ -35,8 +35,14 @@ def process_env(**overrides) -> dict:
 
 
 def flush_broker():
-    """Drop every queued message of the test Redis database."""
-    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    """Drop every queued message of this test session (its Redis key prefix)."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    prefix = os.environ.get("REDIS_KEY_PREFIX", "")
+    keys = list(client.scan_iter(match=f"{prefix}*")) if prefix else []
+    if keys:
+        client.delete(*keys)
+    elif not prefix:
+        client.flushdb()
 
 
 class Worker:

@@ -1,0 +1,115 @@
+"""Every URL × persona (owner, other user, staff, anonymous) → the expected status.
+
+Others' objects are 404, never 403. A new URL must get a row here:
+test_every_url_is_in_the_matrix fails otherwise.
+"""
+
+import nbformat
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from jobs import services
+from jobs.executor import Outcome
+
+pytestmark = pytest.mark.django_db
+
+LOGIN = "login"  # a redirect to the sign-in page
+
+# name: (method, args kind, {persona: expected})
+OWNER_GET = {"alice": 200, "bob": 404, "staff": 200, "anon": LOGIN}
+OWNER_POST = {"alice": 302, "bob": 404, "staff": 302, "anon": LOGIN}
+MATRIX = {
+    "dashboard": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
+    "jobs-new": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
+    "jobs-inspect": ("post", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
+    "jobs-schedule-preview": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
+    "jobs-detail": ("get", "job", OWNER_GET),
+    "jobs-edit": ("get", "job", OWNER_GET),
+    "jobs-delete": ("get", "job", OWNER_GET),
+    "jobs-run": ("post", "job", OWNER_POST),
+    "jobs-pause": ("post", "job", OWNER_POST),
+    "jobs-resume": ("post", "job", OWNER_POST),
+    "jobs-upload": ("post", "job", OWNER_POST),
+    "jobs-version-download": ("get", "version", OWNER_GET),
+    "runs-detail": ("get", "run", OWNER_GET),
+    "runs-progress": ("get", "run", OWNER_GET),
+    "runs-partial": ("get", "run", {"alice": 204, "bob": 404, "staff": 204, "anon": LOGIN}),
+    "runs-cancel": ("post", "run", OWNER_POST),
+    "runs-rerun": ("post", "run", OWNER_POST),
+    "runs-download": ("get", "download", OWNER_GET),
+    "operations": ("get", None, {"alice": 302, "bob": 302, "staff": 200, "anon": 302}),
+    "health": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": 200}),
+}
+
+
+def portal_url_names():
+    """Names of every portal URL outside the admin and allauth."""
+    names = set()
+
+    def walk(patterns, skip):
+        for p in patterns:
+            if isinstance(p, URLResolver):
+                walk(p.url_patterns, skip or str(p.pattern) in ("admin/", "accounts/"))
+            elif isinstance(p, URLPattern) and not skip and p.name:
+                names.add(p.name)
+
+    walk(get_resolver().url_patterns, False)
+    return names
+
+
+def test_every_url_is_in_the_matrix():
+    assert portal_url_names() == set(MATRIX)
+
+
+@pytest.fixture
+def objects(make_job, alice, tmp_path):
+    job = make_job("trivial.ipynb", name="private job")
+    run = services.claim_run(services.run_now(job, alice).pk, "w")
+    out = tmp_path / "o.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), str(out))
+    run = services.finish_run(run, Outcome("succeeded", out))
+    return {
+        None: [],
+        "job": [job.pk],
+        "version": [job.pk, job.latest_version().number],
+        "run": [run.pk],
+        "download": [run.pk, "ipynb"],
+    }
+
+
+@pytest.mark.parametrize("persona", ["alice", "bob", "staff", "anon"])
+@pytest.mark.parametrize("name", sorted(MATRIX))
+def test_permission_matrix(name, persona, objects, client, alice, bob, staff):
+    method, kind, expected = MATRIX[name]
+    users = {"alice": alice, "bob": bob, "staff": staff, "anon": None}
+    if users[persona]:
+        client.force_login(users[persona])
+    url = reverse(name, args=objects[kind])
+    response = getattr(client, method)(url)
+    want = expected[persona]
+    if want == LOGIN:
+        assert response.status_code == 302 and response["Location"].startswith(reverse("account_login")), response
+    else:
+        assert response.status_code == want, (name, persona, response.status_code)
+
+
+def test_shared_jobs_are_visible_but_not_changeable_by_others(make_job, client, bob):
+    job = make_job("trivial.ipynb", visibility="signed_in")
+    client.force_login(bob)
+    assert client.get(reverse("jobs-detail", args=[job.pk])).status_code == 200
+    assert client.post(reverse("jobs-run", args=[job.pk])).status_code == 404
+    assert client.get(reverse("jobs-edit", args=[job.pk])).status_code == 404
+
+
+@pytest.mark.parametrize("name", ["jobs-run", "jobs-pause", "jobs-resume", "runs-cancel", "runs-rerun"])
+def test_state_changes_need_post(name, objects, alice_client):
+    kind = MATRIX[name][1]
+    assert alice_client.get(reverse(name, args=objects[kind])).status_code == 405
+
+
+def test_state_changes_need_a_csrf_token(objects, alice):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    assert client.post(reverse("jobs-run", args=objects["job"])).status_code == 403
