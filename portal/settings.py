@@ -209,6 +209,10 @@ CONTENT_SECURITY_POLICY = {
 
 # --- Static files and uploads ---------------------------------------------------------
 STATIC_URL = "static/"
+# Uploads go through the storage API with server-made keys, never MEDIA_URL; point it at
+# an empty directory so no development server can serve project files as "media".
+MEDIA_URL = "media/"
+MEDIA_ROOT = DATA_DIR / "media"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(DATA_DIR / "static")))
 # plotly.js is served from the plotly package itself, never from a CDN.
 PLOTLY_PACKAGE_DATA = Path(plotly.__file__).resolve().parent / "package_data"
@@ -339,6 +343,30 @@ KERNEL_ENV_ALLOWLIST = [
     "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "JAVA_HOME",
     "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
 ] + env_list("KERNEL_ENV_EXTRA")
+
+# --- Clusters ---------------------------------------------------------------------------
+#: Backends users may choose, first is the default ("local" needs no cloud account).
+CLUSTER_BACKENDS = env_list("CLUSTER_BACKENDS", ["local"])
+#: Address local clusters bind to; anything but loopback needs spark.authenticate.
+LOCAL_CLUSTER_BIND_HOST = env_str("LOCAL_CLUSTER_BIND_HOST", "127.0.0.1")
+LOCAL_CLUSTER_WORKER_CORES = env_int("LOCAL_CLUSTER_WORKER_CORES", 1)
+LOCAL_CLUSTER_WORKER_MEMORY = env_str("LOCAL_CLUSTER_WORKER_MEMORY", "1g")
+LOCAL_CLUSTER_EXECUTOR_MEMORY = env_str("LOCAL_CLUSTER_EXECUTOR_MEMORY", "768m")
+#: Live local clusters allowed per user and on this host.
+LOCAL_CLUSTER_MAX_PER_USER = env_int("LOCAL_CLUSTER_MAX_PER_USER", 2)
+LOCAL_CLUSTER_MAX_PER_HOST = env_int("LOCAL_CLUSTER_MAX_PER_HOST", 4)
+#: Workers per cluster (users; staff may exceed) and the lifetime bounds, in hours.
+CLUSTER_MAX_SIZE = env_int("CLUSTER_MAX_SIZE", 4)
+CLUSTER_MAX_LIFETIME_HOURS = env_int("CLUSTER_MAX_LIFETIME_HOURS", 24)
+CLUSTER_DEFAULT_LIFETIME_HOURS = env_int("CLUSTER_DEFAULT_LIFETIME_HOURS", 8)
+CLUSTER_MAX_EXTENSION_HOURS = env_int("CLUSTER_MAX_EXTENSION_HOURS", 8)
+#: Seconds before expiry when the owner is warned by e-mail.
+CLUSTER_EXPIRY_WARNING_SECONDS = env_int("CLUSTER_EXPIRY_WARNING_SECONDS", 3600)
+#: Estimated price of one node-hour, for the cost column (currency of your choice).
+CLUSTER_PRICE_PER_NODE_HOUR = env_float("CLUSTER_PRICE_PER_NODE_HOUR", 0.0)
+#: Seconds between cluster state syncs.
+CLUSTER_SYNC_INTERVAL = env_float("CLUSTER_SYNC_INTERVAL", 10.0)
+EMR_SYNC_INTERVAL = env_float("EMR_SYNC_INTERVAL", 60.0)
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "UTC"
