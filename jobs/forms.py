@@ -103,8 +103,11 @@ class JobForm(forms.Form):
     notify_on_failure = forms.CharField(required=False, label="E-mail on failure", help_text="Comma-separated addresses")
     notify_on_success = forms.CharField(required=False, label="E-mail on success", help_text="Comma-separated addresses")
     enabled = forms.BooleanField(required=False, initial=True, label="Enabled (uncheck to pause)")
+    spark_target = forms.ChoiceField(choices=Job.SparkTarget.choices, initial=Job.SparkTarget.LOCAL, required=False, label="Spark")
+    cluster = forms.ModelChoiceField(queryset=None, required=False, label="Cluster", help_text="For “one of my running clusters”.")
+    cluster_size = forms.IntegerField(min_value=1, initial=1, required=False, label="Workers of the fresh cluster")
 
-    def __init__(self, *args, job: Job | None = None, **kwargs):
+    def __init__(self, *args, job: Job | None = None, user=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.job = job
         limit = settings.JOB_MAX_TIMEOUT_SECONDS // 60
@@ -113,6 +116,12 @@ class JobForm(forms.Form):
         self.parsed = None
         self.schema = job.latest_version().parameter_schema if job and job.latest_version() else {}
         self.params_form = None
+        from clusters.models import Cluster
+
+        owner = job.owner if job else user
+        self.fields["cluster"].queryset = Cluster.objects.filter(owner=owner).live() if owner else Cluster.objects.none()
+        self.fields["cluster_size"].max_value = settings.CLUSTER_MAX_SIZE
+        self.fields["cluster_size"].validators.append(MaxValueValidator(settings.CLUSTER_MAX_SIZE))
 
     @classmethod
     def initial_for(cls, job: Job) -> dict:
@@ -125,7 +134,8 @@ class JobForm(forms.Form):
             "timeout_minutes": max(1, job.timeout_seconds // 60), "max_retries": job.max_retries,
             "catchup": job.catchup, "overlap": job.overlap, "visibility": job.visibility,
             "notify_on_failure": job.notify_on_failure, "notify_on_success": job.notify_on_success,
-            "enabled": job.enabled,
+            "enabled": job.enabled, "spark_target": job.spark_target, "cluster": job.cluster_id,
+            "cluster_size": job.cluster_size,
         }
 
     def clean_notebook(self):
@@ -185,6 +195,8 @@ class JobForm(forms.Form):
                 )
         except schedule.ScheduleError as exc:
             self.add_error("cron" if kind == Job.ScheduleKind.CRON else "schedule_kind", str(exc))
+        if cleaned.get("spark_target") == Job.SparkTarget.CLUSTER and not cleaned.get("cluster"):
+            self.add_error("cluster", "Choose one of your running clusters.")
         values = self.job.parameters if self.job else {}
         self.params_form = ParametersForm(self.schema, self.data, values=values)
         if self.schema and not self.params_form.is_valid():
@@ -206,6 +218,9 @@ class JobForm(forms.Form):
             timezone=c["timezone"], parameters=parameters, timeout_seconds=c["timeout_minutes"] * 60,
             max_retries=c["max_retries"], catchup=c["catchup"], overlap=c["overlap"], visibility=c["visibility"],
             notify_on_failure=c["notify_on_failure"], notify_on_success=c["notify_on_success"], enabled=c["enabled"],
+            spark_target=c.get("spark_target") or Job.SparkTarget.LOCAL,
+            cluster=c.get("cluster") if c.get("spark_target") == Job.SparkTarget.CLUSTER else None,
+            cluster_size=c.get("cluster_size") or 1,
         )
 
 

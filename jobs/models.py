@@ -60,6 +60,8 @@ class Job(models.Model):
 
     class SparkTarget(models.TextChoices):
         LOCAL = "local", "Embedded local Spark"
+        CLUSTER = "cluster", "One of my running clusters"
+        NEW_CLUSTER = "new_cluster", "A fresh local cluster for each run"
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs", help_text="Who owns the job."
@@ -94,7 +96,14 @@ class Job(models.Model):
         max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE, help_text="Who may see the job's results."
     )
     spark_target = models.CharField(
-        max_length=10, choices=SparkTarget.choices, default=SparkTarget.LOCAL, help_text="Where the notebook's Spark session runs."
+        max_length=12, choices=SparkTarget.choices, default=SparkTarget.LOCAL, help_text="Where the notebook's Spark session runs."
+    )
+    cluster = models.ForeignKey(
+        "clusters.Cluster", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs",
+        help_text="The running cluster runs connect to (Spark target 'cluster').",
+    )
+    cluster_size = models.PositiveSmallIntegerField(
+        default=1, help_text="Workers of the fresh cluster started for each run (Spark target 'new_cluster')."
     )
     notify_on_failure = models.TextField(
         blank=True, help_text="Comma-separated e-mail addresses told when a run fails; empty means nobody."
@@ -276,6 +285,10 @@ class Run(models.Model):
     error_evalue = models.TextField(blank=True, help_text="Exception value of the failure.")
     error_traceback = models.TextField(blank=True, help_text="Traceback of the failure, without colour codes.")
     alert_sent_at = models.DateTimeField(null=True, blank=True, help_text="When the outcome e-mail went out (UTC); sent once.")
+    cluster = models.ForeignKey(
+        "clusters.Cluster", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs",
+        help_text="The Spark cluster the run used; empty for the embedded local Spark.",
+    )
 
     objects = RunQuerySet.as_manager()
 

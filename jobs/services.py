@@ -54,6 +54,9 @@ class JobSettings:
     notify_on_failure: str = ""
     notify_on_success: str = ""
     enabled: bool = True
+    spark_target: str = Job.SparkTarget.LOCAL
+    cluster: object = None
+    cluster_size: int = 1
 
 
 def _validated_schedule(kind: str, cron: str, tz: str) -> str:
@@ -94,6 +97,9 @@ def create_job(owner, spec: JobSettings, notebook_bytes: bytes, original_name: s
             notify_on_failure=spec.notify_on_failure,
             notify_on_success=spec.notify_on_success,
             enabled=spec.enabled,
+            spark_target=spec.spark_target,
+            cluster=spec.cluster,
+            cluster_size=spec.cluster_size,
         )
         job.next_run_at = job.next_slot_after(now) if job.enabled else None
         job.save()
@@ -165,7 +171,7 @@ def update_job(job: Job, spec: JobSettings, now: datetime | None = None) -> Job:
         schedule_changed = (cron, spec.timezone, spec.enabled) != (job.cron, job.timezone, job.enabled)
         for field in (
             "name", "description", "schedule_kind", "timezone", "max_retries", "catchup", "overlap",
-            "visibility", "notify_on_failure", "notify_on_success", "enabled",
+            "visibility", "notify_on_failure", "notify_on_success", "enabled", "spark_target", "cluster", "cluster_size",
         ):
             setattr(job, field, getattr(spec, field))
         job.cron = cron
@@ -383,9 +389,55 @@ def record_progress(run: Run, progress: executor.Progress, partial_key: str | No
     return "lost"
 
 
-def spark_master_for(job: Job) -> str:
-    """The Spark master URL a run of ``job`` connects to."""
-    return settings.LOCAL_SPARK_MASTER
+class SparkTargetError(Exception):
+    """The job's Spark target cannot be used for this run; the message says why.
+
+    ``retry`` is True when a later attempt may succeed (a fresh cluster failed to start).
+    """
+
+    def __init__(self, message: str, retry: bool = False):
+        super().__init__(message)
+        self.retry = retry
+
+
+def spark_target_for(run: Run):
+    """``(master_url, cluster, owned)`` for a run: the Spark master or Spark Connect URL its
+    kernel connects to, the cluster used (None for the embedded local Spark), and whether
+    the cluster was started for this run (and must be terminated after it).
+
+    For "new_cluster" a local standalone cluster is started and awaited here, in the run's
+    worker; a retry reuses the cluster a previous attempt left READY. Its lifetime is the
+    run's timeout plus ten minutes, so expiry stops it even if this worker dies.
+    Raises SparkTargetError.
+    """
+    from clusters import services as cluster_services
+    from clusters.models import Cluster
+
+    job = run.job
+    if job.spark_target == Job.SparkTarget.CLUSTER:
+        cluster = job.cluster
+        if cluster is None or cluster.state != Cluster.State.READY:
+            raise SparkTargetError("The job's cluster is not running: start it, or choose another Spark target.")
+        return cluster.connect_url, cluster, False
+    if job.spark_target == Job.SparkTarget.NEW_CLUSTER:
+        previous = Cluster.objects.filter(for_run=run).first()
+        if previous and previous.state == Cluster.State.READY:
+            return previous.connect_url, previous, True
+        if previous:
+            cluster_services.terminate_cluster(previous, "Replaced by a new attempt.")
+            Cluster.objects.filter(pk=previous.pk).update(for_run=None)
+        hours = max(1, -(-(run.timeout_seconds + 600) // 3600))
+        spec = cluster_services.ClusterSpec(name=f"run-{run.pk}-a{run.attempt}", size=job.cluster_size, lifetime_hours=hours)
+        cluster = cluster_services.launch_cluster(job.owner, spec, for_run=run)
+        cluster_services.start_cluster(cluster.pk)
+        try:
+            cluster = cluster_services.wait_until_ready(cluster, timeout=settings.CLUSTER_START_TIMEOUT)
+        except cluster_services.ClusterError as exc:
+            cluster_services.terminate_cluster(cluster, str(exc))
+            cluster_services.stop_cluster(cluster.pk)
+            raise SparkTargetError(str(exc), retry=True) from exc
+        return cluster.connect_url, cluster, True
+    return settings.LOCAL_SPARK_MASTER, None, False
 
 
 def execute_run(run_id: int, worker: str | None = None) -> Run | None:
@@ -417,26 +469,38 @@ def execute_run(run_id: int, worker: str | None = None) -> Run | None:
                 key = uploaded["key"] = _store_partial(run, partial, uploaded["key"])
             return record_progress(run, progress, key)
 
-        master = spark_master_for(run.job)
+        try:
+            master, cluster, owned = spark_target_for(run)
+        except SparkTargetError as exc:
+            return finish_run(run, executor.Outcome("infra_error" if exc.retry else "failed", None, message=str(exc)))
+        if cluster is not None:
+            Run.objects.filter(pk=run.pk).update(cluster=cluster)
         parameters = {
             **run.parameters,
             "run_id": str(run.uuid),
             "logical_date": run.logical_date.isoformat(),
             "spark_master": master,
         }
-        outcome = executor.execute(
-            source,
-            tmp / "output.ipynb",
-            parameters,
-            spark_master=master,
-            cwd=workdir,
-            timeout_seconds=run.timeout_seconds,
-            tick=tick,
-            tick_interval=settings.RUN_HEARTBEAT_INTERVAL,
-            lease_seconds=settings.RUN_STALE_AFTER,
-            partial_path=partial,
-            partial_interval=settings.RUN_PARTIAL_SAVE_INTERVAL,
-        )
+        try:
+            outcome = executor.execute(
+                source,
+                tmp / "output.ipynb",
+                parameters,
+                spark_master=master,
+                cwd=workdir,
+                timeout_seconds=run.timeout_seconds,
+                tick=tick,
+                tick_interval=settings.RUN_HEARTBEAT_INTERVAL,
+                lease_seconds=settings.RUN_STALE_AFTER,
+                partial_path=partial,
+                partial_interval=settings.RUN_PARTIAL_SAVE_INTERVAL,
+            )
+        finally:
+            if owned:
+                from clusters import services as cluster_services
+
+                cluster_services.terminate_cluster(cluster, "The run it was started for ended.")
+                cluster_services.stop_cluster(cluster.pk)
         return finish_run(run, outcome)
 
 

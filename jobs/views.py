@@ -19,6 +19,8 @@ from django.utils import timezone
 from django.utils.text import get_valid_filename
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from clusters import services as cluster_services
+from clusters.models import Cluster
 from jobs import notebooks, schedule, services
 from jobs.forms import JobForm, ParametersForm, UploadVersionForm
 from jobs.models import Job, Run
@@ -76,7 +78,7 @@ def _job_form_context(form, job=None):
 @require_http_methods(["GET", "POST"])
 def job_create(request):
     if request.method == "POST":
-        form = JobForm(request.POST, request.FILES)
+        form = JobForm(request.POST, request.FILES, user=request.user)
         if form.is_valid():
             upload = form.cleaned_data["notebook"]
             try:
@@ -87,7 +89,7 @@ def job_create(request):
                 messages.success(request, f"Job “{job.name}” created.")
                 return redirect(job)
     else:
-        form = JobForm(initial={"notify_on_failure": request.user.email})
+        form = JobForm(initial={"notify_on_failure": request.user.email}, user=request.user)
     return render(request, "jobs/job_form.html", _job_form_context(form))
 
 
@@ -112,7 +114,7 @@ def job_inspect(request):
 @require_GET
 def schedule_preview(request):
     """htmx: the schedule in words and its next 5 slots, for the values in the form."""
-    form = JobForm(request.GET)
+    form = JobForm(request.GET, user=request.user)
     form.is_valid()
     cron = form.cleaned_data.get("cron_expr")
     tz = form.cleaned_data.get("timezone")
@@ -349,6 +351,8 @@ def operations(request):
                 state__in=[Run.State.FAILED, Run.State.TIMED_OUT, Run.State.LOST], finished_at__gte=now - dt.timedelta(hours=24)
             ).select_related("job").order_by("-finished_at")[:100],
             "workers": sorted(replies),
+            "clusters": Cluster.objects.live().select_related("owner").order_by("expires_at")[:100],
+            "usage": cluster_services.usage_by_user(now - dt.timedelta(days=30)),
             "broker_error": broker_error,
             "due_jobs": Job.objects.due(now).count(),
         },

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import dj_database_url
 import plotly
+import pyspark
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
@@ -71,6 +72,7 @@ INSTALLED_APPS = [
     "csp",
     "portal",
     "jobs",
+    "clusters",
 ]
 
 MIDDLEWARE = [
@@ -315,6 +317,21 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": REAP_INTERVAL,
         "options": {"expires": REAP_INTERVAL},
     },
+    "sync-local-clusters": {
+        "task": "clusters.tasks.sync_local_clusters",
+        "schedule": env_float("CLUSTER_SYNC_INTERVAL", 10.0),
+        "options": {"expires": env_float("CLUSTER_SYNC_INTERVAL", 10.0)},
+    },
+    "sync-emr-clusters": {
+        "task": "clusters.tasks.sync_emr_clusters",
+        "schedule": env_float("EMR_SYNC_INTERVAL", 60.0),
+        "options": {"expires": env_float("EMR_SYNC_INTERVAL", 60.0)},
+    },
+    "cluster-lifetimes": {
+        "task": "clusters.tasks.cluster_lifetimes",
+        "schedule": env_float("CLUSTER_LIFETIME_INTERVAL", 30.0),
+        "options": {"expires": env_float("CLUSTER_LIFETIME_INTERVAL", 30.0)},
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
@@ -349,6 +366,7 @@ KERNEL_ENV_ALLOWLIST = [
 CLUSTER_BACKENDS = env_list("CLUSTER_BACKENDS", ["local"])
 #: Address local clusters bind to; anything but loopback needs spark.authenticate.
 LOCAL_CLUSTER_BIND_HOST = env_str("LOCAL_CLUSTER_BIND_HOST", "127.0.0.1")
+LOCAL_SPARK_VERSION = pyspark.__version__
 LOCAL_CLUSTER_WORKER_CORES = env_int("LOCAL_CLUSTER_WORKER_CORES", 1)
 LOCAL_CLUSTER_WORKER_MEMORY = env_str("LOCAL_CLUSTER_WORKER_MEMORY", "1g")
 LOCAL_CLUSTER_EXECUTOR_MEMORY = env_str("LOCAL_CLUSTER_EXECUTOR_MEMORY", "768m")
@@ -364,9 +382,29 @@ CLUSTER_MAX_EXTENSION_HOURS = env_int("CLUSTER_MAX_EXTENSION_HOURS", 8)
 CLUSTER_EXPIRY_WARNING_SECONDS = env_int("CLUSTER_EXPIRY_WARNING_SECONDS", 3600)
 #: Estimated price of one node-hour, for the cost column (currency of your choice).
 CLUSTER_PRICE_PER_NODE_HOUR = env_float("CLUSTER_PRICE_PER_NODE_HOUR", 0.0)
+#: Seconds a run waits for the fresh cluster it started to be READY.
+CLUSTER_START_TIMEOUT = env_float("CLUSTER_START_TIMEOUT", 180.0)
 #: Seconds between cluster state syncs.
 CLUSTER_SYNC_INTERVAL = env_float("CLUSTER_SYNC_INTERVAL", 10.0)
 EMR_SYNC_INTERVAL = env_float("EMR_SYNC_INTERVAL", 60.0)
+
+#: Name of this deployment, in EMR cluster names and tags (keeps stage and prod apart).
+PORTAL_ENVIRONMENT = env_str("PORTAL_ENVIRONMENT", "dev")
+EMR_REGION = env_str("EMR_REGION", "us-west-2")
+#: Only for tests against moto's server; real deployments leave it empty.
+EMR_ENDPOINT_URL = env_str("EMR_ENDPOINT_URL")
+EMR_MAX_ATTEMPTS = env_int("EMR_MAX_ATTEMPTS", 8)
+EMR_LOG_URI = env_str("EMR_LOG_URI", "s3://analysis-portal-logs/emr/")
+EMR_BOOTSTRAP_BUCKET = env_str("EMR_BOOTSTRAP_BUCKET", "analysis-portal-code")
+EMR_BOOTSTRAP_KEY = env_str("EMR_BOOTSTRAP_KEY", "bootstrap/install-ssh-key.sh")
+EMR_INSTANCE_TYPE = env_str("EMR_INSTANCE_TYPE", "m5.xlarge")
+#: Core nodes on spot capacity: cheaper, but AWS may reclaim them.
+EMR_CORE_SPOT = env_bool("EMR_CORE_SPOT", False)
+EMR_APPLICATIONS = env_list("EMR_APPLICATIONS", ["Spark", "Hadoop", "JupyterEnterpriseGateway"])
+EMR_JOB_FLOW_ROLE = env_str("EMR_JOB_FLOW_ROLE", "EMR_EC2_DefaultRole")
+EMR_SERVICE_ROLE = env_str("EMR_SERVICE_ROLE", "EMR_DefaultRole")
+#: An idle EMR cluster terminates itself after this many seconds (a backstop to expiry).
+EMR_IDLE_TIMEOUT_SECONDS = env_int("EMR_IDLE_TIMEOUT_SECONDS", 3600)
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "UTC"

@@ -11,5 +11,6 @@ urlpatterns = [
     path("health/", views.health, name="health"),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
+    path("", include("clusters.urls")),
     path("", include("jobs.urls")),
 ]

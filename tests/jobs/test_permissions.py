@@ -4,10 +4,14 @@ Others' objects are 404, never 403. A new URL must get a row here:
 test_every_url_is_in_the_matrix fails otherwise.
 """
 
+from datetime import timedelta
+
 import nbformat
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 
+from clusters.models import Cluster, SSHKey
 from jobs import services
 from jobs.executor import Outcome
 
@@ -37,6 +41,15 @@ MATRIX = {
     "runs-cancel": ("post", "run", OWNER_POST),
     "runs-rerun": ("post", "run", OWNER_POST),
     "runs-download": ("get", "download", OWNER_GET),
+    "clusters-list": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
+    "clusters-new": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
+    "clusters-detail": ("get", "cluster", OWNER_GET),
+    "clusters-status": ("get", "cluster", OWNER_GET),
+    "clusters-extend": ("post", "cluster", OWNER_POST),
+    "clusters-terminate": ("get", "cluster", OWNER_GET),
+    "keys-list": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
+    "keys-new": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
+    "keys-delete": ("get", "key", {"alice": 200, "bob": 404, "staff": 404, "anon": LOGIN}),
     "operations": ("get", None, {"alice": 302, "bob": 302, "staff": 200, "anon": 302}),
     "health": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": 200}),
 }
@@ -68,7 +81,11 @@ def objects(make_job, alice, tmp_path):
     out = tmp_path / "o.ipynb"
     nbformat.write(nbformat.v4.new_notebook(), str(out))
     run = services.finish_run(run, Outcome("succeeded", out))
+    cluster = Cluster.objects.create(owner=alice, name="c1", expires_at=timezone.now() + timedelta(hours=1))
+    key = SSHKey.objects.create(owner=alice, title="k", key="ssh-ed25519 AAAA", key_type="ssh-ed25519", bits=256, fingerprint="SHA256:x")
     return {
+        "cluster": [cluster.pk],
+        "key": [key.pk],
         None: [],
         "job": [job.pk],
         "version": [job.pk, job.latest_version().number],

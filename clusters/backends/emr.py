@@ -1,0 +1,183 @@
+"""The EMR backend: clusters on AWS EMR through boto3.
+
+Launch is idempotent (research/atmo.md §5.8: ATMO created duplicate clusters when a
+throttled call was retried): the Cluster row exists before any AWS call, the EMR cluster
+is named and tagged with the row's UUID, and ``start`` first looks for a live cluster so
+tagged before calling ``run_job_flow``. Throttling and transient errors are retried by
+botocore's "standard" retry mode (exponential backoff with jitter, bounded attempts).
+States are synced in batches with one paginated ``list_clusters`` call.
+"""
+
+import logging
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
+
+from clusters.backends import BackendError, ClusterStatus
+
+log = logging.getLogger(__name__)
+
+#: EMR cluster states (the API's) mapped to the portal's.
+STATE_MAP = {
+    "STARTING": "STARTING",
+    "BOOTSTRAPPING": "STARTING",
+    "RUNNING": "READY",
+    "WAITING": "READY",
+    "TERMINATING": "TERMINATING",
+    "TERMINATED": "TERMINATED",
+    "TERMINATED_WITH_ERRORS": "FAILED",
+}
+LIVE_EMR_STATES = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING", "TERMINATING"]
+TAG_UUID = "portal-cluster-uuid"
+
+
+def emr_client():
+    """A boto3 EMR client for the configured region (and endpoint, for moto)."""
+    return boto3.client(
+        "emr",
+        region_name=settings.EMR_REGION,
+        endpoint_url=settings.EMR_ENDPOINT_URL or None,
+        config=Config(retries={"mode": "standard", "max_attempts": settings.EMR_MAX_ATTEMPTS}),
+    )
+
+
+def cluster_name(cluster) -> str:
+    """EMR name: environment, owner and the row's UUID (readable, and unique)."""
+    owner = (cluster.owner.email or cluster.owner.username).split("@")[0]
+    return f"{settings.PORTAL_ENVIRONMENT}-{owner}-{cluster.name}-{cluster.uuid}"[:256]
+
+
+def bootstrap_script_uri() -> str:
+    return f"s3://{settings.EMR_BOOTSTRAP_BUCKET}/{settings.EMR_BOOTSTRAP_KEY}"
+
+
+class EmrBackend:
+    """Clusters on AWS EMR (see module docstring)."""
+
+    name = "emr"
+
+    def __init__(self, client=None):
+        self._client = client
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = emr_client()
+        return self._client
+
+    def job_flow_params(self, cluster, steps: list | None = None, keep_alive: bool = True) -> dict:
+        """The exact ``run_job_flow`` arguments for ``cluster`` (contract-tested)."""
+        core_market = "SPOT" if settings.EMR_CORE_SPOT else "ON_DEMAND"
+        bootstrap = []
+        if cluster.ssh_key_id:
+            bootstrap.append({
+                "Name": "Install the owner's SSH key",
+                "ScriptBootstrapAction": {"Path": bootstrap_script_uri(), "Args": [cluster.ssh_key.key]},
+            })
+        params = {
+            "Name": cluster_name(cluster),
+            "LogUri": settings.EMR_LOG_URI,
+            "ReleaseLabel": cluster.release,
+            "Applications": [{"Name": name} for name in settings.EMR_APPLICATIONS],
+            "Instances": {
+                "InstanceGroups": [
+                    {"Name": "Master", "Market": "ON_DEMAND", "InstanceRole": "MASTER",
+                     "InstanceType": settings.EMR_INSTANCE_TYPE, "InstanceCount": 1},
+                    {"Name": "Core", "Market": core_market, "InstanceRole": "CORE",
+                     "InstanceType": settings.EMR_INSTANCE_TYPE, "InstanceCount": cluster.size},
+                ],
+                "KeepJobFlowAliveWhenNoSteps": keep_alive,
+                "TerminationProtected": False,
+            },
+            "BootstrapActions": bootstrap,
+            "Steps": steps or [],
+            "VisibleToAllUsers": True,
+            "JobFlowRole": settings.EMR_JOB_FLOW_ROLE,
+            "ServiceRole": settings.EMR_SERVICE_ROLE,
+            "AutoTerminationPolicy": {"IdleTimeout": settings.EMR_IDLE_TIMEOUT_SECONDS},
+            "Tags": [
+                {"Key": "portal-owner", "Value": cluster.owner.email or cluster.owner.username},
+                {"Key": TAG_UUID, "Value": str(cluster.uuid)},
+                {"Key": "portal-environment", "Value": settings.PORTAL_ENVIRONMENT},
+                {"Key": "portal-cluster-name", "Value": cluster.name},
+            ],
+        }
+        if cluster.for_run_id:
+            params["Tags"].append({"Key": "portal-run", "Value": str(cluster.for_run_id)})
+        return params
+
+    def find_existing(self, cluster) -> str | None:
+        """The id of a live EMR cluster already launched for this row, if any."""
+        name = cluster_name(cluster)
+        try:
+            for page in self.client.get_paginator("list_clusters").paginate(ClusterStates=LIVE_EMR_STATES):
+                for summary in page["Clusters"]:
+                    if summary["Name"] != name:
+                        continue
+                    tags = self.client.describe_cluster(ClusterId=summary["Id"])["Cluster"].get("Tags", [])
+                    if {"Key": TAG_UUID, "Value": str(cluster.uuid)} in tags:
+                        return summary["Id"]
+        except (ClientError, BotoCoreError) as exc:
+            raise BackendError(f"EMR did not answer: {exc}") from exc
+        return None
+
+    def start(self, cluster, steps: list | None = None, keep_alive: bool = True) -> dict:
+        """Launch (or find) the EMR cluster; returns ``{"jobflow_id": ...}``."""
+        existing = self.find_existing(cluster)
+        if existing:
+            log.info("found launched EMR cluster %s for cluster=%s", existing, cluster.pk)
+            return {"jobflow_id": existing, "adopted": True}
+        try:
+            response = self.client.run_job_flow(**self.job_flow_params(cluster, steps, keep_alive))
+        except (ClientError, BotoCoreError) as exc:
+            raise BackendError(f"EMR refused to launch the cluster: {exc}") from exc
+        return {"jobflow_id": response["JobFlowId"]}
+
+    def describe(self, cluster) -> ClusterStatus:
+        try:
+            info = self.client.describe_cluster(ClusterId=cluster.jobflow_id)["Cluster"]
+        except (ClientError, BotoCoreError) as exc:
+            raise BackendError(f"EMR did not answer: {exc}") from exc
+        return self._status(info, cluster.size)
+
+    def _status(self, info: dict, size: int) -> ClusterStatus:
+        status = info.get("Status", {})
+        emr_state = status.get("State", "STARTING")
+        state = STATE_MAP.get(emr_state, "STARTING")
+        reason = status.get("StateChangeReason", {}).get("Message", "")
+        return ClusterStatus(
+            state,
+            workers=size if state == "READY" else 0,
+            reason=reason,
+            info={"master_address": info.get("MasterPublicDnsName", ""), "emr_state": emr_state},
+        )
+
+    def states(self, jobflow_ids: list[str]) -> dict[str, str]:
+        """EMR state of each id, from one paginated ``list_clusters`` (all states)."""
+        wanted = set(jobflow_ids)
+        found = {}
+        try:
+            for page in self.client.get_paginator("list_clusters").paginate():
+                for summary in page["Clusters"]:
+                    if summary["Id"] in wanted:
+                        found[summary["Id"]] = summary["Status"]["State"]
+        except (ClientError, BotoCoreError) as exc:
+            raise BackendError(f"EMR did not answer: {exc}") from exc
+        return found
+
+    def terminate(self, cluster) -> None:
+        if not cluster.jobflow_id:
+            existing = self.find_existing(cluster)
+            if not existing:
+                return
+            cluster.jobflow_id = existing
+        try:
+            self.client.terminate_job_flows(JobFlowIds=[cluster.jobflow_id])
+        except (ClientError, BotoCoreError) as exc:
+            raise BackendError(f"EMR refused to terminate the cluster: {exc}") from exc
+
+    def add_step(self, cluster, step: dict) -> str:
+        response = self.client.add_job_flow_steps(JobFlowId=cluster.jobflow_id, Steps=[step])
+        return response["StepIds"][0]

@@ -1,0 +1,47 @@
+"""Celery tasks of clusters: thin wrappers around clusters.services.
+
+Local clusters are processes on the host of the worker that started them, so these tasks
+run on the "control" queue, consumed on the cluster host (see README, Scale-out).
+"""
+
+import logging
+
+from celery import shared_task
+
+from clusters import services
+from clusters.models import Cluster
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(ignore_result=True, soft_time_limit=300, time_limit=360)
+def start_cluster_task(cluster_id: int) -> str | None:
+    """Start a PENDING cluster on its backend (after launch)."""
+    cluster = services.start_cluster(cluster_id)
+    log.info("start cluster=%s state=%s", cluster_id, cluster and cluster.state)
+    return cluster.state if cluster else None
+
+
+@shared_task(ignore_result=True, soft_time_limit=120, time_limit=180)
+def stop_cluster_task(cluster_id: int) -> str | None:
+    """Terminate a TERMINATING cluster on its backend."""
+    cluster = services.stop_cluster(cluster_id)
+    return cluster.state if cluster else None
+
+
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+def sync_local_clusters() -> int:
+    """Record the state of live local clusters; beat, every CLUSTER_SYNC_INTERVAL s."""
+    return services.sync_clusters(Cluster.Backend.LOCAL)
+
+
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+def sync_emr_clusters() -> int:
+    """Record the state of live EMR clusters in one batch; beat, every EMR_SYNC_INTERVAL s."""
+    return services.sync_clusters(Cluster.Backend.EMR)
+
+
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+def cluster_lifetimes() -> dict:
+    """Warn owners before expiry and terminate expired clusters; beat, every 30 s."""
+    return {"warned": services.warn_expiring_clusters(), "terminated": services.terminate_expired_clusters()}
