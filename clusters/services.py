@@ -136,7 +136,7 @@ def start_cluster(cluster_id: int) -> Cluster | None:
     launching another. A backend error ends the cluster FAILED.
     """
     with transaction.atomic():
-        cluster = Cluster.objects.select_for_update().select_related("owner", "ssh_key").filter(pk=cluster_id).first()
+        cluster = Cluster.objects.select_for_update(of=("self",)).select_related("owner", "ssh_key").filter(pk=cluster_id).first()
         if cluster is None or cluster.state not in (State.PENDING, State.STARTING):
             return cluster
         if cluster.backend_info.get("pids") or cluster.jobflow_id:

@@ -1,0 +1,135 @@
+"""Launch rules, lifetimes and expiry of clusters (no backend processes involved)."""
+
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.urls import reverse
+from django.utils import timezone
+
+from clusters import services
+from clusters.models import Cluster
+from clusters.services import ClusterError, ClusterSpec
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (ClusterSpec(name="a", size=0), "1 to 4 workers"),
+        (ClusterSpec(name="a", size=5), "1 to 4 workers"),
+        (ClusterSpec(name="a", lifetime_hours=0), "1 to 24 hours"),
+        (ClusterSpec(name="a", lifetime_hours=25), "1 to 24 hours"),
+        (ClusterSpec(name="a", backend="emr"), "not enabled"),
+    ],
+)
+def test_out_of_bounds_launches_are_refused(alice, spec, message):
+    with pytest.raises(ClusterError, match=message):
+        services.launch_cluster(alice, spec)
+    assert not Cluster.objects.exists()
+
+
+def test_staff_may_exceed_size_and_lifetime(staff):
+    cluster = services.launch_cluster(staff, ClusterSpec(name="big", size=6, lifetime_hours=48))
+    assert cluster.size == 6 and cluster.state == Cluster.State.PENDING
+
+
+def test_emr_needs_an_ssh_key(alice, settings):
+    settings.CLUSTER_BACKENDS = ["local", "emr"]
+    with pytest.raises(ClusterError, match="need an SSH key"):
+        services.launch_cluster(alice, ClusterSpec(name="e", backend="emr", release="emr-7.5.0"))
+
+
+def test_live_names_are_unique_per_owner_and_limits_hold(alice, bob, settings):
+    services.launch_cluster(alice, ClusterSpec(name="one"))
+    with pytest.raises(ClusterError, match="already have a live cluster named"):
+        services.launch_cluster(alice, ClusterSpec(name="one"))
+    services.launch_cluster(bob, ClusterSpec(name="one"))
+    services.launch_cluster(alice, ClusterSpec(name="two"))
+    with pytest.raises(ClusterError, match="already have 2 live local clusters"):
+        services.launch_cluster(alice, ClusterSpec(name="three"))
+    settings.LOCAL_CLUSTER_MAX_PER_HOST = 3
+    with pytest.raises(ClusterError, match="as many local clusters as it can"):
+        services.launch_cluster(bob, ClusterSpec(name="four"))
+
+
+def test_suggested_names_avoid_live_ones(alice):
+    first = services.suggest_name(alice)
+    services.launch_cluster(alice, ClusterSpec(name=first))
+    assert services.suggest_name(alice) != first
+
+
+def test_extension_moves_expiry_and_rearms_the_warning(alice, staff):
+    cluster = services.launch_cluster(alice, ClusterSpec(name="x", lifetime_hours=2))
+    Cluster.objects.filter(pk=cluster.pk).update(state="READY", expiry_warning_sent_at=timezone.now())
+    before = cluster.expires_at
+    cluster = services.extend_cluster(cluster, 3, alice)
+    assert cluster.expires_at == before + timedelta(hours=3) and cluster.extension_count == 1
+    assert cluster.expiry_warning_sent_at is None
+    with pytest.raises(ClusterError, match="Extend by 1 to 8 hours"):
+        services.extend_cluster(cluster, 9, alice)
+    services.extend_cluster(cluster, 8, alice)
+    services.extend_cluster(cluster, 8, alice)  # 2 + 3 + 8 + 8 = 21 hours
+    with pytest.raises(ClusterError, match="at most 24 hours in all"):
+        services.extend_cluster(cluster, 4, alice)
+    assert services.extend_cluster(cluster, 4, staff).extension_count == 4
+
+
+def test_expiry_warning_is_sent_once_per_expiry(alice):
+    cluster = services.launch_cluster(alice, ClusterSpec(name="x", lifetime_hours=1))
+    Cluster.objects.filter(pk=cluster.pk).update(state="READY", expires_at=timezone.now() + timedelta(minutes=30))
+    assert services.warn_expiring_clusters() == 1
+    assert services.warn_expiring_clusters() == 0
+    assert len(mail.outbox) == 1 and "“x” expires in" in mail.outbox[0].subject and mail.outbox[0].to == [alice.email]
+    services.extend_cluster(Cluster.objects.get(pk=cluster.pk), 1, alice)
+    assert services.warn_expiring_clusters(timezone.now() + timedelta(minutes=50)) == 1
+    assert len(mail.outbox) == 2
+
+
+def test_expired_clusters_are_terminated(alice):
+    cluster = services.launch_cluster(alice, ClusterSpec(name="x", lifetime_hours=1))
+    Cluster.objects.filter(pk=cluster.pk).update(state="READY", expires_at=timezone.now() - timedelta(seconds=1))
+    assert services.terminate_expired_clusters() == 1
+    cluster.refresh_from_db()
+    assert cluster.state == Cluster.State.TERMINATING and "Expired" in cluster.state_reason
+    assert services.terminate_expired_clusters() == 0
+
+
+def test_cost_counts_whole_days_of_node_hours(alice, settings):
+    settings.CLUSTER_PRICE_PER_NODE_HOUR = 0.5
+    cluster = services.launch_cluster(alice, ClusterSpec(name="x", size=2))
+    now = timezone.now()
+    Cluster.objects.filter(pk=cluster.pk).update(state="TERMINATED", started_at=now - timedelta(days=1, hours=2), terminated_at=now)
+    cluster.refresh_from_db()
+    assert cluster.node_hours == pytest.approx(52.0) and cluster.estimated_cost == pytest.approx(26.0)
+    assert services.usage_by_user()[0]["node_hours"] == pytest.approx(52.0)
+
+
+def test_launch_form_refuses_bad_input(alice_client):
+    response = alice_client.post(reverse("clusters-new"), {"name": "bad name!", "backend": "local", "size": "99", "lifetime_hours": "0"})
+    html = response.content.decode()
+    assert response.status_code == 200 and "valid" in html and not Cluster.objects.exists()
+
+
+def test_launch_form_creates_a_pending_cluster(alice_client, alice):
+    response = alice_client.post(reverse("clusters-new"), {"name": "my-cluster", "backend": "local", "size": "2", "lifetime_hours": "3"})
+    cluster = Cluster.objects.get()
+    assert response["Location"] == cluster.get_absolute_url()
+    assert (cluster.owner, cluster.size, cluster.state) == (alice, 2, Cluster.State.PENDING)
+    assert cluster.expires_at - cluster.created_at == pytest.approx(timedelta(hours=3), abs=timedelta(seconds=5))
+
+
+def test_choosing_emr_without_a_key_sends_the_user_to_add_one(alice_client, settings):
+    settings.CLUSTER_BACKENDS = ["local", "emr"]
+    response = alice_client.get(reverse("clusters-new") + "?backend=emr")
+    assert response.status_code == 302 and response["Location"].startswith(reverse("keys-new"))
+
+
+def test_terminate_needs_post_and_is_idempotent(alice_client, alice):
+    cluster = services.launch_cluster(alice, ClusterSpec(name="x"))
+    assert alice_client.get(reverse("clusters-terminate", args=[cluster.pk])).status_code == 200
+    alice_client.post(reverse("clusters-terminate", args=[cluster.pk]))
+    alice_client.post(reverse("clusters-terminate", args=[cluster.pk]))
+    cluster.refresh_from_db()
+    assert cluster.state == Cluster.State.TERMINATING

@@ -1,0 +1,55 @@
+"""The local backend for real: a Spark standalone cluster with Spark Connect on loopback."""
+
+import json
+import urllib.request
+
+import pytest
+
+from clusters import services
+from clusters.backends.local import LocalBackend, port_open
+from clusters.models import Cluster
+from jobs import services as job_services
+from jobs.models import Run
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def assert_gone(info):
+    assert LocalBackend().processes_left(info) == []
+    ports = info["ports"]
+    assert not [p for p in (ports["master"], ports["ui"], ports["connect"]) if port_open(p)]
+
+
+def test_a_job_runs_on_a_running_cluster_through_spark_connect(alice, make_job):
+    cluster = services.launch_cluster(alice, services.ClusterSpec(name="team", size=1))
+    services.start_cluster(cluster.pk)
+    try:
+        cluster = services.wait_until_ready(cluster, timeout=240)
+        assert (cluster.workers_registered, cluster.ready_at is not None) == (1, True)
+        assert cluster.connect_url.startswith("sc://127.0.0.1:") and cluster.master_url.startswith("spark://127.0.0.1:")
+        status = json.loads(urllib.request.urlopen(cluster.ui_url + "/json/", timeout=5).read())
+        assert status["aliveworkers"] == 1
+        # The REST submission server is off (research/stack.md §3).
+        assert "6066" not in open(LocalBackend().cluster_dir(cluster) / "logs" / "master.log").read()
+
+        job = make_job("spark_small.ipynb", spark_target="cluster", cluster=cluster)
+        run = job_services.execute_run(job_services.run_now(job, alice, enqueue=False).pk)
+        assert run.state == Run.State.SUCCEEDED, run.state_reason
+        assert run.cluster_id == cluster.pk
+        apps = LocalBackend().applications(cluster)
+        assert any(a["name"].startswith("Spark Connect") for a in apps)
+    finally:
+        info = Cluster.objects.get(pk=cluster.pk).backend_info
+        services.terminate_cluster(cluster)
+        cluster = services.stop_cluster(cluster.pk)
+    assert cluster.state == Cluster.State.TERMINATED and cluster.terminated_at
+    assert_gone(info)
+
+
+def test_a_fresh_cluster_is_started_for_a_run_and_terminated_after_it(alice, make_job):
+    job = make_job("spark_small.ipynb", spark_target="new_cluster", cluster_size=1)
+    run = job_services.execute_run(job_services.run_now(job, alice, enqueue=False).pk)
+    assert run.state == Run.State.SUCCEEDED, run.state_reason
+    cluster = Cluster.objects.get(pk=run.cluster_id)
+    assert cluster.for_run_id == run.pk and cluster.state == Cluster.State.TERMINATED
+    assert_gone(cluster.backend_info)
