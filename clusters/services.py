@@ -189,7 +189,9 @@ def _record_status(cluster: Cluster, state: str, status=None) -> Cluster:
             if status.info.get("master_address"):
                 cluster.master_address = status.info["master_address"]
                 fields.add("master_address")
-            if status.reason and state in Cluster.FINAL_STATES:
+            # Keep the portal's own reason ("Expired at ...") over EMR's "Terminated by user
+            # request"; a failure's reason always comes from the backend.
+            if status.reason and state in Cluster.FINAL_STATES and (state == State.FAILED or not cluster.state_reason):
                 cluster.state_reason = status.reason[:500]
                 fields.add("state_reason")
         if state == State.READY and not cluster.ready_at:
@@ -211,7 +213,8 @@ def sync_clusters(backend: str) -> int:
     if backend == Cluster.Backend.EMR and clusters:
         engine = get_backend(backend)
         try:
-            states = engine.states([c.jobflow_id for c in clusters if c.jobflow_id])
+            oldest = min(c.created_at for c in clusters) - timedelta(hours=1)
+            states = engine.states([c.jobflow_id for c in clusters if c.jobflow_id], created_after=oldest)
         except BackendError as exc:
             log.warning("EMR sync failed: %s", exc)
             return 0
@@ -230,10 +233,16 @@ def sync_clusters(backend: str) -> int:
     return len(clusters)
 
 
-def wait_until_ready(cluster: Cluster, timeout: float, interval: float = 0.5) -> Cluster:
-    """Sync ``cluster`` until it is READY; raises ClusterError on FAILED or timeout."""
+def wait_until_ready(cluster: Cluster, timeout: float, interval: float = 0.5, on_poll=None) -> Cluster:
+    """Sync ``cluster`` until it is READY; raises ClusterError on FAILED or timeout.
+
+    ``on_poll()`` is called before every sync (the run waiting on the cluster beats its
+    heartbeat there); an exception from it ends the wait.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if on_poll is not None:
+            on_poll()
         cluster = sync_cluster(Cluster.objects.get(pk=cluster.pk))
         if cluster.state == State.READY:
             return cluster
@@ -299,7 +308,10 @@ def stop_cluster(cluster_id: int) -> Cluster | None:
         return cluster
     if cluster.jobflow_id and not Cluster.objects.filter(pk=cluster.pk, jobflow_id=cluster.jobflow_id).exists():
         Cluster.objects.filter(pk=cluster.pk).update(jobflow_id=cluster.jobflow_id)
-    if cluster.backend == Cluster.Backend.LOCAL:
+    if cluster.backend == Cluster.Backend.LOCAL or not cluster.jobflow_id:
+        # Local processes are gone now; an EMR cluster that was never launched has nothing
+        # left to wait for (start_cluster holds the row lock while launching, and a crashed
+        # launch is adopted by find_existing, which terminate() just consulted).
         return _record_status(cluster, State.TERMINATED)
     return sync_cluster(cluster)
 

@@ -76,6 +76,7 @@ class Outcome:
     output_path: Path | None = None
     error: dict = field(default_factory=dict)
     message: str = ""
+    progress: Progress | None = None
 
 
 class _Session:
@@ -295,4 +296,5 @@ def execute(
             "lost": "This worker lost the run (it was reaped or the database was unreachable).",
         }
         outcome = Outcome(reason, outcome.output_path, outcome.error, messages[reason])
+    outcome.progress = progress
     return outcome

@@ -430,8 +430,16 @@ def spark_target_for(run: Run):
         spec = cluster_services.ClusterSpec(name=f"run-{run.pk}-a{run.attempt}", size=job.cluster_size, lifetime_hours=hours)
         cluster = cluster_services.launch_cluster(job.owner, spec, for_run=run)
         cluster_services.start_cluster(cluster.pk)
+
+        def still_mine():
+            # Keep the run's heartbeat going while the cluster starts, and give up at once
+            # if the run was cancelled or taken over meanwhile.
+            answer = record_progress(run, executor.Progress())
+            if answer != "continue":
+                raise cluster_services.ClusterError("The run was cancelled while its cluster was starting." if answer == "cancel" else "The run was taken over by another attempt.")
+
         try:
-            cluster = cluster_services.wait_until_ready(cluster, timeout=settings.CLUSTER_START_TIMEOUT)
+            cluster = cluster_services.wait_until_ready(cluster, timeout=settings.CLUSTER_START_TIMEOUT, on_poll=still_mine)
         except cluster_services.ClusterError as exc:
             cluster_services.terminate_cluster(cluster, str(exc))
             cluster_services.stop_cluster(cluster.pk)
@@ -558,12 +566,16 @@ def finish_run(run: Run, outcome: executor.Outcome) -> Run | None:
             moved = Run.objects.filter(pk=run.pk, attempt=run.attempt, state=State.RUNNING, cancel_requested_at__isnull=True).update(
                 state=State.QUEUED, not_before=now + timedelta(seconds=delay), enqueued_at=now, worker="", state_reason=outcome.message[:300]
             )
-            if not moved:
-                return None
-            RunEvent.objects.create(run=run, attempt=run.attempt, state=State.QUEUED, message=f"Infrastructure failure, retrying in {delay:.0f} s: {outcome.message}"[:500])
-            _enqueue(run, countdown=delay)
-        log.warning("retrying run=%s attempt=%s in %.0fs: %s", run.pk, run.attempt, delay, outcome.message)
-        return Run.objects.get(pk=run.pk)
+            if moved:
+                RunEvent.objects.create(run=run, attempt=run.attempt, state=State.QUEUED, message=f"Infrastructure failure, retrying in {delay:.0f} s: {outcome.message}"[:500])
+                _enqueue(run, countdown=delay)
+        if moved:
+            log.warning("retrying run=%s attempt=%s in %.0fs: %s", run.pk, run.attempt, delay, outcome.message)
+            return Run.objects.get(pk=run.pk)
+        if not Run.objects.filter(pk=run.pk, attempt=run.attempt, state=State.RUNNING, cancel_requested_at__isnull=False).exists():
+            return None
+        # A cancel was asked for while the kernel died: the run ends CANCELLED, not retried.
+        outcome = executor.Outcome("cancelled", outcome.output_path, message="Cancelled on request.")
 
     state = _OUTCOME_STATE.get(outcome.status, State.FAILED)
     keys = {"output_key": "", "html_key": ""}
@@ -578,8 +590,13 @@ def finish_run(run: Run, outcome: executor.Outcome) -> Run | None:
         except Exception:
             log.exception("rendering failed run=%s", run.pk)
     error = outcome.error or {}
+    if outcome.progress is not None:
+        keys_progress = {"cells_done": outcome.progress.cells_done, "cells_total": outcome.progress.cells_total}
+    else:
+        keys_progress = {}
     with transaction.atomic():
         finished = Run.objects.filter(pk=run.pk, attempt=run.attempt, state=State.RUNNING).update(
+            **keys_progress,
             state=state,
             finished_at=now,
             state_reason=("" if state == State.SUCCEEDED else outcome.message[:300]),
@@ -641,7 +658,8 @@ def reap_runs(now: datetime | None = None) -> dict[str, int]:
         stale = Run.objects.stale(now, settings.RUN_STALE_AFTER).select_for_update(skip_locked=True)
         for run in stale:
             mine = Run.objects.filter(pk=run.pk, attempt=run.attempt, state=State.RUNNING)
-            message = f"No heartbeat from {run.worker or 'the worker'} since {run.heartbeat_at:%H:%M:%S} UTC: the worker was lost."
+            last_seen = run.heartbeat_at or run.started_at
+            message = f"No heartbeat from {run.worker or 'the worker'} since {last_seen:%H:%M:%S} UTC: the worker was lost."
             if run.cancel_requested_at:
                 mine.update(state=State.CANCELLED, finished_at=now, state_reason="Cancelled (the worker had gone).")
                 RunEvent.objects.create(run=run, attempt=run.attempt, state=State.CANCELLED, message="Cancelled; the worker had gone.")

@@ -71,7 +71,12 @@ def dashboard(request):
 
 
 def _job_form_context(form, job=None):
-    params = form.params_form if form.params_form is not None else ParametersForm(form.schema, values=job.parameters if job else {})
+    if form.params_form is not None and (form.schema or form.is_bound):
+        params = form.params_form
+    elif job is not None:
+        params = ParametersForm(form.schema, values=job.parameters)
+    else:
+        params = None  # no notebook chosen yet
     return {"form": form, "job": job, "params_form": params, "timezones": schedule.timezone_choices()}
 
 

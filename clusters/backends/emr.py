@@ -9,6 +9,8 @@ States are synced in batches with one paginated ``list_clusters`` call.
 """
 
 import logging
+import random
+import time
 
 import boto3
 from botocore.config import Config
@@ -31,15 +33,25 @@ STATE_MAP = {
 }
 LIVE_EMR_STATES = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING", "TERMINATING"]
 TAG_UUID = "portal-cluster-uuid"
+#: Error codes after which a launch is tried again (after looking for the first cluster).
+RETRYABLE_CODES = {"ThrottlingException", "Throttling", "RequestLimitExceeded", "InternalServerError", "InternalFailure", "ServiceUnavailable"}
 
 
-def emr_client():
-    """A boto3 EMR client for the configured region (and endpoint, for moto)."""
+def emr_client(retries: bool = True):
+    """A boto3 EMR client for the configured region (and endpoint, for moto).
+
+    With ``retries`` botocore's "standard" mode retries throttling, 5xx and timeouts with
+    jittered exponential backoff, up to EMR_MAX_ATTEMPTS requests in all. ``run_job_flow``
+    must not be re-sent blindly (it takes no client token: a retried 500 can launch a
+    second cluster), so launches use a client without retries and ``EmrBackend.start``
+    looks for the first cluster before each new attempt.
+    """
+    attempts = settings.EMR_MAX_ATTEMPTS if retries else 1
     return boto3.client(
         "emr",
         region_name=settings.EMR_REGION,
         endpoint_url=settings.EMR_ENDPOINT_URL or None,
-        config=Config(retries={"mode": "standard", "max_attempts": settings.EMR_MAX_ATTEMPTS}),
+        config=Config(retries={"mode": "standard", "total_max_attempts": attempts}),
     )
 
 
@@ -58,14 +70,22 @@ class EmrBackend:
 
     name = "emr"
 
-    def __init__(self, client=None):
+    def __init__(self, client=None, launch_client=None):
         self._client = client
+        self._launch_client = launch_client or client
 
     @property
     def client(self):
         if self._client is None:
             self._client = emr_client()
         return self._client
+
+    @property
+    def launch_client(self):
+        """The client for ``run_job_flow``: no automatic retries (see ``emr_client``)."""
+        if self._launch_client is None:
+            self._launch_client = emr_client(retries=False)
+        return self._launch_client
 
     def job_flow_params(self, cluster, steps: list | None = None, keep_alive: bool = True) -> dict:
         """The exact ``run_job_flow`` arguments for ``cluster`` (contract-tested)."""
@@ -125,15 +145,27 @@ class EmrBackend:
 
     def start(self, cluster, steps: list | None = None, keep_alive: bool = True) -> dict:
         """Launch (or find) the EMR cluster; returns ``{"jobflow_id": ...}``."""
-        existing = self.find_existing(cluster)
-        if existing:
-            log.info("found launched EMR cluster %s for cluster=%s", existing, cluster.pk)
-            return {"jobflow_id": existing, "adopted": True}
-        try:
-            response = self.client.run_job_flow(**self.job_flow_params(cluster, steps, keep_alive))
-        except (ClientError, BotoCoreError) as exc:
-            raise BackendError(f"EMR refused to launch the cluster: {exc}") from exc
-        return {"jobflow_id": response["JobFlowId"]}
+        params = self.job_flow_params(cluster, steps, keep_alive)
+        last_error = None
+        for attempt in range(max(1, settings.EMR_MAX_ATTEMPTS)):
+            existing = self.find_existing(cluster)
+            if existing:
+                log.info("found launched EMR cluster %s for cluster=%s", existing, cluster.pk)
+                return {"jobflow_id": existing, "adopted": True}
+            try:
+                response = self.launch_client.run_job_flow(**params)
+                return {"jobflow_id": response["JobFlowId"]}
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                if code not in RETRYABLE_CODES and status < 500:
+                    raise BackendError(f"EMR refused to launch the cluster: {exc}") from exc
+                last_error = exc
+            except BotoCoreError as exc:  # connection errors and timeouts: it may have launched
+                last_error = exc
+            delay = min(20.0, 0.5 * 2**attempt)
+            time.sleep(delay / 2 + random.random() * delay / 2)  # full jitter, as botocore does
+        raise BackendError(f"EMR did not launch the cluster after {settings.EMR_MAX_ATTEMPTS} attempts: {last_error}")
 
     def describe(self, cluster) -> ClusterStatus:
         try:
@@ -154,12 +186,15 @@ class EmrBackend:
             info={"master_address": info.get("MasterPublicDnsName", ""), "emr_state": emr_state},
         )
 
-    def states(self, jobflow_ids: list[str]) -> dict[str, str]:
-        """EMR state of each id, from one paginated ``list_clusters`` (all states)."""
+    def states(self, jobflow_ids: list[str], created_after=None) -> dict[str, str]:
+        """EMR state of each id, from one paginated ``list_clusters`` (all states), limited to
+        clusters created after ``created_after`` (an aware datetime) when given, so a busy
+        account is not listed in full every minute."""
         wanted = set(jobflow_ids)
         found = {}
+        kwargs = {"CreatedAfter": created_after} if created_after else {}
         try:
-            for page in self.client.get_paginator("list_clusters").paginate():
+            for page in self.client.get_paginator("list_clusters").paginate(**kwargs):
                 for summary in page["Clusters"]:
                     if summary["Id"] in wanted:
                         found[summary["Id"]] = summary["Status"]["State"]
