@@ -160,6 +160,13 @@ def start_cluster(cluster_id: int) -> Cluster | None:
     return cluster
 
 
+def record_launch(cluster: Cluster, info: dict) -> Cluster:
+    """Store what an EMR launch returned (job flow id) and mark the cluster STARTING."""
+    Cluster.objects.filter(pk=cluster.pk).update(jobflow_id=info["jobflow_id"], state=State.STARTING, started_at=timezone.now())
+    cluster.refresh_from_db()
+    return cluster
+
+
 def sync_cluster(cluster: Cluster) -> Cluster:
     """Ask the backend for the cluster's state and record it. Backend errors are logged
     and leave the row as it was (the next sync tries again)."""

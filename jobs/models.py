@@ -62,6 +62,7 @@ class Job(models.Model):
         LOCAL = "local", "Embedded local Spark"
         CLUSTER = "cluster", "One of my running clusters"
         NEW_CLUSTER = "new_cluster", "A fresh local cluster for each run"
+        EMR_CLUSTER = "emr_cluster", "A transient EMR cluster for each run"
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs", help_text="Who owns the job."

@@ -477,6 +477,8 @@ def execute_run(run_id: int, worker: str | None = None) -> Run | None:
                 key = uploaded["key"] = _store_partial(run, partial, uploaded["key"])
             return record_progress(run, progress, key)
 
+        if run.job.spark_target == Job.SparkTarget.EMR_CLUSTER:
+            return finish_run(run, _execute_on_emr(run, source.read_bytes(), tick, tmp))
         try:
             master, cluster, owned = spark_target_for(run)
         except SparkTargetError as exc:
@@ -510,6 +512,31 @@ def execute_run(run_id: int, worker: str | None = None) -> Run | None:
                 cluster_services.terminate_cluster(cluster, "The run it was started for ended.")
                 cluster_services.stop_cluster(cluster.pk)
         return finish_run(run, outcome)
+
+
+def _execute_on_emr(run: Run, source: bytes, tick, workdir: Path) -> executor.Outcome:
+    """Run the notebook as the step of a transient EMR cluster started for this run."""
+    from clusters import services as cluster_services
+    from clusters.backends import get_backend
+    from clusters.models import Cluster, EMRRelease
+
+    job = run.job
+    release = EMRRelease.objects.offered().filter(status=EMRRelease.Status.STABLE).values_list("label", flat=True).first()
+    hours = max(1, -(-(run.timeout_seconds + 1800) // 3600))
+    spec = cluster_services.ClusterSpec(
+        name=f"run-{run.pk}-a{run.attempt}", backend=Cluster.Backend.EMR, size=job.cluster_size,
+        lifetime_hours=hours, release=release or settings.EMR_DEFAULT_RELEASE,
+    )
+    previous = Cluster.objects.filter(for_run=run).first()
+    if previous:  # a cluster of an earlier attempt: stop it and let go of it
+        cluster_services.terminate_cluster(previous, "Replaced by a new attempt.")
+        Cluster.objects.filter(pk=previous.pk).update(for_run=None)
+    cluster = cluster_services.launch_cluster(job.owner, spec, for_run=run)
+    Run.objects.filter(pk=run.pk).update(cluster=cluster)
+    parameters = {**run.parameters, "run_id": str(run.uuid), "logical_date": run.logical_date.isoformat(), "spark_master": "yarn"}
+    from jobs import emr_runner
+
+    return emr_runner.execute_on_emr(run, cluster, get_backend("emr"), source, parameters, tick, workdir)
 
 
 def _store_partial(run: Run, partial: Path, previous_key: str) -> str | None:

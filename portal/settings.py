@@ -403,6 +403,15 @@ EMR_CORE_SPOT = env_bool("EMR_CORE_SPOT", False)
 EMR_APPLICATIONS = env_list("EMR_APPLICATIONS", ["Spark", "Hadoop", "JupyterEnterpriseGateway"])
 EMR_JOB_FLOW_ROLE = env_str("EMR_JOB_FLOW_ROLE", "EMR_EC2_DefaultRole")
 EMR_SERVICE_ROLE = env_str("EMR_SERVICE_ROLE", "EMR_DefaultRole")
+#: Release of the transient EMR clusters started for runs (when staff offer none).
+EMR_DEFAULT_RELEASE = env_str("EMR_DEFAULT_RELEASE", "emr-7.5.0")
+#: Bucket where runs on EMR put their input and output notebooks.
+EMR_JOB_BUCKET = env_str("EMR_JOB_BUCKET", "analysis-portal-runs")
+#: Only for tests against moto's server.
+EMR_S3_ENDPOINT_URL = env_str("EMR_S3_ENDPOINT_URL")
+#: Seconds between polls of a run's EMR step.
+EMR_STEP_POLL_INTERVAL = env_float("EMR_STEP_POLL_INTERVAL", 20.0)
+EMR_PAPERMILL_BOOTSTRAP_KEY = env_str("EMR_PAPERMILL_BOOTSTRAP_KEY", "bootstrap/install-papermill.sh")
 #: An idle EMR cluster terminates itself after this many seconds (a backstop to expiry).
 EMR_IDLE_TIMEOUT_SECONDS = env_int("EMR_IDLE_TIMEOUT_SECONDS", 3600)
 

@@ -96,6 +96,12 @@ class EmrBackend:
                 "Name": "Install the owner's SSH key",
                 "ScriptBootstrapAction": {"Path": bootstrap_script_uri(), "Args": [cluster.ssh_key.key]},
             })
+        if steps:
+            # Job clusters run notebooks with papermill on the master.
+            bootstrap.append({
+                "Name": "Install papermill",
+                "ScriptBootstrapAction": {"Path": f"s3://{settings.EMR_BOOTSTRAP_BUCKET}/{settings.EMR_PAPERMILL_BOOTSTRAP_KEY}", "Args": []},
+            })
         params = {
             "Name": cluster_name(cluster),
             "LogUri": settings.EMR_LOG_URI,
