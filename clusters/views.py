@@ -6,13 +6,13 @@ Objects are fetched only through the scoped helpers below: others' clusters and 
 
 from django.conf import settings
 from django.contrib import messages
-from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from clusters import keys, services
 from clusters.forms import ClusterForm, ExtendForm, SSHKeyForm
 from clusters.models import Cluster, SSHKey
+from portal.htmx import refresh_page
 
 
 def cluster_for_user(user, pk) -> Cluster:
@@ -83,9 +83,7 @@ def cluster_status(request, pk):
     """htmx: the live status block; asks for a reload when the state changes."""
     cluster = cluster_for_user(request.user, pk)
     if request.GET.get("state") and request.GET["state"] != cluster.state:
-        response = HttpResponse(status=204)
-        response["HX-Refresh"] = "true"
-        return response
+        return refresh_page()
     return render(request, "clusters/_status.html", {"cluster": cluster})
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from portal.spark import log4j2_properties
+
 _LAUNCHER = '''\
 """Start ipykernel, dying with the process that launched it (written by the portal)."""
 import ctypes
@@ -38,16 +40,6 @@ if expected_parent and os.getppid() != expected_parent:
 runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
 '''
 
-_LOG4J2 = """\
-# Quiet Spark: only errors reach the notebook's output (written by the portal).
-rootLogger.level = error
-rootLogger.appenderRef.stdout.ref = console
-appender.console.type = Console
-appender.console.name = console
-appender.console.target = SYSTEM_ERR
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n
-"""
 
 _SPARK_DEFAULTS = """\
 # Spark defaults for notebook kernels (written by the portal).
@@ -92,7 +84,7 @@ def ensure_kernelspec() -> Path:
     files = {
         root / "kernel.json": json.dumps(spec, indent=1),
         root / "launcher.py": _LAUNCHER,
-        spark_conf_dir() / "log4j2.properties": _LOG4J2,
+        spark_conf_dir() / "log4j2.properties": log4j2_properties("error"),
         spark_conf_dir() / "spark-defaults.conf": _SPARK_DEFAULTS,
     }
     for path, text in files.items():

@@ -24,6 +24,7 @@ from clusters.models import Cluster
 from jobs import notebooks, schedule, services
 from jobs.forms import JobForm, ParametersForm, UploadVersionForm
 from jobs.models import Job, Run
+from portal.htmx import refresh_page
 from portal.usercontent import content_url
 
 # --- Scoped fetch helpers ----------------------------------------------------------------
@@ -287,9 +288,7 @@ def run_progress(request, pk):
     """htmx: the live status block; asks the page to reload when the run has ended."""
     run = run_for_viewer(request.user, pk)
     if run.is_final and request.GET.get("live"):
-        response = HttpResponse(status=204)
-        response["HX-Refresh"] = "true"
-        return response
+        return refresh_page()
     return render(request, "jobs/_run_progress.html", {"run": run})
 
 

@@ -34,18 +34,10 @@ import pyspark
 from django.conf import settings
 
 from clusters.backends import BackendError, ClusterStatus
+from portal.spark import log4j2_properties
 
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
 
-_LOG4J2 = """\
-rootLogger.level = warn
-rootLogger.appenderRef.stdout.ref = console
-appender.console.type = Console
-appender.console.name = console
-appender.console.target = SYSTEM_ERR
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n
-"""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -113,7 +105,7 @@ class LocalBackend:
         shutil.rmtree(root, ignore_errors=True)
         (root / "conf").mkdir(parents=True)
         (root / "logs").mkdir()
-        (root / "conf" / "log4j2.properties").write_text(_LOG4J2)
+        (root / "conf" / "log4j2.properties").write_text(log4j2_properties("warn"))
         env = self._env(root)
         ports = {
             "master": free_port(host), "ui": free_port(host), "connect": free_port(host), "app_ui": free_port(host),
