@@ -188,6 +188,9 @@ def _record_status(cluster: Cluster, state: str, status=None) -> Cluster:
             return cluster
         if cluster.state == State.TERMINATING and state in (State.STARTING, State.READY):
             state = State.TERMINATING  # asked to stop: never back to READY
+        if cluster.state == State.TERMINATING and state == State.FAILED and cluster.backend == Cluster.Backend.LOCAL:
+            # Processes exiting because we stopped them is the termination, not a failure.
+            state, status = State.TERMINATED, None
         fields = {"state"}
         cluster.state = state
         if status is not None:

@@ -133,3 +133,12 @@ def test_terminate_needs_post_and_is_idempotent(alice_client, alice):
     alice_client.post(reverse("clusters-terminate", args=[cluster.pk]))
     cluster.refresh_from_db()
     assert cluster.state == Cluster.State.TERMINATING
+
+
+def test_processes_exiting_during_termination_end_terminated_not_failed(alice):
+    from clusters.backends import ClusterStatus
+
+    cluster = services.launch_cluster(alice, ClusterSpec(name="x"))
+    Cluster.objects.filter(pk=cluster.pk).update(state="TERMINATING", state_reason="Terminated by its owner.")
+    cluster = services._record_status(cluster, "FAILED", ClusterStatus("FAILED", reason="The Spark master process exited"))
+    assert cluster.state == Cluster.State.TERMINATED and cluster.state_reason == "Terminated by its owner."
