@@ -117,6 +117,10 @@ def kernel_env(spark_master: str, extra: dict[str, str] | None = None) -> dict[s
             "PYSPARK_DRIVER_PYTHON": sys.executable,
         }
     )
+    # Notebooks import the dataset API (``telemetry``) from the project; the data root
+    # defaults to the sample the quick start generates.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(settings.BASE_DIR), env.get("PYTHONPATH")) if p)
+    env.setdefault("TELEMETRY_DATA_ROOT", str(settings.DATA_DIR / "sample" / "pings"))
     if spark_master.startswith("sc://"):
         env["SPARK_REMOTE"] = spark_master
     else:

@@ -358,7 +358,7 @@ KERNEL_WORKDIR = Path(env_str("KERNEL_WORKDIR", str(DATA_DIR))).resolve()
 #: portal's secrets, database URL and AWS keys are never among them).
 KERNEL_ENV_ALLOWLIST = [
     "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "JAVA_HOME",
-    "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+    "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "TELEMETRY_DATA_ROOT", "TELEMETRY_VIEWS_ROOT",
 ] + env_list("KERNEL_ENV_EXTRA")
 
 # --- Clusters ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ again (with a new password, since the old one is not stored in clear). The examp
 "Telemetry hello world" runs daily at 06:00 UTC and gets a first run at once.
 """
 
+import json
 import secrets
 import sys
 from pathlib import Path
@@ -34,12 +35,15 @@ class Command(BaseCommand):
         password = options["password"] or secrets.token_urlsafe(9)
         user = self._demo_user(password)
         data_dir = Path(settings.DATA_DIR) / "sample" / "pings"
-        if not (data_dir / "_generate_pings.json").exists():
-            sys.path.insert(0, str(EXAMPLES))
-            from generate_pings import generate
+        sys.path.insert(0, str(EXAMPLES))
+        from generate_pings import FORMAT_VERSION, generate, generate_talos
 
+        marker = data_dir / "_generate_pings.json"
+        current = json.loads(marker.read_text()).get("format_version") if marker.exists() else None
+        if current != FORMAT_VERSION:
             self.stdout.write(f"Generating {options['pings']:,} sample pings into {data_dir} ...")
-            summary = generate(str(data_dir), pings=options["pings"])
+            summary = generate(str(data_dir), pings=options["pings"], json_dir=str(data_dir.parent / "pings_json"))
+            generate_talos(str(data_dir.parent / "talos"))
             self.stdout.write(f"  {summary.get('rows', options['pings']):,} pings written.")
         job = Job.objects.filter(owner=user, name=EXAMPLE_JOB).first()
         if job is None:
