@@ -189,8 +189,12 @@ def _record_status(cluster: Cluster, state: str, status=None) -> Cluster:
         if cluster.state == State.TERMINATING and state in (State.STARTING, State.READY):
             state = State.TERMINATING  # asked to stop: never back to READY
         if cluster.state == State.TERMINATING and state == State.FAILED and cluster.backend == Cluster.Backend.LOCAL:
-            # Processes exiting because we stopped them is the termination, not a failure.
-            state, status = State.TERMINATED, None
+            # Processes exiting because we stopped them is the termination, not a failure;
+            # it is complete only when none of them is left.
+            from clusters.backends.local import LocalBackend
+
+            done = not LocalBackend().processes_left(cluster.backend_info or {})
+            state, status = (State.TERMINATED if done else State.TERMINATING), None
         fields = {"state"}
         cluster.state = state
         if status is not None:

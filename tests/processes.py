@@ -60,14 +60,24 @@ class Worker:
         self.wait_ready()
 
     def wait_ready(self, timeout=60):
+        """Wait for the worker's "ready" line; kill it and raise if it does not come."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
+                self.kill()
+                raise RuntimeError(f"worker exited: {self.tail(3000)}")
             if " ready." in self.log_path.read_text():
                 return
             time.sleep(0.2)
-        raise RuntimeError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
+        self.kill()
+        raise RuntimeError(f"worker not ready: {self.tail(3000)}")
+
+    def tail(self, chars=4000) -> str:
+        """The end of the worker's log, for failure messages."""
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError as exc:
+            return f"({exc})"
 
     def children(self) -> list[int]:
         import psutil

@@ -17,17 +17,6 @@ from jobs.models import Run
 from tests.processes import Beat, Worker, flush_broker, wait_for
 
 
-class _Worker(Worker):
-    """A Worker that kills itself when it fails to become ready (else it would leak)."""
-
-    def wait_ready(self, timeout=60):
-        try:
-            super().wait_ready(timeout)
-        except Exception:
-            self.kill()
-            raise
-
-
 def _cmdline(proc: psutil.Process) -> str:
     try:
         return " ".join(proc.cmdline())
@@ -85,7 +74,7 @@ class Procs:
 
     def worker(self, name="w", **kwargs) -> Worker:
         """Start a worker (kwargs as for tests.processes.Worker) and wait until ready."""
-        worker = _Worker(name=f"{name}{len(self.workers)}", **kwargs)
+        worker = Worker(name=f"{name}{len(self.workers)}", **kwargs)
         self.workers.append(worker)
         return worker
 
