@@ -2,7 +2,8 @@
 
 Idempotent: a second call keeps the data and the job and only prints the sign-in details
 again (with a new password, since the old one is not stored in clear). The example job
-"Telemetry hello world" runs daily at 06:00 UTC and gets a first run at once.
+"Telemetry hello world" runs daily at 06:00 UTC and gets a first run at once; the other
+example analyses in ``examples/`` are scheduled after it (their runs start at their slots).
 """
 
 import json
@@ -20,7 +21,21 @@ from jobs.models import Job
 
 EXAMPLES = Path(settings.BASE_DIR) / "examples"
 DEMO_EMAIL = "demo@example.com"
-EXAMPLE_JOB = "Telemetry hello world"
+#: (notebook in examples/, job name, description, cron in UTC). The first runs at once.
+EXAMPLE_JOBS = [
+    ("telemetry_hello_world.ipynb", "Telemetry hello world",
+     "Operating-system distribution of a sample of Firefox-style telemetry pings, drawn with Plotly.", "0 6 * * *"),
+    ("hangs_by_last_frame.ipynb", "Hangs by last frame",
+     "Main-thread hang stacks aggregated by their last frame; plugin hangs and hangs against session length.", "10 6 * * *"),
+    ("regression_detection.ipynb", "Regression detection",
+     "Gaussian-mixture change detection on Talos-like performance series, scored against injected shifts.", "20 6 * * *"),
+    ("addon_recommender.ipynb", "Add-on recommender",
+     "Implicit-feedback ALS over add-on installs, regularisation chosen by cross-validation.", "30 6 * * 1"),
+    ("histogram_rollups.ipynb", "Histogram roll-ups",
+     "GC_MS and uptime histograms rolled up by dimension, with a day merged into the history.", "40 6 * * *"),
+    ("batch_view.ipynb", "Experiment batch view",
+     "An experiment's clients as a Parquet batch view, timed against the raw JSON pings.", "50 6 * * *"),
+]
 
 
 class Command(BaseCommand):
@@ -45,24 +60,20 @@ class Command(BaseCommand):
             summary = generate(str(data_dir), pings=options["pings"], json_dir=str(data_dir.parent / "pings_json"))
             generate_talos(str(data_dir.parent / "talos"))
             self.stdout.write(f"  {summary.get('rows', options['pings']):,} pings written.")
-        job = Job.objects.filter(owner=user, name=EXAMPLE_JOB).first()
-        if job is None:
-            notebook = (EXAMPLES / "telemetry_hello_world.ipynb").read_bytes()
+        for number, (filename, name, description, cron) in enumerate(EXAMPLE_JOBS):
+            path = EXAMPLES / filename
+            if not path.exists() or Job.objects.filter(owner=user, name=name).exists():
+                continue
             spec = services.JobSettings(
-                name=EXAMPLE_JOB,
-                description="Operating-system distribution of a sample of Firefox-style telemetry pings, drawn with Plotly.",
-                schedule_kind=Job.ScheduleKind.DAILY,
-                cron="0 6 * * *",
-                timezone="UTC",
-                parameters={"data_path": str(data_dir)},
-                timeout_seconds=1800,
-                notify_on_failure=DEMO_EMAIL,
-                visibility=Job.Visibility.SIGNED_IN,
+                name=name, description=description, schedule_kind=Job.ScheduleKind.CRON, cron=cron, timezone="UTC",
+                timeout_seconds=1800, notify_on_failure=DEMO_EMAIL, visibility=Job.Visibility.SIGNED_IN,
             )
-            job = services.create_job(user, spec, notebook, "telemetry_hello_world.ipynb")
-            if not options["no_run"]:
+            job = services.create_job(user, spec, path.read_bytes(), filename)
+            if number == 0 and not options["no_run"]:
                 services.run_now(job, user)
-            self.stdout.write(f"Scheduled the example job “{job.name}” (daily at 06:00 UTC); its first run starts now.")
+                self.stdout.write(f"Scheduled “{name}” ({job.schedule_description}); its first run starts now.")
+            else:
+                self.stdout.write(f"Scheduled “{name}” ({job.schedule_description}).")
         self.stdout.write(self.style.SUCCESS(
             f"\nSign in at {settings.PORTAL_ORIGIN}/ as {DEMO_EMAIL} with password: {password}\n"
         ))
