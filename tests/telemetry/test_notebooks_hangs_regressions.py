@@ -1,0 +1,278 @@
+"""The example notebooks examples/hangs_by_last_frame.ipynb and examples/regression_detection.ipynb.
+
+Each notebook is executed once per module, exactly as the portal runs it (``jobs.executor``:
+papermill in the portal kernel, with the kernel environment of ``jobs.kernel``), on a small
+generated sample: 10,000 pings over 4 days and the default Talos series, in a temporary
+directory that the kernel sees as its ``TELEMETRY_DATA_ROOT``. The tests then read the
+executed notebooks' outputs and check the printed numbers against the data itself.
+"""
+
+import datetime as dt
+import importlib.util
+import json
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+
+import telemetry
+from jobs import executor
+from jobs.notebooks import inspect_parameters
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+EXAMPLES = ROOT / "examples"
+HANGS = EXAMPLES / "hangs_by_last_frame.ipynb"
+REGRESSION = EXAMPLES / "regression_detection.ipynb"
+PINGS = 10_000
+DAYS = 4
+END = "20261115"
+# The hangs notebook reads the last three of the four days (two date formats on purpose).
+HANGS_PARAMETERS = {"start_date": "2026-11-13", "end_date": "20261115"}
+RECALL_TARGET = 0.8
+PRECISION_TARGET = 0.7
+PLOTLY = "application/vnd.plotly.v1+json"
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """Pings and Talos series side by side, as ``generate_pings.py --talos`` lays them out."""
+    spec = importlib.util.spec_from_file_location("generate_pings_for_notebooks", EXAMPLES / "generate_pings.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    base = tmp_path_factory.mktemp("notebooks")
+    gen.generate(base / "pings", pings=PINGS, days=DAYS, end_date=END)
+    gen.generate_talos(base / "talos")  # the defaults the notebook's prose reports on
+    return base
+
+
+def execute(notebook: Path, sample: Path, parameters: dict) -> dict:
+    """Run ``notebook`` through the portal's executor; return the outcome, the executed
+    notebook, its stdout and the wall time."""
+    out_dir = sample / f"run-{notebook.stem}"
+    out_dir.mkdir()
+    output = out_dir / "output.ipynb"
+    started = time.monotonic()
+    outcome = executor.execute(
+        notebook,
+        output,
+        parameters,
+        spark_master="local[2]",
+        cwd=out_dir,
+        timeout_seconds=600,
+        kernel_extra_env={"TELEMETRY_DATA_ROOT": str(sample / "pings")},
+    )
+    elapsed = time.monotonic() - started
+    nb = nbformat.read(str(outcome.output_path), as_version=4) if outcome.output_path else None
+    stdout = ""
+    if nb is not None:
+        stdout = "".join(
+            o.get("text", "")
+            for c in nb.cells
+            if c.cell_type == "code"
+            for o in c.outputs
+            if o.output_type == "stream" and o.get("name") == "stdout"
+        )
+    print(f"{notebook.name}: {outcome.status} in {elapsed:.1f} s")
+    return {"outcome": outcome, "nb": nb, "stdout": stdout, "elapsed": elapsed}
+
+
+@pytest.fixture(scope="module")
+def hangs_run(sample):
+    return execute(HANGS, sample, HANGS_PARAMETERS)
+
+
+@pytest.fixture(scope="module")
+def regression_run(sample):
+    return execute(REGRESSION, sample, {})
+
+
+def value(stdout: str, name: str) -> float:
+    """The number printed as ``name=<number>`` on a line of its own."""
+    match = re.search(rf"^{re.escape(name)}=(\S+)$", stdout, re.M)
+    assert match, f"{name}=... not printed; stdout:\n{stdout[-3000:]}"
+    return float(match.group(1))
+
+
+def results_of(run) -> dict:
+    """The ``results`` dictionary that the notebook's last cell prints as JSON."""
+    last = [c for c in run["nb"].cells if c.cell_type == "code"][-1]
+    text = "".join(o.get("text", "") for o in last.outputs if o.output_type == "stream")
+    return json.loads(text)
+
+
+def plotly_outputs(nb) -> list:
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if PLOTLY in o.get("data", {})]
+
+
+def assert_succeeded(run):
+    outcome = run["outcome"]
+    assert outcome.status == "succeeded", f"{outcome.status}: {outcome.message}\n{outcome.error.get('traceback', '')}"
+
+
+# --- the notebooks as files ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [HANGS, REGRESSION], ids=lambda p: p.stem)
+def test_notebooks_are_clean_v4_with_typed_parameters(path):
+    nb = nbformat.read(str(path), as_version=4)
+    nbformat.validate(nb)
+    assert nb.nbformat == 4 and nb.metadata.kernelspec.name == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "no stored outputs"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    params = inspect_parameters(nb)
+    if path == HANGS:
+        assert {n: p["type"] for n, p in params.items()} == {
+            "data_path": "str",
+            "channel": "str",
+            "start_date": "str",
+            "end_date": "str",
+            "fraction": "float",
+            "top_n": "int",
+            "plugin_marker": "str",
+            "session_bins_minutes": "list",
+            "shuffle_partitions": "int",
+        }
+        assert params["top_n"]["default"] == 10 and params["data_path"]["default"] == ""
+    else:
+        assert {n: p["type"] for n, p in params.items()} == {
+            "talos_path": "str",
+            "window_days": "int",
+            "max_components": "int",
+            "z_threshold": "float",
+            "min_change": "float",
+            "min_component_runs": "int",
+            "tolerance_days": "int",
+            "plot_series": "int",
+        }
+        assert params["talos_path"]["default"] == "" and params["window_days"]["default"] == 14
+    assert all(p["help"] for p in params.values()), "every parameter has a comment"
+
+
+# --- hangs by last frame ---------------------------------------------------------------------
+
+
+def expected_hangs(sample: Path) -> dict:
+    """What the hangs notebook should find, computed with pyarrow and plain Python."""
+    partitioning = ds.partitioning(pa.schema([(c, pa.string()) for c in telemetry.PARTITION_COLUMNS]), flavor="hive")
+    dataset = ds.dataset(sample / "pings", format="parquet", partitioning=partitioning)
+    first = dt.date.fromisoformat(HANGS_PARAMETERS["start_date"]).strftime("%Y%m%d")
+    table = dataset.to_table(
+        columns=["hangs", "session_length_s"],
+        filter=(ds.field("submission_date") >= first) & (ds.field("submission_date") <= HANGS_PARAMETERS["end_date"]),
+    )
+    hangs = [h for ping in table["hangs"].to_pylist() for h in ping]
+    frames = Counter(h["stack"][-1] for h in hangs)
+    plugin = [any("Plugin" in f for f in h["stack"]) for h in hangs]
+    durations = np.array([h["duration_ms"] for h in hangs], dtype=float)
+    plugin = np.array(plugin)
+    return {
+        "pings": table.num_rows,
+        "hangs": len(hangs),
+        "frames": sorted(frames.items(), key=lambda kv: (-kv[1], kv[0])),
+        "plugin_share": plugin.mean(),
+        "median_plugin": float(np.median(durations[plugin])),
+        "median_other": float(np.median(durations[~plugin])),
+    }
+
+
+@pytest.mark.slow
+def test_hangs_notebook_runs_in_the_portal_kernel(hangs_run):
+    assert_succeeded(hangs_run)
+    nb = hangs_run["nb"]
+    # The portal injected the parameters after the parameters cell.
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and 'start_date = "2026-11-13"' in injected[0].source
+    charts = plotly_outputs(nb)
+    assert len(charts) == 3  # top frames, durations, hangs per session
+    assert all(chart["data"][PLOTLY]["data"] for chart in charts)
+    assert hangs_run["elapsed"] < 300
+
+
+@pytest.mark.slow
+def test_hangs_numbers_match_the_data(hangs_run, sample):
+    assert_succeeded(hangs_run)
+    out = hangs_run["stdout"]
+    want = expected_hangs(sample)
+    assert value(out, "pings") == want["pings"] and value(out, "hangs") == want["hangs"]
+
+    top = re.findall(r"^top_frame_(\d+)=(.+) share=([0-9.]+)$", out, re.M)
+    assert len(top) == 10
+    frames = [frame for _, frame, _ in top]
+    assert "PresShell::DoReflow" in frames or "nsCycleCollector::collectSlice" in frames
+    assert frames == [frame for frame, _ in want["frames"][:10]]
+    for (_, _frame, share), (_, count) in zip(top, want["frames"][:10], strict=True):
+        assert float(share) == pytest.approx(count / want["hangs"], abs=1e-4)
+
+    plugin_share = value(out, "plugin_share")
+    assert 0 < plugin_share < 1
+    assert plugin_share == pytest.approx(want["plugin_share"], abs=1e-4)
+    plugin_ms, other_ms = value(out, "median_duration_plugin_ms"), value(out, "median_duration_nonplugin_ms")
+    assert plugin_ms > 0 and other_ms > 0
+    assert plugin_ms == pytest.approx(want["median_plugin"]) and other_ms == pytest.approx(want["median_other"])
+    assert plugin_ms > other_ms  # the generator makes plugin hangs 2.5x longer
+
+    results = results_of(hangs_run)
+    assert results["pings"] == want["pings"] and results["hangs"] == want["hangs"]
+    assert [f["frame"] for f in results["top_frames"]] == frames
+    assert results["plugin_share"] == pytest.approx(plugin_share, abs=1e-4)
+    assert results["median_duration_ms"] == {"plugin": plugin_ms, "nonplugin": other_ms}
+    bins = results["hangs_per_session_by_length"]
+    assert sum(b["sessions"] for b in bins) == want["pings"]
+    # Hangs are a rate per hour of session: longer sessions report more of them.
+    assert bins[-1]["hangs_per_session"] > bins[0]["hangs_per_session"]
+    assert results["corr_log_session_length_hangs"] > 0
+
+
+# --- regression detection --------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_regression_notebook_finds_the_injected_shifts(regression_run, sample):
+    assert_succeeded(regression_run)
+    out = regression_run["stdout"]
+    precision, recall = value(out, "precision"), value(out, "recall")
+    assert recall >= RECALL_TARGET and precision >= PRECISION_TARGET, (precision, recall)
+
+    results = results_of(regression_run)
+    shifts = json.loads((sample / "talos" / "_shifts.json").read_text())
+    assert results["shifts"] == len(shifts) and results["series"] == 24
+    assert results["parameters"]["window_days"] == 14
+    assert results["precision"] == pytest.approx(precision, abs=1e-4) and results["recall"] == pytest.approx(recall, abs=1e-4)
+    alerts = results["alert_list"]
+    assert len(alerts) == results["alerts"] and sum(a["matched"] for a in alerts) == results["true_alerts"]
+    # At most one alert per shift: alerts of one series are more than window_days apart.
+    by_series = {}
+    for a in alerts:
+        by_series.setdefault((a["test"], a["platform"]), []).append(dt.date.fromisoformat(a["date"]))
+    for dates in by_series.values():
+        assert all((b - a).days >= 14 for a, b in zip(dates, dates[1:], strict=False))
+    # Every matched alert is within the tolerance of a true shift of its series.
+    truth = {(s["test"], s["platform"], dt.date.fromisoformat(s["date"])) for s in shifts}
+    for a in alerts:
+        near = any(
+            (a["test"], a["platform"], dt.date.fromisoformat(a["date"]) + dt.timedelta(days=d)) in truth for d in range(-3, 4)
+        )
+        assert near == a["matched"], a
+
+
+@pytest.mark.slow
+def test_regression_notebook_draws_plotly_charts(regression_run):
+    assert_succeeded(regression_run)
+    charts = plotly_outputs(regression_run["nb"])
+    assert len(charts) == 3  # series with alerts, detection statistic, summary per series
+    assert all(chart["data"][PLOTLY]["data"] for chart in charts)
+    size = Path(regression_run["outcome"].output_path).stat().st_size
+    assert size < 1_000_000, f"output notebook of {size:,} bytes"
+    assert regression_run["elapsed"] < 300
