@@ -55,6 +55,13 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
         return False
 
 
+def listening(port: int) -> bool:
+    """True if some process listens on TCP ``port`` (from the socket table, not by
+    connecting: a connect to a free port in the ephemeral range can succeed by connecting
+    to itself)."""
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in psutil.net_connections("tcp"))
+
+
 def alive(pid: int | None) -> bool:
     """True if ``pid`` runs and is not a zombie."""
     if not pid:

@@ -6,7 +6,7 @@ import urllib.request
 import pytest
 
 from clusters import services
-from clusters.backends.local import LocalBackend, port_open
+from clusters.backends.local import LocalBackend, listening
 from clusters.models import Cluster
 from jobs import services as job_services
 from jobs.models import Run
@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 def assert_gone(info):
     assert LocalBackend().processes_left(info) == []
     ports = info["ports"]
-    assert not [p for p in (ports["master"], ports["ui"], ports["connect"]) if port_open(p)]
+    assert not [p for p in (ports["master"], ports["ui"], ports["connect"]) if listening(p)]
 
 
 def test_a_job_runs_on_a_running_cluster_through_spark_connect(alice, make_job):

@@ -18,7 +18,6 @@ import email.header
 import hashlib
 import json
 import re
-import socket
 import threading
 import time
 import urllib.request
@@ -30,6 +29,7 @@ import psutil
 import pytest
 from playwright.sync_api import expect
 
+from clusters.backends.local import listening
 from tests.conftest import notebook_bytes
 from tests.e2e.conftest import E2EWorker, login, wait_run_state
 from tests.processes import Beat, flush_broker, wait_for
@@ -262,12 +262,9 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def _port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+def _port_open(port: int) -> bool:
+    """Someone listens on ``port`` (a connect could succeed by connecting to itself)."""
+    return listening(port)
 
 
 def _get_json(url: str):
