@@ -89,6 +89,10 @@ class LocalBackend:
             SPARK_LOG_DIR=str(root / "logs"),
             PYSPARK_PYTHON=sys.executable,
             SPARK_NO_DAEMONIZE="1",
+            # Master and worker daemons only coordinate: the C1 compiler and the serial
+            # collector start them faster and smaller. Executors and the Connect server
+            # (which run queries) keep the JVM's defaults.
+            SPARK_DAEMON_JAVA_OPTS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
         )
         return env
 
