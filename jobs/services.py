@@ -12,6 +12,7 @@ import os
 import random
 import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -278,10 +279,11 @@ def rerun(run: Run, user) -> Run:
     return new
 
 
-def dispatch_due_runs(now: datetime | None = None, batch: int = 500) -> list[Run]:
+def dispatch_due_runs(now: datetime | None = None, batch: int = 20) -> list[Run]:
     """Create the runs of every job whose next slot is at or before ``now`` (UTC).
 
-    For each due job, in one transaction per batch: choose the slots to run by the job's
+    Jobs are handled in small batches (``batch``), each its own transaction, so the first
+    runs are enqueued while later ones are still being created. For each due job: choose the slots to run by the job's
     catch-up policy ("latest": the newest missed slot; "all": every missed slot, at most
     CATCHUP_MAX_SLOTS; "none": only a slot less than one dispatch interval old), create
     one Run per slot (QUEUED, or SKIPPED when the overlap policy is "skip" and a run is
@@ -468,14 +470,22 @@ def execute_run(run_id: int, worker: str | None = None) -> Run | None:
         with default_storage.open(run.version.storage_key, "rb") as fh:
             source.write_bytes(fh.read())
         partial = tmp / "partial.ipynb"
-        uploaded = {"version": 0, "key": ""}
+        uploaded = {"version": 0, "key": "", "next": 0.0}
 
         def tick(progress: executor.Progress) -> str:
-            key = None
-            if progress.partial_version != uploaded["version"] and partial.exists():
+            # The heartbeat first: rendering the live view must never delay it.
+            answer = record_progress(run, progress)
+            now = time.monotonic()
+            # Rendering costs more as the notebook grows and competes with the kernel's
+            # client for the GIL: after each render, wait ten times as long as it took.
+            if answer == "continue" and progress.partial_version != uploaded["version"] and partial.exists() and now >= uploaded["next"]:
                 uploaded["version"] = progress.partial_version
-                key = uploaded["key"] = _store_partial(run, partial, uploaded["key"])
-            return record_progress(run, progress, key)
+                key = _store_partial(run, partial, uploaded["key"])
+                uploaded["next"] = time.monotonic() + 10 * (time.monotonic() - now)
+                if key:
+                    uploaded["key"] = key
+                    Run.objects.filter(pk=run.pk, attempt=run.attempt).update(partial_key=key)
+            return answer
 
         if run.job.spark_target == Job.SparkTarget.EMR_CLUSTER:
             return finish_run(run, _execute_on_emr(run, source.read_bytes(), tick, tmp))
