@@ -136,6 +136,9 @@ class LocalBackend:
                  "--webui-port", str(ports["ui"])],
                 master_env, root / "logs" / "master.log",
             )
+            # Workers and the Connect application register with the master once, then
+            # retry only after a randomised 5-15 s back-off: start them when it listens.
+            self._wait_listening(ports["master"], info["pids"]["master"], timeout=60)
             for i in range(cluster.size):
                 work = root / f"work-{i}"
                 work.mkdir()
@@ -163,6 +166,16 @@ class LocalBackend:
             self.terminate_info(info)
             raise BackendError(f"Could not start Spark processes: {exc}") from exc
         return info
+
+    def _wait_listening(self, port: int, pid: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if listening(port):
+                return
+            if not alive(pid):
+                raise OSError("the Spark master exited while starting")
+            time.sleep(0.05)
+        raise OSError(f"the Spark master did not listen on port {port} within {timeout:.0f} s")
 
     def master_json(self, info: dict) -> dict | None:
         """The master's /json/ status, or None if it does not answer."""
