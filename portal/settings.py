@@ -306,6 +306,10 @@ CELERY_TASK_DEFAULT_QUEUE = "control"
 DISPATCH_INTERVAL = env_float("DISPATCH_INTERVAL", 2.0)
 #: Seconds between reaper passes.
 REAP_INTERVAL = env_float("REAP_INTERVAL", 15.0)
+#: Seconds between syncs of local and of EMR clusters, and between expiry checks.
+CLUSTER_SYNC_INTERVAL = env_float("CLUSTER_SYNC_INTERVAL", 10.0)
+EMR_SYNC_INTERVAL = env_float("EMR_SYNC_INTERVAL", 60.0)
+CLUSTER_LIFETIME_INTERVAL = env_float("CLUSTER_LIFETIME_INTERVAL", 30.0)
 CELERY_BEAT_SCHEDULE = {
     "dispatch-due-runs": {
         "task": "jobs.tasks.dispatch_due_runs",
@@ -319,18 +323,18 @@ CELERY_BEAT_SCHEDULE = {
     },
     "sync-local-clusters": {
         "task": "clusters.tasks.sync_local_clusters",
-        "schedule": env_float("CLUSTER_SYNC_INTERVAL", 10.0),
-        "options": {"expires": env_float("CLUSTER_SYNC_INTERVAL", 10.0)},
+        "schedule": CLUSTER_SYNC_INTERVAL,
+        "options": {"expires": CLUSTER_SYNC_INTERVAL},
     },
     "sync-emr-clusters": {
         "task": "clusters.tasks.sync_emr_clusters",
-        "schedule": env_float("EMR_SYNC_INTERVAL", 60.0),
-        "options": {"expires": env_float("EMR_SYNC_INTERVAL", 60.0)},
+        "schedule": EMR_SYNC_INTERVAL,
+        "options": {"expires": EMR_SYNC_INTERVAL},
     },
     "cluster-lifetimes": {
         "task": "clusters.tasks.cluster_lifetimes",
-        "schedule": env_float("CLUSTER_LIFETIME_INTERVAL", 30.0),
-        "options": {"expires": env_float("CLUSTER_LIFETIME_INTERVAL", 30.0)},
+        "schedule": CLUSTER_LIFETIME_INTERVAL,
+        "options": {"expires": CLUSTER_LIFETIME_INTERVAL},
     },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
@@ -384,9 +388,6 @@ CLUSTER_EXPIRY_WARNING_SECONDS = env_int("CLUSTER_EXPIRY_WARNING_SECONDS", 3600)
 CLUSTER_PRICE_PER_NODE_HOUR = env_float("CLUSTER_PRICE_PER_NODE_HOUR", 0.0)
 #: Seconds a run waits for the fresh cluster it started to be READY.
 CLUSTER_START_TIMEOUT = env_float("CLUSTER_START_TIMEOUT", 180.0)
-#: Seconds between cluster state syncs.
-CLUSTER_SYNC_INTERVAL = env_float("CLUSTER_SYNC_INTERVAL", 10.0)
-EMR_SYNC_INTERVAL = env_float("EMR_SYNC_INTERVAL", 60.0)
 
 #: Name of this deployment, in EMR cluster names and tags (keeps stage and prod apart).
 PORTAL_ENVIRONMENT = env_str("PORTAL_ENVIRONMENT", "dev")
