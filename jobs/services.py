@@ -420,7 +420,7 @@ def claim_run(run_id: int, worker: str, now: datetime | None = None) -> Run | No
     return run
 
 
-def record_progress(run: Run, progress: executor.Progress, partial_key: str | None = None) -> str:
+def record_progress(run: Run, progress: executor.Progress) -> str:
     """Write the heartbeat and progress of ``run``'s current attempt.
 
     Returns "continue" while the attempt still owns the run, "cancel" if someone asked
@@ -433,8 +433,6 @@ def record_progress(run: Run, progress: executor.Progress, partial_key: str | No
         current_cell_index=progress.current_index,
         current_cell_head=progress.current_head,
     )
-    if partial_key:
-        fields["partial_key"] = partial_key
     mine = Run.objects.filter(pk=run.pk, attempt=run.attempt, state=State.RUNNING)
     if mine.filter(cancel_requested_at__isnull=True).update(**fields):
         return "continue"

@@ -47,14 +47,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def listening(port: int) -> bool:
     """True if some process listens on TCP ``port`` (from the socket table, not by
     connecting: a connect to a free port in the ephemeral range can succeed by connecting
@@ -201,7 +193,7 @@ class LocalBackend:
         if not status or status.get("status") != "ALIVE":
             return ClusterStatus("STARTING")
         workers = int(status.get("aliveworkers", 0))
-        ready = workers >= cluster.size and port_open(info["ports"]["connect"], settings.LOCAL_CLUSTER_BIND_HOST)
+        ready = workers >= cluster.size and listening(info["ports"]["connect"])
         return ClusterStatus(
             "READY" if ready else "STARTING",
             workers=workers,

@@ -262,9 +262,6 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def _port_open(port: int) -> bool:
-    """Someone listens on ``port`` (a connect could succeed by connecting to itself)."""
-    return listening(port)
 
 
 def _get_json(url: str):
@@ -335,7 +332,7 @@ def _assert_gone(info: dict, procs: list[psutil.Process], timeout: float = 15):
         return (
             not [p for p in _recorded_pids(info) if _pid_alive(p)]
             and not [p for p in procs if _running(p)]
-            and not [n for n, port in checked.items() if _port_open(port)]
+            and not [n for n, port in checked.items() if listening(port)]
             and not Path(info["dir"]).exists()
         )
 
@@ -345,7 +342,7 @@ def _assert_gone(info: dict, procs: list[psutil.Process], timeout: float = 15):
         raise AssertionError(
             f"still alive: recorded {[p for p in _recorded_pids(info) if _pid_alive(p)]}, "
             f"descendants {[(p.pid, ' '.join(p.cmdline())[:120]) for p in procs if _running(p)]}; "
-            f"ports still open: {[n for n, port in checked.items() if _port_open(port)]}; "
+            f"ports still open: {[n for n, port in checked.items() if listening(port)]}; "
             f"directory kept: {Path(info['dir']).exists()}"
         ) from None
 

@@ -11,6 +11,7 @@ import secrets
 import sys
 from pathlib import Path
 
+from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -86,12 +87,5 @@ class Command(BaseCommand):
         user.is_staff = True
         user.is_superuser = True
         user.save()
-        try:
-            from allauth.account.models import EmailAddress
-
-            EmailAddress.objects.update_or_create(
-                user=user, email=DEMO_EMAIL, defaults={"verified": True, "primary": True}
-            )
-        except ImportError:
-            pass
+        EmailAddress.objects.update_or_create(user=user, email=DEMO_EMAIL, defaults={"verified": True, "primary": True})
         return user
