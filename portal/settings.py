@@ -288,6 +288,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Database connections live across tasks as across requests (CONN_MAX_AGE, health
+# checks): portal.celery closes old ones around each task, so Celery's Django fix-up,
+# which would reconnect for every task, is told to recycle them (almost) never.
+CELERY_DB_REUSE_MAX = 2**31
 #: Longest allowed job timeout, in seconds; a job's timeout is capped by it.
 JOB_MAX_TIMEOUT_SECONDS = env_int("JOB_MAX_TIMEOUT_SECONDS", 24 * 3600)
 # The run task's hard limit sits above the longest job timeout (the executor enforces the
