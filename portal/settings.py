@@ -16,6 +16,7 @@ import pyspark
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.beat import aligned
 from portal.env import env_bool, env_float, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -306,7 +307,10 @@ if env_str("REDIS_KEY_PREFIX"):
     CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = env_str("REDIS_KEY_PREFIX")
 CELERY_TASK_ROUTES = {"jobs.tasks.execute_run": {"queue": "runs"}}
 CELERY_TASK_DEFAULT_QUEUE = "control"
-#: Seconds between dispatcher ticks: a slot starts at most this late (plus queueing).
+#: Seconds between dispatcher ticks. Ticks fall on multiples of it since the epoch
+#: (``portal.beat.aligned``): with a divisor of 60 every minute boundary, hence every cron
+#: slot, gets a tick at once; a slot off that grid (none with 5-field cron) starts at most
+#: this late (plus queueing).
 DISPATCH_INTERVAL = env_float("DISPATCH_INTERVAL", 2.0)
 #: Seconds between reaper passes.
 REAP_INTERVAL = env_float("REAP_INTERVAL", 15.0)
@@ -317,7 +321,7 @@ CLUSTER_LIFETIME_INTERVAL = env_float("CLUSTER_LIFETIME_INTERVAL", 30.0)
 CELERY_BEAT_SCHEDULE = {
     "dispatch-due-runs": {
         "task": "jobs.tasks.dispatch_due_runs",
-        "schedule": DISPATCH_INTERVAL,
+        "schedule": aligned(DISPATCH_INTERVAL),
         "options": {"expires": DISPATCH_INTERVAL},
     },
     "reap-runs": {
