@@ -7,6 +7,7 @@ once. All datetimes going in and out are aware; results are in UTC.
 """
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cron_descriptor import CasingTypeEnum, Options, get_description
@@ -128,8 +129,13 @@ def _slots(expr: str, tz_name: str, moment: datetime):
         yield slot.astimezone(UTC)
 
 
+@lru_cache(maxsize=1024)
 def next_slot_after(expr: str, tz_name: str, moment: datetime) -> datetime:
-    """The first slot of ``expr`` in zone ``tz_name`` strictly after ``moment``, in UTC."""
+    """The first slot of ``expr`` in zone ``tz_name`` strictly after ``moment``, in UTC.
+
+    Memoised: a dispatcher pass asks it for every due job with the same ``moment``, and
+    jobs due together mostly share their cron expression and zone.
+    """
     return next(_slots(expr, tz_name, moment))
 
 
@@ -141,10 +147,15 @@ def upcoming_slots(expr: str, tz_name: str, moment: datetime, count: int) -> lis
 
 def slots_between(expr: str, tz_name: str, after: datetime, until: datetime, limit: int) -> list[datetime]:
     """Slots ``s`` with ``after < s <= until``, oldest first, at most the newest ``limit``."""
+    return list(_slots_between(expr, tz_name, after, until, limit))
+
+
+@lru_cache(maxsize=1024)
+def _slots_between(expr: str, tz_name: str, after: datetime, until: datetime, limit: int) -> tuple[datetime, ...]:
     found: list[datetime] = []
     for slot in _slots(expr, tz_name, after):
         if slot > until:
-            return found
+            return tuple(found)
         found.append(slot)
         if len(found) > limit:
             found.pop(0)

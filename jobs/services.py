@@ -225,11 +225,24 @@ def _delete_files(keys):
 
 
 def _enqueue(run: Run, countdown: float = 0) -> None:
-    """Send ``execute_run(run.id)`` once the current transaction commits."""
+    """Send ``execute_run(run.id)`` once the current transaction commits, after
+    ``countdown`` seconds."""
+    _enqueue_all([run.pk], countdown)
+
+
+def _enqueue_all(run_ids: list[int], countdown: float = 0) -> None:
+    """Send ``execute_run`` for each of ``run_ids``, in order, through one broker producer,
+    once the current transaction commits. A message that cannot be sent leaves its run
+    QUEUED: the reaper enqueues it again after RUN_QUEUED_TIMEOUT."""
     from jobs.tasks import execute_run
 
-    run_id = run.pk
-    transaction.on_commit(lambda: execute_run.apply_async((run_id,), countdown=countdown or None))
+    def publish():
+        with execute_run.app.producer_or_acquire() as producer:
+            for run_id in run_ids:
+                execute_run.apply_async((run_id,), countdown=countdown or None, producer=producer)
+
+    if run_ids:
+        transaction.on_commit(publish)
 
 
 def _new_run(job: Job, *, trigger, parameters, version=None, scheduled_for=None, created_by=None, state=State.QUEUED, reason="", enqueue=True) -> Run:
@@ -358,9 +371,7 @@ def _dispatch_batch(jobs: list[Job], now: datetime, grace: timedelta) -> list[Ru
         RunEvent(run=run, attempt=0, state=run.state, message=run.state_reason or "Created (Schedule).") for run in runs
     )
     Job.objects.bulk_update(jobs, ["next_run_at"])
-    for run in runs:
-        if run.state == State.QUEUED:
-            _enqueue(run)
+    _enqueue_all([run.pk for run in runs if run.state == State.QUEUED])
     if runs:
         log.info("dispatched %s runs for %s jobs", len(runs), len(jobs))
     return runs

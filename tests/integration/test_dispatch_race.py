@@ -47,13 +47,12 @@ def test_concurrent_dispatchers_create_one_run_per_slot(make_job, monkeypatch):
     threads at once (each its own PostgreSQL connection; small batches so they interleave):
     every slot gets exactly one run, every job moves past now, nobody errs, and the runs
     the dispatchers report are exactly the runs in the database."""
-    sent = []  # what would have gone to the broker (after commit, as the real _enqueue)
+    sent = []  # what would have gone to the broker (after commit, as the real _enqueue_all)
 
-    def enqueue(run, countdown=0):
-        run_id = run.pk
-        transaction.on_commit(lambda: sent.append(run_id))
+    def enqueue_all(run_ids, countdown=0):
+        transaction.on_commit(lambda: sent.extend(run_ids))
 
-    monkeypatch.setattr(services, "_enqueue", enqueue)
+    monkeypatch.setattr(services, "_enqueue_all", enqueue_all)
     jobs = [
         make_job("trivial.ipynb", name=f"race {i}", cron="* * * * *", catchup=Job.CatchUp.ALL, overlap=Job.Overlap.ALLOW)
         for i in range(JOBS)
