@@ -1,7 +1,9 @@
 """Celery tasks of clusters: thin wrappers around clusters.services.
 
 Local clusters are processes on the host of the worker that started them, so these tasks
-run on the "control" queue, consumed on the cluster host (see README, Scale-out).
+run on the "clusters" queue, consumed on the cluster host (see README, Scale-out), apart
+from the dispatcher's "control" queue: a cluster start takes seconds and must not delay a
+schedule slot.
 """
 
 import logging

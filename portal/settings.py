@@ -269,6 +269,8 @@ if env_str("EMAIL_HOST"):
     EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
 else:
     EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+#: Seconds an SMTP connection may block (Django's default is forever).
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Analysis Portal <portal@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
@@ -305,7 +307,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": JOB_MAX_TIMEOUT_SECONDS
 if env_str("REDIS_KEY_PREFIX"):
     # Lets several portals (or test sessions) share one Redis without sharing queues.
     CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = env_str("REDIS_KEY_PREFIX")
-CELERY_TASK_ROUTES = {"jobs.tasks.execute_run": {"queue": "runs"}}
+# Three queues, so that nothing short waits behind something long: "runs" (notebooks,
+# minutes to hours), "clusters" (cluster starts, stops and syncs: seconds, calls to Spark
+# and AWS; consumed on the local clusters' host) and "control" (dispatcher ticks, the
+# reaper, e-mail: milliseconds), whose worker a cluster launch can no longer hold up.
+CELERY_TASK_ROUTES = {"jobs.tasks.execute_run": {"queue": "runs"}, "clusters.tasks.*": {"queue": "clusters"}}
 CELERY_TASK_DEFAULT_QUEUE = "control"
 #: Seconds between dispatcher ticks. Ticks fall on multiples of it since the epoch
 #: (``portal.beat.aligned``): with a divisor of 60 every minute boundary, hence every cron

@@ -48,7 +48,7 @@ def flush_broker():
 class Worker:
     """A ``celery worker`` subprocess; ``stop()`` is a warm shutdown, ``kill()`` is -9."""
 
-    def __init__(self, queues="runs,control", concurrency=1, name="test", log_path=None, **env):
+    def __init__(self, queues="runs,control,clusters", concurrency=1, name="test", log_path=None, **env):
         self.log_path = Path(log_path or settings.DATA_DIR / f"worker-{name}-{os.getpid()}.log")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "w")

@@ -166,7 +166,7 @@ E2EWorker = Worker  # kills itself if it fails to start, and shows its log's tai
 
 @pytest.fixture
 def worker(request, portal):
-    """A real Celery worker (queues runs and control) on this session's broker prefix.
+    """A real Celery worker (queues runs, control and clusters) on this session's broker prefix.
 
     Started after ``portal``: its environment copies PORTAL_ORIGIN/USERCONTENT_ORIGIN.
     It gets Django's async-safety check back (see ``playwright_instance``).

@@ -5,7 +5,7 @@ test lets a short-lived cluster expire: its owner is warned once, then it is ter
 
 The clusters are real (a Spark master, workers and a Spark Connect server started by the
 worker's start_cluster_task); their state comes from the beat's sync_local_clusters. One
-Celery worker (queues runs and control) and one beat serve the whole module.
+Celery worker (queues runs, control and clusters) and one beat serve the whole module.
 
 A sync that lands while a stop is killing the processes sees them gone; it used to record
 FAILED for the cluster its owner had just terminated (fixed in d42954b). The browser test
@@ -55,7 +55,7 @@ PROCESS_ENV = {
 
 @pytest.fixture(scope="module")
 def cluster_processes(e2e_server):
-    """One Celery worker (runs + control, concurrency 2) and one beat for the module.
+    """One Celery worker (runs + control + clusters, concurrency 2) and one beat for the module.
 
     Their origins are those the ``portal`` fixture gives the test process (the live server
     on localhost / 127.0.0.1); e-mails go to the worker's stdout (console backend).
@@ -65,7 +65,7 @@ def cluster_processes(e2e_server):
         "USERCONTENT_ORIGIN": f"http://127.0.0.1:{e2e_server.port}",
     }
     flush_broker()
-    worker = E2EWorker(queues="runs,control", concurrency=2, name="e2e-clusters", **origins, **PROCESS_ENV)
+    worker = E2EWorker(queues="runs,control,clusters", concurrency=2, name="e2e-clusters", **origins, **PROCESS_ENV)
     try:
         beat = Beat(**origins, **PROCESS_ENV)
     except Exception:
