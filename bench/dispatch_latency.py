@@ -7,14 +7,19 @@ at hours at least 4 h away, and not due during the benchmark.
 
 1. ``dispatch_due_runs()`` called in this process (no worker running): its time with the
    10,000 enabled jobs and none due (an idle scheduler tick), and with K due at once.
-2. The real beat-driven path: a ``celery beat`` subprocess with DISPATCH_INTERVAL=1, a
-   control worker (queue "control", concurrency 1, as in the Procfile) that runs
-   ``dispatch_due_runs`` / ``reap_runs`` / alerts, and runs workers (queue "runs"). For
-   each measured repetition the K due jobs get ``next_run_at`` slots placed in the
-   future: spread over --window seconds (--pattern spread, default: one slot at a random
-   point of each of K equal parts of the window, so that slots meet the beat tick at
-   every phase) or all at one
-   instant (--pattern burst, like K jobs "0 6 * * *"). The due jobs' cron is a daily
+2. The real beat-driven path: a ``celery beat`` subprocess with DISPATCH_INTERVAL=--interval
+   (default 2 s, the production default), a control worker (queue "control", concurrency
+   1, as in the Procfile) that runs ``dispatch_due_runs`` / ``reap_runs`` / alerts, and
+   runs workers (queue "runs"). For each measured repetition the K due jobs get
+   ``next_run_at`` slots placed in the future, on the dispatcher's tick grid (multiples of
+   the interval since the epoch, ``portal.beat.aligned``), as every 5-field cron slot is
+   (cron slots are minute boundaries; the grid points in between stand for them so that a
+   repetition need not wait for the next minute): spread over --window seconds
+   (--pattern spread, default: slot i at grid point floor(i * points / K)) or all at one
+   grid point (--pattern burst, like K jobs "0 6 * * *"). --off-grid places the slots at
+   arbitrary instants instead (one at a random point of each of K equal parts of the
+   window, or the burst at a random instant): what a slot off the grid would see, tick
+   phase included; no cron slot is off the grid. The due jobs' cron is a daily
    slot 12 h away, so after its run is created a job is not due again during the
    benchmark (a "* * * * *" cron would re-fire every already-dispatched job at each minute
    boundary in the middle of the window). Latency = ``started_at - scheduled_for`` of
@@ -33,10 +38,11 @@ Prints p50 / p99 / max over all slots of all repetitions and per repetition, and
 number measured. Target: p99 <= 2 s.
 
     .venv/bin/python bench/dispatch_latency.py [--runs 3] [--jobs 10000] [--due 200]
-        [--window 40] [--pattern spread|burst] [--mode claim|execute]
-        [--workers 2] [--concurrency 2]
+        [--window 40] [--pattern spread|burst] [--off-grid] [--interval 2]
+        [--mode claim|execute] [--workers 2] [--concurrency 2]
 """
 
+import math
 import random
 import sys
 import time
@@ -69,13 +75,15 @@ def main():
     p.add_argument("--due", type=int, default=200, help="K: jobs due per repetition (default 200)")
     p.add_argument("--window", type=float, default=40.0, help="seconds the K slots are spread over (default 40)")
     p.add_argument("--pattern", choices=["spread", "burst"], default="spread")
+    p.add_argument("--off-grid", action="store_true", help="slots at arbitrary instants, not on the tick grid")
+    p.add_argument("--interval", type=float, default=2.0, help="DISPATCH_INTERVAL, seconds (default 2, as in production)")
     p.add_argument("--mode", choices=["claim", "execute"], default="claim")
     p.add_argument("--workers", type=int, default=2, help="runs worker processes (default 2)")
     p.add_argument("--concurrency", type=int, default=2, help="pool processes per runs worker (default 2)")
     p.add_argument("--call-runs", type=int, default=5, help="repetitions of the in-process dispatch_due_runs() timing")
     args = p.parse_args()
 
-    process_env = {"DISPATCH_INTERVAL": "1"}
+    process_env = {"DISPATCH_INTERVAL": f"{args.interval:g}"}
     if args.mode == "claim":
         # Claimed runs never heartbeat: keep the reaper from re-queueing them (which would
         # overwrite started_at) while they wait to be deleted.
@@ -160,7 +168,7 @@ def main():
         n, elapsed, _ = timed_call()
         idle.append(elapsed)
         assert n == 0, f"{n} runs dispatched with nothing due"
-        for batch, out in ((None, busy), (20, small)):
+        for batch, out in ((None, busy), (500, small)):
             place_slots([datetime.now(UTC) - timedelta(seconds=1)] * len(due_jobs))
             n, elapsed, pubs = timed_call(batch)
             assert n == len(due_jobs), f"dispatched {n}, expected {len(due_jobs)}"
@@ -182,7 +190,7 @@ def main():
         f"dispatch_due_runs(), {enabled} enabled jobs, {len(due_ids)} due at once: median {_env.median(busy_t):.3f} s "
         f"= {_env.median(busy_t) / len(due_ids) * 1000:.1f} ms per due job (runs: {_env.fmt_runs(busy_t, 's', 3)}); "
         + enqueue_summary(busy),
-        f"  same with batch=20 instead of the default 500 (for comparison, not what beat runs): median "
+        f"  same with batch=500 instead of the default 20 (for comparison, not what beat runs): median "
         f"{_env.median(small_t):.3f} s (runs: {_env.fmt_runs(small_t, 's', 3)}); " + enqueue_summary(small),
     ]
     print("\n".join(call_lines))
@@ -194,21 +202,30 @@ def main():
     runners = [_env.celery_worker("runs", args.concurrency, f"runs{i}", app=app, **process_env)
                for i in range(args.workers)]
     beat = _env.celery_beat(**process_env)
-    print(f"beat (DISPATCH_INTERVAL=1), control worker x1 (c=1), {args.workers} runs worker(s) "
+    print(f"beat (DISPATCH_INTERVAL={args.interval:g}), control worker x1 (c=1), {args.workers} runs worker(s) "
           f"(c={args.concurrency}, mode {args.mode}) ready in {time.monotonic() - t:.1f} s")
 
     lead = 3.0
     all_lat, per_run = [], []
     for rep in range(args.runs):
-        start = datetime.now(UTC) + timedelta(seconds=lead)
         k = len(due_jobs)
-        if args.pattern == "spread":
-            # Stratified: one slot at a random point of each of K equal parts of the window,
-            # so that slots fall at every phase of the 1 s beat tick, not at a fixed one.
-            rng = random.Random(rep)
-            slots = [start + timedelta(seconds=args.window * (i + rng.random()) / k) for i in range(k)]
+        rng = random.Random(rep)
+        if args.off_grid:
+            start = datetime.now(UTC) + timedelta(seconds=lead + rng.random() * args.interval)
+            if args.pattern == "spread":
+                # Stratified: one slot at a random point of each of K equal parts of the
+                # window, so that slots meet the beat tick at every phase.
+                slots = [start + timedelta(seconds=args.window * (i + rng.random()) / k) for i in range(k)]
+            else:
+                slots = [start] * k
         else:
-            slots = [start] * k
+            first = math.ceil((time.time() + lead) / args.interval) * args.interval
+            points = max(1, int(args.window // args.interval))
+            if args.pattern == "spread":
+                slots = [first + args.interval * (i * points // k) for i in range(k)]
+            else:
+                slots = [first] * k
+            slots = [datetime.fromtimestamp(s, UTC) for s in slots]
         place_slots(slots)
         deadline = time.monotonic() + lead + args.window + 60 + (k * 5 if args.mode == "execute" else 0)
         while True:
@@ -248,9 +265,10 @@ def main():
     what = ("slot -> claimed by a claim-only runs worker (no kernel start)" if args.mode == "claim"
             else "slot -> RUNNING by the real execute_run (trivial notebook)")
     pattern = f"spread over {args.window:g} s" if args.pattern == "spread" else "burst (all K slots at one instant)"
+    pattern += ", off the tick grid" if args.off_grid else ", on the tick grid (as cron slots are)"
     print(f"=== dispatch_latency: {enabled} enabled jobs, K={len(due_ids)} due per run, {pattern}, "
           f"{args.runs} runs ({_env.machine()}) ===")
-    print(f"measured: {what}; {args.workers} runs worker(s) x c={args.concurrency}, DISPATCH_INTERVAL=1")
+    print(f"measured: {what}; {args.workers} runs worker(s) x c={args.concurrency}, DISPATCH_INTERVAL={args.interval:g}")
     print("\n".join(call_lines))
     tasks = dispatch_tasks(control.log_path)
     if tasks:
