@@ -58,9 +58,12 @@ def _local_uri(path: str) -> str:
     return "file://" + path
 
 
-def resolve_root(value: str | os.PathLike) -> Root:
+def resolve_root(value: str | os.PathLike | Root) -> Root:
     """Resolve a root given as a path (relative to the working directory, ``~``
-    allowed) or a URI. ``file:`` URIs become local paths; other schemes are kept."""
+    allowed) or a URI. ``file:`` URIs become local paths; other schemes are kept. A
+    ``Root`` (what ``data_root()`` returns) is already resolved and comes back as it is."""
+    if isinstance(value, Root):
+        return value
     text = os.fspath(value)
     if not text:
         raise TelemetryError("the data root is an empty string")

@@ -399,6 +399,8 @@ def test_missing_root_and_data_root_resolution(sample, tmp_path, monkeypatch):
     (tmp_path / "sample").mkdir()
     (tmp_path / "sample" / "pings").symlink_to(sample["pings"])
     assert len(select_pings().partitions) == sample["summary"]["partitions"]
+    # What data_root() returns is accepted back (the example notebook passes it on).
+    assert select_pings(data_root=telemetry.data_root()).root == telemetry.data_root()
     # file: URIs are local paths; other schemes are kept for Spark.
     assert telemetry.data_root(f"file://{sample['pings']}").local == str(sample["pings"])
     s3 = telemetry.data_root("s3a://bucket/telemetry/pings/")

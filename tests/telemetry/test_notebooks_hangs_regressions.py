@@ -1,4 +1,5 @@
-"""The example notebooks examples/hangs_by_last_frame.ipynb and examples/regression_detection.ipynb.
+"""The example notebooks examples/hangs_by_last_frame.ipynb, examples/regression_detection.ipynb
+and (run with its defaults, as the quick start schedules it) examples/telemetry_hello_world.ipynb.
 
 Each notebook is executed once per module, exactly as the portal runs it (``jobs.executor``:
 papermill in the portal kernel, with the kernel environment of ``jobs.kernel``), on a small
@@ -276,3 +277,14 @@ def test_regression_notebook_draws_plotly_charts(regression_run):
     size = Path(regression_run["outcome"].output_path).stat().st_size
     assert size < 1_000_000, f"output notebook of {size:,} bytes"
     assert regression_run["elapsed"] < 300
+
+
+def test_hello_world_runs_with_its_defaults(sample):
+    """The quick start schedules examples/telemetry_hello_world.ipynb with its defaults
+    (``data_path = ""``: the kernel's TELEMETRY_DATA_ROOT); its first run must succeed
+    and draw the OS chart."""
+    run = execute(EXAMPLES / "telemetry_hello_world.ipynb", sample, {})
+    outcome = run["outcome"]
+    assert outcome.status == "succeeded", (outcome.message, run["stdout"][-2000:])
+    figures = [o for c in run["nb"].cells if c.cell_type == "code" for o in c.outputs if PLOTLY in o.get("data", {})]
+    assert figures, "no Plotly figure in the output"
