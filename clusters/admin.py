@@ -42,6 +42,9 @@ class SSHKeyAdmin(admin.ModelAdmin):
     search_fields = ("title", "owner__email", "fingerprint", "comment")
     readonly_fields = ("key_type", "bits", "fingerprint", "comment", "created_at")
 
+    def has_add_permission(self, request):
+        return False  # users add keys on their SSH keys page, where they are parsed and checked
+
 
 @admin.register(EMRRelease)
 class EMRReleaseAdmin(admin.ModelAdmin):

@@ -11,25 +11,35 @@ from jobs import services
 from jobs.models import Job, NotebookVersion, Run, RunEvent
 
 
-class RunInline(admin.TabularInline):
+class ReadOnlyInline(admin.TabularInline):
+    """History shown under its parent: never added or deleted from the admin."""
+
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class RunInline(ReadOnlyInline):
     model = Run
     fields = ("link", "state", "trigger", "scheduled_for", "attempt", "started_at", "finished_at")
     readonly_fields = fields
     ordering = ("-created_at",)
-    extra = 0
-    max_num = 0
     show_change_link = False
 
+    @admin.display(description="Run")
     def link(self, run):
+        if run.pk is None:
+            return "—"
         return format_html('<a href="{}">#{}</a>', run.get_absolute_url(), run.pk)
 
 
-class NotebookVersionInline(admin.TabularInline):
+class NotebookVersionInline(ReadOnlyInline):
     model = NotebookVersion
     fields = ("number", "original_name", "size_bytes", "sha256", "uploaded_by", "created_at")
     readonly_fields = fields
-    extra = 0
-    max_num = 0
 
 
 @admin.register(Job)
@@ -41,6 +51,11 @@ class JobAdmin(admin.ModelAdmin):
     autocomplete_fields = ("owner",)
     inlines = [NotebookVersionInline, RunInline]
     actions = ["run_now", "pause", "resume"]
+
+    def has_add_permission(self, request):
+        # A job starts from an uploaded notebook, validated and versioned by the portal's
+        # own form (New job); the admin edits and operates existing jobs.
+        return False
 
     @admin.action(description="Run now")
     def run_now(self, request, queryset):
@@ -68,13 +83,14 @@ class NotebookVersionAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in NotebookVersion._meta.fields]
     list_select_related = ("job", "uploaded_by")
 
+    def has_add_permission(self, request):
+        return False  # versions come from uploads (New job, Upload a new version)
 
-class RunEventInline(admin.TabularInline):
+
+class RunEventInline(ReadOnlyInline):
     model = RunEvent
     fields = ("at", "attempt", "state", "worker", "message")
     readonly_fields = fields
-    extra = 0
-    max_num = 0
 
 
 @admin.register(Run)
@@ -93,9 +109,12 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel")
     def cancel(self, request, queryset):
-        for run in queryset:
+        active = [run for run in queryset if run.state in Run.ACTIVE_STATES]
+        for run in active:
             services.cancel_run(run, request.user)
-        self.message_user(request, f"Asked {queryset.count()} run(s) to cancel.", messages.SUCCESS)
+        skipped = queryset.count() - len(active)
+        note = f" {skipped} had already ended." if skipped else ""
+        self.message_user(request, f"Asked {len(active)} run(s) to cancel.{note}", messages.SUCCESS if active else messages.WARNING)
 
     @admin.action(description="Re-run")
     def rerun(self, request, queryset):

@@ -1,0 +1,57 @@
+"""Every page of the admin console opens for staff: lists, the change page of an object
+of each model, and the add page where adding there is allowed (else 403)."""
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from django.contrib import admin
+from django.urls import reverse
+
+from clusters import services as cluster_services
+from clusters.models import EMRRelease
+from jobs import services
+
+pytestmark = pytest.mark.django_db
+
+NOT_ADDED_IN_THE_ADMIN = {"jobs.job", "jobs.notebookversion", "jobs.run", "clusters.cluster", "clusters.sshkey"}
+
+
+@pytest.fixture
+def objects(make_job, alice):
+    job = make_job("trivial.ipynb", cron="0 6 * * *")
+    run = services.run_now(job, alice, enqueue=False)
+    services.cancel_run(run, alice)
+    cluster_services.launch_cluster(alice, cluster_services.ClusterSpec(name="adminview"))
+    public = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    ).decode()
+    cluster_services.add_ssh_key(alice, "laptop", public + " alice@laptop")
+    EMRRelease.objects.get_or_create(label="emr-7.5.0", defaults={"spark_version": "3.5.2"})
+
+
+def test_every_admin_page_opens(client, staff, objects):
+    client.force_login(staff)
+    for model in admin.site._registry:
+        opts = model._meta
+        label = f"{opts.app_label}.{opts.model_name}"
+        changelist = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+        assert client.get(changelist).status_code == 200, label
+        add = client.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_add"))
+        assert add.status_code == (403 if label in NOT_ADDED_IN_THE_ADMIN else 200), label
+        obj = model._default_manager.first()
+        if obj is not None:
+            change = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+            assert client.get(change).status_code == 200, label
+
+
+def test_cancel_action_counts_only_runs_that_were_active(client, staff, make_job, alice):
+    job = make_job("trivial.ipynb")
+    queued = services.run_now(job, alice, enqueue=False)
+    ended = services.run_now(job, alice, enqueue=False)
+    services.cancel_run(ended, alice)
+    client.force_login(staff)
+    response = client.post(
+        reverse("admin:jobs_run_changelist"), {"action": "cancel", "_selected_action": [queued.pk, ended.pk]}, follow=True
+    )
+    text = response.content.decode()
+    assert "Asked 1 run(s) to cancel. 1 had already ended." in text
