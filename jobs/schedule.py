@@ -11,7 +11,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cron_descriptor import CasingTypeEnum, Options, get_description
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 
@@ -49,7 +49,8 @@ def validate_cron(expr: str) -> str:
     """Return the expression normalised to single spaces; raises ScheduleError if invalid.
 
     Only the standard 5 fields (minute hour day-of-month month day-of-week) are accepted:
-    no seconds field, no ``@reboot``.
+    no seconds field, no ``@reboot``; an expression no date matches (``0 0 30 2 *``) is
+    refused too.
     """
     fields = (expr or "").split()
     if len(fields) != 5:
@@ -59,6 +60,7 @@ def validate_cron(expr: str) -> str:
     normalised = " ".join(fields)
     if not croniter.is_valid(normalised):
         raise ScheduleError(f"{expr!r} is not a valid cron expression.")
+    next_slot_after(normalised, "UTC", datetime(2000, 1, 1, tzinfo=UTC))  # raises if it never fires
     return normalised
 
 
@@ -112,7 +114,8 @@ def cron_to_preset(expr: str) -> dict:
 
 
 def _slots(expr: str, tz_name: str, moment: datetime):
-    """Yield the slots strictly after ``moment``, in UTC, forever.
+    """Yield the slots strictly after ``moment``, in UTC, forever. Raises ScheduleError
+    when croniter finds no matching date (an expression that never fires).
 
     When clocks go back, croniter yields a wall-clock time of the repeated hour twice. As
     Vixie cron does (cron(8): "jobs that fall into the repeated time will not be
@@ -123,7 +126,10 @@ def _slots(expr: str, tz_name: str, moment: datetime):
     hour_wildcard = expr.split()[1].startswith("*")
     it = croniter(expr, moment.astimezone(tz))
     while True:
-        slot = it.get_next(datetime)
+        try:
+            slot = it.get_next(datetime)
+        except CroniterBadDateError:
+            raise ScheduleError(f"{expr!r} never fires: no date matches it (like 30 February or 31 April).") from None
         if slot.astimezone(tz).fold == 1 and not hour_wildcard:
             continue
         yield slot.astimezone(UTC)

@@ -30,7 +30,7 @@ def test_presets_compile_to_cron_and_back(kind, kwargs, cron):
         assert back[key] == value
 
 
-@pytest.mark.parametrize("bad", ["", "* * * *", "61 * * * *", "* * * * * *", "a b c d e", "@reboot", "0 25 * * *"])
+@pytest.mark.parametrize("bad", ["", "* * * *", "61 * * * *", "* * * * * *", "a b c d e", "@reboot", "0 25 * * *", "0 0 30 2 *", "0 0 31 4,6 *"])
 def test_bad_cron_is_rejected_with_a_reason(bad):
     with pytest.raises(ScheduleError) as exc:
         schedule.validate_cron(bad)

@@ -52,6 +52,7 @@ def test_create_job_with_typed_parameters(alice_client, alice):
         ({"notebook": upload("bad.ipynb", b'{"cells": 1, "nbformat": 4}')}, "not valid"),
         ({"schedule_kind": "cron", "cron": "61 * * * *"}, "not a valid cron"),
         ({"schedule_kind": "cron", "cron": "* * *"}, "5 fields"),
+        ({"schedule_kind": "cron", "cron": "0 0 30 2 *"}, "never fires"),
         ({"timezone": "Mars/Base"}, "Unknown time zone"),
         ({"param-x": "many"}, "Enter a whole number"),
         ({"param-items": "{oops"}, "JSON list"),
@@ -94,6 +95,8 @@ def test_schedule_preview_lists_the_next_runs(alice_client):
     assert "Wednesday" in html and html.count("<li>") == 5
     bad = alice_client.get(reverse("jobs-schedule-preview"), {"schedule_kind": "cron", "cron": "nope", "timezone": "UTC"}).content.decode()
     assert "5 fields" in bad
+    never = alice_client.get(reverse("jobs-schedule-preview"), {"schedule_kind": "cron", "cron": "0 0 31 4 *", "timezone": "UTC"})
+    assert never.status_code == 200 and "never fires" in never.content.decode()
 
 
 def test_edit_changes_schedule_and_keeps_versions(alice_client, make_job):
