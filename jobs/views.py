@@ -132,8 +132,9 @@ def schedule_preview(request):
         context["words"] = "Manual only: runs start with “Run now”."
     elif cron and tz:
         context["words"] = schedule.describe(cron, tz)
-        context["slots"] = [(s, s.astimezone(dt.UTC)) for s in schedule.upcoming_slots(cron, tz, timezone.now(), 5)]
-        context["tz"] = schedule.validate_timezone(tz)
+        zone = schedule.validate_timezone(tz)
+        context["slots"] = [(s.astimezone(zone), s) for s in schedule.upcoming_slots(cron, tz, timezone.now(), 5)]
+        context["tz"] = zone
     return render(request, "jobs/_schedule_preview.html", context)
 
 

@@ -199,3 +199,12 @@ def test_version_download_is_an_attachment(alice_client, make_job):
     assert response["Content-Disposition"].startswith("attachment")
     assert response["X-Content-Type-Options"] == "nosniff"
     assert json.loads(b"".join(response.streaming_content))["nbformat"] == 4
+
+
+def test_next_runs_are_shown_in_the_jobs_own_time_zone(alice_client, make_job):
+    job = make_job("trivial.ipynb", cron="0 9 * * *", timezone="Europe/Paris")
+    page = alice_client.get(reverse("jobs-detail", args=[job.pk])).content.decode()
+    assert page.count(" 09:00 CET") + page.count(" 09:00 CEST") == 5, page
+    preview = alice_client.get(reverse("jobs-schedule-preview"), {"schedule_kind": "cron", "cron": "0 9 * * *", "timezone": "Europe/Paris"}).content.decode()
+    assert preview.count(" 09:00 CET") + preview.count(" 09:00 CEST") == 5, preview
+    assert "(08:00 UTC)" in preview or "(07:00 UTC)" in preview
