@@ -84,9 +84,12 @@ def test_add_key_by_paste_and_by_upload(alice_client, alice, ed25519_key):
     assert SSHKey.objects.filter(owner=alice).count() == 2 and "SHA256:" in page
 
 
-def test_pasting_a_private_key_stores_nothing(alice_client, ed25519_key):
-    response = alice_client.post(reverse("keys-new"), {"title": "oops", "key": private_text(ed25519_key)})
-    assert response.status_code == 200 and "PRIVATE key" in response.content.decode()
+def test_pasting_a_private_key_stores_nothing_and_does_not_echo_it(alice_client, ed25519_key):
+    pasted = private_text(ed25519_key)
+    response = alice_client.post(reverse("keys-new"), {"title": "oops", "key": pasted})
+    page = response.content.decode()
+    assert response.status_code == 200 and "PRIVATE key" in page
+    assert "PRIVATE KEY-----" not in page and pasted.splitlines()[1] not in page, "the private key came back in the form"
     assert not SSHKey.objects.exists()
 
 
