@@ -208,3 +208,11 @@ def test_next_runs_are_shown_in_the_jobs_own_time_zone(alice_client, make_job):
     preview = alice_client.get(reverse("jobs-schedule-preview"), {"schedule_kind": "cron", "cron": "0 9 * * *", "timezone": "Europe/Paris"}).content.decode()
     assert preview.count(" 09:00 CET") + preview.count(" 09:00 CEST") == 5, preview
     assert "(08:00 UTC)" in preview or "(07:00 UTC)" in preview
+
+
+def test_errors_in_run_settings_are_shown_open_with_a_summary(alice_client):
+    response = alice_client.post(reverse("jobs-new"), form_data(timeout_minutes="-5", notify_on_failure="not-an-address"))
+    page = response.content.decode()
+    assert response.status_code == 200 and "The job was not saved" in page
+    assert "<details open>" in page
+    assert "Choose the notebook file again" in page
