@@ -9,7 +9,7 @@ import json
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.db.models import OuterRef, Subquery
@@ -334,11 +334,14 @@ def run_download(request, pk, kind):
 # --- Operations --------------------------------------------------------------------------------
 
 
-@staff_member_required
 @require_GET
 def operations(request):
+    """Staff only: queued and running runs, live workers, recent failures, clusters.
+    Other signed-in users get a plain 403 page (not the admin's sign-in form)."""
     from portal.celery import app
 
+    if not request.user.is_staff:
+        raise PermissionDenied("The operations page is for the portal's staff.")
     now = timezone.now()
     try:
         replies = app.control.inspect(timeout=1.0).ping() or {}

@@ -50,7 +50,7 @@ MATRIX = {
     "keys-list": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
     "keys-new": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
     "keys-delete": ("get", "key", {"alice": 200, "bob": 404, "staff": 404, "anon": LOGIN}),
-    "operations": ("get", None, {"alice": 302, "bob": 302, "staff": 200, "anon": 302}),
+    "operations": ("get", None, {"alice": 403, "bob": 403, "staff": 200, "anon": 302}),
     "health": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": 200}),
 }
 

@@ -30,3 +30,19 @@ def test_kernel_environment_is_an_allow_list(monkeypatch):
 def test_health_answers_without_sign_in(client):
     response = client.get("/health/")
     assert response.status_code == 200 and response.json() == {"database": "ok"}
+
+
+def test_error_pages_are_the_portals_own(client, django_user_model):
+    user = django_user_model.objects.create_user(username="ana", email="ana@example.com", password="ana-password-1")
+    client.force_login(user)
+    missing = client.get("/jobs/999999/")
+    assert missing.status_code == 404 and "Back to the dashboard" in missing.content.decode()
+    refused = client.get("/ops/")
+    assert refused.status_code == 403 and "for the portal&#x27;s staff" in refused.content.decode()
+
+
+def test_server_error_page_renders_without_a_request_context(rf):
+    from django.views.defaults import server_error
+
+    response = server_error(rf.get("/"))
+    assert response.status_code == 500 and "Something went wrong on our side" in response.content.decode()
