@@ -1,6 +1,7 @@
 """``manage.py runnotebook``: the real executor and kernel, in-process (--inline)."""
 
 import json
+import re
 
 import nbformat
 import pytest
@@ -39,6 +40,14 @@ def test_a_failing_notebook_exits_non_zero_with_the_failing_cell(capsys):
     assert exc.value.code == 1
     out = capsys.readouterr().out
     assert "FAILED" in out and "failing cell 3: ZeroDivisionError" in out
+    # The run page and the e-mail name the cell as the traceback and the progress do:
+    # code cell 4 of 5 (parameters, injected parameters, a = 1, the division, never run).
+    from django.template.loader import render_to_string
+
+    run = Run.objects.latest("pk")
+    assert (run.cells_done, run.cells_total) == (4, 5)
+    assert "In[4]" in re.sub(r"\x1b\[[0-9;]*m", "", run.error_traceback)
+    assert render_to_string("jobs/_failing_cell.txt", {"run": run}) == "In code cell 4 of 5 (In [4] in the traceback)"
 
 
 def test_wrong_parameters_are_refused_before_running():

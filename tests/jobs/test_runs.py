@@ -77,7 +77,7 @@ def test_failure_records_the_error_and_alerts_once(run, tmp_path, django_capture
         assert len(mail.outbox) == 1
         message = mail.outbox[0]
         assert message.to == ["alice@example.com", "ops@example.com"]
-        assert "ZeroDivisionError" in message.body and "cell: 3" in message.body
+        assert "ZeroDivisionError" in message.body and "Failing cell: In cell 4 of the output notebook" in message.body
         assert f"/runs/{run.pk}/" in message.body
         # A second delivery of the alert task sends nothing.
         assert services.send_run_alert(run.pk) is False
