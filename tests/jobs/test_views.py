@@ -164,7 +164,7 @@ def test_run_page_shows_the_error_summary_escaped(alice_client, make_job, alice)
     run = services.run_now(job, alice)
     Run.objects.filter(pk=run.pk).update(state="FAILED", error_cell_index=2, error_ename="ValueError", error_evalue="<script>alert(1)</script>", error_traceback="tb")
     html = alice_client.get(run.get_absolute_url()).content.decode()
-    assert "ValueError" in html and "In cell 2" in html
+    assert "ValueError" in html and "In cell 3 of the output notebook" in html
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
 
 
