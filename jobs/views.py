@@ -270,6 +270,11 @@ def _frame_url(run: Run) -> str:
 @require_GET
 def run_detail(request, pk):
     run = run_for_viewer(request.user, pk)
+    # The values the notebook ran with: the run's own, else the notebook's defaults
+    # (a job that keeps every default stores none).
+    schema = run.version.parameter_schema or {}
+    effective = {name: spec.get("default") for name, spec in schema.items()}
+    effective.update(run.parameters)
     return render(
         request,
         "jobs/run_detail.html",
@@ -279,7 +284,8 @@ def run_detail(request, pk):
             "frame_url": _frame_url(run),
             "can_change": request.user.is_staff or run.job.owner_id == request.user.pk,
             "events": run.events.all(),
-            "parameters": json.dumps(run.parameters, indent=1, sort_keys=True),
+            "parameters": json.dumps(effective, indent=1),
+            "defaults_used": [name for name in schema if name not in run.parameters],
         },
     )
 

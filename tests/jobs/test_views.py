@@ -7,6 +7,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from jobs import services
 from jobs.models import Job, NotebookVersion, Run
 from tests.conftest import notebook_bytes
 
@@ -216,3 +217,14 @@ def test_errors_in_run_settings_are_shown_open_with_a_summary(alice_client):
     assert response.status_code == 200 and "The job was not saved" in page
     assert "<details open>" in page
     assert "Choose the notebook file again" in page
+
+
+def test_run_page_shows_the_values_the_notebook_ran_with(alice_client, make_job, alice):
+    job = make_job("trivial.ipynb", parameters={"x": 7})
+    run = services.run_now(job, alice, enqueue=False)
+    page = alice_client.get(reverse("runs-detail", args=[run.pk])).content.decode()
+    assert "&quot;x&quot;: 7" in page and "&quot;name&quot;: &quot;world&quot;" in page
+    import re
+
+    defaults = re.search(r"The notebook's own defaults: ([^.]*)\.", page)
+    assert defaults and set(defaults.group(1).split(", ")) == {"name", "ratio", "flag", "items", "day"}
