@@ -75,3 +75,25 @@ def render_html(nb: nbformat.NotebookNode, title: str = "") -> str:
     }
     html, _ = _exporter().from_notebook_node(nb, resources=resources)
     return html
+
+
+def standalone_html(html: bytes) -> bytes:
+    """The viewer HTML with plotly.js and the figure loader inlined, for download: opened
+    from disk (no portal to fetch ``/static/...`` from, no internet) its charts still draw.
+
+    Only the two exact script elements ``render_html`` writes are replaced; the scripts'
+    text holds no ``</script`` (checked), so it cannot end its element early. Adds about
+    4.6 MB (plotly.min.js) to the file.
+    """
+    from django.contrib.staticfiles import finders
+
+    for url in (PLOTLY_JS_URL, PLOTLY_LOADER_URL):
+        tag = f'<script src="{url}"></script>'.encode()
+        path = finders.find(url.removeprefix("/static/"))
+        if path is None or tag not in html:
+            continue
+        code = Path(path).read_bytes()
+        if b"</script" in code.lower():
+            raise ValueError(f"{url} cannot be inlined: it contains </script")
+        html = html.replace(tag, b"<script>" + code + b"</script>", 1)
+    return html

@@ -16,6 +16,7 @@ from django.db.models import OuterRef, Subquery
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.http import content_disposition_header
 from django.utils.text import get_valid_filename
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -24,6 +25,7 @@ from clusters.models import Cluster
 from jobs import notebooks, schedule, services
 from jobs.forms import JobForm, ParametersForm, UploadVersionForm
 from jobs.models import Job, Run
+from jobs.render import standalone_html
 from portal.htmx import refresh_page
 from portal.usercontent import content_url
 
@@ -333,7 +335,14 @@ def run_download(request, pk, kind):
     if kind == "ipynb":
         return _attachment(run.output_key, f"{run.job.name}-run-{run.pk}.ipynb", "application/x-ipynb+json")
     if kind == "html":
-        return _attachment(run.html_key, f"{run.job.name}-run-{run.pk}.html", "application/octet-stream")
+        if not run.html_key or not default_storage.exists(run.html_key):
+            raise Http404("This file is not available.")
+        with default_storage.open(run.html_key, "rb") as stored:
+            html = standalone_html(stored.read())
+        filename = get_valid_filename(f"{run.job.name}-run-{run.pk}.html")
+        return HttpResponse(html, content_type="application/octet-stream", headers={
+            "Content-Disposition": content_disposition_header(True, filename), "X-Content-Type-Options": "nosniff",
+        })
     raise Http404
 
 

@@ -121,6 +121,16 @@ def test_schedule_run_and_download(page, context, portal, worker, alice, pings_s
     assert re.search(r"^top_n = 3$", source, re.M), source
     assert str(pings_sample) in source, source
 
+    # --- The downloaded .html draws its chart opened from disk (plotly.js inlined).
+    with page.expect_download() as info:
+        page.click("#download-html")
+    html_file = tmp_path / "downloaded.html"
+    info.value.save_as(html_file)
+    offline = context.new_page()
+    offline.goto(html_file.as_uri())
+    expect(offline.locator("svg.main-svg").first).to_be_attached(timeout=60_000)
+    offline.close()
+
     # --- No script broke and no portal CSP violation on the way.
     broken = [c for c in console if c.startswith("pageerror") or "Content Security Policy" in c]
     assert broken == [], broken
