@@ -294,10 +294,14 @@ def run_detail(request, pk):
 
 @require_GET
 def run_progress(request, pk):
-    """htmx: the live status block; asks the page to reload when the run has ended."""
+    """htmx: the live status block; asks the page to reload when the run has ended or
+    changed state or attempt since the block was drawn (``state``/``attempt`` in the
+    query), so that started, worker and attempt on the page are never stale."""
     run = run_for_viewer(request.user, pk)
-    if run.is_final and request.GET.get("live"):
-        return refresh_page()
+    if request.GET.get("live"):
+        drawn = (request.GET.get("state"), request.GET.get("attempt"))
+        if run.is_final or (drawn[0] and drawn != (run.state, str(run.attempt))):
+            return refresh_page()
     return render(request, "jobs/_run_progress.html", {"run": run})
 
 

@@ -228,3 +228,14 @@ def test_run_page_shows_the_values_the_notebook_ran_with(alice_client, make_job,
 
     defaults = re.search(r"The notebook's own defaults: ([^.]*)\.", page)
     assert defaults and set(defaults.group(1).split(", ")) == {"name", "ratio", "flag", "items", "day"}
+
+
+def test_live_progress_reloads_the_page_when_the_run_changes_state(alice_client, make_job, alice):
+    run = services.run_now(make_job("trivial.ipynb"), alice, enqueue=False)
+    url = reverse("runs-progress", args=[run.pk])
+    same = alice_client.get(url, {"live": "1", "state": "QUEUED", "attempt": "0"})
+    assert same.status_code == 200 and "HX-Refresh" not in same.headers
+    assert 'state=QUEUED&amp;attempt=0' in same.content.decode()
+    services.claim_run(run.pk, "w1")
+    moved = alice_client.get(url, {"live": "1", "state": "QUEUED", "attempt": "0"})
+    assert moved.headers.get("HX-Refresh") == "true"
