@@ -211,7 +211,7 @@ def job_delete(request, pk):
 def job_run(request, pk):
     job = job_for_owner(request.user, pk)
     run = services.run_now(job, request.user)
-    messages.success(request, "Run started.")
+    messages.success(request, "Run queued: it starts as soon as a worker is free.")
     return redirect(run)
 
 

@@ -142,3 +142,18 @@ def test_processes_exiting_during_termination_end_terminated_not_failed(alice):
     Cluster.objects.filter(pk=cluster.pk).update(state="TERMINATING", state_reason="Terminated by its owner.")
     cluster = services._record_status(cluster, "FAILED", ClusterStatus("FAILED", reason="The Spark master process exited"))
     assert cluster.state == Cluster.State.TERMINATED and cluster.state_reason == "Terminated by its owner."
+
+
+def test_cluster_page_shows_connection_details_only_while_they_answer(alice_client, alice):
+    cluster = services.launch_cluster(alice, ClusterSpec(name="snippets"))
+    url = reverse("clusters-detail", args=[cluster.pk])
+    pending = alice_client.get(url).content.decode()
+    assert 'remote("")' not in pending and "appear here as soon as the master is up" in pending
+    Cluster.objects.filter(pk=cluster.pk).update(
+        state="READY", connect_url="sc://127.0.0.1:15002", master_url="spark://127.0.0.1:7077", cores=1
+    )
+    ready = alice_client.get(url).content.decode()
+    assert 'remote("sc://127.0.0.1:15002")' in ready and "1 core ·" in ready
+    Cluster.objects.filter(pk=cluster.pk).update(state="TERMINATED", terminated_at=timezone.now())
+    ended = alice_client.get(url).content.decode()
+    assert "has ended" in ended and 'remote("sc://' not in ended
