@@ -149,6 +149,7 @@ def job_detail(request, pk):
         {
             "id": r["pk"],
             "state": r["state"],
+            "label": Run.State(r["state"]).label,
             "started": r["started_at"].isoformat(),
             "seconds": round(((r["finished_at"] or timezone.now()) - r["started_at"]).total_seconds(), 1),
         }

@@ -13,7 +13,7 @@
   var traces = states.map(function (state) {
     var mine = runs.filter(function (r) { return r.state === state; });
     return {
-      type: "scatter", mode: "markers", name: state,
+      type: "scatter", mode: "markers", name: mine[0].label || state,
       x: mine.map(function (r) { return r.started; }),
       y: mine.map(function (r) { return r.seconds; }),
       text: mine.map(function (r) { return "run #" + r.id; }),

@@ -239,3 +239,13 @@ def test_live_progress_reloads_the_page_when_the_run_changes_state(alice_client,
     services.claim_run(run.pk, "w1")
     moved = alice_client.get(url, {"live": "1", "state": "QUEUED", "attempt": "0"})
     assert moved.headers.get("HX-Refresh") == "true"
+
+
+def test_states_read_the_same_everywhere(alice_client, make_job, alice):
+    job = make_job("trivial.ipynb")
+    run = services.run_now(job, alice, enqueue=False)
+    services.cancel_run(run, alice)
+    dashboard = alice_client.get(reverse("dashboard")).content.decode()
+    page = alice_client.get(reverse("runs-detail", args=[run.pk])).content.decode()
+    for html in (dashboard, page):
+        assert ">Cancelled</span>" in html and ">CANCELLED<" not in html and ">QUEUED<" not in html
