@@ -249,3 +249,15 @@ def test_states_read_the_same_everywhere(alice_client, make_job, alice):
     page = alice_client.get(reverse("runs-detail", args=[run.pk])).content.decode()
     for html in (dashboard, page):
         assert ">Cancelled</span>" in html and ">CANCELLED<" not in html and ">QUEUED<" not in html
+
+
+def test_a_job_on_an_ended_cluster_says_so(alice_client, make_job, alice):
+    from clusters import services as cluster_services
+    from clusters.models import Cluster
+
+    cluster = cluster_services.launch_cluster(alice, cluster_services.ClusterSpec(name="gone"))
+    Cluster.objects.filter(pk=cluster.pk).update(state="READY")
+    job = make_job("trivial.ipynb", spark_target="cluster", cluster=Cluster.objects.get(pk=cluster.pk))
+    assert 'id="cluster-ended"' not in alice_client.get(reverse("jobs-detail", args=[job.pk])).content.decode()
+    Cluster.objects.filter(pk=cluster.pk).update(state="TERMINATED")
+    assert 'id="cluster-ended"' in alice_client.get(reverse("jobs-detail", args=[job.pk])).content.decode()
