@@ -8,12 +8,20 @@ schedule slot.
 
 import logging
 
-from celery import shared_task
+from celery import shared_task, signals
 
 from clusters import services
 from clusters.models import Cluster
 
 log = logging.getLogger(__name__)
+
+
+@signals.task_postrun.connect
+def _reap_cluster_processes(**_):
+    """After any task, wait for exited cluster processes this pool process started."""
+    from clusters.backends import local
+
+    local.reap_children()
 
 
 @shared_task(ignore_result=True, soft_time_limit=300, time_limit=360)

@@ -38,6 +38,20 @@ from portal.spark import log4j2_properties
 
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
 
+#: Cluster processes this process started and has not yet waited for (see reap_children).
+_CHILDREN: list[subprocess.Popen] = []
+
+
+def reap_children() -> int:
+    """Wait for the cluster processes this process started that have exited, so none
+    stays a zombie (only the parent can reap a child, and the pool process that started
+    a cluster is often not the one that stops it). Non-blocking; returns how many were
+    reaped. Called after every Celery task (clusters.tasks) and after a termination."""
+    done = [proc for proc in _CHILDREN if proc.poll() is not None]
+    for proc in done:
+        _CHILDREN.remove(proc)
+    return len(done)
+
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -94,6 +108,7 @@ class LocalBackend:
                 argv, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
                 start_new_session=True, close_fds=True, cwd=str(log.parent.parent),
             )
+        _CHILDREN.append(proc)
         return proc.pid
 
     def start(self, cluster) -> dict:
@@ -238,11 +253,10 @@ class LocalBackend:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        for pid in groups:  # reap our own children so no zombie keeps the pid
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
+        deadline = time.monotonic() + 2
+        while any(alive(p) for p in groups) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        reap_children()  # ours, if this process started them; others reap theirs after a task
 
     def processes_left(self, info: dict) -> list[int]:
         """Recorded pids still alive (for checks and tests)."""

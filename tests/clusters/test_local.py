@@ -53,3 +53,21 @@ def test_a_fresh_cluster_is_started_for_a_run_and_terminated_after_it(alice, mak
     cluster = Cluster.objects.get(pk=run.cluster_id)
     assert cluster.for_run_id == run.pk and cluster.state == Cluster.State.TERMINATED
     assert_gone(cluster.backend_info)
+
+
+def test_exited_cluster_processes_are_reaped_not_left_as_zombies(tmp_path):
+    import os
+    import time
+
+    import psutil
+
+    from clusters.backends import local
+
+    (tmp_path / "logs").mkdir()
+    pid = local.LocalBackend()._spawn(["true"], dict(os.environ), tmp_path / "logs" / "true.log")
+    deadline = time.monotonic() + 10
+    while psutil.Process(pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # exited, not yet waited for
+    assert local.reap_children() >= 1
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
