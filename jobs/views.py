@@ -66,8 +66,12 @@ def dashboard(request):
         .annotate(last_state=Subquery(last_run.values("state")[:1]), last_run_id=Subquery(last_run.values("pk")[:1]))
         .order_by("name")
     )
+    shared = (
+        Job.objects.filter(visibility=Job.Visibility.SIGNED_IN).exclude(owner=request.user)
+        .select_related("owner").order_by("name")[:100]
+    )
     recent = Run.objects.visible_to(request.user).select_related("job").order_by("-created_at", "-id")[:20]
-    return render(request, "jobs/dashboard.html", {"jobs": my_jobs, "recent_runs": recent})
+    return render(request, "jobs/dashboard.html", {"jobs": my_jobs, "shared_jobs": shared, "recent_runs": recent})
 
 
 # --- Jobs ------------------------------------------------------------------------------------
@@ -127,7 +131,7 @@ def schedule_preview(request):
     cron = form.cleaned_data.get("cron_expr")
     tz = form.cleaned_data.get("timezone")
     context = {"error": "", "words": "", "slots": []}
-    errors = [e for f in ("cron", "schedule_kind", "timezone") for e in form.errors.get(f, [])]
+    errors = [e for f in ("schedule_kind", "at_time", "minute", "weekday", "day", "cron", "timezone") for e in form.errors.get(f, [])]
     if errors:
         context["error"] = errors[0]
     elif cron == "":

@@ -261,3 +261,18 @@ def test_a_job_on_an_ended_cluster_says_so(alice_client, make_job, alice):
     assert 'id="cluster-ended"' not in alice_client.get(reverse("jobs-detail", args=[job.pk])).content.decode()
     Cluster.objects.filter(pk=cluster.pk).update(state="TERMINATED")
     assert 'id="cluster-ended"' in alice_client.get(reverse("jobs-detail", args=[job.pk])).content.decode()
+
+
+def test_dashboard_lists_jobs_shared_with_everyone(client, make_job, bob):
+    make_job("trivial.ipynb", name="Shared report", visibility="signed_in")
+    make_job("trivial.ipynb", name="Private report")
+    client.force_login(bob)
+    page = client.get(reverse("dashboard")).content.decode()
+    assert "Shared with everyone" in page and "Shared report" in page and "Private report" not in page
+
+
+def test_schedule_preview_reports_out_of_range_preset_values(alice_client):
+    day = alice_client.get(reverse("jobs-schedule-preview"), {"schedule_kind": "monthly", "at_time": "06:00", "day": "32", "timezone": "UTC"}).content.decode()
+    assert "errorlist" in day and "<li>" not in day
+    minute = alice_client.get(reverse("jobs-schedule-preview"), {"schedule_kind": "hourly", "minute": "75", "timezone": "UTC"}).content.decode()
+    assert "errorlist" in minute and "<li>" not in minute
