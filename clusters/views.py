@@ -60,7 +60,7 @@ def cluster_create(request):
         last_key = SSHKey.objects.filter(owner=request.user).order_by("-created_at").first()
         form = ClusterForm(user=request.user, initial={"name": services.suggest_name(request.user), "ssh_key": last_key,
                                                       "backend": settings.CLUSTER_BACKENDS[0]})
-    return render(request, "clusters/cluster_form.html", {"form": form, "has_key": has_key})
+    return render(request, "clusters/cluster_form.html", {"form": form, "has_key": has_key, "backends": settings.CLUSTER_BACKENDS})
 
 
 def _url(name, *args):
@@ -98,7 +98,7 @@ def cluster_extend(request, pk):
         except services.ClusterError as exc:
             messages.error(request, str(exc))
     else:
-        messages.error(request, "Enter a number of hours.")
+        messages.error(request, f"Enter a whole number of hours, 1 to {settings.CLUSTER_MAX_EXTENSION_HOURS}.")
     return redirect(cluster)
 
 

@@ -157,3 +157,10 @@ def test_cluster_page_shows_connection_details_only_while_they_answer(alice_clie
     Cluster.objects.filter(pk=cluster.pk).update(state="TERMINATED", terminated_at=timezone.now())
     ended = alice_client.get(url).content.decode()
     assert "has ended" in ended and 'remote("sc://' not in ended
+
+
+def test_launch_form_shows_emr_fields_only_when_emr_is_enabled(alice_client, settings):
+    settings.CLUSTER_BACKENDS = ["local"]
+    assert "EMR release" not in alice_client.get(reverse("clusters-new")).content.decode()
+    settings.CLUSTER_BACKENDS = ["local", "emr"]
+    assert "EMR release" in alice_client.get(reverse("clusters-new")).content.decode()
