@@ -260,7 +260,7 @@ def _new_run(job: Job, *, trigger, parameters, version=None, scheduled_for=None,
         max_attempts=1 + job.max_retries,
         timeout_seconds=job.timeout_seconds,
         enqueued_at=now if state == State.QUEUED else None,
-        finished_at=now if state == State.SKIPPED else None,
+        finished_at=now if state in (State.SKIPPED, State.FAILED) else None,
     )
     RunEvent.objects.create(run=run, attempt=0, state=state, message=reason or f"Created ({run.get_trigger_display()}).")
     if state == State.QUEUED and enqueue:
@@ -314,13 +314,14 @@ def dispatch_due_runs(now: datetime | None = None, batch: int = 20) -> list[Run]
             jobs = list(
                 Job.objects.due(now).select_for_update(skip_locked=True).order_by("next_run_at", "id")[:batch]
             )
+            healthy = [job for job in jobs if _schedule_computable(job, now, grace)]
             try:
                 with transaction.atomic():
-                    created += _dispatch_batch(jobs, now, grace)
+                    created += _dispatch_batch(healthy, now, grace)
             except IntegrityError:
                 # A run for one of the slots appeared meanwhile (a dispatcher without row
                 # locks, e.g. on SQLite): fall back to one job, one savepoint at a time.
-                for job in jobs:
+                for job in healthy:
                     created += _dispatch_job(job, now, grace)
         if len(jobs) < batch:
             return created
@@ -335,6 +336,30 @@ def _slots_to_run(job: Job, now: datetime, grace: timedelta) -> list[datetime]:
     if job.catchup == Job.CatchUp.NONE:
         return [s for s in missed[-1:] if now - s <= grace]
     return missed[-1:]
+
+
+def _schedule_computable(job: Job, now: datetime, grace: timedelta) -> bool:
+    """True if the job's slots can be computed. Otherwise (a cron expression or zone that
+    reached the row without the portal's validation, e.g. a raw SQL edit, and that
+    croniter or zoneinfo rejects) the job is paused and a FAILED run for its due slot says
+    why, so that one bad row never stops the dispatcher for every job behind it."""
+    try:
+        _slots_to_run(job, now, grace)
+        job.next_slot_after(now)
+        return True
+    except (schedule.ScheduleError, ValueError, KeyError) as exc:  # croniter's errors are ValueErrors; zoneinfo's KeyErrors
+        reason = f"The schedule cannot be computed ({exc}): the job was paused. Fix its schedule, then resume it."
+        log.error("job=%s paused: %s", job.pk, reason)
+        slot, version = job.next_run_at, job.latest_version()
+        Job.objects.filter(pk=job.pk).update(enabled=False, next_run_at=None)
+        if version is not None:
+            try:
+                with transaction.atomic():
+                    _new_run(job, trigger=Run.Trigger.SCHEDULE, parameters=dict(job.parameters), version=version,
+                             scheduled_for=slot, state=State.FAILED, reason=reason)
+            except IntegrityError:
+                pass  # that slot already has a run
+        return False
 
 
 def _dispatch_batch(jobs: list[Job], now: datetime, grace: timedelta) -> list[Run]:

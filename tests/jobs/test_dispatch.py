@@ -117,3 +117,27 @@ def test_run_parameters_come_from_the_job(alice):
     assert run.parameters == {"x": 5}
     assert run.version == job.latest_version()
     assert run.max_attempts == 1 + job.max_retries
+
+
+def test_a_job_whose_schedule_cannot_be_computed_is_paused_and_blocks_nobody(make_job):
+    """A cron expression that slipped past validation (raw SQL, an old row) used to raise
+    inside the dispatcher's batch: the batch rolled back and, being the oldest due job, it
+    headed every later tick, so no job was dispatched again."""
+    from django.db import connection
+
+    now = datetime.now(UTC)
+    broken = make_job("trivial.ipynb", name="broken", cron="0 6 * * *")
+    fine = make_job("trivial.ipynb", name="fine", cron="0 6 * * *")
+    with connection.cursor() as cur:
+        cur.execute("UPDATE jobs_job SET cron = '0 0 30 2 *' WHERE id = %s", [broken.pk])
+    Job.objects.filter(pk=broken.pk).update(next_run_at=now - timedelta(minutes=2))
+    Job.objects.filter(pk=fine.pk).update(next_run_at=now - timedelta(minutes=1))
+
+    created = services.dispatch_due_runs(now)
+
+    assert [r.job_id for r in created] == [fine.pk]
+    broken.refresh_from_db()
+    assert not broken.enabled and broken.next_run_at is None
+    failed = broken.runs.get()
+    assert failed.state == Run.State.FAILED and "cannot be computed" in failed.state_reason and failed.finished_at
+    assert services.dispatch_due_runs(now) == []  # nothing left due, no error
