@@ -1,6 +1,8 @@
 """Every page of the admin console opens for staff: lists, the change page of an object
 of each model, and the add page where adding there is allowed (else 403)."""
 
+import json
+
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -55,3 +57,29 @@ def test_cancel_action_counts_only_runs_that_were_active(client, staff, make_job
     )
     text = response.content.decode()
     assert "Asked 1 run(s) to cancel. 1 had already ended." in text
+
+
+def test_admin_job_edits_are_validated_and_move_the_next_slot(client, staff, make_job):
+    from jobs.models import Job
+
+    job = make_job("trivial.ipynb", cron="0 6 * * *")
+    client.force_login(staff)
+    url = reverse("admin:jobs_job_change", args=[job.pk])
+    page = client.get(url).context
+    form = page["adminform"].form
+    data = {k: v for k, v in form.initial.items() if v is not None and not isinstance(v, (list, dict))}
+    for inline in page["inline_admin_formsets"]:  # the inlines' management forms and rows
+        formset = inline.formset
+        data[f"{formset.prefix}-TOTAL_FORMS"] = formset.total_form_count()
+        data[f"{formset.prefix}-INITIAL_FORMS"] = formset.initial_form_count()
+        for row in formset.forms:
+            data[f"{row.prefix}-id"] = row.instance.pk
+            data[f"{row.prefix}-job"] = job.pk
+    data.update(parameters=json.dumps(job.parameters), owner=job.owner_id)
+    data.pop("cluster", None)
+    bad = client.post(url, {**data, "cron": "0 0 30 2 *"})
+    assert bad.status_code == 200 and "never fires" in bad.content.decode()
+    good = client.post(url, {**data, "cron": "15 7 * * *", "timezone": "UTC"})
+    assert good.status_code == 302, (good.context["adminform"].form.errors, [f.formset.errors for f in good.context["inline_admin_formsets"]], [f.formset.non_form_errors() for f in good.context["inline_admin_formsets"]])
+    job = Job.objects.get(pk=job.pk)
+    assert (job.next_run_at.hour, job.next_run_at.minute) == (7, 15)
