@@ -46,10 +46,21 @@ def test_a_fired_tick_is_not_due_again_before_the_next_grid_point():
     assert aligned(2.0, nowfun=clock(at(6, 0, 2))).is_due(fired_at).is_due is True
 
 
-def test_survives_beats_schedule_file():
-    # PersistentScheduler pickles entries into its shelve file.
+def test_survives_beats_schedule_file(tmp_path):
+    """PersistentScheduler pickles entries into a shelve file and re-reads them after
+    every sync (shelve's write-back cache is emptied): the grid must survive that."""
+    from celery.beat import PersistentScheduler
+
+    from portal.celery import app
+
     sched = pickle.loads(pickle.dumps(aligned(timedelta(seconds=2))))
     assert isinstance(sched, aligned) and sched.seconds == 2.0
+    path = str(tmp_path / "beat")
+    for _ in range(2):  # a fresh file, then one written by an earlier start
+        beat = PersistentScheduler(app=app, schedule_filename=path)
+        beat.sync()
+        assert isinstance(beat.schedule["dispatch-due-runs"].schedule, aligned)
+        beat.close()
 
 
 def test_the_dispatcher_ticks_on_every_minute_boundary_by_default():
