@@ -574,7 +574,9 @@ def execute_run(run_id: int, worker: str | None = None) -> Run | None:
             return answer
 
         if run.job.spark_target == Job.SparkTarget.EMR_CLUSTER:
-            return finish_run(run, _execute_on_emr(run, source.read_bytes(), tick, tmp))
+            outcome = _execute_on_emr(run, source.read_bytes(), tick, tmp)
+            _check_connection()
+            return finish_run(run, outcome)
         try:
             master, cluster, owned = spark_target_for(run)
         except SparkTargetError as exc:
@@ -602,12 +604,23 @@ def execute_run(run_id: int, worker: str | None = None) -> Run | None:
                 partial_interval=settings.RUN_PARTIAL_SAVE_INTERVAL,
             )
         finally:
+            _check_connection()  # idle for the whole notebook: it may have been cut meanwhile
             if owned:
                 from clusters import services as cluster_services
 
                 cluster_services.terminate_cluster(cluster, "The run it was started for ended.")
                 cluster_services.stop_cluster(cluster.pk)
         return finish_run(run, outcome)
+
+
+def _check_connection() -> None:
+    """Drop this thread's database connection if it broke or aged out (a database restart
+    or an idle timeout during a long notebook), as Django does before each request, so the
+    next query reconnects instead of failing. Not inside a transaction, which it would cut."""
+    from django.db import close_old_connections, connection
+
+    if not connection.in_atomic_block:
+        close_old_connections()
 
 
 def _execute_on_emr(run: Run, source: bytes, tick, workdir: Path) -> executor.Outcome:
