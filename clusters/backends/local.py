@@ -238,6 +238,10 @@ class LocalBackend:
         shutil.rmtree(self.cluster_dir(cluster), ignore_errors=True)
 
     def terminate_info(self, info: dict, grace: float = 10.0) -> None:
+        """Stop the recorded process groups (SIGTERM, then SIGKILL after ``grace`` s).
+        Raises BackendError on another host: its pids mean other processes here."""
+        if info.get("host") and info["host"] != socket.gethostname():
+            raise BackendError(f"This cluster runs on {info['host']}; only a worker there can stop it.")
         pids = info.get("pids") or {}
         groups = [p for p in [pids.get("connect"), *pids.get("workers", []), pids.get("master")] if p]
         for pid in groups:

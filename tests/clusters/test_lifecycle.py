@@ -164,3 +164,14 @@ def test_launch_form_shows_emr_fields_only_when_emr_is_enabled(alice_client, set
     assert "EMR release" not in alice_client.get(reverse("clusters-new")).content.decode()
     settings.CLUSTER_BACKENDS = ["local", "emr"]
     assert "EMR release" in alice_client.get(reverse("clusters-new")).content.decode()
+
+
+def test_a_local_cluster_of_another_host_is_never_signalled_here():
+    import os
+
+    from clusters.backends import BackendError
+    from clusters.backends.local import LocalBackend
+
+    info = {"host": "another-host", "pids": {"master": os.getpid(), "workers": [], "connect": None}}
+    with pytest.raises(BackendError, match="another-host"):
+        LocalBackend().terminate_info(info, grace=0)
