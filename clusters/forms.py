@@ -24,7 +24,7 @@ class SSHKeyForm(forms.Form):
         try:
             cleaned["parsed"] = keys.parse_public_key(text)
         except keys.SSHKeyError as exc:
-            if "PRIVATE KEY" in text:
+            if keys.looks_private(text):
                 # Never send a private key back to the browser in the re-rendered form.
                 self.data = self.data.copy()
                 self.data["key"] = ""

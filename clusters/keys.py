@@ -34,6 +34,12 @@ class PublicKey:
     comment: str
 
 
+def looks_private(text: str) -> bool:
+    """True for the text of a private key: PEM or OpenSSH ("-----BEGIN ... PRIVATE
+    KEY-----") or PuTTY (.ppk: "PuTTY-User-Key-File-N", "Private-Lines")."""
+    return "PRIVATE KEY" in text or "PuTTY-User-Key-File" in text or "Private-Lines:" in text
+
+
 def parse_public_key(raw: str) -> PublicKey:
     """Parse one OpenSSH public key line; raises SSHKeyError with a message for people.
 
@@ -46,7 +52,7 @@ def parse_public_key(raw: str) -> PublicKey:
     if len(raw.encode("utf-8", "replace")) > MAX_KEY_BYTES:
         raise SSHKeyError("That is over 100 kB: a public key is one short line.")
     text = raw.strip()
-    if "PRIVATE KEY" in text:
+    if looks_private(text):
         raise SSHKeyError("This is a PRIVATE key. Never share it: paste the .pub file (the public key) instead, and consider this private key exposed.")
     lines = [line for line in text.splitlines() if line.strip()]
     if len(lines) != 1:

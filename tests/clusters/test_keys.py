@@ -91,6 +91,9 @@ def test_pasting_a_private_key_stores_nothing_and_does_not_echo_it(alice_client,
     assert response.status_code == 200 and "PRIVATE key" in page
     assert "PRIVATE KEY-----" not in page and pasted.splitlines()[1] not in page, "the private key came back in the form"
     assert not SSHKey.objects.exists()
+    ppk = "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: me\nPublic-Lines: 2\nAAAA\nBBBB\nPrivate-Lines: 1\nSECRETLINE\nPrivate-MAC: 00"
+    page = alice_client.post(reverse("keys-new"), {"title": "ppk", "key": ppk}).content.decode()
+    assert "PRIVATE key" in page and "SECRETLINE" not in page
 
 
 def test_delete_my_key_only(alice_client, bob, ed25519_key):
