@@ -85,15 +85,24 @@ def standalone_html(html: bytes) -> bytes:
     text holds no ``</script`` (checked), so it cannot end its element early. Adds about
     4.6 MB (plotly.min.js) to the file.
     """
-    from django.contrib.staticfiles import finders
-
     for url in (PLOTLY_JS_URL, PLOTLY_LOADER_URL):
         tag = f'<script src="{url}"></script>'.encode()
-        path = finders.find(url.removeprefix("/static/"))
-        if path is None or tag not in html:
-            continue
-        code = Path(path).read_bytes()
-        if b"</script" in code.lower():
-            raise ValueError(f"{url} cannot be inlined: it contains </script")
-        html = html.replace(tag, b"<script>" + code + b"</script>", 1)
+        code = _inline_script(url)
+        if code is not None and tag in html:
+            html = html.replace(tag, b"<script>" + code + b"</script>", 1)
     return html
+
+
+@lru_cache(maxsize=4)
+def _inline_script(url: str) -> bytes | None:
+    """The text of a static script, read once per process; None if it is not found.
+    Raises ValueError if it holds ``</script`` (it could not be inlined safely)."""
+    from django.contrib.staticfiles import finders
+
+    path = finders.find(url.removeprefix("/static/"))
+    if path is None:
+        return None
+    code = Path(path).read_bytes()
+    if b"</script" in code.lower():
+        raise ValueError(f"{url} cannot be inlined: it contains </script")
+    return code

@@ -135,13 +135,18 @@ def _slots(expr: str, tz_name: str, moment: datetime):
         yield slot.astimezone(UTC)
 
 
-@lru_cache(maxsize=1024)
 def next_slot_after(expr: str, tz_name: str, moment: datetime) -> datetime:
     """The first slot of ``expr`` in zone ``tz_name`` strictly after ``moment``, in UTC.
 
     Memoised: a dispatcher pass asks it for every due job with the same ``moment``, and
-    jobs due together mostly share their cron expression and zone.
+    jobs due together mostly share their cron expression and zone. ``moment`` is keyed in
+    UTC: two local times that differ only in ``fold`` are different instants.
     """
+    return _next_slot_after(expr, tz_name, moment.astimezone(UTC))
+
+
+@lru_cache(maxsize=1024)
+def _next_slot_after(expr: str, tz_name: str, moment: datetime) -> datetime:
     return next(_slots(expr, tz_name, moment))
 
 
@@ -153,7 +158,7 @@ def upcoming_slots(expr: str, tz_name: str, moment: datetime, count: int) -> lis
 
 def slots_between(expr: str, tz_name: str, after: datetime, until: datetime, limit: int) -> list[datetime]:
     """Slots ``s`` with ``after < s <= until``, oldest first, at most the newest ``limit``."""
-    return list(_slots_between(expr, tz_name, after, until, limit))
+    return list(_slots_between(expr, tz_name, after.astimezone(UTC), until.astimezone(UTC), limit))
 
 
 @lru_cache(maxsize=1024)

@@ -97,3 +97,13 @@ def test_hourly_jobs_keep_their_interval_through_the_repeated_hour():
     # A wildcard hour runs every real hour, both 02:00 CEST (00:00 UTC) and 02:00 CET (01:00 UTC).
     slots = schedule.slots_between("0 * * * *", "Europe/Berlin", utc(2026, 10, 24, 22), utc(2026, 10, 25, 22), limit=100)
     assert slots == [utc(2026, 10, 24, 23)] + [utc(2026, 10, 25, h) for h in range(0, 23)]
+
+
+def test_memoised_slots_tell_the_two_repeated_hours_apart():
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+    first = datetime(2026, 10, 25, 2, 30, tzinfo=berlin)  # CEST, 00:30 UTC
+    second = first.replace(fold=1)  # CET, 01:30 UTC: equal as a key before, an hour later
+    assert schedule.next_slot_after("*/15 * * * *", "UTC", first) == datetime(2026, 10, 25, 0, 45, tzinfo=UTC)
+    assert schedule.next_slot_after("*/15 * * * *", "UTC", second) == datetime(2026, 10, 25, 1, 45, tzinfo=UTC)
