@@ -485,6 +485,21 @@ HANG_RATE_PER_HOUR = 0.8  # mean hangs per subsession hour of a typical profile
 HANG_MAX_PER_PING = 500
 
 
+def _checked_arguments(end_date, *ints: tuple[str, int, int]) -> dt.date:
+    """Check each ``(name, value, minimum)`` is an int (not a bool) >= minimum and parse
+    ``end_date`` (YYYYMMDD); return that date. Raises TypeError or ValueError naming the
+    argument."""
+    for name, value, minimum in ints:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+        if value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    try:
+        return dt.datetime.strptime(str(end_date), "%Y%m%d").date()
+    except ValueError:
+        raise ValueError(f"end_date must be YYYYMMDD, got {end_date!r}") from None
+
+
 class UnsafeOutputDir(RuntimeError):
     """The output path exists but does not look like an earlier output of this script
     (or is not a directory), so it will not be deleted."""
@@ -528,19 +543,7 @@ def generate(
     exists and is not a directory, or is a non-empty directory that this script did
     not write. Same arguments (and library versions) => identical bytes.
     """
-    for name, value, minimum in (
-        ("pings", pings, 1),
-        ("days", days, 1),
-        ("seed", seed, 0),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {value!r}")
-        if value < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    try:
-        last_day = dt.datetime.strptime(str(end_date), "%Y%m%d").date()
-    except ValueError:
-        raise ValueError(f"end_date must be YYYYMMDD, got {end_date!r}") from None
+    last_day = _checked_arguments(end_date, ("pings", pings, 1), ("days", days, 1), ("seed", seed, 0))
     earliest_build = min(offset for _, _, offset, _, _ in BUILDS)
     try:
         first_build_day = last_day - dt.timedelta(days=days - 1 - earliest_build)
@@ -816,15 +819,7 @@ def generate_talos(
     >= 30) and ``UnsafeOutputDir`` like ``generate``. Returns the summary (also in the
     marker) plus ``out_dir``.
     """
-    for name, value, minimum in (("seed", seed, 0), ("days", days, 30)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {value!r}")
-        if value < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    try:
-        last_day = dt.datetime.strptime(str(end_date), "%Y%m%d").date()
-    except ValueError:
-        raise ValueError(f"end_date must be YYYYMMDD, got {end_date!r}") from None
+    last_day = _checked_arguments(end_date, ("seed", seed, 0), ("days", days, 30))
     if last_day - dt.timedelta(days=days) < dt.date(1000, 1, 1):
         raise ValueError("days reaches back before the year 1000; use fewer days")
     dates = [last_day - dt.timedelta(days=days - 1 - i) for i in range(days)]
