@@ -231,12 +231,11 @@ def execute(
                 reason = "timed_out"
             elif tick is not None:
                 try:
-                    # As before each request: drop this thread's connection if it broke
-                    # (a database restart) so that the tick reconnects instead of failing
-                    # until the lease runs out.
-                    from django.db import close_old_connections
+                    # This thread's connection may have broken (a database restart):
+                    # reconnect rather than fail every tick until the lease runs out.
+                    from portal.db import close_stale_connections
 
-                    close_old_connections()
+                    close_stale_connections()
                     answer = tick(progress)
                     last_ok = time.monotonic()
                 except Exception:

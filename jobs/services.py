@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from jobs import executor, notebooks, render, schedule
 from jobs.models import Job, NotebookVersion, Run, RunEvent
+from portal.db import close_stale_connections
 
 log = logging.getLogger(__name__)
 
@@ -575,7 +576,7 @@ def execute_run(run_id: int, worker: str | None = None) -> Run | None:
 
         if run.job.spark_target == Job.SparkTarget.EMR_CLUSTER:
             outcome = _execute_on_emr(run, source.read_bytes(), tick, tmp)
-            _check_connection()
+            close_stale_connections()
             return finish_run(run, outcome)
         try:
             master, cluster, owned = spark_target_for(run)
@@ -604,23 +605,13 @@ def execute_run(run_id: int, worker: str | None = None) -> Run | None:
                 partial_interval=settings.RUN_PARTIAL_SAVE_INTERVAL,
             )
         finally:
-            _check_connection()  # idle for the whole notebook: it may have been cut meanwhile
+            close_stale_connections()  # idle for the whole notebook: it may have been cut meanwhile
             if owned:
                 from clusters import services as cluster_services
 
                 cluster_services.terminate_cluster(cluster, "The run it was started for ended.")
                 cluster_services.stop_cluster(cluster.pk)
         return finish_run(run, outcome)
-
-
-def _check_connection() -> None:
-    """Drop this thread's database connection if it broke or aged out (a database restart
-    or an idle timeout during a long notebook), as Django does before each request, so the
-    next query reconnects instead of failing. Not inside a transaction, which it would cut."""
-    from django.db import close_old_connections, connection
-
-    if not connection.in_atomic_block:
-        close_old_connections()
 
 
 def _execute_on_emr(run: Run, source: bytes, tick, workdir: Path) -> executor.Outcome:

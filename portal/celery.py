@@ -25,7 +25,7 @@ def _close_old_connections(sender=None, **_):
     that the fix-up leaves connections to this handler. An eager task (run inline by
     ``apply()``) is part of its caller's work and leaves the caller's connection alone.
     """
-    from django.db import close_old_connections
+    from portal.db import close_stale_connections
 
     if not getattr(getattr(sender, "request", None), "is_eager", False):
-        close_old_connections()
+        close_stale_connections()
