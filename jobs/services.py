@@ -315,15 +315,16 @@ def dispatch_due_runs(now: datetime | None = None, batch: int = 20) -> list[Run]
             jobs = list(
                 Job.objects.due(now).select_for_update(skip_locked=True).order_by("next_run_at", "id")[:batch]
             )
-            healthy = [job for job in jobs if _schedule_computable(job, now, grace)]
+            plans = {job.pk: plan for job in jobs if (plan := _plan(job, now, grace)) is not None}
+            healthy = [job for job in jobs if job.pk in plans]
             try:
                 with transaction.atomic():
-                    created += _dispatch_batch(healthy, now, grace)
+                    created += _dispatch_batch(healthy, plans, now)
             except IntegrityError:
                 # A run for one of the slots appeared meanwhile (a dispatcher without row
                 # locks, e.g. on SQLite): fall back to one job, one savepoint at a time.
                 for job in healthy:
-                    created += _dispatch_job(job, now, grace)
+                    created += _dispatch_job(job, plans[job.pk])
         if len(jobs) < batch:
             return created
 
@@ -339,15 +340,14 @@ def _slots_to_run(job: Job, now: datetime, grace: timedelta) -> list[datetime]:
     return missed[-1:]
 
 
-def _schedule_computable(job: Job, now: datetime, grace: timedelta) -> bool:
-    """True if the job's slots can be computed. Otherwise (a cron expression or zone that
-    reached the row without the portal's validation, e.g. a raw SQL edit, and that
-    croniter or zoneinfo rejects) the job is paused and a FAILED run for its due slot says
-    why, so that one bad row never stops the dispatcher for every job behind it."""
+def _plan(job: Job, now: datetime, grace: timedelta) -> tuple[list[datetime], datetime] | None:
+    """``(slots to run, next slot after now)`` of a due job, or None when its schedule
+    cannot be computed (a cron expression or zone that reached the row without the
+    portal's validation, e.g. a raw SQL edit, and that croniter or zoneinfo rejects): then
+    the job is paused and a FAILED run for its due slot says why, so that one bad row
+    never stops the dispatcher for every job behind it."""
     try:
-        _slots_to_run(job, now, grace)
-        job.next_slot_after(now)
-        return True
+        return _slots_to_run(job, now, grace), job.next_slot_after(now)
     except (schedule.ScheduleError, ValueError, KeyError) as exc:  # croniter's errors are ValueErrors; zoneinfo's KeyErrors
         reason = f"The schedule cannot be computed ({exc}): the job was paused. Fix its schedule, then resume it."
         log.error("job=%s paused: %s", job.pk, reason)
@@ -360,27 +360,28 @@ def _schedule_computable(job: Job, now: datetime, grace: timedelta) -> bool:
                              scheduled_for=slot, state=State.FAILED, reason=reason)
             except IntegrityError:
                 pass  # that slot already has a run
-        return False
+        return None
 
 
-def _dispatch_batch(jobs: list[Job], now: datetime, grace: timedelta) -> list[Run]:
-    """Dispatch a batch of locked, due jobs with a handful of queries in all (latest
-    versions, active runs, existing slots, bulk inserts, one bulk update) instead of
-    several per job. Raises IntegrityError if a slot got a run meanwhile."""
+def _dispatch_batch(jobs: list[Job], plans: dict, now: datetime) -> list[Run]:
+    """Dispatch a batch of locked, due jobs (``plans``: job id -> ``_plan``) with a
+    handful of queries in all (latest versions, active runs, existing slots, bulk inserts,
+    one bulk update) instead of several per job. Raises IntegrityError if a slot got a
+    run meanwhile."""
     ids = [job.pk for job in jobs]
     latest: dict[int, tuple[int, int]] = {}
     for version_id, job_id, number in NotebookVersion.objects.filter(job_id__in=ids).values_list("id", "job_id", "number"):
         if job_id not in latest or number > latest[job_id][1]:
             latest[job_id] = (version_id, number)
     active = set(Run.objects.filter(job_id__in=ids, state__in=Run.ACTIVE_STATES).values_list("job_id", flat=True))
-    plan = {job.pk: _slots_to_run(job, now, grace) for job in jobs}
-    earliest = min((slots[0] for slots in plan.values() if slots), default=now)
+    earliest = min((slots[0] for slots, _ in plans.values() if slots), default=now)
     existing = set(
         Run.objects.filter(job_id__in=ids, scheduled_for__gte=earliest).values_list("job_id", "scheduled_for")
     )
     runs = []
     for job in jobs:
-        for slot in plan[job.pk]:
+        slots, job.next_run_at = plans[job.pk]
+        for slot in slots:
             if (job.pk, slot) in existing or job.pk not in latest:
                 continue
             skipped = job.pk in active and job.overlap == Job.Overlap.SKIP
@@ -391,7 +392,6 @@ def _dispatch_batch(jobs: list[Job], now: datetime, grace: timedelta) -> list[Ru
                 max_attempts=1 + job.max_retries, timeout_seconds=job.timeout_seconds,
                 enqueued_at=None if skipped else now, finished_at=now if skipped else None,
             ))
-        job.next_run_at = job.next_slot_after(now)
     Run.objects.bulk_create(runs)
     RunEvent.objects.bulk_create(
         RunEvent(run=run, attempt=0, state=run.state, message=run.state_reason or "Created (Schedule).") for run in runs
@@ -403,8 +403,8 @@ def _dispatch_batch(jobs: list[Job], now: datetime, grace: timedelta) -> list[Ru
     return runs
 
 
-def _dispatch_job(job: Job, now: datetime, grace: timedelta) -> list[Run]:
-    slots = _slots_to_run(job, now, grace)
+def _dispatch_job(job: Job, plan: tuple[list[datetime], datetime]) -> list[Run]:
+    slots, next_run_at = plan
     version = job.latest_version()
     active = job.runs.active().exists()
     runs = []
@@ -420,7 +420,7 @@ def _dispatch_job(job: Job, now: datetime, grace: timedelta) -> list[Run]:
                 )
         except IntegrityError:
             log.info("slot already has a run job=%s slot=%s", job.pk, slot.isoformat())
-    job.next_run_at = job.next_slot_after(now)
+    job.next_run_at = next_run_at
     job.save(update_fields=["next_run_at"])
     if runs:
         log.info("dispatched job=%s slots=%s", job.pk, [r.scheduled_for.isoformat() for r in runs])
