@@ -256,12 +256,18 @@ def version_download(request, pk, number):
     return _attachment(version.storage_key, f"{job.name}-v{version.number}.ipynb", "application/x-ipynb+json")
 
 
-def _attachment(key, filename, content_type):
+def _attachment(key, filename, content_type, transform=None):
+    """The stored file ``key`` as a download; ``transform`` (bytes -> bytes), if given,
+    rewrites it first (read whole), else it is streamed."""
     if not key or not default_storage.exists(key):
         raise Http404("This file is not available.")
-    response = FileResponse(
-        default_storage.open(key, "rb"), as_attachment=True, filename=get_valid_filename(filename), content_type=content_type
-    )
+    filename = get_valid_filename(filename)
+    if transform is None:
+        response = FileResponse(default_storage.open(key, "rb"), as_attachment=True, filename=filename, content_type=content_type)
+    else:
+        with default_storage.open(key, "rb") as stored:
+            response = HttpResponse(transform(stored.read()), content_type=content_type)
+        response["Content-Disposition"] = content_disposition_header(True, filename)
     response["X-Content-Type-Options"] = "nosniff"
     return response
 
@@ -344,14 +350,7 @@ def run_download(request, pk, kind):
     if kind == "ipynb":
         return _attachment(run.output_key, f"{run.job.name}-run-{run.pk}.ipynb", "application/x-ipynb+json")
     if kind == "html":
-        if not run.html_key or not default_storage.exists(run.html_key):
-            raise Http404("This file is not available.")
-        with default_storage.open(run.html_key, "rb") as stored:
-            html = standalone_html(stored.read())
-        filename = get_valid_filename(f"{run.job.name}-run-{run.pk}.html")
-        return HttpResponse(html, content_type="application/octet-stream", headers={
-            "Content-Disposition": content_disposition_header(True, filename), "X-Content-Type-Options": "nosniff",
-        })
+        return _attachment(run.html_key, f"{run.job.name}-run-{run.pk}.html", "application/octet-stream", standalone_html)
     raise Http404
 
 
