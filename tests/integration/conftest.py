@@ -179,3 +179,23 @@ def wait_until(predicate, timeout: float, what: str, procs: Procs | None = None)
 def wait_log(path, text: str, timeout: float, procs: Procs | None = None) -> None:
     """Wait until ``text`` appears in the log file at ``path``."""
     wait_until(lambda: text in path.read_text(), timeout, f"{text!r} in {path.name}", procs)
+
+
+def database_backends(pids: list[int]) -> list[tuple[int, object]]:
+    """``(backend pid, backend start)`` of every PostgreSQL connection that the processes
+    ``pids`` hold to the test database, matched by their client ports."""
+    from django.db import connection
+
+    port = int(connection.settings_dict["PORT"] or 5432)
+    ports = [
+        c.laddr.port for pid in pids for c in psutil.Process(pid).net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port
+    ]
+    if not ports:
+        return []
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT pid, backend_start FROM pg_stat_activity WHERE datname = current_database() AND client_port = ANY(%s)",
+            [ports],
+        )
+        return cur.fetchall()

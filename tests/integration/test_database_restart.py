@@ -1,31 +1,21 @@
 """A run survives its worker's database connections being cut mid-run (a PostgreSQL
 restart or failover, an idle timeout): the heartbeat and the final write reconnect."""
 
-import psutil
 import pytest
 from django.db import connection
 
 from jobs import services
 from jobs.models import Run
-from tests.integration.conftest import wait_run
+from tests.integration.conftest import database_backends, wait_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def _terminate_backends_of(pids: list[int]) -> int:
     """pg_terminate_backend() every connection the processes ``pids`` hold; returns how many."""
-    port = int(connection.settings_dict["PORT"] or 5432)
-    ports = [
-        c.laddr.port for pid in pids for c in psutil.Process(pid).net_connections(kind="tcp")
-        if c.raddr and c.raddr.port == port
-    ]
-    if not ports:
-        return 0
+    backends = [pid for pid, _ in database_backends(pids)]
     with connection.cursor() as cur:
-        cur.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND client_port = ANY(%s)",
-            [ports],
-        )
+        cur.execute("SELECT count(pg_terminate_backend(pid)) FROM unnest(%s::int[]) AS pid", [backends])
         return cur.fetchone()[0]
 
 

@@ -4,6 +4,7 @@ import pytest
 
 from jobs import services
 from jobs.models import Run
+from tests.integration.conftest import database_backends
 from tests.processes import Worker, flush_broker, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -24,23 +25,6 @@ def test_run_now_executes_on_a_real_worker(make_job, alice):
         worker.stop()
 
 
-def _backends_of(pids: list[int]) -> set[tuple[int, object]]:
-    """(backend pid, backend start) of the PostgreSQL connections the processes ``pids``
-    hold to the test database, matched by their client ports."""
-    import psutil
-    from django.db import connection
-
-    ports = {
-        c.laddr.port for pid in pids for c in psutil.Process(pid).net_connections(kind="tcp")
-        if c.raddr and c.raddr.port == int(connection.settings_dict["PORT"] or 5432)
-    }
-    if not ports:
-        return set()
-    with connection.cursor() as cur:
-        cur.execute("SELECT pid, backend_start FROM pg_stat_activity WHERE datname = current_database() AND client_port = ANY(%s)", [list(ports)])
-        return set(cur.fetchall())
-
-
 def test_a_worker_keeps_its_database_connection_across_tasks():
     """Short tasks (claims, dispatcher ticks) reuse the pool process's connection, as
     requests do with CONN_MAX_AGE, instead of opening a new PostgreSQL backend each."""
@@ -54,11 +38,11 @@ def test_a_worker_keeps_its_database_connection_across_tasks():
 
         reap_runs.delay()
         wait_for(tasks_done(1), timeout=30, message="first task")
-        first = _backends_of(worker.children())
+        first = set(database_backends(worker.children()))
         assert len(first) == 1, f"one open connection after the first task, found {first}"
         reap_runs.delay()
         reap_runs.delay()
         wait_for(tasks_done(3), timeout=30, message="two more tasks")
-        assert _backends_of(worker.children()) == first, "the same backend served every task"
+        assert set(database_backends(worker.children())) == first, "the same backend served every task"
     finally:
         worker.stop()
