@@ -56,6 +56,30 @@ def env_float(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
 
 
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_bytes(text: str) -> int:
+    """Parse a size such as ``512m``, ``4g``, ``4GiB`` or ``1048576`` into bytes (binary
+    units, as the JVM's ``-Xmx`` reads them). Raises ValueError for anything else."""
+    value = text.strip().lower().removesuffix("ib").removesuffix("b")
+    number, unit = (value[:-1], value[-1]) if value[-1:] in _SIZE_UNITS else (value, "")
+    amount = float(number)
+    if amount <= 0:
+        raise ValueError(f"{text!r} is not a positive size")
+    return int(amount * _SIZE_UNITS[unit])
+
+
+def env_bytes(name: str, default: str) -> int:
+    """Return ``$name`` (or ``default``) as a number of bytes (see ``parse_bytes``);
+    raises ImproperlyConfigured if it is not a size."""
+    raw = os.environ.get(name) or default
+    try:
+        return parse_bytes(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a size (e.g. 512m or 4g)") from None
+
+
 def env_list(name: str, default: list[str] | None = None) -> list[str]:
     """Return ``$name`` split on commas, items stripped, empty items dropped."""
     raw = os.environ.get(name)

@@ -17,7 +17,7 @@ from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from portal.beat import aligned
-from portal.env import env_bool, env_float, env_int, env_list, env_secret, env_str
+from portal.env import env_bool, env_bytes, env_float, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 #: Where the embedded defaults keep their state (database, files, kernels, Spark work dirs).
@@ -372,6 +372,37 @@ PORTAL_KERNEL_NAME = "portal-pyspark"
 LOCAL_SPARK_MASTER = env_str("LOCAL_SPARK_MASTER", "local[*]")
 #: Working directory of notebook kernels: relative paths in notebooks resolve here.
 KERNEL_WORKDIR = Path(env_str("KERNEL_WORKDIR", str(DATA_DIR))).resolve()
+
+# --- Sandbox (portal.sandbox) -----------------------------------------------------------
+#: "bwrap" runs every notebook kernel and local-cluster process in a bubblewrap sandbox as
+#: an unprivileged uid; "none" is an operator's explicit choice to run user code as the
+#: worker's own user (every staff page then shows a red banner). When a sandbox cannot be
+#: made and this is not "none", no notebook runs (fail closed).
+KERNEL_SANDBOX = env_str("KERNEL_SANDBOX", "bwrap")
+if KERNEL_SANDBOX not in ("bwrap", "none"):
+    raise ImproperlyConfigured(f"KERNEL_SANDBOX={KERNEL_SANDBOX!r}: use bwrap (the default) or none")
+#: Where sandboxes keep their scratch directories (home, tmp, kernel sockets). Kept short:
+#: a unix socket path has at most 107 bytes.
+SANDBOX_ROOT = Path(env_str("SANDBOX_ROOT", str(DATA_DIR / "sandbox"))).resolve()
+if len(str(SANDBOX_ROOT)) > 64:
+    raise ImproperlyConfigured(f"SANDBOX_ROOT={SANDBOX_ROOT} is too long for unix socket paths: choose one under 64 characters")
+#: A portal user's sandboxes run as host uid SANDBOX_UID_BASE + user id; keep the range
+#: free of real accounts.
+SANDBOX_UID_BASE = env_int("SANDBOX_UID_BASE", 200000)
+#: Limit sandboxes with cgroups where the host allows it (else rlimits).
+SANDBOX_CGROUPS = env_bool("SANDBOX_CGROUPS", True)
+#: Limits of one notebook run (kernel, Spark driver, Python workers): memory (the Spark
+#: driver gets half of it), processes and threads, CPU cores.
+KERNEL_MEMORY_LIMIT = env_bytes("KERNEL_MEMORY_LIMIT", "4g")
+KERNEL_PIDS_LIMIT = env_int("KERNEL_PIDS_LIMIT", 1024)
+KERNEL_CPU_LIMIT = env_float("KERNEL_CPU_LIMIT", 2.0)
+#: Host directories notebooks may read besides the data root (comma-separated), e.g. a
+#: shared data set on local disk.
+SANDBOX_READ_ONLY_PATHS = env_list("SANDBOX_READ_ONLY_PATHS")
+#: Where notebooks read pings (local path or URI) and where each user's batch views are
+#: written (<root>/<user id>/; local roots are writable only by that user's sandboxes).
+TELEMETRY_DATA_ROOT = env_str("TELEMETRY_DATA_ROOT", str(DATA_DIR / "sample" / "pings"))
+TELEMETRY_VIEWS_ROOT = env_str("TELEMETRY_VIEWS_ROOT", str(DATA_DIR / "views"))
 #: Environment variables of the worker passed into notebook kernels (an allow-list: the
 #: portal's secrets, database URL and AWS keys are never among them).
 KERNEL_ENV_ALLOWLIST = [
