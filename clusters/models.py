@@ -1,7 +1,9 @@
 """Ad-hoc Spark clusters, their SSH keys, and the EMR releases staff offer."""
 
+import secrets
 import uuid
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import models
@@ -67,6 +69,11 @@ class EMRRelease(models.Model):
         return f"{self.label}{suffix}"
 
 
+def new_connect_token() -> str:
+    """A fresh Spark Connect token (256 bits, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
 class ClusterQuerySet(models.QuerySet):
     def visible_to(self, user):
         return self if user.is_staff else self.filter(owner=user)
@@ -129,6 +136,10 @@ class Cluster(models.Model):
     ui_url = models.CharField(max_length=200, blank=True, help_text="Spark master web UI.")
     app_ui_url = models.CharField(max_length=200, blank=True, help_text="Web UI of the cluster's Spark Connect application.")
     connect_url = models.CharField(max_length=200, blank=True, help_text="sc:// URL of the Spark Connect server.")
+    connect_token = models.CharField(
+        max_length=64, default=new_connect_token, editable=False,
+        help_text="Bearer token the Spark Connect server requires; given only to the owner's runs.",
+    )
     master_address = models.CharField(max_length=255, blank=True, help_text="Public DNS name of the EMR master.")
     jobflow_id = models.CharField(max_length=50, blank=True, db_index=True, help_text="EMR cluster id (j-...).")
     backend_info = models.JSONField(default=dict, blank=True, help_text="What the backend recorded: process ids, ports, host.")
@@ -146,6 +157,12 @@ class Cluster(models.Model):
 
     def get_absolute_url(self):
         return reverse("clusters-detail", args=[self.pk])
+
+    @property
+    def connect_address(self) -> tuple[str, int]:
+        """``(host, port)`` of the Spark Connect server, from ``connect_url``."""
+        parts = urlsplit(self.connect_url.replace("sc://", "http://", 1))
+        return parts.hostname or "", parts.port or 15002
 
     @property
     def is_live(self) -> bool:

@@ -658,6 +658,11 @@ def _write_atomically(out: Path, write) -> object:
     out.parent.mkdir(parents=True, exist_ok=True)
     # The temporary name is random, but it never appears in the output.
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    # mkdtemp makes the directory private (0700); the sample is for every notebook's
+    # sandbox to read, so give it the mode a plain mkdir would have.
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
     try:
         result = write(tmp)
         _swap_into_place(tmp, out)

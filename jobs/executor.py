@@ -3,17 +3,20 @@
 This module knows nothing of the database: ``jobs.services`` gives it a ``tick`` callback
 that records the heartbeat and progress and says whether to stop. The contract:
 
-- papermill runs the notebook in the calling thread, in the kernel of ``jobs.kernel``,
-  with ``parameters`` injected after the ``parameters`` cell, and an environment built
-  only from ``kernel_env`` (nothing else of the worker's environment leaks in);
+- papermill runs the notebook in the calling thread, in the kernel of ``jobs.kernel``
+  started inside ``sandbox`` (``jobs.provisioner``), with ``parameters`` injected after
+  the ``parameters`` cell, and an environment built only from ``kernel_env`` (nothing else
+  of the worker's environment leaks in);
 - nbclient hooks (called inside nbclient's event loop, so they must not touch the
   Django ORM) update a ``Progress`` object and save the partial output notebook at most
   every ``partial_interval`` seconds;
 - a monitor thread calls ``tick(progress)`` every ``tick_interval`` seconds, and kills the
-  kernel's whole process tree (kernel, Spark driver JVM, Python workers) when the run
+  whole sandbox (kernel, Spark driver JVM, Python workers, anything they started) when the run
   passes ``timeout_seconds``, when ``tick`` answers "cancel" or "lost", or when ``tick``
   has failed for longer than ``lease_seconds`` (the database is unreachable, so another
   worker may already have taken the run over);
+- a kernel that the sandbox's cgroup killed for passing its memory limit ends "failed"
+  with "memory limit exceeded (N GiB)": the notebook's doing, so not retried;
 - the result is an ``Outcome``; this function never raises for notebook or kernel
   failures.
 """
@@ -28,13 +31,14 @@ from pathlib import Path
 
 import nbformat
 import papermill
-import psutil
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 from papermill.utils import merge_kwargs, remove_args
 
 from jobs import kernel
+from jobs.provisioner import SandboxKernelManager
+from portal.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +86,9 @@ class Outcome:
 class _Session:
     """State of one execution, handed to the papermill engine below."""
 
-    def __init__(self, kernel_env, cwd, partial_path, partial_interval, progress):
+    def __init__(self, kernel_env, sandbox, partial_path, partial_interval, progress):
         self.kernel_env = kernel_env
-        self.cwd = cwd
+        self.sandbox = sandbox
         self.partial_path = partial_path
         self.partial_interval = partial_interval
         self.progress = progress
@@ -154,35 +158,14 @@ class PortalEngine(NBClientEngine):
             on_cell_executed=session.on_cell_executed,
         )
         session.begin(nb_man)
-        client = session.client = PapermillNotebookClient(nb_man, **final_kwargs)
-        # env replaces the worker's environment for the kernel; cwd is the kernel's only.
-        return client.execute(env=session.kernel_env, cwd=str(session.cwd))
+        km = SandboxKernelManager(kernel_name=kernel_name, sandbox=session.sandbox)
+        client = session.client = PapermillNotebookClient(nb_man, km=km, **final_kwargs)
+        # env replaces the worker's environment for the kernel; the provisioner starts it
+        # in the sandbox's home directory.
+        return client.execute(env=session.kernel_env)
 
 
 papermill_engines.register("portal", PortalEngine)
-
-
-def kill_tree(pids: list[int]) -> list[int]:
-    """SIGKILL the given processes and all their descendants; return the pids killed.
-
-    The tree is collected before anything is killed, so children re-parented by a
-    parent's death are not missed.
-    """
-    procs = []
-    for pid in pids:
-        try:
-            parent = psutil.Process(pid)
-        except psutil.NoSuchProcess:
-            continue
-        procs.extend(parent.children(recursive=True))
-        procs.append(parent)
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=10)
-    return [p.pid for p in procs]
 
 
 def execute(
@@ -191,7 +174,7 @@ def execute(
     parameters: dict,
     *,
     spark_master: str,
-    cwd: Path,
+    sandbox: Sandbox,
     timeout_seconds: float,
     tick: Callable[[Progress], str] | None = None,
     tick_interval: float = 1.0,
@@ -202,14 +185,14 @@ def execute(
 ) -> Outcome:
     """Execute ``input_path`` into ``output_path`` and report how it ended (see module doc).
 
-    ``tick(progress)`` returns "continue", "cancel" or "lost"; it runs in the monitor
-    thread. ``timeout_seconds`` bounds the whole execution, kernel start included.
+    ``sandbox`` is the run's prepared ``portal.sandbox.Sandbox``; the caller destroys it
+    afterwards. ``tick(progress)`` returns "continue", "cancel" or "lost"; it runs in the
+    monitor thread. ``timeout_seconds`` bounds the whole execution, kernel start included.
     """
     kernel.ensure_kernelspec()
     progress = Progress()
-    session = _Session(
-        kernel.kernel_env(spark_master, kernel_extra_env), cwd, partial_path, partial_interval, progress
-    )
+    env = kernel.kernel_env(spark_master, kernel_extra_env, memory_bytes=sandbox.spec.limits.memory_bytes)
+    session = _Session(env, sandbox, partial_path, partial_interval, progress)
     stop = threading.Event()
     verdict: dict[str, str] = {}
 
@@ -246,8 +229,8 @@ def execute(
             if reason:
                 verdict["reason"] = reason
                 pid = session.kernel_pid()
-                killed = kill_tree([pid] if pid else [])
-                log.info("stopped kernel: reason=%s pids=%s", reason, killed)
+                killed = sandbox.kill([pid] if pid else [])
+                log.info("stopped the sandbox: reason=%s pids=%s", reason, killed)
                 return
 
     watcher = threading.Thread(target=monitor, name="run-monitor", daemon=True)
@@ -289,10 +272,9 @@ def execute(
     finally:
         stop.set()
         watcher.join(timeout=30)
-        # Whatever happened, no kernel of this run outlives it.
+        # Whatever happened, nothing of this run outlives it.
         pid = session.kernel_pid()
-        if pid:
-            kill_tree([pid])
+        sandbox.kill([pid] if pid else [])
     reason = verdict.get("reason")
     if reason and outcome.status != "succeeded":
         messages = {
@@ -301,5 +283,12 @@ def execute(
             "lost": "This worker lost the run (it was reaped or the database was unreachable).",
         }
         outcome = Outcome(reason, outcome.output_path, outcome.error, messages[reason])
+    elif outcome.status in ("failed", "infra_error") and sandbox.oom_killed():
+        limit = sandbox.spec.limits.memory_bytes or 0
+        message = f"memory limit exceeded ({limit / 2**30:g} GiB)"
+        error = {**outcome.error, "ename": "MemoryLimitExceeded", "evalue": message}
+        error.setdefault("traceback", "")
+        error.setdefault("cell_index", progress.current_index)
+        outcome = Outcome("failed", outcome.output_path, error, f"MemoryLimitExceeded: {message}")
     outcome.progress = progress
     return outcome

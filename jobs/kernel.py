@@ -1,12 +1,16 @@
-"""The portal's notebook kernel: its kernelspec, launcher and environment.
+"""The portal's notebook kernel: its kernelspec, launcher, environment and sandbox.
 
 Every notebook runs in the kernel named ``settings.PORTAL_KERNEL_NAME`` whatever kernel its
 metadata names. The kernelspec is written by the project itself (``ensure_kernelspec``,
 called before every run and by ``manage.py installkernel``) into the virtual environment's
-``share/jupyter/kernels``, where jupyter_client finds it. It launches ipykernel through a
-small launcher that asks Linux to kill the kernel when the worker process that started it
-dies (``PR_SET_PDEATHSIG``), so a ``kill -9`` of a worker leaves no kernel behind; the
-kernel's Spark driver JVM exits on its own when the kernel's pipe to it closes.
+``share/jupyter/kernels``, where jupyter_client finds it. It names the portal's kernel
+provisioner (``jobs.provisioner``), which starts the kernel only inside the run's sandbox
+(``portal.sandbox``), speaking ZMQ over IPC sockets in the sandbox's ``ipc`` directory;
+interrupts are messages, because signals do not cross bwrap.
+
+The kernel starts through a small launcher that asks Linux to kill it when its parent
+dies (``PR_SET_PDEATHSIG``); bwrap's ``--die-with-parent`` does the same for the sandbox,
+so a ``kill -9`` of a worker leaves no kernel behind.
 
 The kernel's environment is built from an allow-list (``kernel_env``): the portal's
 secrets, database URL and AWS keys never reach user code.
@@ -19,6 +23,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from portal.sandbox import Limits, Sandbox, SandboxSpec, uid_for
 from portal.spark import log4j2_properties
 
 _LAUNCHER = '''\
@@ -50,6 +55,10 @@ spark.sql.session.timeZone UTC
 """
 
 
+#: Entry point name of jobs.provisioner.SandboxProvisioner (pyproject.toml).
+PROVISIONER_NAME = "portal-sandbox"
+
+
 def kernelspec_dir() -> Path:
     """Directory of the portal kernelspec inside the running Python's prefix."""
     return Path(sys.prefix) / "share" / "jupyter" / "kernels" / settings.PORTAL_KERNEL_NAME
@@ -79,7 +88,10 @@ def ensure_kernelspec() -> Path:
         ],
         "display_name": "PySpark (portal)",
         "language": "python",
-        "metadata": {"debugger": False},
+        # Signals do not cross into the sandbox (SIGINT to bwrap would end it): interrupt
+        # by a message on the control channel.
+        "interrupt_mode": "message",
+        "metadata": {"debugger": False, "kernel_provisioner": {"provisioner_name": PROVISIONER_NAME}},
     }
     files = {
         root / "kernel.json": json.dumps(spec, indent=1),
@@ -96,13 +108,16 @@ def ensure_kernelspec() -> Path:
     return root
 
 
-def kernel_env(spark_master: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The complete environment of a notebook kernel.
+def kernel_env(spark_master: str, extra: dict[str, str] | None = None, *, memory_bytes: int | None = None) -> dict[str, str]:
+    """The environment of a notebook kernel (the sandbox adds HOME and TMPDIR).
 
     Only variables named in ``settings.KERNEL_ENV_ALLOWLIST`` are copied from the worker;
     the rest is set here: quiet Spark on loopback, Plotly's mimetype renderer (so figures
-    are stored as JSON and drawn by the portal's own plotly.js), and the Spark master that
-    a plain ``SparkSession.builder.getOrCreate()`` connects to. ``extra`` is added last.
+    are stored as JSON and drawn by the portal's own plotly.js), the data root, and the
+    Spark target that a plain ``SparkSession.builder.getOrCreate()`` reaches: a Spark
+    Connect URL (``sc://``) or a master for a local driver, whose memory is half of
+    ``memory_bytes`` (the sandbox's limit; the Python side needs the rest). ``extra`` is
+    added last.
     """
     env = {name: os.environ[name] for name in settings.KERNEL_ENV_ALLOWLIST if name in os.environ}
     env.setdefault("PATH", os.defpath)
@@ -115,15 +130,43 @@ def kernel_env(spark_master: str, extra: dict[str, str] | None = None) -> dict[s
             "SPARK_CONF_DIR": str(spark_conf_dir()),
             "PYSPARK_PYTHON": sys.executable,
             "PYSPARK_DRIVER_PYTHON": sys.executable,
+            "TELEMETRY_DATA_ROOT": settings.TELEMETRY_DATA_ROOT,
         }
     )
-    # Notebooks import the dataset API (``telemetry``) from the project; the data root
-    # defaults to the sample the quick start generates.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(settings.BASE_DIR), env.get("PYTHONPATH")) if p)
-    env.setdefault("TELEMETRY_DATA_ROOT", str(settings.DATA_DIR / "sample" / "pings"))
+    # Notebooks import the dataset API (``telemetry``) from the project; the sandbox binds
+    # only that package of it.
+    env["PYTHONPATH"] = str(settings.BASE_DIR)
     if spark_master.startswith("sc://"):
         env["SPARK_REMOTE"] = spark_master
     else:
-        env["PYSPARK_SUBMIT_ARGS"] = f"--master {spark_master} pyspark-shell"
+        memory = f" --driver-memory {max(512, memory_bytes // 2 // 2**20)}m" if memory_bytes else ""
+        env["PYSPARK_SUBMIT_ARGS"] = f"--master {spark_master}{memory} pyspark-shell"
     env.update(extra or {})
     return env
+
+
+def views_root(owner_id: int) -> str:
+    """The batch-views root of one user: ``TELEMETRY_VIEWS_ROOT/<user id>`` (a local
+    directory writable only by that user's sandboxes, or a URI)."""
+    root = settings.TELEMETRY_VIEWS_ROOT
+    if "://" in root:
+        return f"{root.rstrip('/')}/{owner_id}"
+    return str(Path(root) / str(owner_id))
+
+
+def run_sandbox(name: str, owner_id: int, forward_port: int | None = None) -> Sandbox:
+    """The sandbox of one attempt of a notebook run owned by user ``owner_id``, not yet
+    prepared: it reads the data root (and SANDBOX_READ_ONLY_PATHS), writes its own
+    scratch directory and the owner's views root, has no network (but ``forward_port``
+    on its loopback when given: see ``Sandbox.relay``), and has the run limits of the
+    settings. Raises ValueError when the owner's uid is out of range."""
+    data_root = settings.TELEMETRY_DATA_ROOT
+    spec = SandboxSpec(
+        name=name,
+        uid=uid_for(owner_id),
+        read_only=(data_root, *settings.SANDBOX_READ_ONLY_PATHS),
+        writable=(views_root(owner_id),),
+        forward_port=forward_port,
+        limits=Limits.for_runs(),
+    )
+    return Sandbox(spec)

@@ -13,6 +13,7 @@ import random
 import socket
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,7 +27,7 @@ from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from jobs import executor, notebooks, render, schedule
+from jobs import executor, kernel, notebooks, render, schedule
 from jobs.models import Job, NotebookVersion, Run, RunEvent
 from portal.db import close_stale_connections
 
@@ -507,6 +508,8 @@ def spark_target_for(run: Run):
         cluster = job.cluster
         if cluster is None or cluster.state != Cluster.State.READY:
             raise SparkTargetError("The job's cluster is not running: start it, or choose another Spark target.")
+        if cluster.backend != Cluster.Backend.LOCAL or cluster.owner_id != job.owner_id:
+            raise SparkTargetError("A job can run on one of its owner's local clusters only; for EMR choose “a fresh EMR cluster”.")
         return cluster.connect_url, cluster, False
     if job.spark_target == Job.SparkTarget.NEW_CLUSTER:
         previous = Cluster.objects.filter(for_run=run).first()
@@ -549,8 +552,6 @@ def execute_run(run_id: int, worker: str | None = None) -> Run | None:
         log.info("nothing to claim run=%s", run_id)
         return None
     log.info("executing run=%s job=%s attempt=%s worker=%s", run.pk, run.job_id, run.attempt, worker)
-    workdir = Path(settings.KERNEL_WORKDIR)
-    workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"run-{run.pk}-") as tmp:
         tmp = Path(tmp)
         source = tmp / "input.ipynb"
@@ -584,26 +585,8 @@ def execute_run(run_id: int, worker: str | None = None) -> Run | None:
             return finish_run(run, executor.Outcome("infra_error" if exc.retry else "failed", None, message=str(exc)))
         if cluster is not None:
             Run.objects.filter(pk=run.pk).update(cluster=cluster)
-        parameters = {
-            **run.parameters,
-            "run_id": str(run.uuid),
-            "logical_date": run.logical_date.isoformat(),
-            "spark_master": master,
-        }
         try:
-            outcome = executor.execute(
-                source,
-                tmp / "output.ipynb",
-                parameters,
-                spark_master=master,
-                cwd=workdir,
-                timeout_seconds=run.timeout_seconds,
-                tick=tick,
-                tick_interval=settings.RUN_HEARTBEAT_INTERVAL,
-                lease_seconds=settings.RUN_STALE_AFTER,
-                partial_path=partial,
-                partial_interval=settings.RUN_PARTIAL_SAVE_INTERVAL,
-            )
+            outcome = _execute_in_sandbox(run, source, tmp / "output.ipynb", partial, tick, master, cluster)
         finally:
             close_stale_connections()  # idle for the whole notebook: it may have been cut meanwhile
             if owned:
@@ -612,6 +595,76 @@ def execute_run(run_id: int, worker: str | None = None) -> Run | None:
                 cluster_services.terminate_cluster(cluster, "The run it was started for ended.")
                 cluster_services.stop_cluster(cluster.pk)
         return finish_run(run, outcome)
+
+
+#: The port of a cluster's Spark Connect endpoint on a sandbox's own loopback.
+SANDBOX_CONNECT_PORT = 15002
+
+
+def _execute_in_sandbox(run: Run, source: Path, output: Path, partial: Path, tick, master: str, cluster) -> executor.Outcome:
+    """Execute the notebook of ``run``'s current attempt in a sandbox of its own.
+
+    The sandbox runs as the job owner's uid with no network; for a cluster target it
+    reaches exactly that cluster's Spark Connect endpoint, as ``sc://localhost:15002``
+    with the cluster's token and a Spark Connect session id of this attempt's own, whose
+    operations are interrupted and released on the server when the attempt ends, however
+    it ends. When no sandbox can be made the outcome is "failed" with the reason (fail
+    closed: nothing runs unsandboxed unless KERNEL_SANDBOX=none).
+    """
+    from portal.sandbox import SandboxUnavailable
+
+    owner_id = run.job.owner_id
+    for earlier in range(1, run.attempt):  # what a killed worker's attempt left behind
+        kernel.run_sandbox(f"r{run.pk}-a{earlier}", owner_id).destroy()
+    session_id = str(uuid.uuid5(run.uuid, f"attempt-{run.attempt}")) if cluster is not None else ""
+    extra_env = {}
+    try:
+        sandbox = kernel.run_sandbox(
+            f"r{run.pk}-a{run.attempt}", owner_id, forward_port=SANDBOX_CONNECT_PORT if cluster is not None else None
+        )
+        sandbox.prepare()
+    except (SandboxUnavailable, OSError, ValueError) as exc:
+        log.error("no sandbox run=%s: %s", run.pk, exc)
+        return executor.Outcome("failed", None, message=str(exc))
+    try:
+        if cluster is not None:
+            host, port = cluster.connect_address
+            if sandbox.enabled:
+                sandbox.relay(host, port)
+                port = SANDBOX_CONNECT_PORT
+            # pyspark sends a token without TLS only to the host "localhost".
+            master = f"sc://localhost:{port}/;session_id={session_id}"
+            extra_env["SPARK_CONNECT_AUTHENTICATE_TOKEN"] = cluster.connect_token
+    except (SandboxUnavailable, OSError) as exc:
+        sandbox.destroy()
+        return executor.Outcome("failed", None, message=f"Could not reach the cluster's Spark Connect endpoint: {exc}")
+    parameters = {
+        **run.parameters,
+        "run_id": str(run.uuid),
+        "logical_date": run.logical_date.isoformat(),
+        "spark_master": master,
+    }
+    try:
+        return executor.execute(
+            source,
+            output,
+            parameters,
+            spark_master=master,
+            sandbox=sandbox,
+            timeout_seconds=run.timeout_seconds,
+            tick=tick,
+            tick_interval=settings.RUN_HEARTBEAT_INTERVAL,
+            lease_seconds=settings.RUN_STALE_AFTER,
+            partial_path=partial,
+            partial_interval=settings.RUN_PARTIAL_SAVE_INTERVAL,
+            kernel_extra_env=extra_env,
+        )
+    finally:
+        sandbox.destroy()
+        if cluster is not None:
+            from clusters.backends.local import end_connect_session
+
+            end_connect_session(cluster, session_id)
 
 
 def _execute_on_emr(run: Run, source: bytes, tick, workdir: Path) -> executor.Outcome:

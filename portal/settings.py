@@ -370,8 +370,6 @@ CATCHUP_MAX_SLOTS = env_int("CATCHUP_MAX_SLOTS", 50)
 PORTAL_KERNEL_NAME = "portal-pyspark"
 #: Spark master for runs that target the embedded local Spark.
 LOCAL_SPARK_MASTER = env_str("LOCAL_SPARK_MASTER", "local[*]")
-#: Working directory of notebook kernels: relative paths in notebooks resolve here.
-KERNEL_WORKDIR = Path(env_str("KERNEL_WORKDIR", str(DATA_DIR))).resolve()
 
 # --- Sandbox (portal.sandbox) -----------------------------------------------------------
 #: "bwrap" runs every notebook kernel and local-cluster process in a bubblewrap sandbox as
@@ -404,10 +402,11 @@ SANDBOX_READ_ONLY_PATHS = env_list("SANDBOX_READ_ONLY_PATHS")
 TELEMETRY_DATA_ROOT = env_str("TELEMETRY_DATA_ROOT", str(DATA_DIR / "sample" / "pings"))
 TELEMETRY_VIEWS_ROOT = env_str("TELEMETRY_VIEWS_ROOT", str(DATA_DIR / "views"))
 #: Environment variables of the worker passed into notebook kernels (an allow-list: the
-#: portal's secrets, database URL and AWS keys are never among them).
+#: portal's secrets, database URL and AWS keys are never among them; the sandbox sets
+#: HOME and TMPDIR).
 KERNEL_ENV_ALLOWLIST = [
-    "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "JAVA_HOME",
-    "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "TELEMETRY_DATA_ROOT", "TELEMETRY_VIEWS_ROOT",
+    "PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "JAVA_HOME",
+    "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
 ] + env_list("KERNEL_ENV_EXTRA")
 
 # --- Clusters ---------------------------------------------------------------------------

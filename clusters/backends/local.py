@@ -1,26 +1,35 @@
 """The local backend: a real Spark standalone cluster started from the pyspark package.
 
 ``start`` launches, as detached processes (own session, so they outlive the Celery worker
-that started them), with the pyspark package's ``bin/spark-class`` and ``bin/spark-submit``:
+that started them), with the pyspark package's ``bin/spark-class`` and ``bin/spark-submit``,
+each in the cluster's sandbox (``portal.sandbox``: the owner's unprivileged uid, its own
+pid namespace, the host's network, a cgroup of the cluster's own):
 
 - a standalone master on a free loopback port, its REST submission server disabled
-  (``spark.master.rest.enabled=false``: it takes unauthenticated submissions, see
-  research/stack.md §3), its web UI on another free port;
+  (``spark.master.rest.enabled=false``: it takes unauthenticated submissions), its web UI
+  on another free port, with kill links disabled (``spark.ui.killEnabled=false``);
 - ``size`` workers, each with ``LOCAL_CLUSTER_WORKER_CORES`` cores,
   ``LOCAL_CLUSTER_WORKER_MEMORY`` memory and its own ``--work-dir``;
 - a Spark Connect server attached to the master (an application on the cluster), on a
-  free port, so notebooks connect with ``SPARK_REMOTE=sc://...`` and no JVM of their own.
+  free port, requiring the cluster's ``connect_token``, so notebooks connect with
+  ``SPARK_REMOTE=sc://...`` and no JVM of their own.
+
+Master, workers and the Connect application authenticate each other with a secret of
+the cluster's own (``spark.authenticate``), written into its ``spark-defaults.conf``
+(0600, owned by the cluster's uid) and never onto a command line.
 
 Process ids and ports are returned and stored on the cluster row. ``describe`` reads the
 master's JSON status (``/json/``): READY once every worker is registered and the Connect
-server answers. ``terminate`` stops every recorded process group (SIGTERM, then SIGKILL)
-and checks the ports are free. Everything binds to 127.0.0.1 unless
-``LOCAL_CLUSTER_BIND_HOST`` says otherwise (then set ``spark.authenticate``: see README).
+server answers. ``terminate`` asks every process to stop (SIGTERM), then ends everything
+left in the sandbox (its cgroup and pid namespaces, not only the recorded pids) and checks
+the ports are free. Everything binds to 127.0.0.1 unless ``LOCAL_CLUSTER_BIND_HOST`` says
+otherwise (see README).
 """
 
 import json
+import logging
 import os
-import shutil
+import secrets
 import signal
 import socket
 import subprocess
@@ -34,7 +43,10 @@ import pyspark
 from django.conf import settings
 
 from clusters.backends import BackendError, ClusterStatus
+from portal.sandbox import Limits, Sandbox, SandboxSpec, SandboxUnavailable, uid_for
 from portal.spark import log4j2_properties
+
+log = logging.getLogger(__name__)
 
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
 
@@ -68,6 +80,41 @@ def listening(port: int) -> bool:
     return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in psutil.net_connections("tcp"))
 
 
+def _name(proc: psutil.Process) -> str:
+    try:
+        return proc.name()
+    except psutil.Error:
+        return ""
+
+
+def _bytes(size: str) -> int:
+    from portal.env import parse_bytes
+
+    return parse_bytes(size)
+
+
+def end_connect_session(cluster, session_id: str) -> None:
+    """Interrupt every operation of Spark Connect session ``session_id`` on ``cluster``
+    and release the session, so that no query outlives the run that started it. Errors
+    are logged, never raised (the cluster may be gone). Works for clusters bound to
+    loopback: pyspark sends the token without TLS only to "localhost"."""
+    host, port = cluster.connect_address
+    if not session_id or host not in ("127.0.0.1", "localhost", "::1"):
+        return
+    from pyspark.sql.connect.client import SparkConnectClient
+
+    client = None
+    try:
+        client = SparkConnectClient(f"sc://localhost:{port}/;session_id={session_id};token={cluster.connect_token}")
+        client.interrupt_all()
+        client.release_session()
+    except Exception as exc:  # the server may be gone, or never saw the session
+        log.info("could not end session cluster=%s session=%s: %s", cluster.pk, session_id, str(exc).splitlines()[0][:200])
+    finally:
+        if client is not None:
+            client.close()
+
+
 def alive(pid: int | None) -> bool:
     """True if ``pid`` runs and is not a zombie."""
     if not pid:
@@ -83,11 +130,39 @@ class LocalBackend:
 
     name = "local"
 
+    @staticmethod
+    def sandbox(cluster) -> Sandbox:
+        """The cluster's sandbox: its owner's uid, the host network, a lifetime of its own
+        (not tied to the Celery process that starts it), the data root to read, the owner's
+        views to write, and limits sized for its workers."""
+        from jobs.kernel import views_root
+
+        gib = 2**30
+        executor_memory = _bytes(settings.LOCAL_CLUSTER_EXECUTOR_MEMORY)
+        spec = SandboxSpec(
+            name=f"c{cluster.uuid.hex}",
+            uid=uid_for(cluster.owner_id),
+            read_only=(settings.TELEMETRY_DATA_ROOT, *settings.SANDBOX_READ_ONLY_PATHS),
+            writable=(views_root(cluster.owner_id),),
+            network=True,
+            die_with_parent=False,
+            # Master, worker daemons and the Connect driver take about 2 GiB; each worker
+            # adds its executor and the Python workers beside it.
+            limits=Limits(
+                memory_bytes=2 * gib + cluster.size * (executor_memory + gib),
+                pids=1024 * (cluster.size + 2),
+                cpus=float(cluster.size * settings.LOCAL_CLUSTER_WORKER_CORES + 1),
+            ),
+        )
+        return Sandbox(spec)
+
     def cluster_dir(self, cluster) -> Path:
-        return Path(settings.DATA_DIR) / "clusters" / str(cluster.uuid)
+        """Where the cluster's configuration, logs and work directories are (its sandbox's
+        home)."""
+        return self.sandbox(cluster).home
 
     def _env(self, root: Path) -> dict:
-        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "JAVA_HOME", "TMPDIR")}
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "JAVA_HOME")}
         env.update(
             SPARK_HOME=str(SPARK_HOME),
             SPARK_CONF_DIR=str(root / "conf"),
@@ -102,28 +177,51 @@ class LocalBackend:
         )
         return env
 
-    def _spawn(self, argv, env, log: Path) -> int:
+    @staticmethod
+    def _write_conf(root: Path, uid: int | None) -> None:
+        """The cluster's Spark configuration: logging, and spark-defaults.conf with the
+        cluster's RPC secret (readable only by the cluster's uid)."""
+        conf = root / "conf"
+        conf.mkdir(exist_ok=True)
+        (conf / "log4j2.properties").write_text(log4j2_properties("warn"))
+        defaults = conf / "spark-defaults.conf"
+        defaults.write_text(
+            "# Written by the portal for this cluster.\n"
+            "spark.authenticate true\n"
+            f"spark.authenticate.secret {secrets.token_hex(32)}\n"
+            "spark.master.rest.enabled false\n"
+            "spark.ui.killEnabled false\n"
+        )
+        os.chmod(defaults, 0o600)
+        for path in (conf, conf / "log4j2.properties", defaults, root / "logs"):
+            if uid is not None:
+                os.chown(path, uid, uid)
+
+    def _spawn(self, sandbox: Sandbox, argv, env, log: Path) -> int:
         with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                argv, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-                start_new_session=True, close_fds=True, cwd=str(log.parent.parent),
-            )
+            proc = sandbox.popen(argv, env, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
         _CHILDREN.append(proc)
         return proc.pid
 
     def start(self, cluster) -> dict:
-        """Start master, workers and the Connect server; return what to record.
+        """Start master, workers and the Connect server in the cluster's sandbox; return
+        what to record.
 
-        Returns ``{"dir", "host", "pids": {"master", "workers": [...], "connect"}, "ports":
-        {...}, "master_url", "ui_url", "connect_url", "app_ui_url"}``. Raises BackendError if a
-        process cannot be started; anything already started is stopped again.
+        Returns ``{"dir", "host", "sandbox", "pids": {"master", "workers": [...], "connect"},
+        "ports": {...}, "master_url", "ui_url", "connect_url", "app_ui_url"}``. Raises
+        BackendError if the sandbox or a process cannot be started; anything already
+        started is stopped again.
         """
         host = settings.LOCAL_CLUSTER_BIND_HOST
-        root = self.cluster_dir(cluster)
-        shutil.rmtree(root, ignore_errors=True)
-        (root / "conf").mkdir(parents=True)
+        sandbox = self.sandbox(cluster)
+        sandbox.destroy()  # what an earlier, interrupted start left
+        try:
+            sandbox.prepare()
+        except (SandboxUnavailable, OSError, ValueError) as exc:
+            raise BackendError(str(exc)) from exc
+        root = sandbox.home
         (root / "logs").mkdir()
-        (root / "conf" / "log4j2.properties").write_text(log4j2_properties("warn"))
+        self._write_conf(root, sandbox.spec.uid if sandbox.enabled else None)
         env = self._env(root)
         ports = {
             "master": free_port(host), "ui": free_port(host), "connect": free_port(host), "app_ui": free_port(host),
@@ -131,17 +229,18 @@ class LocalBackend:
         }
         master_url = f"spark://{host}:{ports['master']}"
         info = {
-            "dir": str(root), "host": socket.gethostname(), "ports": ports, "pids": {"workers": []},
+            "dir": str(root), "host": socket.gethostname(), "sandbox": sandbox.spec.name, "uid": sandbox.spec.uid,
+            "ports": ports, "pids": {"workers": []},
             "master_url": master_url, "ui_url": f"http://{host}:{ports['ui']}",
             "connect_url": f"sc://{host}:{ports['connect']}", "app_ui_url": f"http://{host}:{ports['app_ui']}",
         }
         spark_class = str(SPARK_HOME / "bin" / "spark-class")
         try:
-            master_env = dict(env, SPARK_MASTER_OPTS="-Dspark.master.rest.enabled=false")
             info["pids"]["master"] = self._spawn(
+                sandbox,
                 [spark_class, "org.apache.spark.deploy.master.Master", "--host", host, "--port", str(ports["master"]),
                  "--webui-port", str(ports["ui"])],
-                master_env, root / "logs" / "master.log",
+                env, root / "logs" / "master.log",
             )
             # Workers and the Connect application register with the master once, then
             # retry only after a randomised 5-15 s back-off: start them when it listens.
@@ -149,13 +248,17 @@ class LocalBackend:
             for i in range(cluster.size):
                 work = root / f"work-{i}"
                 work.mkdir()
+                if sandbox.enabled:
+                    os.chown(work, sandbox.spec.uid, sandbox.spec.uid)
                 info["pids"]["workers"].append(self._spawn(
+                    sandbox,
                     [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", host,
                      "--cores", str(settings.LOCAL_CLUSTER_WORKER_CORES), "--memory", settings.LOCAL_CLUSTER_WORKER_MEMORY,
                      "--webui-port", str(ports["workers_ui"][i]), "--work-dir", str(work), master_url],
                     env, root / "logs" / f"worker-{i}.log",
                 ))
             info["pids"]["connect"] = self._spawn(
+                sandbox,
                 [str(SPARK_HOME / "bin" / "spark-submit"), "--class", "org.apache.spark.sql.connect.service.SparkConnectServer",
                  "--name", f"Spark Connect ({cluster.name})", "--master", master_url,
                  "--conf", f"spark.connect.grpc.binding.port={ports['connect']}",
@@ -167,7 +270,8 @@ class LocalBackend:
                  "--conf", "spark.sql.shuffle.partitions=8",
                  "--conf", f"spark.pyspark.python={sys.executable}",
                  "spark-internal"],
-                env, root / "logs" / "connect.log",
+                # The token reaches the Connect server through its environment only.
+                dict(env, SPARK_CONNECT_AUTHENTICATE_TOKEN=cluster.connect_token), root / "logs" / "connect.log",
             )
         except OSError as exc:
             self.terminate_info(info)
@@ -233,36 +337,70 @@ class LocalBackend:
             return ""
 
     def terminate(self, cluster) -> None:
-        """Stop every recorded process of the cluster; the work dirs are removed."""
+        """Stop every process of the cluster and remove its sandbox (directories, cgroup)."""
         self.terminate_info(cluster.backend_info or {})
-        shutil.rmtree(self.cluster_dir(cluster), ignore_errors=True)
+
+    @staticmethod
+    def _sandbox_of(info: dict) -> Sandbox | None:
+        """The sandbox recorded in ``info`` (None for a cluster started without one)."""
+        if not info.get("sandbox"):
+            return None
+        return Sandbox(SandboxSpec(name=info["sandbox"], uid=info.get("uid") or 1, network=True, die_with_parent=False))
+
+    @staticmethod
+    def _recorded(info: dict) -> list[int]:
+        pids = info.get("pids") or {}
+        return [p for p in [pids.get("connect"), *pids.get("workers", []), pids.get("master")] if p]
 
     def terminate_info(self, info: dict, grace: float = 10.0) -> None:
-        """Stop the recorded process groups (SIGTERM, then SIGKILL after ``grace`` s).
-        Raises BackendError on another host: its pids mean other processes here."""
+        """Ask every Spark process of the cluster to stop (SIGTERM), and after ``grace``
+        seconds end everything left in its sandbox: its cgroup and the pid namespaces of the
+        recorded processes, whatever they started. Raises BackendError on another host: its
+        pids mean other processes here."""
         if info.get("host") and info["host"] != socket.gethostname():
             raise BackendError(f"This cluster runs on {info['host']}; only a worker there can stop it.")
-        pids = info.get("pids") or {}
-        groups = [p for p in [pids.get("connect"), *pids.get("workers", []), pids.get("master")] if p]
-        for pid in groups:
+        recorded = self._recorded(info)
+        sandbox = self._sandbox_of(info)
+        # Not bwrap itself: a sandbox's first process ends its whole namespace at once,
+        # which would not give Spark its orderly shutdown.
+        spark = [p for p in self._inside(info) if _name(p) != "bwrap"]
+        for proc in spark:
             try:
-                os.killpg(pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
+                proc.terminate()
+            except psutil.NoSuchProcess:
                 pass
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(alive(p) for p in groups):
-            time.sleep(0.1)
-        for pid in groups:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        psutil.wait_procs(spark, timeout=grace)
+        if sandbox is not None:
+            sandbox.destroy(recorded)
+        else:  # started before clusters ran in sandboxes: its process groups
+            for pid in recorded:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         deadline = time.monotonic() + 2
-        while any(alive(p) for p in groups) and time.monotonic() < deadline:
+        while any(alive(p) for p in recorded) and time.monotonic() < deadline:
             time.sleep(0.05)
         reap_children()  # ours, if this process started them; others reap theirs after a task
 
+    def _inside(self, info: dict) -> list[psutil.Process]:
+        """Every process of the cluster: the recorded ones, all they started, and the
+        sandbox's cgroup."""
+        procs: dict[int, psutil.Process] = {}
+        sandbox = self._sandbox_of(info)
+        pids = self._recorded(info) + (sandbox.processes() if sandbox else [])
+        for pid in pids:
+            try:
+                proc = psutil.Process(pid)
+                for p in [proc, *proc.children(recursive=True)]:
+                    procs[p.pid] = p
+            except psutil.NoSuchProcess:
+                continue
+        return list(procs.values())
+
     def processes_left(self, info: dict) -> list[int]:
-        """Recorded pids still alive (for checks and tests)."""
-        pids = info.get("pids") or {}
-        return [p for p in [pids.get("master"), pids.get("connect"), *pids.get("workers", [])] if alive(p)]
+        """Pids of the cluster still alive: recorded ones and any in its sandbox's cgroup
+        (for checks and tests)."""
+        sandbox = self._sandbox_of(info)
+        left = [p for p in self._recorded(info) if alive(p)]
+        return left + [p for p in (sandbox.processes() if sandbox else []) if p not in left and alive(p)]

@@ -62,9 +62,13 @@ def test_exited_cluster_processes_are_reaped_not_left_as_zombies(tmp_path):
     import psutil
 
     from clusters.backends import local
+    from portal.sandbox import Sandbox, SandboxSpec, uid_for
 
-    (tmp_path / "logs").mkdir()
-    pid = local.LocalBackend()._spawn(["true"], dict(os.environ), tmp_path / "logs" / "true.log")
+    box = Sandbox(SandboxSpec(name=f"zombie-{os.getpid()}", uid=uid_for(4343), network=True, die_with_parent=False)).prepare()
+    try:
+        pid = local.LocalBackend()._spawn(box, ["true"], {"PATH": os.defpath}, tmp_path / "true.log")
+    finally:
+        box.destroy()
     deadline = time.monotonic() + 10
     while psutil.Process(pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -205,14 +205,17 @@ def wait_run_state(run_id, states, timeout, worker=None):
 
 
 @pytest.fixture(scope="session")
-def pings_sample(tmp_path_factory) -> Path:
-    """A small synthetic pings dataset for examples/telemetry_hello_world.ipynb."""
+def pings_sample() -> Path:
+    """A small synthetic pings dataset for examples/telemetry_hello_world.ipynb, where
+    notebooks' sandboxes may read it."""
     sys.path.insert(0, str(ROOT / "examples"))
     try:
         from generate_pings import generate
     finally:
         sys.path.remove(str(ROOT / "examples"))
-    out = tmp_path_factory.mktemp("pings") / "pings"
+    from tests.sandboxes import shared_dir
+
+    out = shared_dir("pings") / "pings"
     generate(str(out), pings=5000, days=3)
     return out
 

@@ -22,7 +22,8 @@ import pyarrow.dataset as ds
 import pytest
 
 import telemetry
-from jobs import executor, notebooks
+from jobs import notebooks
+from tests import sandboxes
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLES = ROOT / "examples"
@@ -62,9 +63,9 @@ def gen():
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory, gen):
+def sample(gen):
     """A small sample: Parquet pings, their raw JSON export, and a views root beside them."""
-    base = tmp_path_factory.mktemp("notebooks")
+    base = sandboxes.shared_dir("notebooks")
     summary = gen.generate(base / "pings", pings=PINGS, days=DAYS, end_date=END, json_dir=base / "pings_json")
     partitioning = ds.partitioning(pa.schema([(c, pa.string()) for c in telemetry.PARTITION_COLUMNS]), flavor="hive")
     table = ds.dataset(base / "pings", format="parquet", partitioning=partitioning).to_table()
@@ -75,14 +76,9 @@ def sample(tmp_path_factory, gen):
 def run(name, sample, tmp_path, parameters=None):
     """Execute examples/<name> with the portal's executor; return (printed values, results, output nb)."""
     output = tmp_path / f"out-{name}"
-    outcome = executor.execute(
-        EXAMPLES / name,
-        output,
-        parameters or {},
-        spark_master="local[2]",
-        cwd=tmp_path,
-        timeout_seconds=900,
-        kernel_extra_env={"TELEMETRY_DATA_ROOT": str(sample["pings"]), "TELEMETRY_VIEWS_ROOT": str(sample["views"])},
+    outcome = sandboxes.execute(
+        EXAMPLES / name, output, parameters or {}, read_only=[sample["base"]], writable=[sample["views"]], timeout=900,
+        env={"TELEMETRY_DATA_ROOT": str(sample["pings"]), "TELEMETRY_VIEWS_ROOT": str(sample["views"])},
     )
     assert outcome.status == "succeeded", f"{outcome.status}: {outcome.message}\n{outcome.error.get('traceback', '')}"
     nb = nbformat.read(output, as_version=4)

@@ -4,7 +4,7 @@ and (run with its defaults, as the quick start schedules it) examples/telemetry_
 Each notebook is executed once per module, exactly as the portal runs it (``jobs.executor``:
 papermill in the portal kernel, with the kernel environment of ``jobs.kernel``), on a small
 generated sample: 10,000 pings over 4 days and the default Talos series, in a temporary
-directory that the kernel sees as its ``TELEMETRY_DATA_ROOT``. The tests then read the
+directory that the kernel's sandbox reads and sees as its ``TELEMETRY_DATA_ROOT``. The tests then read the
 executed notebooks' outputs and check the printed numbers against the data itself.
 """
 
@@ -23,8 +23,8 @@ import pyarrow.dataset as ds
 import pytest
 
 import telemetry
-from jobs import executor
 from jobs.notebooks import inspect_parameters
+from tests import sandboxes
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLES = ROOT / "examples"
@@ -44,12 +44,12 @@ PLOTLY = "application/vnd.plotly.v1+json"
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory):
+def sample():
     """Pings and Talos series side by side, as ``generate_pings.py --talos`` lays them out."""
     spec = importlib.util.spec_from_file_location("generate_pings_for_notebooks", EXAMPLES / "generate_pings.py")
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
-    base = tmp_path_factory.mktemp("notebooks")
+    base = sandboxes.shared_dir("notebooks")
     gen.generate(base / "pings", pings=PINGS, days=DAYS, end_date=END)
     gen.generate_talos(base / "talos")  # the defaults the notebook's prose reports on
     return base
@@ -62,14 +62,8 @@ def execute(notebook: Path, sample: Path, parameters: dict) -> dict:
     out_dir.mkdir()
     output = out_dir / "output.ipynb"
     started = time.monotonic()
-    outcome = executor.execute(
-        notebook,
-        output,
-        parameters,
-        spark_master="local[2]",
-        cwd=out_dir,
-        timeout_seconds=600,
-        kernel_extra_env={"TELEMETRY_DATA_ROOT": str(sample / "pings")},
+    outcome = sandboxes.execute(
+        notebook, output, parameters, read_only=[sample], timeout=600, env={"TELEMETRY_DATA_ROOT": str(sample / "pings")},
     )
     elapsed = time.monotonic() - started
     nb = nbformat.read(str(outcome.output_path), as_version=4) if outcome.output_path else None
