@@ -1,14 +1,14 @@
 """Settings for the Analysis Portal.
 
 Everything is read from the environment (see README "Settings"); with nothing set the
-portal runs with embedded defaults: SQLite and files under ``var/``, local Spark, Redis on
-127.0.0.1:6379 and console e-mail. Production sets at least SECRET_KEY, DATABASE_URL,
+portal runs with embedded defaults: SQLite and files under ``var/``, local Spark, the
+portal's own Redis on a unix socket under ``var/redis/`` (bin/redis) and console e-mail. Production sets at least SECRET_KEY, DATABASE_URL,
 REDIS_URL, ALLOWED_HOSTS, PORTAL_ORIGIN and USERCONTENT_ORIGIN.
 """
 
 import secrets
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import dj_database_url
 import plotly
@@ -275,8 +275,35 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Analysis Portal <portal@loca
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # --- Celery ---------------------------------------------------------------------------
-REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
-CELERY_BROKER_URL = REDIS_URL
+#: Redis for Celery and the cache, as redis-py reads it: redis://, rediss:// or unix://.
+#: The default is the portal's own Redis (bin/redis): a unix socket in a 0700 directory,
+#: which no notebook and no local-cluster process can reach. Production uses a Redis
+#: ACL user with a password (docker/compose.yml).
+REDIS_URL = env_str("REDIS_URL", f"unix://{DATA_DIR / 'redis' / 'redis.sock'}")
+
+
+def _broker_url(url: str) -> str:
+    # Kombu names a unix socket "redis+socket://PATH" and its database "virtual_host".
+    if not url.startswith("unix://"):
+        return url
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    db = query.pop("db", ["0"])[0]
+    auth = f"{parts.username or ''}:{parts.password}@" if parts.password else ""
+    extra = "".join(f"&{k}={v[0]}" for k, v in query.items())
+    return f"redis+socket://{auth}{parts.path}?virtual_host={db}{extra}"
+
+
+CELERY_BROKER_URL = _broker_url(REDIS_URL)
+#: The cache holds the sign-in rate-limit counters (allauth): shared by every web
+#: process, so a limit holds across them.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env_str("REDIS_KEY_PREFIX", "portal"),
+    }
+}
 CELERY_RESULT_BACKEND = None  # the database is the source of truth; no result backend
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
