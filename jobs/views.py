@@ -27,6 +27,7 @@ from jobs.forms import JobForm, ParametersForm, UploadVersionForm
 from jobs.models import Job, Run
 from jobs.render import standalone_html
 from portal.htmx import refresh_page
+from portal.sandbox import FAILURE_PREFIX as SANDBOX_FAILURE_PREFIX
 from portal.usercontent import content_url
 
 # --- Scoped fetch helpers ----------------------------------------------------------------
@@ -367,11 +368,14 @@ def operations(request):
         raise PermissionDenied("The operations page is for the portal's staff.")
     now = timezone.now()
     try:
-        replies = app.control.inspect(timeout=1.0).ping() or {}
+        # Every live worker answers with whether it can make sandboxes (portal.celery).
+        answers = app.control.broadcast("sandbox", reply=True, timeout=1.0) or []
     except Exception as exc:  # the broker is down: say so rather than fail the page
-        replies, broker_error = {}, str(exc)
+        answers, broker_error = [], str(exc)
     else:
         broker_error = ""
+    workers = sorted((name, status) for answer in answers for name, status in answer.items())
+    since = now - dt.timedelta(hours=24)
     return render(
         request,
         "jobs/operations.html",
@@ -379,9 +383,12 @@ def operations(request):
             "queued": Run.objects.filter(state=Run.State.QUEUED).select_related("job").order_by("created_at")[:100],
             "running": Run.objects.filter(state=Run.State.RUNNING).select_related("job").order_by("started_at")[:100],
             "failures": Run.objects.filter(
-                state__in=[Run.State.FAILED, Run.State.TIMED_OUT, Run.State.LOST], finished_at__gte=now - dt.timedelta(hours=24)
+                state__in=[Run.State.FAILED, Run.State.TIMED_OUT, Run.State.LOST], finished_at__gte=since
             ).select_related("job").order_by("-finished_at")[:100],
-            "workers": sorted(replies),
+            "workers": workers,
+            "sandbox_failures": Run.objects.filter(
+                state=Run.State.FAILED, finished_at__gte=since, state_reason__startswith=SANDBOX_FAILURE_PREFIX
+            ).count(),
             "clusters": Cluster.objects.live().select_related("owner").order_by("expires_at")[:100],
             "usage": cluster_services.usage_by_user(now - dt.timedelta(days=30)),
             "broker_error": broker_error,

@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery, signals
+from celery.worker.control import inspect_command
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
@@ -29,3 +30,17 @@ def _close_old_connections(sender=None, **_):
 
     if not getattr(getattr(sender, "request", None), "is_eager", False):
         close_stale_connections()
+
+
+@inspect_command()
+def sandbox(state):
+    """Whether this worker can start sandboxes: ``{"ok": True}``, ``{"ok": False,
+    "reason": "..."}``, or ``{"ok": True, "off": True}`` when KERNEL_SANDBOX=none. Asked
+    by the operations page (``app.control.broadcast("sandbox", reply=True)``), so staff
+    see a worker that would fail every run before a user finds out."""
+    from portal import sandbox as sandboxes
+
+    if not sandboxes.enabled():
+        return {"ok": True, "off": True}
+    reason = sandboxes.unavailable_reason()
+    return {"ok": reason is None, "reason": reason or ""}

@@ -192,11 +192,16 @@ def _run_probe() -> str | None:
     return None
 
 
+#: How the reason of a run that failed for want of a sandbox begins (the operations page
+#: counts them).
+FAILURE_PREFIX = "No sandbox can be made on this host"
+
+
 def require() -> None:
     """Raise SandboxUnavailable unless sandboxes can be made (or are switched off)."""
     reason = unavailable_reason()
     if reason:
-        raise SandboxUnavailable(f"No sandbox can be made on this host, so no notebook runs: {reason}")
+        raise SandboxUnavailable(f"{FAILURE_PREFIX}, so no notebook runs: {reason}")
 
 
 # --- Cgroups --------------------------------------------------------------------------------
