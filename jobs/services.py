@@ -601,6 +601,11 @@ def execute_run(run_id: int, worker: str | None = None) -> Run | None:
 SANDBOX_CONNECT_PORT = 15002
 
 
+def connect_user_id(run: Run) -> str:
+    """The Spark Connect user id of ``run``'s sessions: its job owner's, ``u<user id>``."""
+    return f"u{run.job.owner_id}"
+
+
 def _execute_in_sandbox(run: Run, source: Path, output: Path, partial: Path, tick, master: str, cluster) -> executor.Outcome:
     """Execute the notebook of ``run``'s current attempt in a sandbox of its own.
 
@@ -632,8 +637,9 @@ def _execute_in_sandbox(run: Run, source: Path, output: Path, partial: Path, tic
             if sandbox.enabled:
                 sandbox.relay(host, port)
                 port = SANDBOX_CONNECT_PORT
-            # pyspark sends a token without TLS only to the host "localhost".
-            master = f"sc://localhost:{port}/;session_id={session_id}"
+            # pyspark sends a token without TLS only to the host "localhost". A session is
+            # (user id, session id) on the server: name both, so that the worker can end it.
+            master = f"sc://localhost:{port}/;session_id={session_id};user_id={connect_user_id(run)}"
             extra_env["SPARK_CONNECT_AUTHENTICATE_TOKEN"] = cluster.connect_token
     except (SandboxUnavailable, OSError) as exc:
         sandbox.destroy()
@@ -664,7 +670,7 @@ def _execute_in_sandbox(run: Run, source: Path, output: Path, partial: Path, tic
         if cluster is not None:
             from clusters.backends.local import end_connect_session
 
-            end_connect_session(cluster, session_id)
+            end_connect_session(cluster, session_id, connect_user_id(run))
 
 
 def _execute_on_emr(run: Run, source: bytes, tick, workdir: Path) -> executor.Outcome:

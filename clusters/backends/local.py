@@ -93,9 +93,9 @@ def _bytes(size: str) -> int:
     return parse_bytes(size)
 
 
-def end_connect_session(cluster, session_id: str) -> None:
-    """Interrupt every operation of Spark Connect session ``session_id`` on ``cluster``
-    and release the session, so that no query outlives the run that started it. Errors
+def end_connect_session(cluster, session_id: str, user_id: str) -> None:
+    """Interrupt every operation of the Spark Connect session ``(user_id, session_id)`` on
+    ``cluster`` and release it, so that no query outlives the run that started it. Errors
     are logged, never raised (the cluster may be gone). Works for clusters bound to
     loopback: pyspark sends the token without TLS only to "localhost"."""
     host, port = cluster.connect_address
@@ -105,7 +105,7 @@ def end_connect_session(cluster, session_id: str) -> None:
 
     client = None
     try:
-        client = SparkConnectClient(f"sc://localhost:{port}/;session_id={session_id};token={cluster.connect_token}")
+        client = SparkConnectClient(f"sc://localhost:{port}/;session_id={session_id};user_id={user_id};token={cluster.connect_token}")
         client.interrupt_all()
         client.release_session()
     except Exception as exc:  # the server may be gone, or never saw the session

@@ -4,6 +4,8 @@ the cluster, and termination leaves nothing of it behind."""
 
 import json
 import stat
+import subprocess
+import sys
 import urllib.request
 import uuid
 from pathlib import Path
@@ -27,29 +29,61 @@ pytestmark = [
 ]
 
 
-def connect(cluster, token=None):
-    """A Spark Connect session on ``cluster`` from this (host) process, as a client on the
-    host network would open one; ``token`` None sends none. It becomes the active session
-    (pyspark's ``udf`` uses that one)."""
-    from pyspark.sql import SparkSession
+#: Run as a separate Spark Connect client process (pyspark's Connect mode is process-wide
+#: state that would turn every later local Spark session of this test process into Connect).
+CLIENT = r"""
+import json, sys
+from pyspark.sql import SparkSession
+from pyspark.sql.functions import udf
 
-    port = cluster.connect_address[1]
-    url = f"sc://localhost:{port}/" + (f";token={token}" if token is not None else "")
-    return SparkSession.builder.remote(url).getOrCreate()
+url, actions = sys.argv[1], json.loads(sys.argv[2])
+try:
+    spark = SparkSession.builder.remote(url).getOrCreate()
+    spark.range(1).count()
+except Exception as exc:
+    print(json.dumps({"error": str(exc)}))
+    raise SystemExit(0)
 
 
-def refused(cluster, token) -> str:
-    """The error a session with ``token`` meets on its first query ("" if it worked)."""
-    session = None
+@udf("string")
+def attempt(action):
+    import os
+    import subprocess
+
+    kind, _, path = action.partition(":")
     try:
-        session = connect(cluster, token)
-        session.range(1).count()
+        if kind == "read":
+            open(path, "rb").read(8)
+        elif kind == "list":
+            os.listdir(path)
+        elif kind == "write":
+            open(path, "w").write("pwned")
+        elif kind == "uid":
+            return str(os.getuid())
+        elif kind == "daemon":  # outlive the query: termination must still end it
+            subprocess.Popen(["setsid", "sleep", "600"], start_new_session=True)
+            return "started"
+        return "allowed"
     except Exception as exc:
-        return str(exc)
-    finally:
-        if session is not None:
-            session.stop()
-    return ""
+        return f"denied: {type(exc).__name__}"
+
+
+rows = spark.createDataFrame([(a,) for a in actions], ["a"]).select(attempt("a").alias("r")).collect() if actions else []
+print(json.dumps({"error": "", "results": dict(zip(actions, [r["r"] for r in rows]))}))
+spark.stop()
+"""
+
+
+def client(cluster, token=None, actions=(), session_id=None, user_id=None) -> dict:
+    """Run CLIENT against ``cluster`` as a Spark Connect client on the host network, with
+    ``token`` (None sends none); it runs ``actions`` in a UDF on the cluster's executors.
+    Returns ``{"error": ...}`` or ``{"error": "", "results": {action: outcome}}``."""
+    url = f"sc://localhost:{cluster.connect_address[1]}/"
+    url += f";token={token}" if token is not None else ""
+    url += f";session_id={session_id};user_id={user_id}" if session_id else ""
+    done = subprocess.run([sys.executable, "-c", CLIENT, url, json.dumps(list(actions))], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def running_jobs(cluster) -> list:
@@ -85,44 +119,16 @@ def test_a_local_cluster_is_its_owners_sandbox(alice, make_job, procs):
         assert all(cluster.connect_token not in c for c in commands), "the token is on a command line"
 
         # Spark Connect wants the cluster's token.
-        assert "UNAUTHENTICATED" in refused(cluster, None)
-        assert "UNAUTHENTICATED" in refused(cluster, "not-the-token")
-        session = connect(cluster, cluster.connect_token)
-        try:
-            # A UDF runs on the cluster's executors, in its sandbox.
-            from pyspark.sql.functions import udf
-
-            @udf("string")
-            def attempt(action):
-                import os
-                import subprocess
-
-                kind, _, path = action.partition(":")
-                try:
-                    if kind == "read":
-                        open(path, "rb").read(8)
-                    elif kind == "list":
-                        os.listdir(path)
-                    elif kind == "write":
-                        open(path, "w").write("pwned")
-                    elif kind == "uid":
-                        return str(os.getuid())
-                    elif kind == "daemon":  # outlive the query: termination must still end it
-                        subprocess.Popen(["setsid", "sleep", "600"], start_new_session=True)
-                        return "started"
-                    return "allowed"
-                except Exception as exc:
-                    return f"denied: {type(exc).__name__}"
-
-            storage = settings.STORAGES["default"]["OPTIONS"]["location"]
-            actions = [
-                f"read:{settings.DATA_DIR / 'secret_key'}", f"list:{storage}", f"read:{Path(storage) / 'notebooks'}",
-                f"write:{settings.BASE_DIR / 'portal' / 'pwned.py'}", f"list:{settings.DATA_DIR}", "read:/etc/shadow",
-            ]
-            rows = session.createDataFrame([(a,) for a in [*actions, "uid:", "daemon:"]], ["a"]).select(attempt("a").alias("r")).collect()
-            results = dict(zip([*actions, "uid:", "daemon:"], [r["r"] for r in rows], strict=True))
-        finally:
-            session.stop()
+        assert "UNAUTHENTICATED" in client(cluster, None)["error"]
+        assert "UNAUTHENTICATED" in client(cluster, "not-the-token")["error"]
+        # With it, a UDF runs on the cluster's executors, in the cluster's sandbox.
+        storage = settings.STORAGES["default"]["OPTIONS"]["location"]
+        actions = [
+            f"read:{settings.DATA_DIR / 'secret_key'}", f"list:{storage}", f"read:{Path(storage) / 'notebooks'}",
+            f"write:{settings.BASE_DIR / 'portal' / 'pwned.py'}", f"list:{settings.DATA_DIR}", "read:/etc/shadow",
+        ]
+        answer = client(cluster, cluster.connect_token, [*actions, "uid:", "daemon:"])
+        results = answer.get("results", answer)
         assert all(results[a].startswith("denied") for a in actions), results
         assert results["uid:"] == str(uid) and results["daemon:"] == "started", results
 
@@ -137,7 +143,7 @@ def test_a_local_cluster_is_its_owners_sandbox(alice, make_job, procs):
         wait_until(lambda: not running_jobs(cluster), timeout=30, what="the cancelled run's Spark job to end", procs=procs)
         # ... and its Spark Connect session was released on the server: it cannot be used again.
         session_id = uuid.uuid5(run.uuid, f"attempt-{run.attempt}")
-        assert "SESSION_CLOSED" in refused(cluster, f"{cluster.connect_token};session_id={session_id}")
+        assert "SESSION_CLOSED" in client(cluster, cluster.connect_token, session_id=session_id, user_id=f"u{alice.pk}")["error"]
     finally:
         services.terminate_cluster(Cluster.objects.get(pk=cluster.pk))
         cluster = services.stop_cluster(cluster.pk)
