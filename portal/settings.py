@@ -145,7 +145,6 @@ LOGIN_REDIRECT_URL = "dashboard"
 ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
 ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
-ACCOUNT_EMAIL_VERIFICATION = env_str("ACCOUNT_EMAIL_VERIFICATION", "none")
 ACCOUNT_ADAPTER = "portal.accounts.AccountAdapter"
 SOCIALACCOUNT_ADAPTER = "portal.accounts.SocialAccountAdapter"
 ACCOUNT_LOGIN_ON_PASSWORD_RESET = True
@@ -153,6 +152,16 @@ ACCOUNT_LOGIN_ON_PASSWORD_RESET = True
 SIGNUP_OPEN = env_bool("SIGNUP_OPEN", True)
 #: If set, only e-mail addresses in these domains may sign up or sign in through OIDC.
 SIGNUP_ALLOWED_DOMAINS = [d.lower() for d in env_list("SIGNUP_ALLOWED_DOMAINS")]
+#: Whenever anyone may sign up (open sign-up, or any address of the allowed domains), an
+#: account can do nothing until its address is verified through the link e-mailed to it
+#: (the quick start's console e-mail prints the link). Only when staff create every
+#: account may ACCOUNT_EMAIL_VERIFICATION relax it ("optional" by default then).
+ACCOUNT_EMAIL_VERIFICATION = (
+    "mandatory" if SIGNUP_OPEN or SIGNUP_ALLOWED_DOMAINS else env_str("ACCOUNT_EMAIL_VERIFICATION", "optional")
+)
+# Failed sign-ins are rate limited per address and per IP (allauth's defaults); the
+# counters live in the shared cache (Redis), so every web process sees them. /admin/login/
+# goes through the same sign-in (portal.views.admin_login).
 SOCIALACCOUNT_ONLY = False
 SOCIALACCOUNT_PROVIDERS = {}
 if env_str("OIDC_CLIENT_ID"):

@@ -10,6 +10,8 @@ admin.site.index_template = "admin/portal_index.html"
 urlpatterns = [
     path("health/", views.health, name="health"),
     path("accounts/", include("allauth.urls")),
+    # Before the admin's own URLs: its sign-in form has no rate limit (portal.views.admin_login).
+    path("admin/login/", views.admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     path("", include("clusters.urls")),
     path("", include("jobs.urls")),

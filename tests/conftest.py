@@ -47,6 +47,19 @@ def _fast_password_hashing(settings):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Each test starts with an empty cache (sign-in rate-limit counters, in Redis)."""
+    yield
+    from django.conf import settings
+    from django.core.cache import cache
+
+    client = cache._cache.get_client(write=True)
+    keys = list(client.scan_iter(match=f"{settings.CACHES['default']['KEY_PREFIX']}:*"))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture(autouse=True)
 def _no_outbound_network(monkeypatch):
     """Block connections to anything but loopback (no AWS, no CDN, no internet)."""
     real_connect = socket.socket.connect
@@ -61,7 +74,11 @@ def _no_outbound_network(monkeypatch):
 
 
 def _user(django_user_model, name, **extra):
+    """A user with a verified address (sign-in requires one while sign-up is open)."""
+    from allauth.account.models import EmailAddress
+
     user = django_user_model.objects.create_user(username=name, email=f"{name}@example.com", password=f"{name}-password-1", **extra)
+    EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
     return user
 
 

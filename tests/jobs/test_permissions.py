@@ -52,6 +52,7 @@ MATRIX = {
     "keys-delete": ("get", "key", {"alice": 200, "bob": 404, "staff": 404, "anon": LOGIN}),
     "operations": ("get", None, {"alice": 403, "bob": 403, "staff": 200, "anon": 302}),
     "health": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": 200}),
+    "admin-login": ("get", None, {"alice": 403, "bob": 403, "staff": 302, "anon": LOGIN}),
 }
 
 
