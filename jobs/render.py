@@ -15,7 +15,10 @@ The result is still treated as untrusted: it is only ever served from the user-c
 origin, with a sandbox CSP, inside a sandboxed iframe (``portal.usercontent``).
 """
 
+import base64
+import hashlib
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -67,30 +70,109 @@ def _exporter() -> HTMLExporter:
 
 
 def render_html(nb: nbformat.NotebookNode, title: str = "") -> str:
-    """Return the viewer HTML (a full document, UTF-8 text) of an executed notebook."""
+    """Return the viewer HTML (a full document, UTF-8 text) of an executed notebook.
+
+    ``nb`` is sanitised in place first (``sanitize_dimensions``), and the finished page
+    goes through ``drop_event_handlers``.
+    """
     resources = {
         "plotly_js_url": PLOTLY_JS_URL,
         "plotly_loader_url": PLOTLY_LOADER_URL,
         "metadata": {"name": title or "Notebook"},
     }
+    sanitize_dimensions(nb)
     html, _ = _exporter().from_notebook_node(nb, resources=resources)
-    return html
+    return drop_event_handlers(html)
+
+
+def _dimension(value) -> int | None:
+    """A width or height as a whole number of pixels, or None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)) and 0 <= value < 1e6:
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 7:
+        return int(value.strip())
+    return None
+
+
+def sanitize_dimensions(nb: nbformat.NotebookNode) -> None:
+    """Force every output's ``width`` and ``height`` metadata (top level or per MIME type)
+    to a whole number, dropping anything else, in place.
+
+    nbconvert writes them unquoted into ``<img width=...>``: a notebook could store
+    ``"1 onerror=..."`` there and get a live event handler (escaping does not help an
+    unquoted attribute)."""
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            metadata = output.get("metadata")
+            if not isinstance(metadata, dict):
+                continue
+            for holder in [metadata, *(v for v in metadata.values() if isinstance(v, dict))]:
+                for key in ("width", "height"):
+                    if key in holder:
+                        number = _dimension(holder[key])
+                        if number is None:
+                            del holder[key]
+                        else:
+                            holder[key] = number
+
+
+# A start tag with its attributes (quoted values may hold ">"), and the raw-text elements
+# whose content is not markup. Outputs are sanitised by nh3 already; this last pass over
+# the whole page catches what any other path (the template, a future filter) lets through.
+_RAW_TEXT = re.compile(r"(<(script|style)\b[^>]*>)(.*?)(</\2\s*>)", re.S | re.I)
+# Browsers also take "/" between attributes as a separator (<img/src=x/onerror=...>).
+_START_TAG = re.compile(r"<[A-Za-z][^\s/>]*(?:[\s/]+[^\s/>\"'=]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s\"'=<>`]+))?)*[\s/]*>")
+_HANDLER = re.compile(r"[\s/]+on[A-Za-z]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s\"'=<>`]+))?", re.I)
+
+
+def drop_event_handlers(html: str) -> str:
+    """Remove every ``on*`` attribute from every start tag of ``html`` (the text of
+    ``<script>`` and ``<style>`` elements is left as it is)."""
+
+    def tags(text: str) -> str:
+        return _START_TAG.sub(lambda m: _HANDLER.sub("", m.group(0)), text)
+
+    out, last = [], 0
+    for match in _RAW_TEXT.finditer(html):
+        out.append(tags(html[last : match.start()]))
+        out.append(tags(match.group(1)) + match.group(3) + match.group(4))
+        last = match.end()
+    out.append(tags(html[last:]))
+    return "".join(out)
 
 
 def standalone_html(html: bytes) -> bytes:
     """The viewer HTML with plotly.js and the figure loader inlined, for download: opened
     from disk (no portal to fetch ``/static/...`` from, no internet) its charts still draw.
+    A ``<meta>`` Content-Security-Policy at the top of ``<head>`` allows exactly those two
+    scripts (by hash) and nothing else.
 
     Only the two exact script elements ``render_html`` writes are replaced; the scripts'
     text holds no ``</script`` (checked), so it cannot end its element early. Adds about
     4.6 MB (plotly.min.js) to the file.
     """
+    hashes = []
     for url in (PLOTLY_JS_URL, PLOTLY_LOADER_URL):
         tag = f'<script src="{url}"></script>'.encode()
         code = _inline_script(url)
         if code is not None and tag in html:
             html = html.replace(tag, b"<script>" + code + b"</script>", 1)
-    return html
+            hashes.append(_csp_hash(code))
+    # Opened from disk the file has no server to send it a CSP: it carries its own, which
+    # runs only these two scripts (no inline handler, nothing fetched from anywhere).
+    policy = (
+        "default-src 'none'; script-src " + " ".join(hashes) + "; style-src 'unsafe-inline'; "
+        "img-src data:; font-src data:; connect-src 'none'; form-action 'none'; base-uri 'none'"
+    )
+    meta = f'<meta http-equiv="Content-Security-Policy" content="{policy}">'.encode()
+    return re.sub(rb"<head(?:\s[^>]*)?>", lambda m: m.group(0) + meta, html, count=1)
+
+
+def _csp_hash(code: bytes) -> str:
+    """The CSP source expression ('sha256-...') of an inline script's exact text."""
+    return "'sha256-" + base64.b64encode(hashlib.sha256(code).digest()).decode() + "'"
 
 
 @lru_cache(maxsize=4)

@@ -48,8 +48,11 @@ USERCONTENT_ORIGIN = env_str("USERCONTENT_ORIGIN", "http://127.0.0.1:8000").rstr
 if urlsplit(PORTAL_ORIGIN).hostname == urlsplit(USERCONTENT_ORIGIN).hostname:
     raise ImproperlyConfigured("PORTAL_ORIGIN and USERCONTENT_ORIGIN must have different hosts")
 USERCONTENT_HOST = urlsplit(USERCONTENT_ORIGIN).hostname
-#: A signed content URL is valid for this many seconds (it is issued per page view).
-USERCONTENT_URL_MAX_AGE = env_int("USERCONTENT_URL_MAX_AGE", 600)
+#: A signed content URL is valid for this many seconds (it is issued per page view, and
+#: the frame loads at once); at most 120, so a leaked URL is soon worthless.
+USERCONTENT_URL_MAX_AGE = env_int("USERCONTENT_URL_MAX_AGE", 120)
+if not 0 < USERCONTENT_URL_MAX_AGE <= 120:
+    raise ImproperlyConfigured(f"USERCONTENT_URL_MAX_AGE={USERCONTENT_URL_MAX_AGE}: between 1 and 120 seconds")
 
 ALLOWED_HOSTS = env_list(
     "ALLOWED_HOSTS",
@@ -78,10 +81,11 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-    # Answers every request for the user-content host itself, before sessions, auth and
-    # CSRF can touch it: that origin must never set or read a cookie.
+    # Answers every request for the user-content host itself, before WhiteNoise (it serves
+    # only the viewer's own static files, with the sandbox CSP) and before sessions, auth
+    # and CSRF can touch it: that origin must never set or read a cookie.
     "portal.usercontent.UserContentMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

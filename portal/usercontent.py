@@ -1,15 +1,18 @@
 """The user-content origin: where untrusted notebook HTML is served, and nothing else.
 
 Requests whose host is ``USERCONTENT_HOST`` are answered by ``UserContentMiddleware``
-before the session, authentication and CSRF middleware run, so this origin can neither
-set nor read a cookie. It serves only ``/content/<token>/`` (and static files, through
-WhiteNoise, which runs first): the token is a short-lived signature made by the portal
-after its own permission check (``content_url``), naming one stored file. Every response
-carries the sandbox CSP of DESIGN.md ("Viewing untrusted output safely",
-research/reliability.md §1.3); anything else on this host redirects to the portal.
+before WhiteNoise, the session, authentication and CSRF middleware run, so this origin can
+neither set nor read a cookie. It serves only ``/content/<token>/`` and the two static
+files the viewer page loads (plotly.js and the figure loader). The token is a signature
+made by the portal after its own permission check (``content_url``), naming one stored
+file of one run's current attempt, valid for at most two minutes. Every response carries
+the sandbox CSP (README "Security model"); anything else on this host redirects to the portal.
 """
 
+import os
+
 from django.conf import settings
+from django.contrib.staticfiles import finders
 from django.core import signing
 from django.core.files.storage import default_storage
 from django.http import FileResponse, HttpResponse, HttpResponseNotFound, HttpResponseRedirect
@@ -19,10 +22,12 @@ PREFIX = "/content/"
 
 
 def content_url(storage_key: str, run_id: int, attempt: int) -> str:
-    """An absolute, signed URL on the user-content origin for one stored HTML file.
+    """An absolute, signed URL on the user-content origin for one stored HTML file of run
+    ``run_id``'s attempt ``attempt`` (its output or its partial output).
 
-    Valid for ``USERCONTENT_URL_MAX_AGE`` seconds. The caller must have checked that the
-    viewer may see the run.
+    Valid for ``USERCONTENT_URL_MAX_AGE`` seconds (at most 120), and only while that
+    attempt is the run's current one and the file is still its output. The caller must
+    have checked that the viewer may see the run.
     """
     token = signing.dumps({"k": storage_key, "r": run_id, "a": attempt}, salt=SALT, compress=True)
     return f"{settings.USERCONTENT_ORIGIN}{PREFIX}{token}/"
@@ -57,19 +62,45 @@ def _harden(response):
 
 
 def serve(request):
-    """Serve the signed file, or 404 for a bad, expired or unknown token."""
+    """Serve the signed file, or 404 for a bad, expired or unknown token, or a file that
+    is no longer its run's current output (a newer attempt, a deleted run)."""
+    from jobs.models import Run
+
     if request.method not in ("GET", "HEAD"):
         return _harden(HttpResponse(status=405))
     token = request.path[len(PREFIX) :].strip("/")
     try:
         claims = signing.loads(token, salt=SALT, max_age=settings.USERCONTENT_URL_MAX_AGE)
-        key = claims["k"]
-    except (signing.BadSignature, KeyError, TypeError):
+        key, run_id, attempt = claims["k"], int(claims["r"]), int(claims["a"])
+    except (signing.BadSignature, KeyError, TypeError, ValueError):
         return _harden(HttpResponseNotFound("This link is invalid or has expired. Reload the portal page.", content_type="text/plain"))
-    if not key.endswith(".html") or not default_storage.exists(key):
+    current = Run.objects.filter(pk=run_id, attempt=attempt).values_list("html_key", "partial_key").first()
+    if not key.endswith(".html") or current is None or key not in current or not default_storage.exists(key):
         return _harden(HttpResponseNotFound("Not found.", content_type="text/plain"))
     response = FileResponse(default_storage.open(key, "rb"), content_type="text/html; charset=utf-8")
     return _harden(response)
+
+
+def viewer_static_paths() -> set[str]:
+    """The URL paths of the only static files this origin serves: what the viewer loads."""
+    from jobs.render import PLOTLY_JS_URL, PLOTLY_LOADER_URL
+
+    return {PLOTLY_JS_URL, PLOTLY_LOADER_URL}
+
+
+def serve_static(request):
+    """Serve one of the viewer's own static files, with the sandbox CSP; cacheable (they
+    are public and change only with a release)."""
+    if request.method not in ("GET", "HEAD"):
+        return _harden(HttpResponse(status=405))
+    name = request.path.removeprefix("/" + settings.STATIC_URL.strip("/") + "/")
+    collected = os.path.join(settings.STATIC_ROOT, name)
+    path = collected if os.path.isfile(collected) else finders.find(name)
+    if not path:
+        return _harden(HttpResponseNotFound("Not found.", content_type="text/plain"))
+    response = _harden(FileResponse(open(path, "rb"), content_type="text/javascript; charset=utf-8"))
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
 
 
 class UserContentMiddleware:
@@ -84,4 +115,6 @@ class UserContentMiddleware:
             return self.get_response(request)
         if request.path.startswith(PREFIX):
             return serve(request)
+        if request.path in viewer_static_paths():
+            return serve_static(request)
         return _harden(HttpResponseRedirect(settings.PORTAL_ORIGIN + "/"))

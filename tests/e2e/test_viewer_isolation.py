@@ -56,7 +56,7 @@ def _frame_url(request) -> str:
         return ""
 
 
-def test_notebook_output_cannot_reach_the_portal(request, page, context, portal, worker, make_job, alice):
+def test_notebook_output_cannot_reach_the_portal(request, page, context, portal, worker, make_job, alice, tmp_path):
     from jobs import services
 
     job = make_job("xss.ipynb", name="xss")
@@ -92,6 +92,10 @@ def test_notebook_output_cannot_reach_the_portal(request, page, context, portal,
     assert "<script" not in xss_html and "onerror" not in xss_html and "pwned" not in xss_html, xss_html
     # display(Javascript(...)) is dropped too: no rendered JavaScript output anywhere.
     assert notebook.locator('[data-mime-type="application/javascript"]').count() == 0
+    # The image whose width metadata carried a handler is drawn without it.
+    expect(notebook.locator('img[src^="data:image/png"]')).to_have_count(1)
+    assert notebook.locator("img[onerror]").count() == 0
+    assert notebook.locator('img[src^="data:image/png"]').get_attribute("width") is None
     page.wait_for_timeout(1000)  # give anything that did slip through time to act
 
     # The portal page is untouched.
@@ -131,6 +135,25 @@ def test_notebook_output_cannot_reach_the_portal(request, page, context, portal,
     assert_isolated(top_probes, portal.url, "top-level")
     assert page2.evaluate("() => typeof window.__pwned") == "undefined"
     assert context.cookies(portal.content_origin) == []
+
+    # The downloaded .html, opened from disk, draws its chart and runs no handler: the
+    # payload is gone, and the file's own CSP would block an inline handler anyway.
+    with page.expect_download() as info:
+        page.click("#download-html")
+    downloaded = tmp_path / "run.html"
+    info.value.save_as(downloaded)
+    tampered = tmp_path / "tampered.html"
+    tampered.write_bytes(downloaded.read_bytes().replace(
+        b"</body>", b"<img src=x onerror=\"window.__pwned=1;document.title='pwned-file'\"></body>", 1))
+    for path in (downloaded, tampered):
+        offline = context.new_page()
+        request.node._e2e_pages[path.stem] = offline
+        offline.goto(path.as_uri())
+        expect(offline.locator("svg.main-svg").first).to_be_attached(timeout=60_000)
+        offline.wait_for_timeout(500)
+        assert offline.evaluate("() => typeof window.__pwned") == "undefined", path.name
+        assert "pwned" not in offline.title(), path.name
+        offline.close()
 
     # The canary: the payload's request never left the browser, let alone reached a server,
     # and nothing the user content asked of the portal origin got through.

@@ -276,3 +276,15 @@ def test_schedule_preview_reports_out_of_range_preset_values(alice_client):
     assert "errorlist" in day and "<li>" not in day
     minute = alice_client.get(reverse("jobs-schedule-preview"), {"schedule_kind": "hourly", "minute": "75", "timezone": "UTC"}).content.decode()
     assert "errorlist" in minute and "<li>" not in minute
+
+
+def test_a_shared_job_shows_its_results_not_its_owners_notification_lists(client, make_job, alice, bob):
+    job = make_job("trivial.ipynb", name="Shared report", visibility="signed_in",
+                   notify_on_failure="alice@example.com, oncall@corp.example", notify_on_success="boss@corp.example")
+    client.force_login(bob)
+    page = client.get(reverse("jobs-detail", args=[job.pk])).content.decode()
+    assert "Shared report" in page
+    assert "oncall@corp.example" not in page and "boss@corp.example" not in page
+    client.force_login(alice)
+    page = client.get(reverse("jobs-detail", args=[job.pk])).content.decode()
+    assert "oncall@corp.example" in page and "boss@corp.example" in page
