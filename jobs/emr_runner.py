@@ -33,15 +33,18 @@ def s3_client():
     return boto3.client("s3", region_name=settings.EMR_REGION, endpoint_url=settings.EMR_S3_ENDPOINT_URL or None)
 
 
-def notebook_step(name: str, source_uri: str, output_uri: str, parameters: dict) -> dict:
-    """The EMR step that executes a notebook with papermill, S3 to S3 (command-runner)."""
+def notebook_step(name: str, source_uri: str, output_uri: str, parameters_uri: str) -> dict:
+    """The EMR step that executes a notebook with papermill, S3 to S3 (command-runner).
+
+    The parameters are read from ``parameters_uri`` (a YAML file beside the input; JSON is
+    YAML), never written into the step's arguments, which anyone who may describe the
+    cluster can read."""
     return {
         "Name": name,
         "ActionOnFailure": "TERMINATE_CLUSTER",
         "HadoopJarStep": {
             "Jar": "command-runner.jar",
-            # JSON is YAML: papermill -y takes all parameters at once with their types.
-            "Args": ["papermill", source_uri, output_uri, "-y", json.dumps(parameters), "--log-output"],
+            "Args": ["papermill", source_uri, output_uri, "-f", parameters_uri, "--log-output"],
         },
     }
 
@@ -70,10 +73,12 @@ def execute_on_emr(run, cluster, backend, source: bytes, parameters: dict, tick:
     bucket = settings.EMR_JOB_BUCKET
     prefix = f"runs/{run.uuid}/attempt-{run.attempt}"
     source_uri, output_uri = f"s3://{bucket}/{prefix}/input.ipynb", f"s3://{bucket}/{prefix}/output.ipynb"
+    parameters_uri = f"s3://{bucket}/{prefix}/parameters.yaml"
     s3 = s3_client()
     try:
         s3.put_object(Bucket=bucket, Key=f"{prefix}/input.ipynb", Body=source)
-        step = notebook_step(f"Run {run.pk} of job {run.job_id}", source_uri, output_uri, parameters)
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/parameters.yaml", Body=json.dumps(parameters).encode())
+        step = notebook_step(f"Run {run.pk} of job {run.job_id}", source_uri, output_uri, parameters_uri)
         info = backend.start(cluster, steps=[step], keep_alive=False)
     except (ClientError, BotoCoreError, BackendError) as exc:
         return Outcome("infra_error", message=f"Could not launch the EMR job cluster: {exc}"[:500])

@@ -487,14 +487,25 @@ EMR_INSTANCE_TYPE = env_str("EMR_INSTANCE_TYPE", "m5.xlarge")
 #: Core nodes on spot capacity: cheaper, but AWS may reclaim them.
 EMR_CORE_SPOT = env_bool("EMR_CORE_SPOT", False)
 EMR_APPLICATIONS = env_list("EMR_APPLICATIONS", ["Spark", "Hadoop", "JupyterEnterpriseGateway"])
-EMR_JOB_FLOW_ROLE = env_str("EMR_JOB_FLOW_ROLE", "EMR_EC2_DefaultRole")
-EMR_SERVICE_ROLE = env_str("EMR_SERVICE_ROLE", "EMR_DefaultRole")
+#: Name of an EMR security configuration for the portal's clusters (e.g. one enforcing
+#: IMDSv2 with hop limit 1: docs/emr-iam.md); empty for none.
+EMR_SECURITY_CONFIGURATION = env_str("EMR_SECURITY_CONFIGURATION")
+#: The instance profile of the portal's clusters and the EMR service role: dedicated ones
+#: with the least-privilege policies of docs/emr-iam.md, never AWS's broad defaults.
+EMR_JOB_FLOW_ROLE = env_str("EMR_JOB_FLOW_ROLE", "analysis-portal-emr-instance")
+EMR_SERVICE_ROLE = env_str("EMR_SERVICE_ROLE", "analysis-portal-emr-service")
 #: Release of the transient EMR clusters started for runs (when staff offer none).
 EMR_DEFAULT_RELEASE = env_str("EMR_DEFAULT_RELEASE", "emr-7.5.0")
 #: Bucket where runs on EMR put their input and output notebooks.
 EMR_JOB_BUCKET = env_str("EMR_JOB_BUCKET", "analysis-portal-runs")
 #: Only for tests against moto's server.
 EMR_S3_ENDPOINT_URL = env_str("EMR_S3_ENDPOINT_URL")
+# Clusters may write the job bucket and the log bucket; the bootstrap scripts they run as
+# root at start must live in a bucket they cannot write (docs/emr-iam.md).
+if EMR_BOOTSTRAP_BUCKET in (EMR_JOB_BUCKET, urlsplit(EMR_LOG_URI).hostname):
+    raise ImproperlyConfigured(
+        f"EMR_BOOTSTRAP_BUCKET={EMR_BOOTSTRAP_BUCKET!r} is also a bucket clusters write to: use a separate one"
+    )
 #: Seconds between polls of a run's EMR step.
 EMR_STEP_POLL_INTERVAL = env_float("EMR_STEP_POLL_INTERVAL", 20.0)
 EMR_PAPERMILL_BOOTSTRAP_KEY = env_str("EMR_PAPERMILL_BOOTSTRAP_KEY", "bootstrap/install-papermill.sh")

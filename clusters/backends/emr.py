@@ -119,7 +119,8 @@ class EmrBackend:
             },
             "BootstrapActions": bootstrap,
             "Steps": steps or [],
-            "VisibleToAllUsers": True,
+            # Only the portal's own principal (and whom IAM lets manage EMR) sees it.
+            "VisibleToAllUsers": False,
             "JobFlowRole": settings.EMR_JOB_FLOW_ROLE,
             "ServiceRole": settings.EMR_SERVICE_ROLE,
             "AutoTerminationPolicy": {"IdleTimeout": settings.EMR_IDLE_TIMEOUT_SECONDS},
@@ -132,6 +133,8 @@ class EmrBackend:
         }
         if cluster.for_run_id:
             params["Tags"].append({"Key": "portal-run", "Value": str(cluster.for_run_id)})
+        if settings.EMR_SECURITY_CONFIGURATION:
+            params["SecurityConfiguration"] = settings.EMR_SECURITY_CONFIGURATION
         return params
 
     def find_existing(self, cluster) -> str | None:

@@ -112,10 +112,11 @@ def emr_settings(settings):
     settings.EMR_INSTANCE_TYPE = "m5.xlarge"
     settings.EMR_CORE_SPOT = False
     settings.EMR_APPLICATIONS = ["Spark", "Hadoop", "JupyterEnterpriseGateway"]
-    settings.EMR_JOB_FLOW_ROLE = "EMR_EC2_DefaultRole"
-    settings.EMR_SERVICE_ROLE = "EMR_DefaultRole"
+    settings.EMR_JOB_FLOW_ROLE = "analysis-portal-emr-instance"
+    settings.EMR_SERVICE_ROLE = "analysis-portal-emr-service"
     settings.EMR_IDLE_TIMEOUT_SECONDS = 3600
     settings.EMR_MAX_ATTEMPTS = 8
+    settings.EMR_SECURITY_CONFIGURATION = ""
     settings.CLUSTER_MAX_LIFETIME_HOURS = 24
     settings.CLUSTER_MAX_EXTENSION_HOURS = 8
     settings.CLUSTER_EXPIRY_WARNING_SECONDS = 3600
@@ -223,9 +224,9 @@ def test_run_job_flow_parameters_are_exactly_the_contract(launch, alice, ssh_key
             }
         ],
         "Steps": [],
-        "VisibleToAllUsers": True,
-        "JobFlowRole": "EMR_EC2_DefaultRole",
-        "ServiceRole": "EMR_DefaultRole",
+        "VisibleToAllUsers": False,
+        "JobFlowRole": "analysis-portal-emr-instance",
+        "ServiceRole": "analysis-portal-emr-service",
         "AutoTerminationPolicy": {"IdleTimeout": 3600},
         "Tags": [
             {"Key": "portal-owner", "Value": "alice@example.com"},
@@ -615,3 +616,25 @@ def test_bootstrap_script_is_uploaded_and_installs_the_key_once(aws, public_key_
 
     refused = subprocess.run(["bash", str(script), "echo pwned"], env=env, capture_output=True, text=True, timeout=10)
     assert refused.returncode == 1 and "not an SSH public key" in refused.stderr
+
+
+def test_a_security_configuration_is_passed_when_set(emr_settings, launch):
+    """EMR_SECURITY_CONFIGURATION (e.g. one that enforces IMDSv2 with hop limit 1) goes into
+    run_job_flow; without it there is none."""
+    cluster = launch(name="imds")
+    assert "SecurityConfiguration" not in EmrBackend().job_flow_params(cluster)
+    emr_settings.EMR_SECURITY_CONFIGURATION = "portal-imdsv2"
+    assert EmrBackend().job_flow_params(cluster)["SecurityConfiguration"] == "portal-imdsv2"
+
+
+@pytest.mark.parametrize("bucket_env", [{"EMR_JOB_BUCKET": "same"}, {"EMR_LOG_URI": "s3://same/emr/"}])
+def test_bootstrap_scripts_must_live_where_clusters_cannot_write(bucket_env):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", "EMR_BOOTSTRAP_BUCKET": "same", **bucket_env}
+    done = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=Path(__file__).resolve().parents[2],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "is also a bucket clusters write to" in done.stderr

@@ -5,6 +5,7 @@ state and the output notebook papermill would write) while ``execute_run`` runs 
 thread exactly as in a worker: upload, launch with the papermill step, poll, read back.
 """
 
+import json
 import threading
 
 import nbformat
@@ -58,12 +59,16 @@ def test_a_run_executes_as_a_papermill_step_and_its_output_is_read_back(aws, emr
     thread, result = start_in_thread(run)
     cluster, step = launched_step(aws, run)
     args = step["Config"]["Args"]
-    assert args[:3] == ["papermill", f"s3://{IN_BUCKET}/runs/{run.uuid}/attempt-1/input.ipynb", f"s3://{IN_BUCKET}/runs/{run.uuid}/attempt-1/output.ipynb"]
-    assert '"x": 7' in args[4] and '"spark_master": "yarn"' in args[4]
+    prefix = f"s3://{IN_BUCKET}/runs/{run.uuid}/attempt-1"
+    assert args == ["papermill", f"{prefix}/input.ipynb", f"{prefix}/output.ipynb", "-f", f"{prefix}/parameters.yaml", "--log-output"]
+    # The parameters travel through S3 beside the input, not on the step's command line.
+    stored = aws.s3.get_object(Bucket=IN_BUCKET, Key=f"runs/{run.uuid}/attempt-1/parameters.yaml")["Body"].read()
+    assert json.loads(stored)["x"] == 7 and json.loads(stored)["spark_master"] == "yarn"
     uploaded = aws.s3.get_object(Bucket=IN_BUCKET, Key=f"runs/{run.uuid}/attempt-1/input.ipynb")["Body"].read()
     assert nbformat.reads(uploaded.decode(), as_version=4).cells[0].metadata["tags"] == ["parameters"]
     described = aws.emr.describe_cluster(ClusterId=cluster.jobflow_id)["Cluster"]
     assert described["AutoTerminate"] is True and cluster.size == 2
+    assert described["VisibleToAllUsers"] is False
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 7", metadata={"tags": ["injected-parameters"]})])
     write_output(aws, run, nb)
