@@ -15,7 +15,8 @@ Call ``setup()`` first thing, before anything imports Django or the portal. It
 
 Connection settings: ``BENCH_DATABASE_URL`` (an existing database of the role, used to
 create and drop ours; default postgres://portal:portal@127.0.0.1:5432/portal) and
-``BENCH_REDIS_URL`` (default redis://127.0.0.1:6379/15).
+``BENCH_REDIS_URL`` (default: the benchmark's own Redis, started with ``bin/redis`` on a
+unix socket in its data directory, as the quick start runs it).
 """
 
 import argparse
@@ -35,9 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PID = os.getpid()
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://portal:portal@127.0.0.1:5432/portal")
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
-DB_NAME = f"bench_portal_{PID}"
 DATA_DIR = ROOT / "var" / "bench" / str(PID)
+REDIS_URL = os.environ.get("BENCH_REDIS_URL") or f"unix://{DATA_DIR / 'redis' / 'redis.sock'}"
+DB_NAME = f"bench_portal_{PID}"
 REDIS_PREFIX = f"bench-{PID}:"
 
 _procs: list["Proc"] = []
@@ -66,6 +67,13 @@ def setup(log_level: str = "WARNING", **env) -> None:
     atexit.register(teardown)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal)
+    if not os.environ.get("BENCH_REDIS_URL"):
+        redis = Proc([str(ROOT / "bin" / "redis")], "redis", env={"PORTAL_DATA_DIR": str(DATA_DIR)})
+        deadline = time.monotonic() + 10
+        while not (DATA_DIR / "redis" / "redis.sock").exists():
+            if redis.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"bin/redis did not start: {(DATA_DIR / 'redis' / 'redis.log').read_text()[-2000:]}")
+            time.sleep(0.05)
     with _admin_connect() as conn:
         conn.execute(f'CREATE DATABASE "{DB_NAME}"')
     _state["db_created"] = True
@@ -201,7 +209,7 @@ def teardown() -> None:
     if _state["torn_down"]:
         return
     _state["torn_down"] = True
-    for proc in list(_procs):
+    for proc in list(reversed(_procs)):  # the workers before the Redis they talk to
         try:
             proc.stop()
         except Exception as exc:  # keep tearing down
@@ -219,7 +227,8 @@ def teardown() -> None:
         except Exception as exc:
             print(f"[bench] could not drop {DB_NAME}: {exc}", file=sys.stderr)
     try:
-        purge_redis()
+        if os.environ.get("BENCH_REDIS_URL"):  # a shared Redis; our own one is gone already
+            purge_redis()
     except Exception as exc:
         print(f"[bench] could not purge Redis prefix {REDIS_PREFIX}: {exc}", file=sys.stderr)
     if os.environ.get("BENCH_KEEP") == "1":

@@ -19,13 +19,19 @@ For the trivial test notebook and for the example Spark notebook (on a generated
 
 Both run the same snapshot of each notebook, taken when the benchmark starts.
 
+Every portal run executes in its sandbox (bubblewrap, the owner's uid, no network). The
+same run through a second worker with KERNEL_SANDBOX=none (queue "runs-unsandboxed") is
+timed beside it: the portal as it was before sandboxes. The sandbox's own start-up cost is
+printed separately: making and removing an empty sandbox around ``true``, and a kernel's
+start (to kernel_info reply) in a sandbox against without one.
+
 For context only, ``papermill.execute_notebook`` in this already-warm process (no
 interpreter start, no imports) is timed as well.
 
-One warm-up of each (not counted) comes first; then portal and papermill alternate, so
-that drifting machine load hits both alike. Prints the median of --runs and every run,
-and the ratio portal / papermill. Target: portal <= 1.5 x papermill for the trivial
-notebook.
+One warm-up of each (not counted) comes first; then the variants alternate, so that
+drifting machine load hits them alike. Prints the median of --runs and every run, and the
+ratios. Targets: portal <= 1.5 x papermill for the trivial notebook; sandboxed portal <=
+1.1 x unsandboxed portal for the Spark example.
 
     .venv/bin/python bench/notebook_overhead.py [--runs 3] [--pings 20000] [--no-spark]
 """
@@ -39,7 +45,56 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _env  # noqa: E402
 
 TARGET = 1.5
+SANDBOX_TARGET = 1.1
 POLL = 0.01
+
+
+def sandbox_startup(runs: int) -> dict:
+    """Seconds to make, run ``true`` in and remove an empty sandbox; and to start a kernel
+    (until it answers kernel_info) with and without one. Medians of ``runs``."""
+    import asyncio
+    import uuid
+
+    from jobs import kernel
+    from jobs.provisioner import SandboxKernelManager
+    from portal.sandbox import Limits, Sandbox, SandboxSpec, uid_for
+
+    kernel.ensure_kernelspec()
+
+    def box(enabled: bool) -> Sandbox:
+        spec = SandboxSpec(name=f"bench-{uuid.uuid4().hex[:8]}", uid=uid_for(4343), limits=Limits.for_runs())
+        sandbox = Sandbox(spec)
+        sandbox.enabled = enabled
+        if not enabled:
+            sandbox.cgroup = None
+        return sandbox
+
+    async def kernel_ready(sandbox: Sandbox) -> float:
+        t0 = time.monotonic()
+        km = SandboxKernelManager(kernel_name=kernel.settings.PORTAL_KERNEL_NAME, sandbox=sandbox)
+        await km.start_kernel(env=kernel.kernel_env("local[1]"))
+        client = km.client()
+        client.start_channels()
+        await client.wait_for_ready(timeout=60)
+        elapsed = time.monotonic() - t0
+        client.stop_channels()
+        await km.shutdown_kernel(now=True)
+        return elapsed
+
+    empty, sandboxed, bare = [], [], []
+    for _ in range(runs + 1):  # the first of each is a warm-up
+        t0 = time.monotonic()
+        sandbox = box(True).prepare()
+        sandbox.popen(["true"], {"PATH": "/usr/bin:/bin"}).wait()
+        sandbox.destroy()
+        empty.append(time.monotonic() - t0)
+        for enabled, into in ((True, sandboxed), (False, bare)):
+            sandbox = box(enabled).prepare()
+            try:
+                into.append(asyncio.run(kernel_ready(sandbox)))
+            finally:
+                sandbox.destroy()
+    return {"empty": empty[1:], "kernel sandboxed": sandboxed[1:], "kernel unsandboxed": bare[1:]}
 
 
 def main():
@@ -84,9 +139,12 @@ def main():
             path.read_bytes(), path.name,
         )
 
+    startup = sandbox_startup(args.runs)
     t = time.monotonic()
     worker = _env.celery_worker("runs", 1, "runs", LOCAL_SPARK_MASTER="local[2]")
-    print(f"worker pid {worker.pid} ready in {time.monotonic() - t:.1f} s; {_env.machine()}")
+    unsandboxed = _env.celery_worker("runs-unsandboxed", 1, "unsandboxed", LOCAL_SPARK_MASTER="local[2]", KERNEL_SANDBOX="none")
+    print(f"workers pid {worker.pid} (sandboxed), {unsandboxed.pid} (KERNEL_SANDBOX=none) ready in "
+          f"{time.monotonic() - t:.1f} s; {_env.machine()}")
 
     # PYTHONPATH: the example imports the project's ``telemetry`` package, which the portal
     # kernel gets on its path (jobs.kernel.kernel_env); bare papermill needs it too.
@@ -102,9 +160,12 @@ def main():
         nb = nbformat.reads(nb_bytes.decode("utf-8"), as_version=4)
         return sum((c.metadata.get("papermill", {}).get("duration") or 0.0) for c in nb.cells if c.cell_type == "code")
 
-    def portal_once(job) -> dict:
+    from jobs.tasks import execute_run
+
+    def portal_once(job, queue="runs") -> dict:
         t0 = time.monotonic()
-        run = services.run_now(job, owner)
+        run = services.run_now(job, owner, enqueue=False)
+        execute_run.apply_async((run.pk,), queue=queue)
         last_scan = 0.0
         while True:
             row = Run.objects.filter(pk=run.pk).values(
@@ -117,6 +178,7 @@ def main():
                 raise RuntimeError(f"run {run.pk} still {row['state']} after 600 s")
             if elapsed - last_scan >= 1.0:  # remember kernels/JVMs for the teardown (cheap at 1 Hz)
                 worker.descendants()
+                unsandboxed.descendants()
                 last_scan = elapsed
             # Fine polling while a short run may end, coarse after: polling costs CPU too.
             time.sleep(POLL if elapsed < 5 else 0.1)
@@ -179,25 +241,34 @@ def main():
     results = {}
     for label, (path, params) in notebooks.items():
         warm_portal = portal_once(jobs[label])
+        warm_open = portal_once(jobs[label], "runs-unsandboxed")
         warm_pm = papermill_once(path, params)
-        print(f"{label}: warm-up (not counted) portal {warm_portal['total']:.2f} s, papermill {warm_pm:.2f} s")
+        print(f"{label}: warm-up (not counted) portal {warm_portal['total']:.2f} s, unsandboxed "
+              f"{warm_open['total']:.2f} s, papermill {warm_pm:.2f} s")
         inprocess_once(path, params)
         bare_cells.clear()
-        portal, bare, inproc = [], [], []
+        portal, opened, bare, inproc = [], [], [], []
         for i in range(args.runs):
             portal.append(portal_once(jobs[label]))
+            opened.append(portal_once(jobs[label], "runs-unsandboxed"))
             bare.append(papermill_once(path, params))
             inproc.append(inprocess_once(path, params))
             print(f"  run {i + 1}: portal {portal[-1]['total']:.2f} s "
                   f"(queue {portal[-1]['queue']:.2f}, execution {portal[-1]['execution']:.2f}, "
                   f"finish {portal[-1]['finish']:.2f}; cells {portal[-1]['cells']:.2f}), "
+                  f"unsandboxed {opened[-1]['total']:.2f} s, "
                   f"papermill CLI {bare[-1]:.2f} s (cells {bare_cells[-1]:.2f}), "
                   f"papermill in-process {inproc[-1]:.2f} s")
-        results[label] = (portal, bare, inproc, list(bare_cells))
+        results[label] = (portal, opened, bare, inproc, list(bare_cells))
 
     print()
     print(f"=== notebook_overhead: median of {args.runs} runs ({_env.machine()}) ===")
-    for label, (portal, bare, inproc, pm_cells) in results.items():
+    print("sandbox start-up:")
+    for part, values in startup.items():
+        print(f"  {part:<19}{_env.median(values):6.3f} s   runs: {_env.fmt_runs(values, digits=3)}")
+    extra = _env.median(startup["kernel sandboxed"]) - _env.median(startup["kernel unsandboxed"])
+    print(f"  the sandbox adds {extra:.3f} s to a kernel's start")
+    for label, (portal, opened, bare, inproc, pm_cells) in results.items():
         totals = [r["total"] for r in portal]
         m_portal, m_bare = _env.median(totals), _env.median(bare)
         ratio = m_portal / m_bare
@@ -209,6 +280,11 @@ def main():
         values = [r["cells"] for r in portal]
         print(f"    (cells: {_env.median(values):.2f} s of the execution is in code cells, papermill's per-cell"
               f" durations; runs: {_env.fmt_runs(values)})")
+        open_totals = [r["total"] for r in opened]
+        m_open = _env.median(open_totals)
+        print(f"  portal, KERNEL_SANDBOX=none {m_open:6.2f} s   runs: {_env.fmt_runs(open_totals)}")
+        verdict = "" if label == "trivial" else f"   target <= {SANDBOX_TARGET:.1f}x: {'MET' if m_portal / m_open <= SANDBOX_TARGET else 'NOT MET'}"
+        print(f"  ratio sandboxed/unsandboxed {m_portal / m_open:.2f}x{verdict}")
         print(f"  papermill CLI {m_bare:6.2f} s   runs: {_env.fmt_runs(bare)}")
         print(f"    (cells: {_env.median(pm_cells):.2f} s in code cells; runs: {_env.fmt_runs(pm_cells)})")
         verdict = ""
@@ -221,6 +297,7 @@ def main():
         print(f"  (context) papermill.execute_notebook in a warm process {m_in:6.2f} s   runs: {_env.fmt_runs(inproc)}"
               f"; portal/that {m_portal / m_in:.2f}x")
     worker.stop()
+    unsandboxed.stop()
     return 0
 
 

@@ -160,9 +160,15 @@ class PortalEngine(NBClientEngine):
         session.begin(nb_man)
         km = SandboxKernelManager(kernel_name=kernel_name, sandbox=session.sandbox)
         client = session.client = PapermillNotebookClient(nb_man, km=km, **final_kwargs)
+        # The kernel is not shut down gracefully (nbclient leaves a kernel manager it did not
+        # create alone): ``execute`` kills the whole sandbox right after, in milliseconds.
         # env replaces the worker's environment for the kernel; the provisioner starts it
         # in the sandbox's home directory.
-        return client.execute(env=session.kernel_env)
+        try:
+            return client.execute(env=session.kernel_env)
+        finally:
+            if client.kc is not None:
+                client.kc.stop_channels()
 
 
 papermill_engines.register("portal", PortalEngine)

@@ -343,6 +343,18 @@ class Cgroup:
             pass
         return False
 
+    def siblings(self) -> list[str]:
+        """Names of the other sandboxes' cgroups beside this one (same parent)."""
+        parent = next(iter(self.dirs.values())).parent
+        try:
+            return [p.name for p in parent.iterdir() if p.is_dir() and p.name != next(iter(self.dirs.values())).name]
+        except OSError:
+            return []
+
+    def sibling(self, name: str) -> Cgroup:
+        """The cgroup of sandbox ``name`` beside this one."""
+        return Cgroup(self.version, {key: path.parent / name for key, path in self.dirs.items()})
+
     def remove(self) -> None:
         """Remove the (empty) cgroup directories; retries briefly while exiting processes
         leave."""
@@ -423,6 +435,7 @@ class Sandbox:
                 if not _is_uri(path):
                     self._own_dir(Path(path))
         if self.cgroup is not None:
+            self._sweep_stale_cgroups()
             try:
                 self.cgroup.create(self.spec.limits)
                 self._cgroup_ready = True
@@ -431,6 +444,18 @@ class Sandbox:
                 self.cgroup.remove()
                 self.cgroup = None
         return self
+
+    def _sweep_stale_cgroups(self) -> None:
+        """Remove the cgroups of sandboxes whose directory is gone: left by a worker that was
+        killed, or by a removal that ran while the kernel had not yet reaped a dead process.
+        (A sandbox's directory is made before its cgroup and removed after it, so a live or
+        starting sandbox always has its directory.)"""
+        root = Path(settings.SANDBOX_ROOT)
+        for name in self.cgroup.siblings():
+            if not (root / name).exists():
+                stale = self.cgroup.sibling(name)
+                stale.kill(timeout=2)
+                stale.remove()
 
     def _own_dir(self, path: Path) -> None:
         """Create a writable directory of this sandbox's uid (e.g. the owner's views)."""
@@ -480,7 +505,11 @@ class Sandbox:
                 pass
         if self.cgroup is not None:
             self.cgroup.kill()
-        psutil.wait_procs(procs, timeout=10)
+        # Dead is enough: a killed process that is not our child stays a zombie until its
+        # new parent reaps it, which waiting for it to vanish would wait on.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_running(p) for p in procs):
+            time.sleep(0.01)
         return [p.pid for p in procs]
 
     def oom_killed(self) -> bool:
@@ -595,6 +624,20 @@ class Sandbox:
         return subprocess.Popen(
             self.wrap(argv), env=self.env(env), cwd=str(self.home), preexec_fn=self.preexec, close_fds=True, **kwargs,
         )
+
+
+def _running(proc: psutil.Process) -> bool:
+    """True while ``proc`` runs (a zombie has ended; a child of ours is reaped here)."""
+    try:
+        proc.wait(timeout=0)
+        return False
+    except psutil.TimeoutExpired:
+        try:
+            return proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _is_uri(path: str) -> bool:

@@ -4,6 +4,7 @@ They run with the test database (the one pytest-django created), Redis db 15 and
 test data directory, exactly as in production but on loopback.
 """
 
+import itertools
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import redis
 from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
+_serial = itertools.count(1)
 
 
 def process_env(**overrides) -> dict:
@@ -49,7 +51,8 @@ class Worker:
     """A ``celery worker`` subprocess; ``stop()`` is a warm shutdown, ``kill()`` is -9."""
 
     def __init__(self, queues="runs,control,clusters", concurrency=1, name="test", log_path=None, **env):
-        self.log_path = Path(log_path or settings.DATA_DIR / f"worker-{name}-{os.getpid()}.log")
+        # One log per worker of the session (each test's first worker is "w0"), kept when a test fails.
+        self.log_path = Path(log_path or settings.DATA_DIR / f"worker-{name}-{os.getpid()}-{next(_serial)}.log")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(

@@ -11,7 +11,7 @@ from clusters.models import Cluster
 from jobs import services as job_services
 from jobs.models import Run
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.sandbox, pytest.mark.django_db(transaction=True)]
 
 
 def assert_gone(info):

@@ -25,7 +25,6 @@ from tests.integration.conftest import _cmdline, describe_run, wait_run, wait_un
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(sandbox.unavailable_reason() is not None, reason=f"no sandbox here: {sandbox.unavailable_reason()}"),
 ]
 
 

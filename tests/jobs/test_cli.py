@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from jobs.models import Run
 from tests.conftest import NOTEBOOKS
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.sandbox, pytest.mark.django_db(transaction=True)]
 
 
 def run_cli(capsys, *args):

@@ -1,7 +1,7 @@
 """The sandbox itself (portal.sandbox): what a process inside can and cannot do.
 
-These run real bubblewrap sandboxes; they skip with the reason when this host cannot make
-one (a laptop without bubblewrap). CI always can.
+These run real bubblewrap sandboxes (marker ``sandbox``: skipped, with the reason, where
+this host cannot make one, e.g. a laptop without bubblewrap; CI always can).
 """
 
 import json
@@ -17,7 +17,7 @@ import pytest
 
 from portal import sandbox as sb
 
-pytestmark = pytest.mark.skipif(sb.unavailable_reason() is not None, reason=f"no sandbox here: {sb.unavailable_reason()}")
+pytestmark = pytest.mark.sandbox
 
 
 @pytest.fixture
@@ -208,3 +208,15 @@ def test_without_bubblewrap_the_reason_says_what_to_do(monkeypatch):
     with pytest.raises(sb.SandboxUnavailable, match="no notebook runs"):
         monkeypatch.setattr(sb, "_probe", (time.monotonic(), reason))
         sb.require()
+
+
+def test_cgroups_of_sandboxes_whose_directory_is_gone_are_swept(make):
+    first = make(name="t-left")
+    if first.cgroup is None:
+        pytest.skip("no cgroup on this host")
+    import shutil
+
+    shutil.rmtree(first.dir)  # as a killed worker would leave it: a cgroup, no directory
+    assert first.cgroup.exists()
+    make(name="t-next")
+    assert not first.cgroup.exists()

@@ -145,6 +145,7 @@ def test_recommender_defaults():
 
 
 @pytest.mark.slow
+@pytest.mark.sandbox
 def test_addon_recommender(sample, tmp_path, gen):
     printed, results, plots = run("addon_recommender.ipynb", sample, tmp_path)
     community = {name: c for _, name, c, _ in gen.ADDONS}
@@ -169,6 +170,7 @@ def test_addon_recommender(sample, tmp_path, gen):
 
 
 @pytest.mark.slow
+@pytest.mark.sandbox
 @pytest.mark.parametrize(("group_by", "day_index"), [("build_id", -1), ("submission_date", -2)])
 def test_histogram_rollups(sample, tmp_path, group_by, day_index):
     table = sample["table"]
@@ -215,6 +217,7 @@ def test_histogram_rollups(sample, tmp_path, group_by, day_index):
 
 
 @pytest.mark.slow
+@pytest.mark.sandbox
 def test_batch_view(sample, tmp_path):
     printed, results, plots = run("batch_view.ipynb", sample, tmp_path)
     table = sample["table"]

@@ -183,6 +183,7 @@ def expected_hangs(sample: Path) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.sandbox
 def test_hangs_notebook_runs_in_the_portal_kernel(hangs_run):
     assert_succeeded(hangs_run)
     nb = hangs_run["nb"]
@@ -196,6 +197,7 @@ def test_hangs_notebook_runs_in_the_portal_kernel(hangs_run):
 
 
 @pytest.mark.slow
+@pytest.mark.sandbox
 def test_hangs_numbers_match_the_data(hangs_run, sample):
     assert_succeeded(hangs_run)
     out = hangs_run["stdout"]
@@ -234,6 +236,7 @@ def test_hangs_numbers_match_the_data(hangs_run, sample):
 
 
 @pytest.mark.slow
+@pytest.mark.sandbox
 def test_regression_notebook_finds_the_injected_shifts(regression_run, sample):
     assert_succeeded(regression_run)
     out = regression_run["stdout"]
@@ -263,6 +266,7 @@ def test_regression_notebook_finds_the_injected_shifts(regression_run, sample):
 
 
 @pytest.mark.slow
+@pytest.mark.sandbox
 def test_regression_notebook_draws_plotly_charts(regression_run):
     assert_succeeded(regression_run)
     charts = plotly_outputs(regression_run["nb"])
@@ -273,6 +277,7 @@ def test_regression_notebook_draws_plotly_charts(regression_run):
     assert regression_run["elapsed"] < 300
 
 
+@pytest.mark.sandbox
 def test_hello_world_runs_with_its_defaults(sample):
     """The quick start schedules examples/telemetry_hello_world.ipynb with its defaults
     (``data_path = ""``: the kernel's TELEMETRY_DATA_ROOT); its first run must succeed
