@@ -583,6 +583,9 @@ class Sandbox:
         # POSIX semaphores and shared memory (multiprocessing, joblib) live in /dev/shm: a
         # small tmpfs of the sandbox's own (its pages count against its memory limit).
         args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(256 * 2**20), "--tmpfs", "/dev/shm"]
+        # /tmp before everything else, so that code or data living under the host's /tmp
+        # (a checkout there) is bound on top of it rather than hidden by it.
+        args += ["--bind", str(self.tmp), "/tmp"]
         binds: list[tuple[str, str, str]] = [("--ro-bind", p, p) for p in _code_paths()]
         binds += [("--ro-bind", p, p) for p in spec.read_only if not _is_uri(p) and os.path.exists(p)]
         binds += [("--bind", str(self.home), str(self.home)), ("--bind", str(self.ipc), str(self.ipc))]
@@ -597,7 +600,7 @@ class Sandbox:
                     made.add(str(parent))
             args += [kind, source, target]
             made.add(target)
-        args += ["--bind", str(self.tmp), "/tmp", "--chdir", str(self.home)]
+        args += ["--chdir", str(self.home)]
         uid = str(spec.uid)
         args += ["setpriv", "--reuid", uid, "--regid", uid, "--clear-groups", "--no-new-privs",
                  "--bounding-set=-all", "--inh-caps=-all", "--"]
