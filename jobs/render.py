@@ -1,7 +1,7 @@
 """Render an executed notebook to the HTML shown in the run viewer.
 
 The HTML is built with nbconvert's HTMLExporter and the portal template in
-``jobs/nbconvert_templates/portal`` (after research/stack.md §5):
+``jobs/nbconvert_templates/portal``:
 
 - every ``text/html``/markdown output is sanitised with nh3 (``sanitize_html=True`` with
   nh3 as the ``clean_html`` filter: bleach takes seconds on large outputs, nh3 milliseconds);

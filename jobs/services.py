@@ -4,7 +4,7 @@ The database is the source of truth; Celery only delivers ``execute_run(run_id)`
 messages, always after the transaction that created the work has committed. Every
 state change of a run is a conditional UPDATE (a claim, or a write fenced by the attempt
 number and the expected state), so a duplicate delivery, a late worker or a racing
-reaper changes nothing. See DESIGN.md "The main job" and research/reliability.md §3.
+reaper changes nothing. See README "Architecture".
 """
 
 import logging

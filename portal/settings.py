@@ -328,7 +328,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # A killed child's message is acknowledged, not redelivered: the reaper decides retries
-# from the database (research/reliability.md §2: otherwise an OOM loops forever).
+# from the database (otherwise a notebook that runs its worker out of memory loops forever).
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -341,7 +341,7 @@ JOB_MAX_TIMEOUT_SECONDS = env_int("JOB_MAX_TIMEOUT_SECONDS", 24 * 3600)
 # The run task's hard limit sits above the longest job timeout (the executor enforces the
 # job's own timeout and cleans up first); Redis redelivers unacked messages only after the
 # visibility timeout, which must exceed that hard limit or long runs would run twice
-# (Read the Docs incident, research/reliability.md §2.2).
+# (Read the Docs had exactly that incident).
 CELERY_TASK_SOFT_TIME_LIMIT = JOB_MAX_TIMEOUT_SECONDS + 300
 CELERY_TASK_TIME_LIMIT = JOB_MAX_TIMEOUT_SECONDS + 600
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": JOB_MAX_TIMEOUT_SECONDS + 3600}

@@ -1,6 +1,6 @@
 """The EMR backend: clusters on AWS EMR through boto3.
 
-Launch is idempotent (research/atmo.md §5.8: ATMO created duplicate clusters when a
+Launch is idempotent (ATMO, the portal's predecessor, created duplicate clusters when a
 throttled call was retried): the Cluster row exists before any AWS call, the EMR cluster
 is named and tagged with the row's UUID, and ``start`` first looks for a live cluster so
 tagged before calling ``run_job_flow``. Throttling and transient errors are retried by

@@ -1,7 +1,7 @@
 """The EMR backend: request shapes (botocore Stubber), lifecycle against moto's server,
 idempotent launch, retries, and a transient job cluster whose output is read from S3.
 
-moto's EMR never advances a cluster or a step by itself (research/stack.md §6): states are
+moto's EMR never advances a cluster or a step by itself: states are
 driven by poking moto's in-process backend through ``set_emr_state`` and
 ``set_emr_step_state``, the only two places that touch moto's internals.
 """

@@ -29,7 +29,7 @@ def test_a_job_runs_on_a_running_cluster_through_spark_connect(alice, make_job):
         assert cluster.connect_url.startswith("sc://127.0.0.1:") and cluster.master_url.startswith("spark://127.0.0.1:")
         status = json.loads(urllib.request.urlopen(cluster.ui_url + "/json/", timeout=5).read())
         assert status["aliveworkers"] == 1
-        # The REST submission server is off (research/stack.md §3).
+        # The REST submission server, which takes unauthenticated submissions, is off.
         assert "6066" not in open(LocalBackend().cluster_dir(cluster) / "logs" / "master.log").read()
 
         job = make_job("spark_small.ipynb", spark_target="cluster", cluster=cluster)
