@@ -622,7 +622,7 @@ def _execute_in_sandbox(run: Run, source: Path, output: Path, partial: Path, tic
     for earlier in range(1, run.attempt):  # what a killed worker's attempt left behind
         kernel.run_sandbox(f"r{run.pk}-a{earlier}", owner_id).destroy()
     session_id = str(uuid.uuid5(run.uuid, f"attempt-{run.attempt}")) if cluster is not None else ""
-    extra_env = {}
+    extra_env = {"TELEMETRY_VIEWS_ROOT": kernel.views_root(owner_id)}  # the only views it may write
     try:
         sandbox = kernel.run_sandbox(
             f"r{run.pk}-a{run.attempt}", owner_id, forward_port=SANDBOX_CONNECT_PORT if cluster is not None else None

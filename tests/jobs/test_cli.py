@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -71,3 +72,27 @@ def test_the_notebooks_own_kernel_name_is_ignored(capsys, tmp_path):
     path = tmp_path / "other-kernel.ipynb"
     nbformat.write(nb, str(path))
     assert json.loads(run_cli(capsys, str(path), "--json"))["status"] == "SUCCEEDED"
+
+
+def test_a_run_reads_the_data_root_and_writes_its_owners_views(capsys, tmp_path, settings):
+    """The kernel's telemetry roots are the data root (read-only) and the owner's own views
+    root (writable), as the quick start's batch-view example needs."""
+    from jobs.kernel import views_root
+    from jobs.management.commands.runnotebook import system_user
+
+    code = (
+        "import os, telemetry\n"
+        "views = str(telemetry.views_root())\n"
+        "open(os.path.join(views, 'probe.txt'), 'w').write('ok')\n"
+        "print(views, str(telemetry.data_root()), os.access(str(telemetry.data_root()), os.W_OK))"
+    )
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    path = tmp_path / "roots.ipynb"
+    nbformat.write(nb, str(path))
+    Path(settings.TELEMETRY_DATA_ROOT).mkdir(parents=True, exist_ok=True)
+    outcome = json.loads(run_cli(capsys, str(path), "--json"))
+    assert outcome["status"] == "SUCCEEDED", outcome
+    printed = nbformat.read(outcome["output_ipynb"], as_version=4).cells[-1].outputs[0]["text"].split()
+    owner_views = views_root(system_user().pk)
+    assert printed == [owner_views, settings.TELEMETRY_DATA_ROOT, "False"]
+    assert (Path(owner_views) / "probe.txt").read_text() == "ok"
