@@ -171,7 +171,7 @@ def test_a_fork_bomb_stays_contained_and_ends_with_its_run(make_job, alice, proc
         time.sleep(0.5)
     run = Run.objects.get(pk=run.pk)
     assert run.state == Run.State.TIMED_OUT, describe_run(run.pk, procs)
-    assert most <= 200 + 5, f"{most} processes of the sandbox's uid: the limit did not hold"
+    assert 150 < most <= 200 + 5, f"{most} processes of the sandbox's uid: the bomb did not run into its limit, or the limit did not hold"
     wait_until(lambda: not mine(), timeout=20, what="nothing of the sandbox left", procs=procs)
 
 
