@@ -244,7 +244,9 @@ def _enqueue_all(run_ids: list[int], countdown: float = 0) -> None:
                 execute_run.apply_async((run_id,), countdown=countdown or None, producer=producer)
 
     if run_ids:
-        transaction.on_commit(publish)
+        # robust: a broker that is down must not turn a committed request into an error;
+        # the runs stay QUEUED and the reaper enqueues them again.
+        transaction.on_commit(publish, robust=True)
 
 
 def _new_run(job: Job, *, trigger, parameters, version=None, scheduled_for=None, created_by=None, state=State.QUEUED, reason="", enqueue=True) -> Run:
