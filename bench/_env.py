@@ -34,7 +34,11 @@ from urllib.parse import urlparse, urlunparse
 
 ROOT = Path(__file__).resolve().parent.parent
 PID = os.getpid()
-PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
+PYTHON = (
+    str(ROOT / ".venv" / "bin" / "python")
+    if (ROOT / ".venv" / "bin" / "python").exists()
+    else sys.executable
+)
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://portal:portal@127.0.0.1:5432/portal")
 DATA_DIR = ROOT / "var" / "bench" / str(PID)
 REDIS_URL = os.environ.get("BENCH_REDIS_URL") or f"unix://{DATA_DIR / 'redis' / 'redis.sock'}"
@@ -72,7 +76,8 @@ def setup(log_level: str = "WARNING", **env) -> None:
         deadline = time.monotonic() + 10
         while not (DATA_DIR / "redis" / "redis.sock").exists():
             if redis.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"bin/redis did not start: {(DATA_DIR / 'redis' / 'redis.log').read_text()[-2000:]}")
+                log = (DATA_DIR / "redis" / "redis.log").read_text()
+                raise RuntimeError(f"bin/redis did not start: {log[-2000:]}")
             time.sleep(0.05)
     with _admin_connect() as conn:
         conn.execute(f'CREATE DATABASE "{DB_NAME}"')
@@ -114,7 +119,12 @@ class Proc:
         full_env = dict(os.environ)
         full_env.update({k: str(v) for k, v in (env or {}).items()})
         self.proc = subprocess.Popen(
-            args, cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            cwd=ROOT,
+            env=full_env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.seen: dict = {}
         _procs.append(self)
@@ -133,7 +143,9 @@ class Proc:
             if text in self.log_path.read_text():
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready after {timeout}s: {self.log_path.read_text()[-3000:]}")
+        raise RuntimeError(
+            f"{self.name} not ready after {timeout}s: {self.log_path.read_text()[-3000:]}"
+        )
 
     def descendants(self) -> list[int]:
         """Pids now below the process; every one seen is remembered for ``stop()``."""
@@ -178,15 +190,44 @@ class Proc:
 
 def celery_worker(queues="runs", concurrency=1, name="runs", app="portal", **env) -> Proc:
     """A ``celery worker`` of the portal (or of another app module), ready to consume."""
-    args = [PYTHON, "-m", "celery", "-A", app, "worker", "-Q", queues, "-c", str(concurrency),
-            "-n", f"{name}-{PID}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "--prefetch-multiplier", "1", "-l", "info"]
+    args = [
+        PYTHON,
+        "-m",
+        "celery",
+        "-A",
+        app,
+        "worker",
+        "-Q",
+        queues,
+        "-c",
+        str(concurrency),
+        "-n",
+        f"{name}-{PID}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--prefetch-multiplier",
+        "1",
+        "-l",
+        "info",
+    ]
     env.setdefault("LOG_LEVEL", "INFO")
     return Proc(args, f"worker-{name}", env=env, ready=" ready.")
 
 
 def celery_beat(**env) -> Proc:
-    args = [PYTHON, "-m", "celery", "-A", "portal", "beat", "-l", "info", "-s", str(DATA_DIR / "celerybeat-schedule")]
+    args = [
+        PYTHON,
+        "-m",
+        "celery",
+        "-A",
+        "portal",
+        "beat",
+        "-l",
+        "info",
+        "-s",
+        str(DATA_DIR / "celerybeat-schedule"),
+    ]
     env.setdefault("LOG_LEVEL", "INFO")
     return Proc(args, "beat", env=env, ready="beat: Starting")
 
@@ -290,4 +331,5 @@ def user(username="bench"):
 def machine() -> str:
     import platform
 
-    return f"{os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}, load {os.getloadavg()[0]:.2f}"
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return f"{os.cpu_count()} CPUs, {python}, load {os.getloadavg()[0]:.2f}"

@@ -49,13 +49,19 @@ def main():
     from jobs.models import Run
 
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.cells = [nbformat.v4.new_code_cell("x = 1") for _ in range(args.cells)]
     data = nbformat.writes(nb).encode()
     source = _env.DATA_DIR / "cells.ipynb"
     source.write_bytes(data)
     owner = _env.user()
-    job = services.create_job(owner, services.JobSettings(name="bench cells", max_retries=0), data, "cells.ipynb")
+    job = services.create_job(
+        owner, services.JobSettings(name="bench cells", max_retries=0), data, "cells.ipynb"
+    )
     kernel.ensure_kernelspec()
 
     timed = {}
@@ -89,7 +95,11 @@ def main():
 
     account(services, "_store_partial", "tick: _store_partial (render partial HTML + store)")
     account(services, "record_progress", "tick: record_progress (UPDATE)")
-    account(executor._Session, "save_partial", "hook: save_partial (nbformat.write, in the execution loop)")
+    account(
+        executor._Session,
+        "save_partial",
+        "hook: save_partial (nbformat.write, in the execution loop)",
+    )
 
     production = (settings.RUN_HEARTBEAT_INTERVAL, settings.RUN_PARTIAL_SAVE_INTERVAL)
 
@@ -101,21 +111,37 @@ def main():
         done = services.execute_run(run.pk)
         total, cpu = time.monotonic() - t0, time.process_time() - c0
         if done is None or done.state != Run.State.SUCCEEDED:
-            raise RuntimeError(f"run {run.pk} ended {getattr(done, 'state', None)}: {getattr(done, 'state_reason', '')}")
-        return {"execute": timed["execute"], "execute_run": total, "cells_done": done.cells_done,
-                "cells_total": done.cells_total, "cpu": cpu, "spent": dict(spent)}
+            state, reason = getattr(done, "state", None), getattr(done, "state_reason", "")
+            raise RuntimeError(f"run {run.pk} ended {state}: {reason}")
+        return {
+            "execute": timed["execute"],
+            "execute_run": total,
+            "cells_done": done.cells_done,
+            "cells_total": done.cells_total,
+            "cpu": cpu,
+            "spent": dict(spent),
+        }
 
     bare_cpu = {}
 
     def bare_once(save: bool) -> float:
-        params = {"run_id": str(uuid.uuid4()), "logical_date": "2026-01-01T00:00:00+00:00", "spark_master": "local[2]"}
+        params = {
+            "run_id": str(uuid.uuid4()),
+            "logical_date": "2026-01-01T00:00:00+00:00",
+            "spark_master": "local[2]",
+        }
         c0 = time.process_time()
         t0 = time.monotonic()
         papermill.execute_notebook(
-            str(source), str(_env.DATA_DIR / "bare.ipynb"), parameters=params,
+            str(source),
+            str(_env.DATA_DIR / "bare.ipynb"),
+            parameters=params,
             # ipykernel's own kernelspec: the portal's starts only inside a run's sandbox.
-            kernel_name="python3", language="python", progress_bar=False,
-            request_save_on_cell_execute=save, cwd=str(_env.DATA_DIR),
+            kernel_name="python3",
+            language="python",
+            progress_bar=False,
+            request_save_on_cell_execute=save,
+            cwd=str(_env.DATA_DIR),
         )
         elapsed = time.monotonic() - t0
         bare_cpu.setdefault(save, []).append(time.process_time() - c0)
@@ -123,7 +149,9 @@ def main():
 
     fast = (0.5, 0.5)
     variants = {
-        f"portal, production intervals ({production[0]:g} s / {production[1]:g} s)": lambda: portal_once(*production),
+        f"portal, production intervals ({production[0]:g} s / {production[1]:g} s)": lambda: (
+            portal_once(*production)
+        ),
         "portal, bin/test intervals (0.5 s / 0.5 s)": lambda: portal_once(*fast),
         "bare papermill, request_save_on_cell_execute=False": lambda: bare_once(False),
         "bare papermill, request_save_on_cell_execute=True (default)": lambda: bare_once(True),
@@ -140,14 +168,20 @@ def main():
             with _env.stderr_to(noise):
                 r = fn()
             results[name].append(r)
-            line.append(f"{r['execute']:.2f} (execute_run {r['execute_run']:.2f})" if isinstance(r, dict) else f"{r:.2f}")
+            line.append(
+                f"{r['execute']:.2f} (execute_run {r['execute_run']:.2f})"
+                if isinstance(r, dict)
+                else f"{r:.2f}"
+            )
         print(f"  run {i + 1}: " + " | ".join(line) + " s")
 
     names = list(variants)
     bare = [v for v in results[names[2]]]
     m_bare = _env.median(bare)
     print()
-    print(f"=== cell_overhead: {args.cells} cells, median of {args.runs} runs ({_env.machine()}) ===")
+    print(
+        f"=== cell_overhead: {args.cells} cells, median of {args.runs} runs ({_env.machine()}) ==="
+    )
     for name in names:
         values = results[name]
         if values and isinstance(values[0], dict):
@@ -157,29 +191,52 @@ def main():
             per_cell = (m - m_bare) / args.cells * 1000
             print(f"{name}:")
             print(f"  executor.execute {m:6.2f} s   runs: {_env.fmt_runs(execute)}")
-            print(f"  execute_run      {_env.median(whole):6.2f} s   runs: {_env.fmt_runs(whole)}  (claim + execute + output/HTML + final UPDATE)")
+            print(
+                f"  execute_run      {_env.median(whole):6.2f} s   runs: {_env.fmt_runs(whole)}"
+                "  (claim + execute + output/HTML + final UPDATE)"
+            )
             paired = [(e - b) / args.cells * 1000 for e, b in zip(execute, bare, strict=True)]
-            print(f"  per-cell overhead (median execute - median bare) / {args.cells} = {per_cell:.2f} ms   "
-                  f"target <= {TARGET_MS:g} ms: {'MET' if per_cell <= TARGET_MS else 'NOT MET'}")
-            print(f"  per-cell overhead of each run, paired with the bare run next to it: {_env.fmt_runs(paired, 'ms')}"
-                  f" (median {_env.median(paired):.2f} ms)")
+            print(
+                f"  per-cell overhead (median execute - median bare) / {args.cells} = "
+                f"{per_cell:.2f} ms   "
+                f"target <= {TARGET_MS:g} ms: {'MET' if per_cell <= TARGET_MS else 'NOT MET'}"
+            )
+            print(
+                "  per-cell overhead of each run, paired with the bare run next to it: "
+                f"{_env.fmt_runs(paired, 'ms')}"
+                f" (median {_env.median(paired):.2f} ms)"
+            )
             progress = sorted({(v["cells_done"], v["cells_total"]) for v in values})
-            print(f"  final progress (cells_done, cells_total) of the SUCCEEDED runs: {progress}"
-                  f"  (expected ({args.cells + 1}, {args.cells + 1}))")
+            print(
+                f"  final progress (cells_done, cells_total) of the SUCCEEDED runs: {progress}"
+                f"  (expected ({args.cells + 1}, {args.cells + 1}))"
+            )
             cpu = [v["cpu"] for v in values]
-            print(f"  CPU of this process (all threads; the kernel is another process) {_env.median(cpu):.2f} s"
-                  f"   runs: {_env.fmt_runs(cpu)}; vs bare: {(_env.median(cpu) - _env.median(bare_cpu[False][1:])) / args.cells * 1000:.2f} ms CPU per cell")
+            cpu_per_cell = (_env.median(cpu) - _env.median(bare_cpu[False][1:])) / args.cells * 1000
+            print(
+                "  CPU of this process (all threads; the kernel is another process) "
+                f"{_env.median(cpu):.2f} s"
+                f"   runs: {_env.fmt_runs(cpu)}; vs bare: {cpu_per_cell:.2f} ms CPU per cell"
+            )
             labels = sorted({label for v in values for label in v["spent"]})
             for label in labels:
                 calls = [v["spent"].get(label, (0, 0.0)) for v in values]
-                print(f"  {label}: calls per run {[c[0] for c in calls]}, seconds per run {_env.fmt_runs([c[1] for c in calls])}")
-            print(f"  per-cell incl. finish ((execute_run - bare) / {args.cells}) = "
-                  f"{(_env.median(whole) - m_bare) / args.cells * 1000:.2f} ms")
+                counts, seconds = [c[0] for c in calls], [c[1] for c in calls]
+                print(
+                    f"  {label}: calls per run {counts}, seconds per run {_env.fmt_runs(seconds)}"
+                )
+            print(
+                f"  per-cell incl. finish ((execute_run - bare) / {args.cells}) = "
+                f"{(_env.median(whole) - m_bare) / args.cells * 1000:.2f} ms"
+            )
         else:
             m = _env.median(values)
             save = "True" in name
-            print(f"{name}: {m:6.2f} s   runs: {_env.fmt_runs(values)}   ({m / args.cells * 1000:.2f} ms per cell); "
-                  f"CPU of this process {_env.median(bare_cpu[save][1:]):.2f} s")
+            print(
+                f"{name}: {m:6.2f} s   runs: {_env.fmt_runs(values)}   "
+                f"({m / args.cells * 1000:.2f} ms per cell); "
+                f"CPU of this process {_env.median(bare_cpu[save][1:]):.2f} s"
+            )
     executor.execute = real_execute
     return 0
 

@@ -25,14 +25,17 @@ def main():
     for size in (1, 2):
         times = []
         for i in range(args.runs):
-            cluster = services.launch_cluster(user, services.ClusterSpec(name=f"bench-{size}-{i}", size=size))
+            cluster = services.launch_cluster(
+                user, services.ClusterSpec(name=f"bench-{size}-{i}", size=size)
+            )
             start = time.monotonic()
             services.start_cluster(cluster.pk)
             cluster = services.wait_until_ready(cluster, timeout=300, interval=0.1)
             times.append(time.monotonic() - start)
             services.terminate_cluster(cluster)
             services.stop_cluster(cluster.pk)
-        print(f"  {size} worker(s): median {_env.median(times):.2f} s  runs {', '.join(f'{t:.2f}' for t in times)}")
+        runs = ", ".join(f"{t:.2f}" for t in times)
+        print(f"  {size} worker(s): median {_env.median(times):.2f} s  runs {runs}")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,9 @@ def dispatch_tasks(log_path) -> list[tuple[float, int]]:
     that created at least one run."""
     import re
 
-    pattern = re.compile(r"Task jobs\.tasks\.dispatch_due_runs\[[^\]]+\] succeeded in ([0-9.]+)s: (\d+)")
+    pattern = re.compile(
+        r"Task jobs\.tasks\.dispatch_due_runs\[[^\]]+\] succeeded in ([0-9.]+)s: (\d+)"
+    )
     found = []
     for line in Path(log_path).read_text(errors="replace").splitlines():
         m = pattern.search(line)
@@ -73,14 +75,33 @@ def main():
     p = _env.parser(__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=10_000)
     p.add_argument("--due", type=int, default=200, help="K: jobs due per repetition (default 200)")
-    p.add_argument("--window", type=float, default=40.0, help="seconds the K slots are spread over (default 40)")
+    p.add_argument(
+        "--window",
+        type=float,
+        default=40.0,
+        help="seconds the K slots are spread over (default 40)",
+    )
     p.add_argument("--pattern", choices=["spread", "burst"], default="spread")
-    p.add_argument("--off-grid", action="store_true", help="slots at arbitrary instants, not on the tick grid")
-    p.add_argument("--interval", type=float, default=2.0, help="DISPATCH_INTERVAL, seconds (default 2, as in production)")
+    p.add_argument(
+        "--off-grid", action="store_true", help="slots at arbitrary instants, not on the tick grid"
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        help="DISPATCH_INTERVAL, seconds (default 2, as in production)",
+    )
     p.add_argument("--mode", choices=["claim", "execute"], default="claim")
     p.add_argument("--workers", type=int, default=2, help="runs worker processes (default 2)")
-    p.add_argument("--concurrency", type=int, default=2, help="pool processes per runs worker (default 2)")
-    p.add_argument("--call-runs", type=int, default=5, help="repetitions of the in-process dispatch_due_runs() timing")
+    p.add_argument(
+        "--concurrency", type=int, default=2, help="pool processes per runs worker (default 2)"
+    )
+    p.add_argument(
+        "--call-runs",
+        type=int,
+        default=5,
+        help="repetitions of the in-process dispatch_due_runs() timing",
+    )
     args = p.parse_args()
 
     process_env = {"DISPATCH_INTERVAL": f"{args.interval:g}"}
@@ -117,24 +138,48 @@ def main():
         else:
             cron = f"{i % 60} {(now.hour + 4 + i % 19) % 24} * * *"
             next_run_at = schedule.next_slot_after(cron, "UTC", now)
-        rows.append(Job(
-            owner=owner, name=f"bench {i:05d}", schedule_kind=Job.ScheduleKind.CRON, cron=cron, timezone="UTC",
-            parameters={}, timeout_seconds=600, max_retries=0, enabled=True, next_run_at=next_run_at,
-        ))
+        rows.append(
+            Job(
+                owner=owner,
+                name=f"bench {i:05d}",
+                schedule_kind=Job.ScheduleKind.CRON,
+                cron=cron,
+                timezone="UTC",
+                parameters={},
+                timeout_seconds=600,
+                max_retries=0,
+                enabled=True,
+                next_run_at=next_run_at,
+            )
+        )
     jobs = Job.objects.bulk_create(rows, batch_size=1000)
-    NotebookVersion.objects.bulk_create([
-        NotebookVersion(job=j, number=1, storage_key=key, original_name="trivial.ipynb", size_bytes=parsed.size_bytes,
-                        sha256=parsed.sha256, cell_count=parsed.cell_count, code_cell_count=parsed.code_cell_count,
-                        parameter_schema=schema, uploaded_by=owner)
-        for j in jobs
-    ], batch_size=1000)
+    NotebookVersion.objects.bulk_create(
+        [
+            NotebookVersion(
+                job=j,
+                number=1,
+                storage_key=key,
+                original_name="trivial.ipynb",
+                size_bytes=parsed.size_bytes,
+                sha256=parsed.sha256,
+                cell_count=parsed.cell_count,
+                code_cell_count=parsed.code_cell_count,
+                parameter_schema=schema,
+                uploaded_by=owner,
+            )
+            for j in jobs
+        ],
+        batch_size=1000,
+    )
     due_jobs = [jobs[i] for i in sorted(due_index)]
     due_ids = [j.pk for j in due_jobs]
     with connection.cursor() as cur:
         cur.execute("ANALYZE jobs_job; ANALYZE jobs_notebookversion")
     enabled = Job.objects.filter(enabled=True).count()
-    print(f"{len(jobs)} jobs ({enabled} enabled, {len(due_ids)} measured) + {len(jobs)} versions "
-          f"created in {time.monotonic() - t0:.1f} s; {_env.machine()}")
+    print(
+        f"{len(jobs)} jobs ({enabled} enabled, {len(due_ids)} measured) + {len(jobs)} versions "
+        f"created in {time.monotonic() - t0:.1f} s; {_env.machine()}"
+    )
 
     def place_slots(slots):
         for job, slot in zip(due_jobs, slots, strict=True):
@@ -160,7 +205,11 @@ def main():
     def timed_call(batch=None):
         published.clear()
         t = time.monotonic()
-        n = len(services.dispatch_due_runs() if batch is None else services.dispatch_due_runs(batch=batch))
+        n = len(
+            services.dispatch_due_runs()
+            if batch is None
+            else services.dispatch_due_runs(batch=batch)
+        )
         return n, time.monotonic() - t, [p - t for p in published]
 
     idle, busy, small = [], [], []
@@ -179,19 +228,26 @@ def main():
 
     def enqueue_summary(results):
         pubs = [p for _, ps in results for p in ps]
-        return (f"first enqueue after {_env.median([min(ps) for _, ps in results]):.3f} s, "
-                f"enqueue p50 {_env.percentile(pubs, 50):.3f} s, p99 {_env.percentile(pubs, 99):.3f} s after the call started")
+        return (
+            f"first enqueue after {_env.median([min(ps) for _, ps in results]):.3f} s, "
+            f"enqueue p50 {_env.percentile(pubs, 50):.3f} s, "
+            f"p99 {_env.percentile(pubs, 99):.3f} s after the call started"
+        )
 
     busy_t = [e for e, _ in busy]
     small_t = [e for e, _ in small]
     call_lines = [
-        f"dispatch_due_runs(), {enabled} enabled jobs, none due: median {_env.median(idle) * 1000:.1f} ms "
+        f"dispatch_due_runs(), {enabled} enabled jobs, none due: "
+        f"median {_env.median(idle) * 1000:.1f} ms "
         f"(runs: {_env.fmt_runs([v * 1000 for v in idle], 'ms', 1)})",
-        f"dispatch_due_runs(), {enabled} enabled jobs, {len(due_ids)} due at once: median {_env.median(busy_t):.3f} s "
-        f"= {_env.median(busy_t) / len(due_ids) * 1000:.1f} ms per due job (runs: {_env.fmt_runs(busy_t, 's', 3)}); "
-        + enqueue_summary(busy),
-        f"  same with batch=500 instead of the default 20 (for comparison, not what beat runs): median "
-        f"{_env.median(small_t):.3f} s (runs: {_env.fmt_runs(small_t, 's', 3)}); " + enqueue_summary(small),
+        f"dispatch_due_runs(), {enabled} enabled jobs, {len(due_ids)} due at once: "
+        f"median {_env.median(busy_t):.3f} s "
+        f"= {_env.median(busy_t) / len(due_ids) * 1000:.1f} ms per due job "
+        f"(runs: {_env.fmt_runs(busy_t, 's', 3)}); " + enqueue_summary(busy),
+        "  same with batch=500 instead of the default 20 "
+        "(for comparison, not what beat runs): median "
+        f"{_env.median(small_t):.3f} s (runs: {_env.fmt_runs(small_t, 's', 3)}); "
+        + enqueue_summary(small),
     ]
     print("\n".join(call_lines))
 
@@ -199,11 +255,16 @@ def main():
     app = "bench._claim_only" if args.mode == "claim" else "portal"
     t = time.monotonic()
     control = _env.celery_worker("control", 1, "control", **process_env)
-    runners = [_env.celery_worker("runs", args.concurrency, f"runs{i}", app=app, **process_env)
-               for i in range(args.workers)]
+    runners = [
+        _env.celery_worker("runs", args.concurrency, f"runs{i}", app=app, **process_env)
+        for i in range(args.workers)
+    ]
     beat = _env.celery_beat(**process_env)
-    print(f"beat (DISPATCH_INTERVAL={args.interval:g}), control worker x1 (c=1), {args.workers} runs worker(s) "
-          f"(c={args.concurrency}, mode {args.mode}) ready in {time.monotonic() - t:.1f} s")
+    print(
+        f"beat (DISPATCH_INTERVAL={args.interval:g}), control worker x1 (c=1), "
+        f"{args.workers} runs worker(s) "
+        f"(c={args.concurrency}, mode {args.mode}) ready in {time.monotonic() - t:.1f} s"
+    )
 
     lead = 3.0
     all_lat, per_run = [], []
@@ -215,7 +276,10 @@ def main():
             if args.pattern == "spread":
                 # Stratified: one slot at a random point of each of K equal parts of the
                 # window, so that slots meet the beat tick at every phase.
-                slots = [start + timedelta(seconds=args.window * (i + rng.random()) / k) for i in range(k)]
+                slots = [
+                    start + timedelta(seconds=args.window * (i + rng.random()) / k)
+                    for i in range(k)
+                ]
             else:
                 slots = [start] * k
         else:
@@ -227,7 +291,9 @@ def main():
                 slots = [first] * k
             slots = [datetime.fromtimestamp(s, UTC) for s in slots]
         place_slots(slots)
-        deadline = time.monotonic() + lead + args.window + 60 + (k * 5 if args.mode == "execute" else 0)
+        deadline = (
+            time.monotonic() + lead + args.window + 60 + (k * 5 if args.mode == "execute" else 0)
+        )
         while True:
             started = Run.objects.filter(job_id__in=due_ids, started_at__isnull=False).count()
             if started >= k or time.monotonic() > deadline:
@@ -235,8 +301,11 @@ def main():
             for w in runners:
                 w.descendants()
             time.sleep(0.5)
-        rows = list(Run.objects.filter(job_id__in=due_ids).values(
-            "job_id", "scheduled_for", "created_at", "started_at", "state", "attempt"))
+        rows = list(
+            Run.objects.filter(job_id__in=due_ids).values(
+                "job_id", "scheduled_for", "created_at", "started_at", "state", "attempt"
+            )
+        )
         measured = [r for r in rows if r["started_at"]]
         lat = [(r["started_at"] - r["scheduled_for"]).total_seconds() for r in measured]
         dispatch = [(r["created_at"] - r["scheduled_for"]).total_seconds() for r in measured]
@@ -244,15 +313,23 @@ def main():
         moved = sum(1 for r in rows if r["scheduled_for"] not in slots)
         all_lat += lat
         per_run.append((lat, dispatch, handover))
-        print(f"  run {rep + 1}: {len(measured)}/{k} RUNNING (runs rows {len(rows)}, slot != placed {moved}); "
-              f"latency p50 {_env.percentile(lat, 50):.3f} p99 {_env.percentile(lat, 99):.3f} "
-              f"max {max(lat, default=float('nan')):.3f} s; dispatch p50 {_env.percentile(dispatch, 50):.3f} "
-              f"p99 {_env.percentile(dispatch, 99):.3f}; hand-over p50 {_env.percentile(handover, 50):.3f} "
-              f"p99 {_env.percentile(handover, 99):.3f} s")
+        print(
+            f"  run {rep + 1}: {len(measured)}/{k} RUNNING "
+            f"(runs rows {len(rows)}, slot != placed {moved}); "
+            f"latency p50 {_env.percentile(lat, 50):.3f} p99 {_env.percentile(lat, 99):.3f} "
+            f"max {max(lat, default=float('nan')):.3f} s; "
+            f"dispatch p50 {_env.percentile(dispatch, 50):.3f} "
+            f"p99 {_env.percentile(dispatch, 99):.3f}; "
+            f"hand-over p50 {_env.percentile(handover, 50):.3f} "
+            f"p99 {_env.percentile(handover, 99):.3f} s"
+        )
         # Reset: wait for the runs to end (execute mode), then delete them.
         if args.mode == "execute":
             end = time.monotonic() + 600
-            while Run.objects.filter(job_id__in=due_ids, state__in=Run.ACTIVE_STATES).exists() and time.monotonic() < end:
+            while (
+                Run.objects.filter(job_id__in=due_ids, state__in=Run.ACTIVE_STATES).exists()
+                and time.monotonic() < end
+            ):
                 time.sleep(0.5)
         clear_runs()
 
@@ -262,27 +339,49 @@ def main():
     control.stop()
 
     print()
-    what = ("slot -> claimed by a claim-only runs worker (no kernel start)" if args.mode == "claim"
-            else "slot -> RUNNING by the real execute_run (trivial notebook)")
-    pattern = f"spread over {args.window:g} s" if args.pattern == "spread" else "burst (all K slots at one instant)"
+    what = (
+        "slot -> claimed by a claim-only runs worker (no kernel start)"
+        if args.mode == "claim"
+        else "slot -> RUNNING by the real execute_run (trivial notebook)"
+    )
+    pattern = (
+        f"spread over {args.window:g} s"
+        if args.pattern == "spread"
+        else "burst (all K slots at one instant)"
+    )
     pattern += ", off the tick grid" if args.off_grid else ", on the tick grid (as cron slots are)"
-    print(f"=== dispatch_latency: {enabled} enabled jobs, K={len(due_ids)} due per run, {pattern}, "
-          f"{args.runs} runs ({_env.machine()}) ===")
-    print(f"measured: {what}; {args.workers} runs worker(s) x c={args.concurrency}, DISPATCH_INTERVAL={args.interval:g}")
+    print(
+        f"=== dispatch_latency: {enabled} enabled jobs, K={len(due_ids)} due per run, {pattern}, "
+        f"{args.runs} runs ({_env.machine()}) ==="
+    )
+    print(
+        f"measured: {what}; {args.workers} runs worker(s) x c={args.concurrency}, "
+        f"DISPATCH_INTERVAL={args.interval:g}"
+    )
     print("\n".join(call_lines))
     tasks = dispatch_tasks(control.log_path)
     if tasks:
-        print(f"dispatch_due_runs tasks in the control worker that created runs: {len(tasks)}, "
-              f"runtime max {max(t for t, _ in tasks):.3f} s, median {_env.median([t for t, _ in tasks]):.3f} s, "
-              f"most runs in one task {max(n for _, n in tasks)}")
+        print(
+            f"dispatch_due_runs tasks in the control worker that created runs: {len(tasks)}, "
+            f"runtime max {max(t for t, _ in tasks):.3f} s, "
+            f"median {_env.median([t for t, _ in tasks]):.3f} s, "
+            f"most runs in one task {max(n for _, n in tasks)}"
+        )
     p99s = [_env.percentile(lat, 99) for lat, _, _ in per_run]
-    print(f"latency over all {len(all_lat)} slots: p50 {_env.percentile(all_lat, 50):.3f} s, "
-          f"p99 {_env.percentile(all_lat, 99):.3f} s, max {max(all_lat, default=float('nan')):.3f} s")
-    print(f"median of per-run p50 {_env.median([_env.percentile(lat, 50) for lat, _, _ in per_run]):.3f} s, "
-          f"per-run p99 {_env.fmt_runs(p99s, 's', 3)} (median {_env.median(p99s):.3f} s)")
+    print(
+        f"latency over all {len(all_lat)} slots: p50 {_env.percentile(all_lat, 50):.3f} s, "
+        f"p99 {_env.percentile(all_lat, 99):.3f} s, max {max(all_lat, default=float('nan')):.3f} s"
+    )
+    p50s = [_env.percentile(lat, 50) for lat, _, _ in per_run]
+    print(
+        f"median of per-run p50 {_env.median(p50s):.3f} s, "
+        f"per-run p99 {_env.fmt_runs(p99s, 's', 3)} (median {_env.median(p99s):.3f} s)"
+    )
     p99 = _env.percentile(all_lat, 99)
-    print(f"target p99 <= {TARGET_P99:g} s: {'MET' if p99 <= TARGET_P99 else 'NOT MET'}"
-          f" ({len(all_lat)} of {len(due_ids) * args.runs} slots reached RUNNING)")
+    print(
+        f"target p99 <= {TARGET_P99:g} s: {'MET' if p99 <= TARGET_P99 else 'NOT MET'}"
+        f" ({len(all_lat)} of {len(due_ids) * args.runs} slots reached RUNNING)"
+    )
     return 0
 
 

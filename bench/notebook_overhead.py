@@ -6,12 +6,13 @@ For the trivial test notebook and for the example Spark notebook (on a generated
 - portal: ``services.run_now`` on a job (this process) -> a real Celery worker subprocess
   (queue "runs", concurrency 1, started once and reused) claims and executes it -> the
   run is SUCCEEDED with its HTML rendered (``html_key`` set), observed by polling the
-  database (every 10 ms for the first 5 s, then every 100 ms). The split comes from the run's own timestamps: queue wait
-  (created_at -> started_at), execution (started_at -> finished_at; ``finish_run`` takes
-  finished_at before it stores the output and renders the HTML) and finish (finished_at ->
-  observed: storing the output, rendering the HTML, the final UPDATE, polling); and, of
-  the execution, the time spent inside code cells (papermill's per-cell durations in the
-  output notebook; the rest is kernel start-up and papermill/nbclient around the cells);
+  database (every 10 ms for the first 5 s, then every 100 ms). The split comes from the
+  run's own timestamps: queue wait (created_at -> started_at), execution (started_at ->
+  finished_at; ``finish_run`` takes finished_at before it stores the output and renders
+  the HTML) and finish (finished_at -> observed: storing the output, rendering the HTML,
+  the final UPDATE, polling); and, of the execution, the time spent inside code cells
+  (papermill's per-cell durations in the output notebook; the rest is kernel start-up and
+  papermill/nbclient around the cells);
 - papermill: ``.venv/bin/papermill in.ipynb out.ipynb -k python3 [-p data_path ...]`` as a
   subprocess with PYSPARK_SUBMIT_ARGS="--master local[2] pyspark-shell",
   SPARK_LOCAL_IP=127.0.0.1 and PYTHONPATH=<project> (the example imports the project's
@@ -62,7 +63,9 @@ def sandbox_startup(runs: int) -> dict:
     kernel.ensure_kernelspec()
 
     def box(enabled: bool) -> Sandbox:
-        spec = SandboxSpec(name=f"bench-{uuid.uuid4().hex[:8]}", uid=uid_for(4343), limits=Limits.for_runs())
+        spec = SandboxSpec(
+            name=f"bench-{uuid.uuid4().hex[:8]}", uid=uid_for(4343), limits=Limits.for_runs()
+        )
         sandbox = Sandbox(spec)
         sandbox.enabled = enabled
         if not enabled:
@@ -99,7 +102,9 @@ def sandbox_startup(runs: int) -> dict:
 
 def main():
     p = _env.parser(__doc__.splitlines()[0])
-    p.add_argument("--pings", type=int, default=20_000, help="pings in the Spark sample (default 20000)")
+    p.add_argument(
+        "--pings", type=int, default=20_000, help="pings in the Spark sample (default 20000)"
+    )
     p.add_argument("--no-spark", action="store_true", help="only the trivial notebook")
     args = p.parse_args()
 
@@ -118,9 +123,13 @@ def main():
         sample = _env.DATA_DIR / "sample" / "pings"
         t = time.monotonic()
         info = generate(sample, pings=args.pings)
-        print(f"sample: {info['rows']} pings, {info['partitions']} Parquet files in {time.monotonic() - t:.1f} s")
+        print(
+            f"sample: {info['rows']} pings, {info['partitions']} Parquet files "
+            f"in {time.monotonic() - t:.1f} s"
+        )
         notebooks["spark (telemetry_hello_world)"] = (
-            _env.ROOT / "examples" / "telemetry_hello_world.ipynb", {"data_path": str(sample)}
+            _env.ROOT / "examples" / "telemetry_hello_world.ipynb",
+            {"data_path": str(sample)},
         )
 
     # Snapshot the notebooks: the job stores its own copy, and papermill must run the same
@@ -135,21 +144,30 @@ def main():
     jobs = {}
     for label, (path, params) in notebooks.items():
         jobs[label] = services.create_job(
-            owner, services.JobSettings(name=f"bench {label}", parameters=params, max_retries=0),
-            path.read_bytes(), path.name,
+            owner,
+            services.JobSettings(name=f"bench {label}", parameters=params, max_retries=0),
+            path.read_bytes(),
+            path.name,
         )
 
     startup = sandbox_startup(args.runs)
     t = time.monotonic()
     worker = _env.celery_worker("runs", 1, "runs", LOCAL_SPARK_MASTER="local[2]")
-    unsandboxed = _env.celery_worker("runs-unsandboxed", 1, "unsandboxed", LOCAL_SPARK_MASTER="local[2]", KERNEL_SANDBOX="none")
-    print(f"workers pid {worker.pid} (sandboxed), {unsandboxed.pid} (KERNEL_SANDBOX=none) ready in "
-          f"{time.monotonic() - t:.1f} s; {_env.machine()}")
+    unsandboxed = _env.celery_worker(
+        "runs-unsandboxed", 1, "unsandboxed", LOCAL_SPARK_MASTER="local[2]", KERNEL_SANDBOX="none"
+    )
+    print(
+        f"workers pid {worker.pid} (sandboxed), {unsandboxed.pid} (KERNEL_SANDBOX=none) ready in "
+        f"{time.monotonic() - t:.1f} s; {_env.machine()}"
+    )
 
     # PYTHONPATH: the example imports the project's ``telemetry`` package, which the portal
     # kernel gets on its path (jobs.kernel.kernel_env); bare papermill needs it too.
-    pm_env = {"PYSPARK_SUBMIT_ARGS": "--master local[2] pyspark-shell", "SPARK_LOCAL_IP": "127.0.0.1",
-              "PYTHONPATH": str(_env.ROOT)}
+    pm_env = {
+        "PYSPARK_SUBMIT_ARGS": "--master local[2] pyspark-shell",
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYTHONPATH": str(_env.ROOT),
+    }
     out_dir = _env.DATA_DIR / "papermill"
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -158,7 +176,11 @@ def main():
         import nbformat
 
         nb = nbformat.reads(nb_bytes.decode("utf-8"), as_version=4)
-        return sum((c.metadata.get("papermill", {}).get("duration") or 0.0) for c in nb.cells if c.cell_type == "code")
+        return sum(
+            (c.metadata.get("papermill", {}).get("duration") or 0.0)
+            for c in nb.cells
+            if c.cell_type == "code"
+        )
 
     from jobs.tasks import execute_run
 
@@ -168,10 +190,23 @@ def main():
         execute_run.apply_async((run.pk,), queue=queue)
         last_scan = 0.0
         while True:
-            row = Run.objects.filter(pk=run.pk).values(
-                "state", "html_key", "output_key", "created_at", "started_at", "finished_at", "state_reason", "error_evalue"
-            ).get()
-            if row["state"] in Run.FINAL_STATES and (row["html_key"] or row["state"] != Run.State.SUCCEEDED):
+            row = (
+                Run.objects.filter(pk=run.pk)
+                .values(
+                    "state",
+                    "html_key",
+                    "output_key",
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                    "state_reason",
+                    "error_evalue",
+                )
+                .get()
+            )
+            if row["state"] in Run.FINAL_STATES and (
+                row["html_key"] or row["state"] != Run.State.SUCCEEDED
+            ):
                 break
             elapsed = time.monotonic() - t0
             if elapsed > 600:
@@ -185,8 +220,10 @@ def main():
         total = time.monotonic() - t0
         seen = datetime.now(UTC)
         if row["state"] != Run.State.SUCCEEDED:
-            raise RuntimeError(f"run {run.pk} ended {row['state']}: {row['state_reason']} {row['error_evalue']}\n"
-                               f"worker log: {worker.log_path}")
+            raise RuntimeError(
+                f"run {run.pk} ended {row['state']}: {row['state_reason']} {row['error_evalue']}\n"
+                f"worker log: {worker.log_path}"
+            )
         from django.core.files.storage import default_storage
 
         with default_storage.open(row["output_key"], "rb") as fh:
@@ -204,11 +241,19 @@ def main():
     def papermill_once(path, params) -> float:
         import os
 
-        cmd = [str(_env.ROOT / ".venv" / "bin" / "papermill"), str(path), str(out_dir / "out.ipynb"), "-k", "python3"]
+        cmd = [
+            str(_env.ROOT / ".venv" / "bin" / "papermill"),
+            str(path),
+            str(out_dir / "out.ipynb"),
+            "-k",
+            "python3",
+        ]
         for name, value in params.items():
             cmd += ["-p", name, str(value)]
         t0 = time.monotonic()
-        done = subprocess.run(cmd, cwd=_env.DATA_DIR, env={**os.environ, **pm_env}, capture_output=True, text=True)
+        done = subprocess.run(
+            cmd, cwd=_env.DATA_DIR, env={**os.environ, **pm_env}, capture_output=True, text=True
+        )
         elapsed = time.monotonic() - t0
         if done.returncode != 0:
             raise RuntimeError(f"papermill failed ({done.returncode}): {done.stderr[-3000:]}")
@@ -228,8 +273,14 @@ def main():
             # The kernel inherits this process's stderr: Spark's console noise goes to a file.
             with _env.stderr_to(out_dir / "inprocess-stderr.log"):
                 t0 = time.monotonic()
-                papermill.execute_notebook(str(path), str(out_dir / "out-inprocess.ipynb"), parameters=params,
-                                           kernel_name="python3", progress_bar=False, cwd=str(_env.DATA_DIR))
+                papermill.execute_notebook(
+                    str(path),
+                    str(out_dir / "out-inprocess.ipynb"),
+                    parameters=params,
+                    kernel_name="python3",
+                    progress_bar=False,
+                    cwd=str(_env.DATA_DIR),
+                )
                 return time.monotonic() - t0
         finally:
             for k, v in saved.items():
@@ -243,8 +294,10 @@ def main():
         warm_portal = portal_once(jobs[label])
         warm_open = portal_once(jobs[label], "runs-unsandboxed")
         warm_pm = papermill_once(path, params)
-        print(f"{label}: warm-up (not counted) portal {warm_portal['total']:.2f} s, unsandboxed "
-              f"{warm_open['total']:.2f} s, papermill {warm_pm:.2f} s")
+        print(
+            f"{label}: warm-up (not counted) portal {warm_portal['total']:.2f} s, unsandboxed "
+            f"{warm_open['total']:.2f} s, papermill {warm_pm:.2f} s"
+        )
         inprocess_once(path, params)
         bare_cells.clear()
         portal, opened, bare, inproc = [], [], [], []
@@ -253,12 +306,14 @@ def main():
             opened.append(portal_once(jobs[label], "runs-unsandboxed"))
             bare.append(papermill_once(path, params))
             inproc.append(inprocess_once(path, params))
-            print(f"  run {i + 1}: portal {portal[-1]['total']:.2f} s "
-                  f"(queue {portal[-1]['queue']:.2f}, execution {portal[-1]['execution']:.2f}, "
-                  f"finish {portal[-1]['finish']:.2f}; cells {portal[-1]['cells']:.2f}), "
-                  f"unsandboxed {opened[-1]['total']:.2f} s, "
-                  f"papermill CLI {bare[-1]:.2f} s (cells {bare_cells[-1]:.2f}), "
-                  f"papermill in-process {inproc[-1]:.2f} s")
+            print(
+                f"  run {i + 1}: portal {portal[-1]['total']:.2f} s "
+                f"(queue {portal[-1]['queue']:.2f}, execution {portal[-1]['execution']:.2f}, "
+                f"finish {portal[-1]['finish']:.2f}; cells {portal[-1]['cells']:.2f}), "
+                f"unsandboxed {opened[-1]['total']:.2f} s, "
+                f"papermill CLI {bare[-1]:.2f} s (cells {bare_cells[-1]:.2f}), "
+                f"papermill in-process {inproc[-1]:.2f} s"
+            )
         results[label] = (portal, opened, bare, inproc, list(bare_cells))
 
     print()
@@ -278,24 +333,36 @@ def main():
             values = [r[part] for r in portal]
             print(f"    {part:<9}{_env.median(values):6.2f} s   runs: {_env.fmt_runs(values)}")
         values = [r["cells"] for r in portal]
-        print(f"    (cells: {_env.median(values):.2f} s of the execution is in code cells, papermill's per-cell"
-              f" durations; runs: {_env.fmt_runs(values)})")
+        print(
+            f"    (cells: {_env.median(values):.2f} s of the execution is in code cells, "
+            f"papermill's per-cell durations; runs: {_env.fmt_runs(values)})"
+        )
         open_totals = [r["total"] for r in opened]
         m_open = _env.median(open_totals)
         print(f"  portal, KERNEL_SANDBOX=none {m_open:6.2f} s   runs: {_env.fmt_runs(open_totals)}")
-        verdict = "" if label == "trivial" else f"   target <= {SANDBOX_TARGET:.1f}x: {'MET' if m_portal / m_open <= SANDBOX_TARGET else 'NOT MET'}"
+        met = "MET" if m_portal / m_open <= SANDBOX_TARGET else "NOT MET"
+        verdict = "" if label == "trivial" else f"   target <= {SANDBOX_TARGET:.1f}x: {met}"
         print(f"  ratio sandboxed/unsandboxed {m_portal / m_open:.2f}x{verdict}")
         print(f"  papermill CLI {m_bare:6.2f} s   runs: {_env.fmt_runs(bare)}")
-        print(f"    (cells: {_env.median(pm_cells):.2f} s in code cells; runs: {_env.fmt_runs(pm_cells)})")
+        print(
+            f"    (cells: {_env.median(pm_cells):.2f} s in code cells; "
+            f"runs: {_env.fmt_runs(pm_cells)})"
+        )
         verdict = ""
         if label == "trivial":
             verdict = f"   target <= {TARGET:.1f}x: {'MET' if ratio <= TARGET else 'NOT MET'}"
         print(f"  ratio portal/papermill {ratio:.2f}x{verdict}")
         paired = [r["total"] / b for r, b in zip(portal, bare, strict=True)]
-        print(f"  ratio of each run, paired with the papermill run next to it: {_env.fmt_runs(paired, 'x')}")
+        print(
+            "  ratio of each run, paired with the papermill run next to it: "
+            f"{_env.fmt_runs(paired, 'x')}"
+        )
         m_in = _env.median(inproc)
-        print(f"  (context) papermill.execute_notebook in a warm process {m_in:6.2f} s   runs: {_env.fmt_runs(inproc)}"
-              f"; portal/that {m_portal / m_in:.2f}x")
+        print(
+            f"  (context) papermill.execute_notebook in a warm process {m_in:6.2f} s   "
+            f"runs: {_env.fmt_runs(inproc)}"
+            f"; portal/that {m_portal / m_in:.2f}x"
+        )
     worker.stop()
     unsandboxed.stop()
     return 0

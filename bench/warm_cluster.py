@@ -35,12 +35,18 @@ def main():
     notebook = _env.ROOT / "examples" / "telemetry_hello_world.ipynb"
 
     user = get_user_model().objects.create_user("bench", "bench@example.com", is_staff=True)
-    cluster = cluster_services.launch_cluster(user, cluster_services.ClusterSpec(name="warm", size=2))
+    cluster = cluster_services.launch_cluster(
+        user, cluster_services.ClusterSpec(name="warm", size=2)
+    )
     cluster_services.start_cluster(cluster.pk)
     cluster = cluster_services.wait_until_ready(cluster, timeout=300)
-    spec = services.JobSettings(name="hello", spark_target="cluster", cluster=cluster, parameters={"data_path": str(sample)})
+    spec = services.JobSettings(
+        name="hello", spark_target="cluster", cluster=cluster, parameters={"data_path": str(sample)}
+    )
     job = services.create_job(user, spec, notebook.read_bytes(), notebook.name)
-    services.execute_run(services.run_now(job, user, enqueue=False).pk)  # warm the Connect server's executors
+    services.execute_run(
+        services.run_now(job, user, enqueue=False).pk
+    )  # warm the Connect server's executors
 
     portal = []
     for _ in range(args.runs):
@@ -51,20 +57,44 @@ def main():
     cluster_services.terminate_cluster(cluster)
     cluster_services.stop_cluster(cluster.pk)
 
-    env = dict(os.environ, PYSPARK_SUBMIT_ARGS="--master local[2] pyspark-shell", SPARK_LOCAL_IP="127.0.0.1",
-               PLOTLY_RENDERER="plotly_mimetype", PYTHONPATH=str(_env.ROOT))
+    env = dict(
+        os.environ,
+        PYSPARK_SUBMIT_ARGS="--master local[2] pyspark-shell",
+        SPARK_LOCAL_IP="127.0.0.1",
+        PLOTLY_RENDERER="plotly_mimetype",
+        PYTHONPATH=str(_env.ROOT),
+    )
     bare = []
     out = _env.DATA_DIR / "bare.ipynb"
     for _ in range(args.runs):
         start = time.monotonic()
-        subprocess.run([str(_env.ROOT / ".venv" / "bin" / "papermill"), str(notebook), str(out), "-k", "python3",
-                        "-p", "data_path", str(sample), "--no-progress-bar"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(_env.ROOT / ".venv" / "bin" / "papermill"),
+                str(notebook),
+                str(out),
+                "-k",
+                "python3",
+                "-p",
+                "data_path",
+                str(sample),
+                "--no-progress-bar",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         bare.append(time.monotonic() - start)
 
     p, b = _env.median(portal), _env.median(bare)
-    print(f"Example Spark notebook, {args.pings:,} pings (target: warm cluster <= 0.3 x bare papermill)")
-    print(f"  portal, warm local cluster (2 workers): median {p:.2f} s  runs {', '.join(f'{t:.2f}' for t in portal)}")
-    print(f"  bare papermill, cold local[2] Spark:    median {b:.2f} s  runs {', '.join(f'{t:.2f}' for t in bare)}")
+    print(
+        f"Example Spark notebook, {args.pings:,} pings "
+        "(target: warm cluster <= 0.3 x bare papermill)"
+    )
+    portal_runs = ", ".join(f"{t:.2f}" for t in portal)
+    bare_runs = ", ".join(f"{t:.2f}" for t in bare)
+    print(f"  portal, warm local cluster (2 workers): median {p:.2f} s  runs {portal_runs}")
+    print(f"  bare papermill, cold local[2] Spark:    median {b:.2f} s  runs {bare_runs}")
     print(f"  ratio portal/bare: {p / b:.2f}")
 
 

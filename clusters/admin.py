@@ -8,7 +8,17 @@ from clusters.models import Cluster, EMRRelease, SSHKey
 
 @admin.register(Cluster)
 class ClusterAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "backend", "state", "size", "started_at", "expires_at", "node_hours", "estimated_cost")
+    list_display = (
+        "name",
+        "owner",
+        "backend",
+        "state",
+        "size",
+        "started_at",
+        "expires_at",
+        "node_hours",
+        "estimated_cost",
+    )
     list_filter = ("state", "backend", "owner")
     search_fields = ("name", "owner__email", "owner__username", "jobflow_id", "=uuid")
     readonly_fields = [f.name for f in Cluster._meta.fields if f.name not in ("expires_at",)]

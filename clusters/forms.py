@@ -8,9 +8,14 @@ from clusters.models import Cluster, EMRRelease, SSHKey
 
 
 class SSHKeyForm(forms.Form):
-    title = forms.CharField(max_length=100, required=False, help_text="Defaults to the key's comment.")
-    key = forms.CharField(widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false"}), required=False,
-                          help_text="Paste the public key: the contents of ~/.ssh/id_ed25519.pub (or id_rsa.pub).")
+    title = forms.CharField(
+        max_length=100, required=False, help_text="Defaults to the key's comment."
+    )
+    key = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false"}),
+        required=False,
+        help_text="Paste the public key: the contents of ~/.ssh/id_ed25519.pub (or id_rsa.pub).",
+    )
     key_file = forms.FileField(required=False, label="…or upload the .pub file")
 
     def clean(self):
@@ -19,7 +24,9 @@ class SSHKeyForm(forms.Form):
         text = cleaned.get("key") or ""
         if upload is not None:
             if upload.size > keys.MAX_KEY_BYTES:
-                raise forms.ValidationError("That file is over 100 kB: a public key is one short line.")
+                raise forms.ValidationError(
+                    "That file is over 100 kB: a public key is one short line."
+                )
             text = upload.read().decode("utf-8", "replace")
         try:
             cleaned["parsed"] = keys.parse_public_key(text)
@@ -37,20 +44,34 @@ class ClusterForm(forms.Form):
     name = forms.SlugField(max_length=60, help_text="Letters, digits and dashes.")
     backend = forms.ChoiceField(choices=Cluster.Backend.choices)
     size = forms.IntegerField(min_value=1, initial=1, label="Workers")
-    lifetime_hours = forms.IntegerField(min_value=1, initial=settings.CLUSTER_DEFAULT_LIFETIME_HOURS, label="Lifetime (hours)")
-    emr_release = forms.ModelChoiceField(queryset=EMRRelease.objects.none(), required=False, label="EMR release")
-    ssh_key = forms.ModelChoiceField(queryset=SSHKey.objects.none(), required=False, label="SSH key")
+    lifetime_hours = forms.IntegerField(
+        min_value=1, initial=settings.CLUSTER_DEFAULT_LIFETIME_HOURS, label="Lifetime (hours)"
+    )
+    emr_release = forms.ModelChoiceField(
+        queryset=EMRRelease.objects.none(), required=False, label="EMR release"
+    )
+    ssh_key = forms.ModelChoiceField(
+        queryset=SSHKey.objects.none(), required=False, label="SSH key"
+    )
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
         self.user = user
-        self.fields["backend"].choices = [c for c in Cluster.Backend.choices if c[0] in settings.CLUSTER_BACKENDS]
+        self.fields["backend"].choices = [
+            c for c in Cluster.Backend.choices if c[0] in settings.CLUSTER_BACKENDS
+        ]
         if not user.is_staff:
             self.fields["size"].max_value = settings.CLUSTER_MAX_SIZE
             self.fields["size"].widget.attrs["max"] = settings.CLUSTER_MAX_SIZE
             self.fields["lifetime_hours"].widget.attrs["max"] = settings.CLUSTER_MAX_LIFETIME_HOURS
-        self.fields["size"].help_text = f"1 to {settings.CLUSTER_MAX_SIZE} workers; each has {settings.LOCAL_CLUSTER_WORKER_CORES} core(s) and {settings.LOCAL_CLUSTER_WORKER_MEMORY} on local clusters."
-        self.fields["lifetime_hours"].help_text = f"1 to {settings.CLUSTER_MAX_LIFETIME_HOURS} hours; you can extend it later."
+        self.fields["size"].help_text = (
+            f"1 to {settings.CLUSTER_MAX_SIZE} workers; "
+            f"each has {settings.LOCAL_CLUSTER_WORKER_CORES} core(s) "
+            f"and {settings.LOCAL_CLUSTER_WORKER_MEMORY} on local clusters."
+        )
+        self.fields[
+            "lifetime_hours"
+        ].help_text = f"1 to {settings.CLUSTER_MAX_LIFETIME_HOURS} hours; you can extend it later."
         self.fields["emr_release"].queryset = EMRRelease.objects.offered()
         self.fields["ssh_key"].queryset = SSHKey.objects.filter(owner=user)
 

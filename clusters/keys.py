@@ -16,7 +16,13 @@ from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 MAX_KEY_BYTES = 100 * 1024
 #: Smallest RSA modulus accepted, in bits.
 MIN_RSA_BITS = 2048
-SUPPORTED = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
+SUPPORTED = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+)
 
 
 class SSHKeyError(ValueError):
@@ -53,26 +59,39 @@ def parse_public_key(raw: str) -> PublicKey:
         raise SSHKeyError("That is over 100 kB: a public key is one short line.")
     text = raw.strip()
     if looks_private(text):
-        raise SSHKeyError("This is a PRIVATE key. Never share it: paste the .pub file (the public key) instead, and consider this private key exposed.")
+        raise SSHKeyError(
+            "This is a PRIVATE key. Never share it: paste the .pub file (the public key) "
+            "instead, and consider this private key exposed."
+        )
     lines = [line for line in text.splitlines() if line.strip()]
     if len(lines) != 1:
-        raise SSHKeyError("Paste exactly one public key (one line, e.g. from ~/.ssh/id_ed25519.pub).")
+        raise SSHKeyError(
+            "Paste exactly one public key (one line, e.g. from ~/.ssh/id_ed25519.pub)."
+        )
     parts = lines[0].split(None, 2)
     if len(parts) < 2:
-        raise SSHKeyError("This does not look like an OpenSSH public key (expected: type, key, optional comment).")
+        raise SSHKeyError(
+            "This does not look like an OpenSSH public key (expected: type, key, optional comment)."
+        )
     key_type, blob_b64 = parts[0], parts[1]
     comment = parts[2].strip() if len(parts) == 3 else ""
     if key_type not in SUPPORTED:
-        raise SSHKeyError(f"Keys of type {key_type!r} are not supported; use one of: {', '.join(SUPPORTED)}.")
+        raise SSHKeyError(
+            f"Keys of type {key_type!r} are not supported; use one of: {', '.join(SUPPORTED)}."
+        )
     try:
         blob = base64.b64decode(blob_b64, validate=True)
         key = load_ssh_public_key(f"{key_type} {blob_b64}".encode())
     except (ValueError, TypeError, base64.binascii.Error):
-        raise SSHKeyError("The key does not decode: it may be cut short or contain extra characters.") from None
+        raise SSHKeyError(
+            "The key does not decode: it may be cut short or contain extra characters."
+        ) from None
     if isinstance(key, rsa.RSAPublicKey):
         bits = key.key_size
         if bits < MIN_RSA_BITS:
-            raise SSHKeyError(f"This RSA key has {bits} bits; at least {MIN_RSA_BITS} are required.")
+            raise SSHKeyError(
+                f"This RSA key has {bits} bits; at least {MIN_RSA_BITS} are required."
+            )
     elif isinstance(key, ec.EllipticCurvePublicKey):
         bits = key.curve.key_size
     elif isinstance(key, ed25519.Ed25519PublicKey):
@@ -81,4 +100,10 @@ def parse_public_key(raw: str) -> PublicKey:
         raise SSHKeyError("Unsupported key type.")
     digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
     canonical = f"{key_type} {blob_b64}" + (f" {comment}" if comment else "")
-    return PublicKey(text=canonical, key_type=key_type, bits=bits, fingerprint=f"SHA256:{digest}", comment=comment[:200])
+    return PublicKey(
+        text=canonical,
+        key_type=key_type,
+        bits=bits,
+        fingerprint=f"SHA256:{digest}",
+        comment=comment[:200],
+    )

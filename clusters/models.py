@@ -15,18 +15,29 @@ from django.utils import timezone
 class SSHKey(models.Model):
     """A user's SSH public key, installed on the master of their EMR clusters."""
 
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ssh_keys", help_text="Whose key it is.")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="ssh_keys",
+        help_text="Whose key it is.",
+    )
     title = models.CharField(max_length=100, help_text="A name to recognise the key by.")
     key = models.TextField(help_text="The public key in OpenSSH format (one line).")
     key_type = models.CharField(max_length=40, help_text="Algorithm, e.g. ssh-ed25519.")
     bits = models.PositiveIntegerField(help_text="Key size in bits.")
-    fingerprint = models.CharField(max_length=100, help_text="SHA256 fingerprint, as ssh-keygen -l prints it.")
-    comment = models.CharField(max_length=200, blank=True, help_text="The key's comment (usually user@host).")
+    fingerprint = models.CharField(
+        max_length=100, help_text="SHA256 fingerprint, as ssh-keygen -l prints it."
+    )
+    comment = models.CharField(
+        max_length=200, blank=True, help_text="The key's comment (usually user@host)."
+    )
     created_at = models.DateTimeField(auto_now_add=True, help_text="When it was added (UTC).")
 
     class Meta:
         ordering = ["title", "id"]
-        constraints = [models.UniqueConstraint(fields=["owner", "fingerprint"], name="unique_key_per_owner")]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "fingerprint"], name="unique_key_per_owner")
+        ]
         verbose_name = "SSH key"
 
     def __str__(self):
@@ -52,11 +63,22 @@ class EMRRelease(models.Model):
         EXPERIMENTAL = "experimental", "Experimental"
         DEPRECATED = "deprecated", "Deprecated"
 
-    label = models.CharField(max_length=40, primary_key=True, help_text="EMR release label, e.g. emr-7.5.0.")
-    spark_version = models.CharField(max_length=20, blank=True, help_text="Spark version of the release, for display.")
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.STABLE, help_text="How it is offered to users.")
+    label = models.CharField(
+        max_length=40, primary_key=True, help_text="EMR release label, e.g. emr-7.5.0."
+    )
+    spark_version = models.CharField(
+        max_length=20, blank=True, help_text="Spark version of the release, for display."
+    )
+    status = models.CharField(
+        max_length=20,
+        choices=Status.choices,
+        default=Status.STABLE,
+        help_text="How it is offered to users.",
+    )
     is_active = models.BooleanField(default=True, help_text="Inactive releases are not offered.")
-    notes = models.CharField(max_length=300, blank=True, help_text="Shown next to the release in the launch form.")
+    notes = models.CharField(
+        max_length=300, blank=True, help_text="Shown next to the release in the launch form."
+    )
 
     objects = EMRReleaseQuerySet.as_manager()
 
@@ -65,7 +87,9 @@ class EMRRelease(models.Model):
         verbose_name = "EMR release"
 
     def __str__(self):
-        suffix = "" if self.status == self.Status.STABLE else f" ({self.get_status_display().lower()})"
+        suffix = (
+            "" if self.status == self.Status.STABLE else f" ({self.get_status_display().lower()})"
+        )
         return f"{self.label}{suffix}"
 
 
@@ -84,10 +108,17 @@ class ClusterQuerySet(models.QuerySet):
 
     def expiring(self, before: datetime):
         """Live clusters whose expiry is before ``before`` and whose warning is not sent."""
-        return self.filter(state__in=(Cluster.State.STARTING, Cluster.State.READY), expires_at__lte=before, expiry_warning_sent_at__isnull=True)
+        return self.filter(
+            state__in=(Cluster.State.STARTING, Cluster.State.READY),
+            expires_at__lte=before,
+            expiry_warning_sent_at__isnull=True,
+        )
 
     def expired(self, now: datetime):
-        return self.filter(state__in=(Cluster.State.PENDING, Cluster.State.STARTING, Cluster.State.READY), expires_at__lte=now)
+        return self.filter(
+            state__in=(Cluster.State.PENDING, Cluster.State.STARTING, Cluster.State.READY),
+            expires_at__lte=now,
+        )
 
 
 class Cluster(models.Model):
@@ -108,48 +139,118 @@ class Cluster(models.Model):
     LIVE_STATES = (State.PENDING, State.STARTING, State.READY, State.TERMINATING)
     FINAL_STATES = (State.TERMINATED, State.FAILED)
 
-    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False, help_text="Public id; tags the cluster on its backend.")
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="clusters", help_text="Who launched it.")
-    name = models.CharField(max_length=100, help_text="A short name, unique among the owner's live clusters.")
-    backend = models.CharField(max_length=10, choices=Backend.choices, default=Backend.LOCAL, help_text="Where the cluster runs.")
-    size = models.PositiveSmallIntegerField(default=1, help_text="Number of workers (core nodes on EMR).")
-    lifetime_hours = models.PositiveSmallIntegerField(default=8, help_text="Lifetime asked for at launch, in hours.")
-    release = models.CharField(max_length=40, blank=True, help_text="Spark version (local) or EMR release label.")
-    ssh_key = models.ForeignKey(SSHKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="clusters", help_text="Key installed on the EMR master.")
+    uuid = models.UUIDField(
+        default=uuid.uuid4,
+        unique=True,
+        editable=False,
+        help_text="Public id; tags the cluster on its backend.",
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="clusters",
+        help_text="Who launched it.",
+    )
+    name = models.CharField(
+        max_length=100, help_text="A short name, unique among the owner's live clusters."
+    )
+    backend = models.CharField(
+        max_length=10,
+        choices=Backend.choices,
+        default=Backend.LOCAL,
+        help_text="Where the cluster runs.",
+    )
+    size = models.PositiveSmallIntegerField(
+        default=1, help_text="Number of workers (core nodes on EMR)."
+    )
+    lifetime_hours = models.PositiveSmallIntegerField(
+        default=8, help_text="Lifetime asked for at launch, in hours."
+    )
+    release = models.CharField(
+        max_length=40, blank=True, help_text="Spark version (local) or EMR release label."
+    )
+    ssh_key = models.ForeignKey(
+        SSHKey,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="clusters",
+        help_text="Key installed on the EMR master.",
+    )
     for_run = models.OneToOneField(
-        "jobs.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="own_cluster",
+        "jobs.Run",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="own_cluster",
         help_text="The run this cluster was started for (terminated when the run ends).",
     )
-    state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING, db_index=True, help_text="Where the cluster is in its life.")
-    state_reason = models.CharField(max_length=500, blank=True, help_text="Why it failed or was terminated.")
+    state = models.CharField(
+        max_length=12,
+        choices=State.choices,
+        default=State.PENDING,
+        db_index=True,
+        help_text="Where the cluster is in its life.",
+    )
+    state_reason = models.CharField(
+        max_length=500, blank=True, help_text="Why it failed or was terminated."
+    )
     created_at = models.DateTimeField(auto_now_add=True, help_text="When it was requested (UTC).")
-    started_at = models.DateTimeField(null=True, blank=True, help_text="When the backend started it (UTC).")
+    started_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the backend started it (UTC)."
+    )
     ready_at = models.DateTimeField(null=True, blank=True, help_text="When it became READY (UTC).")
     expires_at = models.DateTimeField(help_text="When it is terminated unless extended (UTC).")
     terminated_at = models.DateTimeField(null=True, blank=True, help_text="When it ended (UTC).")
-    expiry_warning_sent_at = models.DateTimeField(null=True, blank=True, help_text="When the expiry warning went out for the current expiry (UTC).")
-    extension_count = models.PositiveSmallIntegerField(default=0, help_text="How many times it was extended.")
-    workers_registered = models.PositiveSmallIntegerField(default=0, help_text="Workers the master knows about.")
+    expiry_warning_sent_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the expiry warning went out for the current expiry (UTC).",
+    )
+    extension_count = models.PositiveSmallIntegerField(
+        default=0, help_text="How many times it was extended."
+    )
+    workers_registered = models.PositiveSmallIntegerField(
+        default=0, help_text="Workers the master knows about."
+    )
     cores = models.PositiveIntegerField(default=0, help_text="Total worker cores.")
     memory_mb = models.PositiveIntegerField(default=0, help_text="Total worker memory, MB.")
-    master_url = models.CharField(max_length=200, blank=True, help_text="spark:// URL of the master (local).")
+    master_url = models.CharField(
+        max_length=200, blank=True, help_text="spark:// URL of the master (local)."
+    )
     ui_url = models.CharField(max_length=200, blank=True, help_text="Spark master web UI.")
-    app_ui_url = models.CharField(max_length=200, blank=True, help_text="Web UI of the cluster's Spark Connect application.")
-    connect_url = models.CharField(max_length=200, blank=True, help_text="sc:// URL of the Spark Connect server.")
+    app_ui_url = models.CharField(
+        max_length=200, blank=True, help_text="Web UI of the cluster's Spark Connect application."
+    )
+    connect_url = models.CharField(
+        max_length=200, blank=True, help_text="sc:// URL of the Spark Connect server."
+    )
     connect_token = models.CharField(
-        max_length=64, default=new_connect_token, editable=False,
+        max_length=64,
+        default=new_connect_token,
+        editable=False,
         help_text="Bearer token the Spark Connect server requires; given only to the owner's runs.",
     )
-    master_address = models.CharField(max_length=255, blank=True, help_text="Public DNS name of the EMR master.")
-    jobflow_id = models.CharField(max_length=50, blank=True, db_index=True, help_text="EMR cluster id (j-...).")
-    backend_info = models.JSONField(default=dict, blank=True, help_text="What the backend recorded: process ids, ports, host.")
+    master_address = models.CharField(
+        max_length=255, blank=True, help_text="Public DNS name of the EMR master."
+    )
+    jobflow_id = models.CharField(
+        max_length=50, blank=True, db_index=True, help_text="EMR cluster id (j-...)."
+    )
+    backend_info = models.JSONField(
+        default=dict, blank=True, help_text="What the backend recorded: process ids, ports, host."
+    )
 
     objects = ClusterQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["owner", "name"], condition=Q(state__in=["PENDING", "STARTING", "READY", "TERMINATING"]), name="unique_live_cluster_name")
+            models.UniqueConstraint(
+                fields=["owner", "name"],
+                condition=Q(state__in=["PENDING", "STARTING", "READY", "TERMINATING"]),
+                name="unique_live_cluster_name",
+            )
         ]
 
     def __str__(self):

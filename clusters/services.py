@@ -41,8 +41,13 @@ def add_ssh_key(user, title: str, raw: str) -> SSHKey:
     try:
         with transaction.atomic():
             return SSHKey.objects.create(
-                owner=user, title=title.strip() or parsed.comment or parsed.key_type, key=parsed.text,
-                key_type=parsed.key_type, bits=parsed.bits, fingerprint=parsed.fingerprint, comment=parsed.comment,
+                owner=user,
+                title=title.strip() or parsed.comment or parsed.key_type,
+                key=parsed.text,
+                key_type=parsed.key_type,
+                bits=parsed.bits,
+                fingerprint=parsed.fingerprint,
+                comment=parsed.comment,
             )
     except IntegrityError:
         raise keys.SSHKeyError("You already added this key.") from None
@@ -65,7 +70,18 @@ class ClusterSpec:
 
 def suggest_name(user) -> str:
     """A readable name not used by the user's live clusters (e.g. "curie-2")."""
-    names = ["curie", "lovelace", "hopper", "noether", "turing", "shannon", "franklin", "galois", "euler", "ramanujan"]
+    names = [
+        "curie",
+        "lovelace",
+        "hopper",
+        "noether",
+        "turing",
+        "shannon",
+        "franklin",
+        "galois",
+        "euler",
+        "ramanujan",
+    ]
     live = set(Cluster.objects.filter(owner=user).live().values_list("name", flat=True))
     count = Cluster.objects.filter(owner=user).count()
     for i in range(len(names) * 10):
@@ -82,18 +98,32 @@ def check_launch(user, spec: ClusterSpec) -> None:
         raise ClusterError(f"The {spec.backend} backend is not enabled on this site.")
     if spec.size < 1 or (spec.size > settings.CLUSTER_MAX_SIZE and not user.is_staff):
         raise ClusterError(f"A cluster has 1 to {settings.CLUSTER_MAX_SIZE} workers.")
-    if spec.lifetime_hours < 1 or (spec.lifetime_hours > settings.CLUSTER_MAX_LIFETIME_HOURS and not user.is_staff):
-        raise ClusterError(f"A cluster lives 1 to {settings.CLUSTER_MAX_LIFETIME_HOURS} hours (extend it later if needed).")
+    if spec.lifetime_hours < 1 or (
+        spec.lifetime_hours > settings.CLUSTER_MAX_LIFETIME_HOURS and not user.is_staff
+    ):
+        raise ClusterError(
+            f"A cluster lives 1 to {settings.CLUSTER_MAX_LIFETIME_HOURS} hours "
+            "(extend it later if needed)."
+        )
     if spec.backend == Cluster.Backend.EMR and spec.ssh_key is None:
         raise ClusterError("EMR clusters need an SSH key: add one first.")
     if spec.ssh_key is not None and spec.ssh_key.owner_id != user.pk:
         raise ClusterError("That SSH key is not yours.")
     if spec.backend == Cluster.Backend.LOCAL:
         live = Cluster.objects.live().filter(backend=Cluster.Backend.LOCAL)
-        if live.filter(owner=user, for_run__isnull=True).count() >= settings.LOCAL_CLUSTER_MAX_PER_USER and not user.is_staff:
-            raise ClusterError(f"You already have {settings.LOCAL_CLUSTER_MAX_PER_USER} live local clusters: terminate one first.")
+        if (
+            live.filter(owner=user, for_run__isnull=True).count()
+            >= settings.LOCAL_CLUSTER_MAX_PER_USER
+            and not user.is_staff
+        ):
+            raise ClusterError(
+                f"You already have {settings.LOCAL_CLUSTER_MAX_PER_USER} live local clusters: "
+                "terminate one first."
+            )
         if live.count() >= settings.LOCAL_CLUSTER_MAX_PER_HOST:
-            raise ClusterError("This host runs as many local clusters as it can; try again later or use EMR.")
+            raise ClusterError(
+                "This host runs as many local clusters as it can; try again later or use EMR."
+            )
 
 
 def launch_cluster(user, spec: ClusterSpec, for_run=None, now: datetime | None = None) -> Cluster:
@@ -105,18 +135,33 @@ def launch_cluster(user, spec: ClusterSpec, for_run=None, now: datetime | None =
     now = now or timezone.now()
     if for_run is None:
         check_launch(user, spec)
-    release = spec.release or (settings.LOCAL_SPARK_VERSION if spec.backend == Cluster.Backend.LOCAL else "")
+    release = spec.release or (
+        settings.LOCAL_SPARK_VERSION if spec.backend == Cluster.Backend.LOCAL else ""
+    )
     try:
         with transaction.atomic():
             cluster = Cluster.objects.create(
-                owner=user, name=spec.name, backend=spec.backend, size=spec.size, lifetime_hours=spec.lifetime_hours,
-                release=release, ssh_key=spec.ssh_key, expires_at=now + timedelta(hours=spec.lifetime_hours), for_run=for_run,
+                owner=user,
+                name=spec.name,
+                backend=spec.backend,
+                size=spec.size,
+                lifetime_hours=spec.lifetime_hours,
+                release=release,
+                ssh_key=spec.ssh_key,
+                expires_at=now + timedelta(hours=spec.lifetime_hours),
+                for_run=for_run,
             )
             if for_run is None:
                 _enqueue_start(cluster)
     except IntegrityError:
         raise ClusterError(f"You already have a live cluster named “{spec.name}”.") from None
-    log.info("launch cluster=%s owner=%s backend=%s size=%s", cluster.pk, user.pk, spec.backend, spec.size)
+    log.info(
+        "launch cluster=%s owner=%s backend=%s size=%s",
+        cluster.pk,
+        user.pk,
+        spec.backend,
+        spec.size,
+    )
     return cluster
 
 
@@ -136,7 +181,12 @@ def start_cluster(cluster_id: int) -> Cluster | None:
     launching another. A backend error ends the cluster FAILED.
     """
     with transaction.atomic():
-        cluster = Cluster.objects.select_for_update(of=("self",)).select_related("owner", "ssh_key").filter(pk=cluster_id).first()
+        cluster = (
+            Cluster.objects.select_for_update(of=("self",))
+            .select_related("owner", "ssh_key")
+            .filter(pk=cluster_id)
+            .first()
+        )
         if cluster is None or cluster.state not in (State.PENDING, State.STARTING):
             return cluster
         if cluster.backend_info.get("pids") or cluster.jobflow_id:
@@ -145,7 +195,11 @@ def start_cluster(cluster_id: int) -> Cluster | None:
         try:
             info = backend.start(cluster)
         except BackendError as exc:
-            cluster.state, cluster.state_reason, cluster.terminated_at = State.FAILED, str(exc)[:500], timezone.now()
+            cluster.state, cluster.state_reason, cluster.terminated_at = (
+                State.FAILED,
+                str(exc)[:500],
+                timezone.now(),
+            )
             cluster.save(update_fields=["state", "state_reason", "terminated_at"])
             return cluster
         cluster.state = State.STARTING
@@ -162,7 +216,9 @@ def start_cluster(cluster_id: int) -> Cluster | None:
 
 def record_launch(cluster: Cluster, info: dict) -> Cluster:
     """Store what an EMR launch returned (job flow id) and mark the cluster STARTING."""
-    Cluster.objects.filter(pk=cluster.pk).update(jobflow_id=info["jobflow_id"], state=State.STARTING, started_at=timezone.now())
+    Cluster.objects.filter(pk=cluster.pk).update(
+        jobflow_id=info["jobflow_id"], state=State.STARTING, started_at=timezone.now()
+    )
     cluster.refresh_from_db()
     return cluster
 
@@ -188,7 +244,11 @@ def _record_status(cluster: Cluster, state: str, status=None) -> Cluster:
             return cluster
         if cluster.state == State.TERMINATING and state in (State.STARTING, State.READY):
             state = State.TERMINATING  # asked to stop: never back to READY
-        if cluster.state == State.TERMINATING and state == State.FAILED and cluster.backend == Cluster.Backend.LOCAL:
+        if (
+            cluster.state == State.TERMINATING
+            and state == State.FAILED
+            and cluster.backend == Cluster.Backend.LOCAL
+        ):
             # Processes exiting because we stopped them is the termination, not a failure;
             # it is complete only when none of them is left.
             from clusters.backends.local import LocalBackend
@@ -198,14 +258,22 @@ def _record_status(cluster: Cluster, state: str, status=None) -> Cluster:
         fields = {"state"}
         cluster.state = state
         if status is not None:
-            cluster.workers_registered, cluster.cores, cluster.memory_mb = status.workers, status.cores, status.memory_mb
+            cluster.workers_registered, cluster.cores, cluster.memory_mb = (
+                status.workers,
+                status.cores,
+                status.memory_mb,
+            )
             fields |= {"workers_registered", "cores", "memory_mb"}
             if status.info.get("master_address"):
                 cluster.master_address = status.info["master_address"]
                 fields.add("master_address")
             # Keep the portal's own reason ("Expired at ...") over EMR's "Terminated by user
             # request"; a failure's reason always comes from the backend.
-            if status.reason and state in Cluster.FINAL_STATES and (state == State.FAILED or not cluster.state_reason):
+            if (
+                status.reason
+                and state in Cluster.FINAL_STATES
+                and (state == State.FAILED or not cluster.state_reason)
+            ):
                 cluster.state_reason = status.reason[:500]
                 fields.add("state_reason")
         if state == State.READY and not cluster.ready_at:
@@ -223,12 +291,18 @@ def _record_status(cluster: Cluster, state: str, status=None) -> Cluster:
 def sync_clusters(backend: str) -> int:
     """Sync every live cluster of ``backend``; EMR in one batched ``list_clusters`` call.
     Returns the number synced."""
-    clusters = list(Cluster.objects.filter(backend=backend, state__in=(State.STARTING, State.READY, State.TERMINATING)))
+    clusters = list(
+        Cluster.objects.filter(
+            backend=backend, state__in=(State.STARTING, State.READY, State.TERMINATING)
+        )
+    )
     if backend == Cluster.Backend.EMR and clusters:
         engine = get_backend(backend)
         try:
             oldest = min(c.created_at for c in clusters) - timedelta(hours=1)
-            states = engine.states([c.jobflow_id for c in clusters if c.jobflow_id], created_after=oldest)
+            states = engine.states(
+                [c.jobflow_id for c in clusters if c.jobflow_id], created_after=oldest
+            )
         except BackendError as exc:
             log.warning("EMR sync failed: %s", exc)
             return 0
@@ -247,7 +321,9 @@ def sync_clusters(backend: str) -> int:
     return len(clusters)
 
 
-def wait_until_ready(cluster: Cluster, timeout: float, interval: float = 0.5, on_poll=None) -> Cluster:
+def wait_until_ready(
+    cluster: Cluster, timeout: float, interval: float = 0.5, on_poll=None
+) -> Cluster:
     """Sync ``cluster`` until it is READY; raises ClusterError on FAILED or timeout.
 
     ``on_poll()`` is called before every sync (the run waiting on the cluster beats its
@@ -261,7 +337,9 @@ def wait_until_ready(cluster: Cluster, timeout: float, interval: float = 0.5, on
         if cluster.state == State.READY:
             return cluster
         if cluster.state not in (State.PENDING, State.STARTING):
-            raise ClusterError(f"The cluster did not start: {cluster.state_reason or cluster.state}")
+            raise ClusterError(
+                f"The cluster did not start: {cluster.state_reason or cluster.state}"
+            )
         time.sleep(interval)
     raise ClusterError(f"The cluster was not ready after {timeout:.0f} s.")
 
@@ -285,7 +363,9 @@ def extend_cluster(cluster: Cluster, hours: int, user) -> Cluster:
         new_expiry = cluster.expires_at + timedelta(hours=hours)
         total = (new_expiry - cluster.created_at).total_seconds() / 3600
         if total > settings.CLUSTER_MAX_LIFETIME_HOURS and not user.is_staff:
-            raise ClusterError(f"A cluster lives at most {settings.CLUSTER_MAX_LIFETIME_HOURS} hours in all.")
+            raise ClusterError(
+                f"A cluster lives at most {settings.CLUSTER_MAX_LIFETIME_HOURS} hours in all."
+            )
         cluster.expires_at = new_expiry
         cluster.extension_count = F("extension_count") + 1
         cluster.expiry_warning_sent_at = None
@@ -300,9 +380,9 @@ def terminate_cluster(cluster: Cluster, reason: str = "Terminated by its owner."
     from clusters.tasks import stop_cluster_task
 
     with transaction.atomic():
-        moved = Cluster.objects.filter(pk=cluster.pk, state__in=(State.PENDING, State.STARTING, State.READY)).update(
-            state=State.TERMINATING, state_reason=reason[:500]
-        )
+        moved = Cluster.objects.filter(
+            pk=cluster.pk, state__in=(State.PENDING, State.STARTING, State.READY)
+        ).update(state=State.TERMINATING, state_reason=reason[:500])
         if moved:
             pk = cluster.pk
             transaction.on_commit(lambda: stop_cluster_task.delay(pk))
@@ -320,7 +400,10 @@ def stop_cluster(cluster_id: int) -> Cluster | None:
     except BackendError as exc:
         log.warning("terminate failed cluster=%s: %s", cluster.pk, exc)
         return cluster
-    if cluster.jobflow_id and not Cluster.objects.filter(pk=cluster.pk, jobflow_id=cluster.jobflow_id).exists():
+    if (
+        cluster.jobflow_id
+        and not Cluster.objects.filter(pk=cluster.pk, jobflow_id=cluster.jobflow_id).exists()
+    ):
         Cluster.objects.filter(pk=cluster.pk).update(jobflow_id=cluster.jobflow_id)
     if cluster.backend == Cluster.Backend.LOCAL or not cluster.jobflow_id:
         # Local processes are gone now; an EMR cluster that was never launched has nothing
@@ -337,14 +420,23 @@ def warn_expiring_clusters(now: datetime | None = None) -> int:
     before = now + timedelta(seconds=settings.CLUSTER_EXPIRY_WARNING_SECONDS)
     sent = 0
     with transaction.atomic():
-        for cluster in Cluster.objects.expiring(before).filter(for_run__isnull=True).select_for_update(skip_locked=True).select_related("owner"):
+        for cluster in (
+            Cluster.objects.expiring(before)
+            .filter(for_run__isnull=True)
+            .select_for_update(skip_locked=True)
+            .select_related("owner")
+        ):
             if cluster.owner.email:
-                context = {"cluster": cluster, "url": settings.PORTAL_ORIGIN + cluster.get_absolute_url(),
-                           "minutes": max(0, int((cluster.expires_at - now).total_seconds() // 60))}
+                context = {
+                    "cluster": cluster,
+                    "url": settings.PORTAL_ORIGIN + cluster.get_absolute_url(),
+                    "minutes": max(0, int((cluster.expires_at - now).total_seconds() // 60)),
+                }
                 send_mail(
                     render_to_string("clusters/emails/expiry_subject.txt", context).strip(),
                     render_to_string("clusters/emails/expiry.txt", context),
-                    None, [cluster.owner.email],
+                    None,
+                    [cluster.owner.email],
                 )
                 sent += 1
             Cluster.objects.filter(pk=cluster.pk).update(expiry_warning_sent_at=now)
@@ -368,7 +460,10 @@ def usage_by_user(since: datetime | None = None) -> list[dict]:
         qs = qs.filter(started_at__gte=since)
     totals: dict[int, dict] = {}
     for cluster in qs:
-        row = totals.setdefault(cluster.owner_id, {"owner": cluster.owner, "clusters": 0, "node_hours": 0.0, "cost": 0.0})
+        row = totals.setdefault(
+            cluster.owner_id,
+            {"owner": cluster.owner, "clusters": 0, "node_hours": 0.0, "cost": 0.0},
+        )
         row["clusters"] += 1
         row["node_hours"] += cluster.node_hours
         row["cost"] += cluster.estimated_cost

@@ -54,4 +54,7 @@ def sync_emr_clusters() -> int:
 @shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
 def cluster_lifetimes() -> dict:
     """Warn owners before expiry and terminate expired clusters; beat, every 30 s."""
-    return {"warned": services.warn_expiring_clusters(), "terminated": services.terminate_expired_clusters()}
+    return {
+        "warned": services.warn_expiring_clusters(),
+        "terminated": services.terminate_expired_clusters(),
+    }

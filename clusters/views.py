@@ -17,7 +17,9 @@ from portal.htmx import refresh_page
 
 def cluster_for_user(user, pk) -> Cluster:
     """The cluster ``pk`` if ``user`` owns it (or is staff), else Http404."""
-    return get_object_or_404(Cluster.objects.visible_to(user).select_related("owner", "ssh_key"), pk=pk)
+    return get_object_or_404(
+        Cluster.objects.visible_to(user).select_related("owner", "ssh_key"), pk=pk
+    )
 
 
 def key_for_user(user, pk) -> SSHKey:
@@ -28,10 +30,15 @@ def key_for_user(user, pk) -> SSHKey:
 @require_GET
 def cluster_list(request):
     mine = Cluster.objects.filter(owner=request.user).select_related("ssh_key")
-    return render(request, "clusters/cluster_list.html", {
-        "live": mine.live(), "past": mine.exclude(state__in=Cluster.LIVE_STATES)[:50],
-        "price": settings.CLUSTER_PRICE_PER_NODE_HOUR,
-    })
+    return render(
+        request,
+        "clusters/cluster_list.html",
+        {
+            "live": mine.live(),
+            "past": mine.exclude(state__in=Cluster.LIVE_STATES)[:50],
+            "price": settings.CLUSTER_PRICE_PER_NODE_HOUR,
+        },
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -42,8 +49,13 @@ def cluster_create(request):
         if form.is_valid():
             c = form.cleaned_data
             spec = services.ClusterSpec(
-                name=c["name"], backend=c["backend"], size=c["size"], lifetime_hours=c["lifetime_hours"],
-                release=c["emr_release"].label if c.get("emr_release") and c["backend"] == Cluster.Backend.EMR else "",
+                name=c["name"],
+                backend=c["backend"],
+                size=c["size"],
+                lifetime_hours=c["lifetime_hours"],
+                release=c["emr_release"].label
+                if c.get("emr_release") and c["backend"] == Cluster.Backend.EMR
+                else "",
                 ssh_key=c.get("ssh_key"),
             )
             try:
@@ -58,9 +70,19 @@ def cluster_create(request):
             messages.info(request, "EMR clusters need an SSH key: add one first.")
             return redirect(f"{_url('keys-new')}?next={_url('clusters-new')}")
         last_key = SSHKey.objects.filter(owner=request.user).order_by("-created_at").first()
-        form = ClusterForm(user=request.user, initial={"name": services.suggest_name(request.user), "ssh_key": last_key,
-                                                      "backend": settings.CLUSTER_BACKENDS[0]})
-    return render(request, "clusters/cluster_form.html", {"form": form, "has_key": has_key, "backends": settings.CLUSTER_BACKENDS})
+        form = ClusterForm(
+            user=request.user,
+            initial={
+                "name": services.suggest_name(request.user),
+                "ssh_key": last_key,
+                "backend": settings.CLUSTER_BACKENDS[0],
+            },
+        )
+    return render(
+        request,
+        "clusters/cluster_form.html",
+        {"form": form, "has_key": has_key, "backends": settings.CLUSTER_BACKENDS},
+    )
 
 
 def _url(name, *args):
@@ -72,10 +94,16 @@ def _url(name, *args):
 @require_GET
 def cluster_detail(request, pk):
     cluster = cluster_for_user(request.user, pk)
-    return render(request, "clusters/cluster_detail.html", {
-        "cluster": cluster, "extend_form": ExtendForm(), "max_extension": settings.CLUSTER_MAX_EXTENSION_HOURS,
-        "runs": cluster.runs.select_related("job").order_by("-created_at")[:20],
-    })
+    return render(
+        request,
+        "clusters/cluster_detail.html",
+        {
+            "cluster": cluster,
+            "extend_form": ExtendForm(),
+            "max_extension": settings.CLUSTER_MAX_EXTENSION_HOURS,
+            "runs": cluster.runs.select_related("job").order_by("-created_at")[:20],
+        },
+    )
 
 
 @require_GET
@@ -94,11 +122,15 @@ def cluster_extend(request, pk):
     if form.is_valid():
         try:
             cluster = services.extend_cluster(cluster, form.cleaned_data["hours"], request.user)
-            messages.success(request, f"Extended: it now expires at {cluster.expires_at:%Y-%m-%d %H:%M} UTC.")
+            messages.success(
+                request, f"Extended: it now expires at {cluster.expires_at:%Y-%m-%d %H:%M} UTC."
+            )
         except services.ClusterError as exc:
             messages.error(request, str(exc))
     else:
-        messages.error(request, f"Enter a whole number of hours, 1 to {settings.CLUSTER_MAX_EXTENSION_HOURS}.")
+        messages.error(
+            request, f"Enter a whole number of hours, 1 to {settings.CLUSTER_MAX_EXTENSION_HOURS}."
+        )
     return redirect(cluster)
 
 
@@ -114,7 +146,9 @@ def cluster_terminate(request, pk):
 
 @require_GET
 def key_list(request):
-    return render(request, "clusters/key_list.html", {"keys": SSHKey.objects.filter(owner=request.user)})
+    return render(
+        request, "clusters/key_list.html", {"keys": SSHKey.objects.filter(owner=request.user)}
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -123,16 +157,24 @@ def key_create(request):
         form = SSHKeyForm(request.POST, request.FILES)
         if form.is_valid():
             try:
-                key = services.add_ssh_key(request.user, form.cleaned_data["title"], form.cleaned_data["raw"])
+                key = services.add_ssh_key(
+                    request.user, form.cleaned_data["title"], form.cleaned_data["raw"]
+                )
             except keys.SSHKeyError as exc:
                 form.add_error(None, str(exc))
             else:
                 messages.success(request, f"Key “{key.title}” added ({key.fingerprint}).")
                 next_url = request.POST.get("next") or ""
-                return redirect(next_url if next_url.startswith("/") and not next_url.startswith("//") else "keys-list")
+                return redirect(
+                    next_url
+                    if next_url.startswith("/") and not next_url.startswith("//")
+                    else "keys-list"
+                )
     else:
         form = SSHKeyForm()
-    return render(request, "clusters/key_form.html", {"form": form, "next": request.GET.get("next", "")})
+    return render(
+        request, "clusters/key_form.html", {"form": form, "next": request.GET.get("next", "")}
+    )
 
 
 @require_http_methods(["GET", "POST"])

@@ -213,9 +213,7 @@ SCHEMA = pa.schema(
         pa.field("subsession_hours", pa.float64(), nullable=False),
         pa.field("gc_ms", pa.map_(pa.int32(), pa.int32()), nullable=False),
         pa.field("addon_names", pa.list_(pa.string()), nullable=False),
-        pa.field(
-            "simple_measures_uptime", pa.map_(pa.int32(), pa.int32()), nullable=False
-        ),
+        pa.field("simple_measures_uptime", pa.map_(pa.int32(), pa.int32()), nullable=False),
         pa.field("hangs", pa.list_(HANG_TYPE), nullable=False),
     ]
 )
@@ -419,66 +417,199 @@ HANG_PREFIXES = {
 # (category, frames after the prefix, outermost first). Variants of one category share
 # its weight equally; each category always ends with the same few leaf frames.
 HANG_SUFFIXES = (
-    ("reflow", ("nsRefreshDriver::Tick", "PresShell::FlushPendingNotifications",
-                "PresShell::ProcessReflowCommands", "PresShell::DoReflow")),
-    ("reflow", ("nsTimerImpl::Fire", "js::RunScript", "js::Interpret",
-                "mozilla::dom::ElementBinding::get_clientHeight",
-                "nsIDocument::FlushPendingNotifications",
-                "PresShell::FlushPendingNotifications", "PresShell::DoReflow")),
-    ("cycle_collection", ("nsTimerImpl::Fire", "CCTimerFired",
-                          "nsJSContext::RunCycleCollectorSlice",
-                          "nsCycleCollector_collectSlice",
-                          "nsCycleCollector::collectSlice")),
-    ("cycle_collection", ("nsObserverService::NotifyObservers",
-                          "nsJSEnvironmentObserver::Observe",
-                          "nsJSContext::CycleCollectNow", "nsCycleCollector_collect",
-                          "nsCycleCollector::collectSlice")),
-    ("plugin", ("mozilla::EventDispatcher::Dispatch",
-                "nsPluginInstanceOwner::ProcessEvent",
-                "nsNPAPIPluginInstance::HandleEvent",
-                "mozilla::plugins::PluginInstanceParent::CallNPP_HandleEvent")),
-    ("plugin", ("nsRefreshDriver::Tick", "nsPluginInstanceOwner::CallSetWindow",
-                "nsNPAPIPluginInstance::SetWindow",
-                "mozilla::plugins::PluginInstanceParent::CallNPP_SetWindow")),
-    ("plugin", ("nsObjectLoadingContent::InstantiatePluginInstance",
-                "nsPluginHost::InstantiatePluginInstance",
-                "nsPluginHost::EnsurePluginLoaded", "nsNPAPIPlugin::CreatePlugin",
-                "mozilla::plugins::PluginModuleChromeParent::LoadModule")),
-    ("gc", ("nsTimerImpl::Fire", "nsJSContext::GarbageCollectNow", "JS::GCForReason",
-            "js::gc::GCRuntime::collect", "js::gc::GCRuntime::incrementalCollectSlice")),
-    ("script", ("mozilla::EventDispatcher::Dispatch",
-                "mozilla::EventListenerManager::HandleEventInternal",
-                "mozilla::dom::EventHandlerNonNull::Call", "js::RunScript",
-                "js::Interpret")),
-    ("script", ("nsTimerImpl::Fire", "nsGlobalWindow::RunTimeout", "js::RunScript",
-                "js::jit::EnterBaselineMethod")),
-    ("paint", ("nsRefreshDriver::Tick", "nsViewManager::ProcessPendingUpdates",
-               "PresShell::Paint", "nsLayoutUtils::PaintFrame")),
-    ("style", ("nsRefreshDriver::Tick", "PresShell::FlushPendingNotifications",
-               "mozilla::RestyleManager::ProcessPendingRestyles",
-               "mozilla::ElementRestyler::Restyle")),
-    ("sync_ipc", ("mozilla::ipc::MessageChannel::OnMaybeDequeueOne",
-                  "mozilla::dom::PContentParent::OnMessageReceived",
-                  "mozilla::dom::ContentParent::RecvSyncMessage",
-                  "nsFrameMessageManager::ReceiveMessage")),
-    ("storage", ("nsNavHistory::GetQueryResults",
-                 "mozilla::storage::Statement::ExecuteStep", "sqlite3_step")),
+    (
+        "reflow",
+        (
+            "nsRefreshDriver::Tick",
+            "PresShell::FlushPendingNotifications",
+            "PresShell::ProcessReflowCommands",
+            "PresShell::DoReflow",
+        ),
+    ),
+    (
+        "reflow",
+        (
+            "nsTimerImpl::Fire",
+            "js::RunScript",
+            "js::Interpret",
+            "mozilla::dom::ElementBinding::get_clientHeight",
+            "nsIDocument::FlushPendingNotifications",
+            "PresShell::FlushPendingNotifications",
+            "PresShell::DoReflow",
+        ),
+    ),
+    (
+        "cycle_collection",
+        (
+            "nsTimerImpl::Fire",
+            "CCTimerFired",
+            "nsJSContext::RunCycleCollectorSlice",
+            "nsCycleCollector_collectSlice",
+            "nsCycleCollector::collectSlice",
+        ),
+    ),
+    (
+        "cycle_collection",
+        (
+            "nsObserverService::NotifyObservers",
+            "nsJSEnvironmentObserver::Observe",
+            "nsJSContext::CycleCollectNow",
+            "nsCycleCollector_collect",
+            "nsCycleCollector::collectSlice",
+        ),
+    ),
+    (
+        "plugin",
+        (
+            "mozilla::EventDispatcher::Dispatch",
+            "nsPluginInstanceOwner::ProcessEvent",
+            "nsNPAPIPluginInstance::HandleEvent",
+            "mozilla::plugins::PluginInstanceParent::CallNPP_HandleEvent",
+        ),
+    ),
+    (
+        "plugin",
+        (
+            "nsRefreshDriver::Tick",
+            "nsPluginInstanceOwner::CallSetWindow",
+            "nsNPAPIPluginInstance::SetWindow",
+            "mozilla::plugins::PluginInstanceParent::CallNPP_SetWindow",
+        ),
+    ),
+    (
+        "plugin",
+        (
+            "nsObjectLoadingContent::InstantiatePluginInstance",
+            "nsPluginHost::InstantiatePluginInstance",
+            "nsPluginHost::EnsurePluginLoaded",
+            "nsNPAPIPlugin::CreatePlugin",
+            "mozilla::plugins::PluginModuleChromeParent::LoadModule",
+        ),
+    ),
+    (
+        "gc",
+        (
+            "nsTimerImpl::Fire",
+            "nsJSContext::GarbageCollectNow",
+            "JS::GCForReason",
+            "js::gc::GCRuntime::collect",
+            "js::gc::GCRuntime::incrementalCollectSlice",
+        ),
+    ),
+    (
+        "script",
+        (
+            "mozilla::EventDispatcher::Dispatch",
+            "mozilla::EventListenerManager::HandleEventInternal",
+            "mozilla::dom::EventHandlerNonNull::Call",
+            "js::RunScript",
+            "js::Interpret",
+        ),
+    ),
+    (
+        "script",
+        (
+            "nsTimerImpl::Fire",
+            "nsGlobalWindow::RunTimeout",
+            "js::RunScript",
+            "js::jit::EnterBaselineMethod",
+        ),
+    ),
+    (
+        "paint",
+        (
+            "nsRefreshDriver::Tick",
+            "nsViewManager::ProcessPendingUpdates",
+            "PresShell::Paint",
+            "nsLayoutUtils::PaintFrame",
+        ),
+    ),
+    (
+        "style",
+        (
+            "nsRefreshDriver::Tick",
+            "PresShell::FlushPendingNotifications",
+            "mozilla::RestyleManager::ProcessPendingRestyles",
+            "mozilla::ElementRestyler::Restyle",
+        ),
+    ),
+    (
+        "sync_ipc",
+        (
+            "mozilla::ipc::MessageChannel::OnMaybeDequeueOne",
+            "mozilla::dom::PContentParent::OnMessageReceived",
+            "mozilla::dom::ContentParent::RecvSyncMessage",
+            "nsFrameMessageManager::ReceiveMessage",
+        ),
+    ),
+    (
+        "storage",
+        (
+            "nsNavHistory::GetQueryResults",
+            "mozilla::storage::Statement::ExecuteStep",
+            "sqlite3_step",
+        ),
+    ),
 )
 # Category weights per OS (plugins: mostly Flash on Windows; none on Android) and the
 # factor applied to a category's durations.
 HANG_CATEGORY_WEIGHTS = {
-    "Windows_NT": {"reflow": 24, "cycle_collection": 14, "plugin": 14, "gc": 10,
-                   "script": 16, "paint": 8, "style": 5, "sync_ipc": 5, "storage": 4},
-    "Darwin": {"reflow": 26, "cycle_collection": 15, "plugin": 8, "gc": 10,
-               "script": 16, "paint": 10, "style": 6, "sync_ipc": 5, "storage": 4},
-    "Linux": {"reflow": 26, "cycle_collection": 16, "plugin": 5, "gc": 11,
-              "script": 17, "paint": 9, "style": 6, "sync_ipc": 6, "storage": 4},
-    "Android": {"reflow": 28, "cycle_collection": 14, "plugin": 0, "gc": 14,
-                "script": 18, "paint": 12, "style": 6, "sync_ipc": 0, "storage": 8},
+    "Windows_NT": {
+        "reflow": 24,
+        "cycle_collection": 14,
+        "plugin": 14,
+        "gc": 10,
+        "script": 16,
+        "paint": 8,
+        "style": 5,
+        "sync_ipc": 5,
+        "storage": 4,
+    },
+    "Darwin": {
+        "reflow": 26,
+        "cycle_collection": 15,
+        "plugin": 8,
+        "gc": 10,
+        "script": 16,
+        "paint": 10,
+        "style": 6,
+        "sync_ipc": 5,
+        "storage": 4,
+    },
+    "Linux": {
+        "reflow": 26,
+        "cycle_collection": 16,
+        "plugin": 5,
+        "gc": 11,
+        "script": 17,
+        "paint": 9,
+        "style": 6,
+        "sync_ipc": 6,
+        "storage": 4,
+    },
+    "Android": {
+        "reflow": 28,
+        "cycle_collection": 14,
+        "plugin": 0,
+        "gc": 14,
+        "script": 18,
+        "paint": 12,
+        "style": 6,
+        "sync_ipc": 0,
+        "storage": 8,
+    },
 }
-HANG_DURATION_SCALE = {"reflow": 1.0, "cycle_collection": 1.3, "plugin": 2.5,
-                       "gc": 1.2, "script": 1.5, "paint": 1.0, "style": 1.0,
-                       "sync_ipc": 1.8, "storage": 2.0}
+HANG_DURATION_SCALE = {
+    "reflow": 1.0,
+    "cycle_collection": 1.3,
+    "plugin": 2.5,
+    "gc": 1.2,
+    "script": 1.5,
+    "paint": 1.0,
+    "style": 1.0,
+    "sync_ipc": 1.8,
+    "storage": 2.0,
+}
 HANG_THRESHOLD_MS = 128  # shortest recorded hang
 HANG_MAX_MS = 600_000  # durations are capped at 10 minutes
 HANG_RATE_PER_HOUR = 0.8  # mean hangs per subsession hour of a typical profile
@@ -543,7 +674,9 @@ def generate(
     exists and is not a directory, or is a non-empty directory that this script did
     not write. Same arguments (and library versions) => identical bytes.
     """
-    last_day = _checked_arguments(end_date, ("pings", pings, 1), ("days", days, 1), ("seed", seed, 0))
+    last_day = _checked_arguments(
+        end_date, ("pings", pings, 1), ("days", days, 1), ("seed", seed, 0)
+    )
     earliest_build = min(offset for _, _, offset, _, _ in BUILDS)
     try:
         first_build_day = last_day - dt.timedelta(days=days - 1 - earliest_build)
@@ -558,9 +691,7 @@ def generate(
     _check_apart(out_dir=out, json_dir=json_out)
     _check_replaceable(out)
     if json_out is not None:
-        _check_replaceable(
-            json_out, JSON_MARKER_NAME, lambda n: n.startswith("pings-")
-        )
+        _check_replaceable(json_out, JSON_MARKER_NAME, lambda n: n.startswith("pings-"))
 
     table, partition_keys, stats = _build_pings(pings, dates, seed)
     summary = {
@@ -620,9 +751,7 @@ def _check_replaceable(
             raise UnsafeOutputDir(f"{out} is a dangling symlink; refusing to touch it")
         return
     if not out.is_dir():
-        raise UnsafeOutputDir(
-            f"{out} exists and is not a directory; refusing to replace it"
-        )
+        raise UnsafeOutputDir(f"{out} exists and is not a directory; refusing to replace it")
     entries = sorted(p.name for p in out.iterdir())
     if not entries:
         return
@@ -881,9 +1010,7 @@ def generate_talos(
         {
             "test": pa.array(columns["test"], pa.string()),
             "platform": pa.array(columns["platform"], pa.string()),
-            "date": pa.array(np.array(dates, dtype="datetime64[D]")[day_index]).cast(
-                pa.date32()
-            ),
+            "date": pa.array(np.array(dates, dtype="datetime64[D]")[day_index]).cast(pa.date32()),
             "value": pa.array(np.concatenate(columns["value"]), pa.float64()),
         },
         schema=TALOS_SCHEMA,
@@ -955,9 +1082,7 @@ def _build_pings(n_pings: int, dates: list[dt.date], seed: int):
     # Profiles: each gets one ping, the rest go to profiles by a skewed activity.
     n_clients = max(1, n_pings // 4)
     activity = rng.gamma(0.6, size=n_clients)
-    pings_per_client = 1 + rng.multinomial(
-        n_pings - n_clients, activity / activity.sum()
-    )
+    pings_per_client = 1 + rng.multinomial(n_pings - n_clients, activity / activity.sum())
     client_ids = _uuid4_strings(rng, n_clients)
 
     is_fennec = rng.random(n_clients) < APP_FENNEC_SHARE
@@ -966,9 +1091,7 @@ def _build_pings(n_pings: int, dates: list[dt.date], seed: int):
     client_channel = np.empty(n_clients, dtype=np.int8)
     for app_code, app in enumerate(apps):
         mask = client_app == app_code
-        client_channel[mask] = _choice(
-            rng, CHANNELS, CHANNEL_WEIGHTS[app], int(mask.sum())
-        )
+        client_channel[mask] = _choice(rng, CHANNELS, CHANNEL_WEIGHTS[app], int(mask.sum()))
 
     # OS: Firefox profiles in random order, laid end to end by ping count, cut at the
     # cumulative shares of OS_MIX (systematic sampling), so that ping shares match the
@@ -991,9 +1114,7 @@ def _build_pings(n_pings: int, dates: list[dt.date], seed: int):
         client_os_version[mask] = np.array(versions, dtype=object)[
             _choice(rng, versions, v_weights, count)
         ]
-        client_arch[mask] = np.array(archs, dtype=object)[
-            _choice(rng, archs, a_weights, count)
-        ]
+        client_arch[mask] = np.array(archs, dtype=object)[_choice(rng, archs, a_weights, count)]
 
     # Add-ons: 0..6 per profile (Fennec: at most 2), without replacement. Each profile
     # belongs to a community; its add-ons are drawn by popularity, the weights of its
@@ -1007,10 +1128,7 @@ def _build_pings(n_pings: int, dates: list[dt.date], seed: int):
         addon_rng, community_names, [w for _, w in ADDON_COMMUNITIES], n_clients
     )
     addon_community = np.array(
-        [
-            community_names.index(c) if c in community_names else -1
-            for _, _, c, _ in ADDONS
-        ]
+        [community_names.index(c) if c in community_names else -1 for _, _, c, _ in ADDONS]
     )
     log_weights = np.log([w for _, _, _, w in ADDONS])[None, :] + np.where(
         addon_community[None, :] == client_community[:, None],
@@ -1062,15 +1180,11 @@ def _build_pings(n_pings: int, dates: list[dt.date], seed: int):
     ).astype(np.int64)
     whole = rng.random(n_pings) < 0.6
     fraction = np.where(whole, 1.0, rng.uniform(0.05, 1.0, size=n_pings))
-    subsession_s = np.maximum(
-        1, np.floor(np.minimum(session_s, SUBSESSION_MAX_S) * fraction)
-    )
+    subsession_s = np.maximum(1, np.floor(np.minimum(session_s, SUBSESSION_MAX_S) * fraction))
     subsession_hours = subsession_s / 3600.0
 
     # Sort: partition (day, app, channel, build), then client_id, then document_id.
-    build_names = [
-        (v, _build_id(dates[0], offset, hhmmss)) for _, v, offset, hhmmss, _ in BUILDS
-    ]
+    build_names = [(v, _build_id(dates[0], offset, hhmmss)) for _, v, offset, hhmmss, _ in BUILDS]
     build_rank = _string_ranks(np.array([f"{v}/{b}" for v, b in build_names]))
     client_rank = _string_ranks(client_ids)
     order = np.lexsort(
@@ -1106,9 +1220,9 @@ def _build_pings(n_pings: int, dates: list[dt.date], seed: int):
     )
 
     # Partition index: consecutive ids in sorted order.
-    combo = (
-        (day.astype(np.int64) * 2 + client_app[owner]) * len(CHANNELS) + channel
-    ) * len(BUILDS) + build_rank[build]
+    combo = ((day.astype(np.int64) * 2 + client_app[owner]) * len(CHANNELS) + channel) * len(
+        BUILDS
+    ) + build_rank[build]
     new_part = np.r_[True, combo[1:] != combo[:-1]]
     partition = np.cumsum(new_part).astype(np.int32) - 1
     firsts = np.flatnonzero(new_part)
@@ -1187,14 +1301,11 @@ def _pick_builds(
             if not count:
                 continue
             available = [
-                (i, offset, weight)
-                for i, (_, _, offset, _, weight) in catalogue
-                if offset <= d
+                (i, offset, weight) for i, (_, _, offset, _, weight) in catalogue if offset <= d
             ]
             weights = [
                 weight
-                * SUPERSEDED_FACTOR
-                ** sum(1 for _, other, _ in available if other > offset)
+                * SUPERSEDED_FACTOR ** sum(1 for _, other, _ in available if other > offset)
                 * min(1.0, (d - offset + 1) / ADOPTION_DAYS[channel_name])
                 for _, offset, weight in available
             ]
@@ -1288,16 +1399,12 @@ def _hangs(
     """
     n = len(subsession_s)
     mean = HANG_RATE_PER_HOUR * (subsession_s / 3600.0) * jank
-    count = np.minimum(
-        rng.poisson(mean * rng.gamma(0.7, 1 / 0.7, size=n)), HANG_MAX_PER_PING
-    )
+    count = np.minimum(rng.poisson(mean * rng.gamma(0.7, 1 / 0.7, size=n)), HANG_MAX_PER_PING)
     stacks, categories, probabilities = hang_stack_catalogue(os_names)
     hang_os = np.repeat(os_code, count)
     cdf = np.cumsum(probabilities, axis=1)
     u = rng.random(len(hang_os))
-    suffix = np.minimum(
-        (u[:, None] >= cdf[hang_os]).sum(axis=1), len(HANG_SUFFIXES) - 1
-    )
+    suffix = np.minimum((u[:, None] >= cdf[hang_os]).sum(axis=1), len(HANG_SUFFIXES) - 1)
     scale = np.array([HANG_DURATION_SCALE[c] for c in categories])[suffix]
     duration = np.minimum(
         np.floor(HANG_THRESHOLD_MS * (1.0 + rng.pareto(1.3, size=len(suffix))) * scale),
@@ -1347,8 +1454,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="?",
         const="",
         metavar="DIR",
-        help="also write the pings as newline-delimited JSON to DIR "
-        "(default: OUT/../pings_json)",
+        help="also write the pings as newline-delimited JSON to DIR (default: OUT/../pings_json)",
     )
     parser.add_argument(
         "--talos",

@@ -71,7 +71,16 @@ class JobAdminForm(forms.ModelForm):
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     form = JobAdminForm
-    list_display = ("name", "owner", "schedule_kind", "cron", "timezone", "enabled", "next_run_at", "visibility")
+    list_display = (
+        "name",
+        "owner",
+        "schedule_kind",
+        "cron",
+        "timezone",
+        "enabled",
+        "next_run_at",
+        "visibility",
+    )
     list_filter = ("enabled", "schedule_kind", "visibility", "catchup", "overlap", "timezone")
     search_fields = ("name", "description", "owner__email", "owner__username")
     readonly_fields = ("next_run_at", "created_at", "updated_at")
@@ -87,7 +96,9 @@ class JobAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         # A changed schedule, zone or enabled flag moves the next slot, as in the portal.
         if {"cron", "timezone", "enabled"} & set(form.changed_data):
-            obj.next_run_at = obj.next_slot_after(timezone.now()) if obj.enabled and obj.cron else None
+            obj.next_run_at = (
+                obj.next_slot_after(timezone.now()) if obj.enabled and obj.cron else None
+            )
         super().save_model(request, obj, form, change)
 
     @admin.action(description="Run now")
@@ -128,7 +139,17 @@ class RunEventInline(ReadOnlyInline):
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = ("id", "job", "state", "trigger", "scheduled_for", "attempt", "worker", "started_at", "finished_at")
+    list_display = (
+        "id",
+        "job",
+        "state",
+        "trigger",
+        "scheduled_for",
+        "attempt",
+        "worker",
+        "started_at",
+        "finished_at",
+    )
     list_filter = ("state", "trigger", "job__owner")
     search_fields = ("=id", "uuid", "job__name", "error_ename", "worker")
     date_hierarchy = "created_at"
@@ -147,7 +168,11 @@ class RunAdmin(admin.ModelAdmin):
             services.cancel_run(run, request.user)
         skipped = queryset.count() - len(active)
         note = f" {skipped} had already ended." if skipped else ""
-        self.message_user(request, f"Asked {len(active)} run(s) to cancel.{note}", messages.SUCCESS if active else messages.WARNING)
+        self.message_user(
+            request,
+            f"Asked {len(active)} run(s) to cancel.{note}",
+            messages.SUCCESS if active else messages.WARNING,
+        )
 
     @admin.action(description="Re-run")
     def rerun(self, request, queryset):

@@ -30,7 +30,9 @@ STEP_FAILED = {"FAILED", "CANCELLED", "INTERRUPTED"}
 
 
 def s3_client():
-    return boto3.client("s3", region_name=settings.EMR_REGION, endpoint_url=settings.EMR_S3_ENDPOINT_URL or None)
+    return boto3.client(
+        "s3", region_name=settings.EMR_REGION, endpoint_url=settings.EMR_S3_ENDPOINT_URL or None
+    )
 
 
 def notebook_step(name: str, source_uri: str, output_uri: str, parameters_uri: str) -> dict:
@@ -63,7 +65,15 @@ def error_of(nb) -> dict:
     return {}
 
 
-def execute_on_emr(run, cluster, backend, source: bytes, parameters: dict, tick: Callable[[Progress], str], workdir: Path) -> Outcome:
+def execute_on_emr(
+    run,
+    cluster,
+    backend,
+    source: bytes,
+    parameters: dict,
+    tick: Callable[[Progress], str],
+    workdir: Path,
+) -> Outcome:
     """Run ``source`` as the step of ``cluster`` (a Cluster row for this run, not yet
     launched) and return the Outcome. ``tick(progress)`` records the heartbeat and answers
     "continue", "cancel" or "lost". Never raises for notebook or EMR failures: they become
@@ -72,13 +82,20 @@ def execute_on_emr(run, cluster, backend, source: bytes, parameters: dict, tick:
 
     bucket = settings.EMR_JOB_BUCKET
     prefix = f"runs/{run.uuid}/attempt-{run.attempt}"
-    source_uri, output_uri = f"s3://{bucket}/{prefix}/input.ipynb", f"s3://{bucket}/{prefix}/output.ipynb"
+    source_uri, output_uri = (
+        f"s3://{bucket}/{prefix}/input.ipynb",
+        f"s3://{bucket}/{prefix}/output.ipynb",
+    )
     parameters_uri = f"s3://{bucket}/{prefix}/parameters.yaml"
     s3 = s3_client()
     try:
         s3.put_object(Bucket=bucket, Key=f"{prefix}/input.ipynb", Body=source)
-        s3.put_object(Bucket=bucket, Key=f"{prefix}/parameters.yaml", Body=json.dumps(parameters).encode())
-        step = notebook_step(f"Run {run.pk} of job {run.job_id}", source_uri, output_uri, parameters_uri)
+        s3.put_object(
+            Bucket=bucket, Key=f"{prefix}/parameters.yaml", Body=json.dumps(parameters).encode()
+        )
+        step = notebook_step(
+            f"Run {run.pk} of job {run.job_id}", source_uri, output_uri, parameters_uri
+        )
         info = backend.start(cluster, steps=[step], keep_alive=False)
     except (ClientError, BotoCoreError, BackendError) as exc:
         return Outcome("infra_error", message=f"Could not launch the EMR job cluster: {exc}"[:500])
@@ -94,15 +111,30 @@ def execute_on_emr(run, cluster, backend, source: bytes, parameters: dict, tick:
         elif time.monotonic() > deadline:
             reason = "timed_out"
         if reason:
-            cluster_services.terminate_cluster(cluster, {"cancelled": "Run cancelled.", "timed_out": "Run timed out.", "lost": "Run lost."}[reason])
+            cluster_services.terminate_cluster(
+                cluster,
+                {"cancelled": "Run cancelled.", "timed_out": "Run timed out.", "lost": "Run lost."}[
+                    reason
+                ],
+            )
             cluster_services.stop_cluster(cluster.pk)
-            messages = {"timed_out": f"Stopped after the timeout of {run.timeout_seconds} s.", "cancelled": "Cancelled on request.", "lost": "This worker lost the run."}
+            messages = {
+                "timed_out": f"Stopped after the timeout of {run.timeout_seconds} s.",
+                "cancelled": "Cancelled on request.",
+                "lost": "This worker lost the run.",
+            }
             return Outcome(reason, message=messages[reason])
         try:
             if step_id is None:
                 steps = backend.client.list_steps(ClusterId=info["jobflow_id"])["Steps"]
                 step_id = steps[0]["Id"] if steps else None
-            state = backend.client.describe_step(ClusterId=info["jobflow_id"], StepId=step_id)["Step"]["Status"]["State"] if step_id else "PENDING"
+            state = (
+                backend.client.describe_step(ClusterId=info["jobflow_id"], StepId=step_id)["Step"][
+                    "Status"
+                ]["State"]
+                if step_id
+                else "PENDING"
+            )
         except (ClientError, BotoCoreError) as exc:
             log.warning("EMR step poll failed run=%s: %s", run.pk, exc)
             state = "UNKNOWN"
@@ -119,12 +151,23 @@ def execute_on_emr(run, cluster, backend, source: bytes, parameters: dict, tick:
         nb = nbformat.reads(body.decode("utf-8"), as_version=4)
     except (ClientError, BotoCoreError, ValueError) as exc:
         if state in STEP_DONE:
-            return Outcome("infra_error", message=f"The step finished but its output could not be read: {exc}"[:500])
-        return Outcome("infra_error", message=f"The EMR step ended {state} without an output notebook.")
+            return Outcome(
+                "infra_error",
+                message=f"The step finished but its output could not be read: {exc}"[:500],
+            )
+        return Outcome(
+            "infra_error", message=f"The EMR step ended {state} without an output notebook."
+        )
     progress.cells_done = 1
     if state in STEP_DONE:
         return Outcome("succeeded", output, progress=progress)
     error = error_of(nb)
     if error:
-        return Outcome("failed", output, error=error, message=f"{error['ename']}: {error['evalue']}"[:500], progress=progress)
+        return Outcome(
+            "failed",
+            output,
+            error=error,
+            message=f"{error['ename']}: {error['evalue']}"[:500],
+            progress=progress,
+        )
     return Outcome("infra_error", output, message=f"The EMR step ended {state}.", progress=progress)

@@ -139,8 +139,15 @@ class PortalEngine(NBClientEngine):
 
     @classmethod
     def execute_managed_notebook(
-        cls, nb_man, kernel_name, log_output=False, stdout_file=None, stderr_file=None,
-        start_timeout=60, execution_timeout=None, **kwargs,
+        cls,
+        nb_man,
+        kernel_name,
+        log_output=False,
+        stdout_file=None,
+        stderr_file=None,
+        start_timeout=60,
+        execution_timeout=None,
+        **kwargs,
     ):
         session: _Session = kwargs.pop("portal_session")
         kwargs = remove_args(["input_path"], **kwargs)
@@ -197,7 +204,9 @@ def execute(
     """
     kernel.ensure_kernelspec()
     progress = Progress()
-    env = kernel.kernel_env(spark_master, kernel_extra_env, memory_bytes=sandbox.spec.limits.memory_bytes)
+    env = kernel.kernel_env(
+        spark_master, kernel_extra_env, memory_bytes=sandbox.spec.limits.memory_bytes
+    )
     session = _Session(env, sandbox, partial_path, partial_interval, progress)
     stop = threading.Event()
     verdict: dict[str, str] = {}

@@ -91,7 +91,10 @@ def ensure_kernelspec() -> Path:
         # Signals do not cross into the sandbox (SIGINT to bwrap would end it): interrupt
         # by a message on the control channel.
         "interrupt_mode": "message",
-        "metadata": {"debugger": False, "kernel_provisioner": {"provisioner_name": PROVISIONER_NAME}},
+        "metadata": {
+            "debugger": False,
+            "kernel_provisioner": {"provisioner_name": PROVISIONER_NAME},
+        },
     }
     files = {
         root / "kernel.json": json.dumps(spec, indent=1),
@@ -108,7 +111,9 @@ def ensure_kernelspec() -> Path:
     return root
 
 
-def kernel_env(spark_master: str, extra: dict[str, str] | None = None, *, memory_bytes: int | None = None) -> dict[str, str]:
+def kernel_env(
+    spark_master: str, extra: dict[str, str] | None = None, *, memory_bytes: int | None = None
+) -> dict[str, str]:
     """The environment of a notebook kernel (the sandbox adds HOME and TMPDIR).
 
     Only variables named in ``settings.KERNEL_ENV_ALLOWLIST`` are copied from the worker;

@@ -65,59 +65,106 @@ class Job(models.Model):
         EMR_CLUSTER = "emr_cluster", "A transient EMR cluster for each run"
 
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs", help_text="Who owns the job."
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="jobs",
+        help_text="Who owns the job.",
     )
     name = models.CharField(max_length=200, help_text="A short name for the job.")
-    description = models.TextField(blank=True, help_text="What the notebook does; shown in alert e-mails.")
+    description = models.TextField(
+        blank=True, help_text="What the notebook does; shown in alert e-mails."
+    )
     schedule_kind = models.CharField(
-        max_length=10, choices=ScheduleKind.choices, default=ScheduleKind.DAILY, help_text="How the schedule was chosen."
+        max_length=10,
+        choices=ScheduleKind.choices,
+        default=ScheduleKind.DAILY,
+        help_text="How the schedule was chosen.",
     )
     cron = models.CharField(
         max_length=120,
         blank=True,
-        help_text="5-field cron expression of the schedule, in the job's time zone; empty for manual jobs.",
+        help_text=(
+            "5-field cron expression of the schedule, in the job's time zone; "
+            "empty for manual jobs."
+        ),
     )
-    timezone = models.CharField(max_length=64, default="UTC", help_text="IANA time zone the schedule is read in.")
+    timezone = models.CharField(
+        max_length=64, default="UTC", help_text="IANA time zone the schedule is read in."
+    )
     parameters = models.JSONField(
-        default=dict, blank=True, help_text="Parameter values injected into the notebook (name to JSON value)."
+        default=dict,
+        blank=True,
+        help_text="Parameter values injected into the notebook (name to JSON value).",
     )
     timeout_seconds = models.PositiveIntegerField(
         default=3600, help_text="A run still going after this many seconds ends TIMED_OUT."
     )
     max_retries = models.PositiveSmallIntegerField(
-        default=1, help_text="Retries after infrastructure failures (worker lost, kernel died); not after notebook errors."
+        default=1,
+        help_text=(
+            "Retries after infrastructure failures (worker lost, kernel died); "
+            "not after notebook errors."
+        ),
     )
     catchup = models.CharField(
-        max_length=10, choices=CatchUp.choices, default=CatchUp.LATEST, help_text="What to do with slots missed while the portal was down."
+        max_length=10,
+        choices=CatchUp.choices,
+        default=CatchUp.LATEST,
+        help_text="What to do with slots missed while the portal was down.",
     )
     overlap = models.CharField(
-        max_length=10, choices=Overlap.choices, default=Overlap.SKIP, help_text="What to do when a slot comes while a run is active."
+        max_length=10,
+        choices=Overlap.choices,
+        default=Overlap.SKIP,
+        help_text="What to do when a slot comes while a run is active.",
     )
     visibility = models.CharField(
-        max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE, help_text="Who may see the job's results."
+        max_length=10,
+        choices=Visibility.choices,
+        default=Visibility.PRIVATE,
+        help_text="Who may see the job's results.",
     )
     spark_target = models.CharField(
-        max_length=12, choices=SparkTarget.choices, default=SparkTarget.LOCAL, help_text="Where the notebook's Spark session runs."
+        max_length=12,
+        choices=SparkTarget.choices,
+        default=SparkTarget.LOCAL,
+        help_text="Where the notebook's Spark session runs.",
     )
     cluster = models.ForeignKey(
-        "clusters.Cluster", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs",
+        "clusters.Cluster",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="jobs",
         help_text="The running cluster runs connect to (Spark target 'cluster').",
     )
     cluster_size = models.PositiveSmallIntegerField(
-        default=1, help_text="Workers of the fresh cluster started for each run (Spark target 'new_cluster')."
+        default=1,
+        help_text="Workers of the fresh cluster started for each run (Spark target 'new_cluster').",
     )
     notify_on_failure = models.TextField(
-        blank=True, help_text="Comma-separated e-mail addresses told when a run fails; empty means nobody."
+        blank=True,
+        help_text="Comma-separated e-mail addresses told when a run fails; empty means nobody.",
     )
     notify_on_success = models.TextField(
-        blank=True, help_text="Comma-separated e-mail addresses told when a run succeeds; empty means nobody."
+        blank=True,
+        help_text="Comma-separated e-mail addresses told when a run succeeds; empty means nobody.",
     )
-    enabled = models.BooleanField(default=True, help_text="Paused jobs keep their schedule but start no runs.")
+    enabled = models.BooleanField(
+        default=True, help_text="Paused jobs keep their schedule but start no runs."
+    )
     next_run_at = models.DateTimeField(
-        null=True, blank=True, db_index=True, help_text="The next scheduled slot (UTC); empty for manual or paused jobs."
+        null=True,
+        blank=True,
+        db_index=True,
+        help_text="The next scheduled slot (UTC); empty for manual or paused jobs.",
     )
-    created_at = models.DateTimeField(auto_now_add=True, help_text="When the job was created (UTC).")
-    updated_at = models.DateTimeField(auto_now=True, help_text="When the job was last changed (UTC).")
+    created_at = models.DateTimeField(
+        auto_now_add=True, help_text="When the job was created (UTC)."
+    )
+    updated_at = models.DateTimeField(
+        auto_now=True, help_text="When the job was last changed (UTC)."
+    )
 
     objects = JobQuerySet.as_manager()
 
@@ -174,10 +221,19 @@ class Job(models.Model):
 class NotebookVersion(models.Model):
     """One immutable upload of a job's notebook. Runs record the version they used."""
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="versions", help_text="The job this notebook belongs to.")
+    job = models.ForeignKey(
+        Job,
+        on_delete=models.CASCADE,
+        related_name="versions",
+        help_text="The job this notebook belongs to.",
+    )
     number = models.PositiveIntegerField(help_text="1 for the first upload, then 2, 3...")
-    storage_key = models.CharField(max_length=300, help_text="Key of the .ipynb in the portal's storage.")
-    original_name = models.CharField(max_length=255, blank=True, help_text="The uploaded file's name (display only).")
+    storage_key = models.CharField(
+        max_length=300, help_text="Key of the .ipynb in the portal's storage."
+    )
+    original_name = models.CharField(
+        max_length=255, blank=True, help_text="The uploaded file's name (display only)."
+    )
     size_bytes = models.PositiveIntegerField(help_text="Size of the notebook file in bytes.")
     sha256 = models.CharField(max_length=64, help_text="SHA-256 of the notebook file, hex.")
     cell_count = models.PositiveIntegerField(default=0, help_text="Number of cells.")
@@ -185,16 +241,24 @@ class NotebookVersion(models.Model):
     parameter_schema = models.JSONField(
         default=dict,
         blank=True,
-        help_text="Parameters read from the 'parameters'-tagged cell: name to {type, default, help}.",
+        help_text=(
+            "Parameters read from the 'parameters'-tagged cell: name to {type, default, help}."
+        ),
     )
     uploaded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+", help_text="Who uploaded it."
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who uploaded it.",
     )
     created_at = models.DateTimeField(auto_now_add=True, help_text="When it was uploaded (UTC).")
 
     class Meta:
         ordering = ["job", "-number"]
-        constraints = [models.UniqueConstraint(fields=["job", "number"], name="unique_version_per_job")]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "number"], name="unique_version_per_job")
+        ]
 
     def __str__(self):
         return f"{self.job} v{self.number}"
@@ -245,49 +309,130 @@ class Run(models.Model):
         CLI = "cli", "Command line"
 
     ACTIVE_STATES = (State.QUEUED, State.RUNNING)
-    FINAL_STATES = (State.SUCCEEDED, State.FAILED, State.TIMED_OUT, State.CANCELLED, State.LOST, State.SKIPPED)
+    FINAL_STATES = (
+        State.SUCCEEDED,
+        State.FAILED,
+        State.TIMED_OUT,
+        State.CANCELLED,
+        State.LOST,
+        State.SKIPPED,
+    )
 
-    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False, help_text="Public id; names the run's files.")
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="runs", help_text="The job this run belongs to.")
+    uuid = models.UUIDField(
+        default=uuid.uuid4,
+        unique=True,
+        editable=False,
+        help_text="Public id; names the run's files.",
+    )
+    job = models.ForeignKey(
+        Job, on_delete=models.CASCADE, related_name="runs", help_text="The job this run belongs to."
+    )
     version = models.ForeignKey(
-        NotebookVersion, on_delete=models.PROTECT, related_name="runs", help_text="The notebook version executed."
+        NotebookVersion,
+        on_delete=models.PROTECT,
+        related_name="runs",
+        help_text="The notebook version executed.",
     )
-    trigger = models.CharField(max_length=10, choices=Trigger.choices, help_text="What started the run.")
+    trigger = models.CharField(
+        max_length=10, choices=Trigger.choices, help_text="What started the run."
+    )
     scheduled_for = models.DateTimeField(
-        null=True, blank=True, help_text="The schedule slot (UTC) this run is for; empty for manual runs."
+        null=True,
+        blank=True,
+        help_text="The schedule slot (UTC) this run is for; empty for manual runs.",
     )
-    parameters = models.JSONField(default=dict, blank=True, help_text="Parameter values injected into this run.")
+    parameters = models.JSONField(
+        default=dict, blank=True, help_text="Parameter values injected into this run."
+    )
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
         help_text="Who started it by hand; empty for scheduled runs.",
     )
-    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED, db_index=True, help_text="Where the run is in its life.")
-    state_reason = models.CharField(max_length=300, blank=True, help_text="Why the run is in its state, when not obvious.")
-    attempt = models.PositiveSmallIntegerField(default=0, help_text="How many times a worker has claimed the run.")
-    max_attempts = models.PositiveSmallIntegerField(default=1, help_text="Claims allowed: 1 + the job's retries.")
-    timeout_seconds = models.PositiveIntegerField(default=3600, help_text="Timeout of this run, copied from the job.")
-    created_at = models.DateTimeField(auto_now_add=True, help_text="When the run row was created (UTC).")
-    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="When the run was last put on the queue (UTC).")
-    not_before = models.DateTimeField(null=True, blank=True, help_text="A retry waits until then (UTC).")
-    started_at = models.DateTimeField(null=True, blank=True, help_text="When the current attempt started (UTC).")
+    state = models.CharField(
+        max_length=10,
+        choices=State.choices,
+        default=State.QUEUED,
+        db_index=True,
+        help_text="Where the run is in its life.",
+    )
+    state_reason = models.CharField(
+        max_length=300, blank=True, help_text="Why the run is in its state, when not obvious."
+    )
+    attempt = models.PositiveSmallIntegerField(
+        default=0, help_text="How many times a worker has claimed the run."
+    )
+    max_attempts = models.PositiveSmallIntegerField(
+        default=1, help_text="Claims allowed: 1 + the job's retries."
+    )
+    timeout_seconds = models.PositiveIntegerField(
+        default=3600, help_text="Timeout of this run, copied from the job."
+    )
+    created_at = models.DateTimeField(
+        auto_now_add=True, help_text="When the run row was created (UTC)."
+    )
+    enqueued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the run was last put on the queue (UTC)."
+    )
+    not_before = models.DateTimeField(
+        null=True, blank=True, help_text="A retry waits until then (UTC)."
+    )
+    started_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the current attempt started (UTC)."
+    )
     finished_at = models.DateTimeField(null=True, blank=True, help_text="When the run ended (UTC).")
-    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of the worker (UTC).")
-    worker = models.CharField(max_length=200, blank=True, help_text="Worker host and process running the attempt.")
-    cancel_requested_at = models.DateTimeField(null=True, blank=True, help_text="When someone asked to cancel (UTC).")
-    cells_total = models.PositiveIntegerField(default=0, help_text="Code cells to execute (with the injected one).")
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life of the worker (UTC)."
+    )
+    worker = models.CharField(
+        max_length=200, blank=True, help_text="Worker host and process running the attempt."
+    )
+    cancel_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="When someone asked to cancel (UTC)."
+    )
+    cells_total = models.PositiveIntegerField(
+        default=0, help_text="Code cells to execute (with the injected one)."
+    )
     cells_done = models.PositiveIntegerField(default=0, help_text="Code cells executed so far.")
-    current_cell_index = models.IntegerField(null=True, blank=True, help_text="Index of the cell executing now.")
-    current_cell_head = models.CharField(max_length=200, blank=True, help_text="First line of the cell executing now.")
-    output_key = models.CharField(max_length=300, blank=True, help_text="Storage key of the output .ipynb.")
-    html_key = models.CharField(max_length=300, blank=True, help_text="Storage key of the rendered output HTML.")
-    partial_key = models.CharField(max_length=300, blank=True, help_text="Storage key of the rendered partial output (HTML) while running.")
-    error_cell_index = models.IntegerField(null=True, blank=True, help_text="Index of the failing cell in the output notebook.")
-    error_ename = models.CharField(max_length=200, blank=True, help_text="Exception name of the failure.")
+    current_cell_index = models.IntegerField(
+        null=True, blank=True, help_text="Index of the cell executing now."
+    )
+    current_cell_head = models.CharField(
+        max_length=200, blank=True, help_text="First line of the cell executing now."
+    )
+    output_key = models.CharField(
+        max_length=300, blank=True, help_text="Storage key of the output .ipynb."
+    )
+    html_key = models.CharField(
+        max_length=300, blank=True, help_text="Storage key of the rendered output HTML."
+    )
+    partial_key = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Storage key of the rendered partial output (HTML) while running.",
+    )
+    error_cell_index = models.IntegerField(
+        null=True, blank=True, help_text="Index of the failing cell in the output notebook."
+    )
+    error_ename = models.CharField(
+        max_length=200, blank=True, help_text="Exception name of the failure."
+    )
     error_evalue = models.TextField(blank=True, help_text="Exception value of the failure.")
-    error_traceback = models.TextField(blank=True, help_text="Traceback of the failure, without colour codes.")
-    alert_sent_at = models.DateTimeField(null=True, blank=True, help_text="When the outcome e-mail went out (UTC); sent once.")
+    error_traceback = models.TextField(
+        blank=True, help_text="Traceback of the failure, without colour codes."
+    )
+    alert_sent_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the outcome e-mail went out (UTC); sent once."
+    )
     cluster = models.ForeignKey(
-        "clusters.Cluster", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs",
+        "clusters.Cluster",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
         help_text="The Spark cluster the run used; empty for the embedded local Spark.",
     )
 
@@ -298,7 +443,9 @@ class Run(models.Model):
         constraints = [
             # One run per (job, slot), whoever creates it and however often (DESIGN §Dispatch).
             models.UniqueConstraint(
-                fields=["job", "scheduled_for"], condition=Q(scheduled_for__isnull=False), name="unique_run_per_slot"
+                fields=["job", "scheduled_for"],
+                condition=Q(scheduled_for__isnull=False),
+                name="unique_run_per_slot",
             )
         ]
         indexes = [models.Index(fields=["state", "heartbeat_at"], name="run_state_heartbeat_idx")]
@@ -343,10 +490,14 @@ class Run(models.Model):
 class RunEvent(models.Model):
     """An audited change of a run's state: claims, retries, reaping, the end."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events", help_text="The run that changed.")
+    run = models.ForeignKey(
+        Run, on_delete=models.CASCADE, related_name="events", help_text="The run that changed."
+    )
     at = models.DateTimeField(auto_now_add=True, help_text="When it happened (UTC).")
     attempt = models.PositiveSmallIntegerField(help_text="The attempt the event belongs to.")
-    state = models.CharField(max_length=10, choices=Run.State.choices, help_text="The state entered.")
+    state = models.CharField(
+        max_length=10, choices=Run.State.choices, help_text="The state entered."
+    )
     message = models.CharField(max_length=500, blank=True, help_text="What happened, for people.")
     worker = models.CharField(max_length=200, blank=True, help_text="The worker involved, if any.")
 

@@ -58,13 +58,22 @@ def read_notebook(data: bytes, max_bytes: int | None = None) -> ParsedNotebook:
         text = data.decode("utf-8-sig")
         raw = json.loads(text)
     except UnicodeDecodeError:
-        raise NotebookError("The file is not text (UTF-8): is it really an .ipynb notebook?") from None
+        raise NotebookError(
+            "The file is not text (UTF-8): is it really an .ipynb notebook?"
+        ) from None
     except json.JSONDecodeError as exc:
-        raise NotebookError(f"The file is not JSON ({exc.msg} at line {exc.lineno}): is it really an .ipynb notebook?") from None
+        raise NotebookError(
+            f"The file is not JSON ({exc.msg} at line {exc.lineno}): "
+            "is it really an .ipynb notebook?"
+        ) from None
     if not isinstance(raw, dict) or "cells" not in raw or "nbformat" not in raw:
-        raise NotebookError("The file is JSON but not a Jupyter notebook (no 'cells' or 'nbformat').")
+        raise NotebookError(
+            "The file is JSON but not a Jupyter notebook (no 'cells' or 'nbformat')."
+        )
     if raw.get("nbformat") != 4:
-        raise NotebookError(f"Only nbformat 4 notebooks are supported; this one is version {raw.get('nbformat')!r}.")
+        raise NotebookError(
+            f"Only nbformat 4 notebooks are supported; this one is version {raw.get('nbformat')!r}."
+        )
     try:
         nbformat.validate(raw)
         # reads() also joins multi-line sources stored as lists, as papermill expects.
@@ -73,10 +82,16 @@ def read_notebook(data: bytes, max_bytes: int | None = None) -> ParsedNotebook:
         message = str(exc).splitlines()[0]
         raise NotebookError(f"The notebook is not valid: {message}") from None
     if len(nb.cells) > MAX_CELLS:
-        raise NotebookError(f"The notebook has {len(nb.cells)} cells; at most {MAX_CELLS} are allowed.")
-    language = nb.metadata.get("kernelspec", {}).get("language") or nb.metadata.get("language_info", {}).get("name")
+        raise NotebookError(
+            f"The notebook has {len(nb.cells)} cells; at most {MAX_CELLS} are allowed."
+        )
+    language = nb.metadata.get("kernelspec", {}).get("language") or nb.metadata.get(
+        "language_info", {}
+    ).get("name")
     if language and language.lower() != "python":
-        raise NotebookError(f"Only Python notebooks can run here; this one is written in {language}.")
+        raise NotebookError(
+            f"Only Python notebooks can run here; this one is written in {language}."
+        )
     return ParsedNotebook(
         nb=nb,
         size_bytes=len(data),
@@ -110,15 +125,23 @@ def inspect_parameters(nb: nbformat.NotebookNode) -> dict[str, dict]:
     for p in params:
         name = p.name
         if name in RESERVED_PARAMETERS:
-            raise NotebookError(f"The parameter {name!r} is reserved: the portal sets it for every run. Rename it.")
+            raise NotebookError(
+                f"The parameter {name!r} is reserved: the portal sets it for every run. Rename it."
+            )
         kind, default = _type_of(p.inferred_type_name or "None", p.default or "")
         out[name] = {"type": kind, "default": default, "help": p.help or ""}
     return out
 
 
 _ANNOTATIONS = {
-    "int": "int", "float": "float", "bool": "bool", "str": "str", "list": "list",
-    "List": "list", "date": "date", "datetime.date": "date",
+    "int": "int",
+    "float": "float",
+    "bool": "bool",
+    "str": "str",
+    "list": "list",
+    "List": "list",
+    "date": "date",
+    "datetime.date": "date",
 }
 
 
@@ -185,7 +208,7 @@ def _coerce_one(kind: str, value):
         if isinstance(value, str):
             value = json.loads(value)
         if not isinstance(value, list):
-            raise ValueError("expected a list, e.g. [1, 2] or [\"a\", \"b\"]")
+            raise ValueError('expected a list, e.g. [1, 2] or ["a", "b"]')
         return value
     if kind == "date":
         if isinstance(value, (dt.date, dt.datetime)):

@@ -31,7 +31,9 @@ from portal.sandbox import SandboxUnavailable
 class SandboxKernelManager(AsyncKernelManager):
     """A kernel manager that carries the sandbox its kernel must start in."""
 
-    sandbox = AnyTrait(None, allow_none=True, help="The portal.sandbox.Sandbox of this run (prepared).")
+    sandbox = AnyTrait(
+        None, allow_none=True, help="The portal.sandbox.Sandbox of this run (prepared)."
+    )
 
 
 class SandboxProvisioner(LocalProvisioner):
@@ -40,7 +42,9 @@ class SandboxProvisioner(LocalProvisioner):
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         sandbox = getattr(self.parent, "sandbox", None)
         if sandbox is None:
-            raise SandboxUnavailable("The portal kernel starts only inside a run's sandbox (jobs.executor).")
+            raise SandboxUnavailable(
+                "The portal kernel starts only inside a run's sandbox (jobs.executor)."
+            )
         km = self.parent
         km.transport = "ipc"
         km.cache_ports = False

@@ -123,7 +123,9 @@ def sanitize_dimensions(nb: nbformat.NotebookNode) -> None:
 # the whole page catches what any other path (the template, a future filter) lets through.
 _RAW_TEXT = re.compile(r"(<(script|style)\b[^>]*>)(.*?)(</\2\s*>)", re.S | re.I)
 # Browsers also take "/" between attributes as a separator (<img/src=x/onerror=...>).
-_START_TAG = re.compile(r"<[A-Za-z][^\s/>]*(?:[\s/]+[^\s/>\"'=]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s\"'=<>`]+))?)*[\s/]*>")
+_START_TAG = re.compile(
+    r"<[A-Za-z][^\s/>]*(?:[\s/]+[^\s/>\"'=]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s\"'=<>`]+))?)*[\s/]*>"
+)
 _HANDLER = re.compile(r"[\s/]+on[A-Za-z]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s\"'=<>`]+))?", re.I)
 
 

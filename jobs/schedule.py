@@ -23,7 +23,9 @@ class ScheduleError(ValueError):
 def validate_timezone(name: str) -> ZoneInfo:
     """Return the ZoneInfo for an IANA name; raises ScheduleError for an unknown one."""
     if not name or name not in _timezones():
-        raise ScheduleError(f"Unknown time zone {name!r}: use an IANA name such as Europe/Berlin or UTC.")
+        raise ScheduleError(
+            f"Unknown time zone {name!r}: use an IANA name such as Europe/Berlin or UTC."
+        )
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -55,7 +57,8 @@ def validate_cron(expr: str) -> str:
     fields = (expr or "").split()
     if len(fields) != 5:
         raise ScheduleError(
-            f"A cron expression has 5 fields (minute hour day month weekday); {expr!r} has {len(fields)}."
+            "A cron expression has 5 fields (minute hour day month weekday); "
+            f"{expr!r} has {len(fields)}."
         )
     normalised = " ".join(fields)
     if not croniter.is_valid(normalised):
@@ -64,7 +67,9 @@ def validate_cron(expr: str) -> str:
     return normalised
 
 
-def preset_to_cron(kind: str, minute: int = 0, hour: int = 0, weekday: int = 0, day: int = 1) -> str:
+def preset_to_cron(
+    kind: str, minute: int = 0, hour: int = 0, weekday: int = 0, day: int = 1
+) -> str:
     """Build the cron expression of a preset.
 
     ``kind`` is one of hourly, daily, weekly, monthly; ``minute`` 0-59, ``hour`` 0-23,
@@ -129,7 +134,9 @@ def _slots(expr: str, tz_name: str, moment: datetime):
         try:
             slot = it.get_next(datetime)
         except CroniterBadDateError:
-            raise ScheduleError(f"{expr!r} never fires: no date matches it (like 30 February or 31 April).") from None
+            raise ScheduleError(
+                f"{expr!r} never fires: no date matches it (like 30 February or 31 April)."
+            ) from None
         if slot.astimezone(tz).fold == 1 and not hour_wildcard:
             continue
         yield slot.astimezone(UTC)
@@ -156,13 +163,17 @@ def upcoming_slots(expr: str, tz_name: str, moment: datetime, count: int) -> lis
     return [next(slots) for _ in range(count)]
 
 
-def slots_between(expr: str, tz_name: str, after: datetime, until: datetime, limit: int) -> list[datetime]:
+def slots_between(
+    expr: str, tz_name: str, after: datetime, until: datetime, limit: int
+) -> list[datetime]:
     """Slots ``s`` with ``after < s <= until``, oldest first, at most the newest ``limit``."""
     return list(_slots_between(expr, tz_name, after.astimezone(UTC), until.astimezone(UTC), limit))
 
 
 @lru_cache(maxsize=1024)
-def _slots_between(expr: str, tz_name: str, after: datetime, until: datetime, limit: int) -> tuple[datetime, ...]:
+def _slots_between(
+    expr: str, tz_name: str, after: datetime, until: datetime, limit: int
+) -> tuple[datetime, ...]:
     found: list[datetime] = []
     for slot in _slots(expr, tz_name, after):
         if slot > until:

@@ -70,7 +70,13 @@ def _validated_schedule(kind: str, cron: str, tz: str) -> str:
     return schedule.validate_cron(cron)
 
 
-def create_job(owner, spec: JobSettings, notebook_bytes: bytes, original_name: str = "", now: datetime | None = None) -> Job:
+def create_job(
+    owner,
+    spec: JobSettings,
+    notebook_bytes: bytes,
+    original_name: str = "",
+    now: datetime | None = None,
+) -> Job:
     """Create a job with its first notebook version; returns the saved Job.
 
     Validates everything before writing anything: raises NotebookError (not a usable
@@ -137,7 +143,9 @@ def _store_version(job, user, parsed, param_schema, data, original_name) -> Note
         raise
 
 
-def upload_version(job: Job, user, notebook_bytes: bytes, original_name: str = "") -> tuple[NotebookVersion, list[str]]:
+def upload_version(
+    job: Job, user, notebook_bytes: bytes, original_name: str = ""
+) -> tuple[NotebookVersion, list[str]]:
     """Add a new immutable notebook version to ``job``.
 
     Returns ``(version, dropped)`` where ``dropped`` names the job's parameter values that
@@ -168,13 +176,31 @@ def update_job(job: Job, spec: JobSettings, now: datetime | None = None) -> Job:
     now = now or timezone.now()
     version = job.latest_version()
     cron = _validated_schedule(spec.schedule_kind, spec.cron, spec.timezone)
-    values = notebooks.coerce_parameters(version.parameter_schema if version else {}, spec.parameters or {})
+    values = notebooks.coerce_parameters(
+        version.parameter_schema if version else {}, spec.parameters or {}
+    )
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
-        schedule_changed = (cron, spec.timezone, spec.enabled) != (job.cron, job.timezone, job.enabled)
+        schedule_changed = (cron, spec.timezone, spec.enabled) != (
+            job.cron,
+            job.timezone,
+            job.enabled,
+        )
         for field in (
-            "name", "description", "schedule_kind", "timezone", "max_retries", "catchup", "overlap",
-            "visibility", "notify_on_failure", "notify_on_success", "enabled", "spark_target", "cluster", "cluster_size",
+            "name",
+            "description",
+            "schedule_kind",
+            "timezone",
+            "max_retries",
+            "catchup",
+            "overlap",
+            "visibility",
+            "notify_on_failure",
+            "notify_on_success",
+            "enabled",
+            "spark_target",
+            "cluster",
+            "cluster_size",
         ):
             setattr(job, field, getattr(spec, field))
         job.cron = cron
@@ -208,7 +234,9 @@ def delete_job(job: Job) -> None:
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
         keys = list(job.versions.values_list("storage_key", flat=True))
-        for output_key, html_key, partial_key in job.runs.values_list("output_key", "html_key", "partial_key"):
+        for output_key, html_key, partial_key in job.runs.values_list(
+            "output_key", "html_key", "partial_key"
+        ):
             keys += [k for k in (output_key, html_key, partial_key) if k]
         Run.objects.filter(job=job).delete()
         job.delete()
@@ -249,7 +277,18 @@ def _enqueue_all(run_ids: list[int], countdown: float = 0) -> None:
         transaction.on_commit(publish, robust=True)
 
 
-def _new_run(job: Job, *, trigger, parameters, version=None, scheduled_for=None, created_by=None, state=State.QUEUED, reason="", enqueue=True) -> Run:
+def _new_run(
+    job: Job,
+    *,
+    trigger,
+    parameters,
+    version=None,
+    scheduled_for=None,
+    created_by=None,
+    state=State.QUEUED,
+    reason="",
+    enqueue=True,
+) -> Run:
     version = version or job.latest_version()
     now = timezone.now()
     run = Run.objects.create(
@@ -266,13 +305,21 @@ def _new_run(job: Job, *, trigger, parameters, version=None, scheduled_for=None,
         enqueued_at=now if state == State.QUEUED else None,
         finished_at=now if state in (State.SKIPPED, State.FAILED) else None,
     )
-    RunEvent.objects.create(run=run, attempt=0, state=state, message=reason or f"Created ({run.get_trigger_display()}).")
+    RunEvent.objects.create(
+        run=run, attempt=0, state=state, message=reason or f"Created ({run.get_trigger_display()})."
+    )
     if state == State.QUEUED and enqueue:
         _enqueue(run)
     return run
 
 
-def run_now(job: Job, user, parameters: dict | None = None, trigger: str = Run.Trigger.MANUAL, enqueue: bool = True) -> Run:
+def run_now(
+    job: Job,
+    user,
+    parameters: dict | None = None,
+    trigger: str = Run.Trigger.MANUAL,
+    enqueue: bool = True,
+) -> Run:
     """Start a run of ``job`` at once with its parameters (overridden by ``parameters``).
 
     Never moves the job's schedule. With ``enqueue=False`` no message is sent: the caller
@@ -284,7 +331,14 @@ def run_now(job: Job, user, parameters: dict | None = None, trigger: str = Run.T
     if parameters:
         values.update(notebooks.coerce_parameters(version.parameter_schema, parameters))
     with transaction.atomic():
-        run = _new_run(job, trigger=trigger, parameters=values, version=version, created_by=user, enqueue=enqueue)
+        run = _new_run(
+            job,
+            trigger=trigger,
+            parameters=values,
+            version=version,
+            created_by=user,
+            enqueue=enqueue,
+        )
     log.info("run now run=%s job=%s user=%s", run.pk, job.pk, getattr(user, "pk", None))
     return run
 
@@ -292,7 +346,13 @@ def run_now(job: Job, user, parameters: dict | None = None, trigger: str = Run.T
 def rerun(run: Run, user) -> Run:
     """Start a new run with the same notebook version and parameters as ``run``."""
     with transaction.atomic():
-        new = _new_run(run.job, trigger=Run.Trigger.RERUN, parameters=dict(run.parameters), version=run.version, created_by=user)
+        new = _new_run(
+            run.job,
+            trigger=Run.Trigger.RERUN,
+            parameters=dict(run.parameters),
+            version=run.version,
+            created_by=user,
+        )
     return new
 
 
@@ -300,9 +360,10 @@ def dispatch_due_runs(now: datetime | None = None, batch: int = 20) -> list[Run]
     """Create the runs of every job whose next slot is at or before ``now`` (UTC).
 
     Jobs are handled in small batches (``batch``), each its own transaction, so the first
-    runs are enqueued while later ones are still being created. For each due job: choose the slots to run by the job's
-    catch-up policy ("latest": the newest missed slot; "all": every missed slot, at most
-    CATCHUP_MAX_SLOTS; "none": only a slot less than one dispatch interval old), create
+    runs are enqueued while later ones are still being created. For each due job: choose
+    the slots to run by the job's catch-up policy ("latest": the newest missed slot;
+    "all": every missed slot, at most CATCHUP_MAX_SLOTS; "none": only a slot less than
+    one dispatch interval old), create
     one Run per slot (QUEUED, or SKIPPED when the overlap policy is "skip" and a run is
     still active), advance ``next_run_at`` past ``now``, and enqueue after commit.
 
@@ -316,7 +377,9 @@ def dispatch_due_runs(now: datetime | None = None, batch: int = 20) -> list[Run]
     while True:
         with transaction.atomic():
             jobs = list(
-                Job.objects.due(now).select_for_update(skip_locked=True).order_by("next_run_at", "id")[:batch]
+                Job.objects.due(now)
+                .select_for_update(skip_locked=True)
+                .order_by("next_run_at", "id")[:batch]
             )
             plans = {job.pk: plan for job in jobs if (plan := _plan(job, now, grace)) is not None}
             healthy = [job for job in jobs if job.pk in plans]
@@ -335,7 +398,9 @@ def dispatch_due_runs(now: datetime | None = None, batch: int = 20) -> list[Run]
 def _slots_to_run(job: Job, now: datetime, grace: timedelta) -> list[datetime]:
     """The due slots of ``job`` that its catch-up policy runs, oldest first."""
     first = job.next_run_at
-    missed = [first] + schedule.slots_between(job.cron, job.timezone, first, now, settings.CATCHUP_MAX_SLOTS)
+    missed = [first] + schedule.slots_between(
+        job.cron, job.timezone, first, now, settings.CATCHUP_MAX_SLOTS
+    )
     if job.catchup == Job.CatchUp.ALL:
         return missed[-settings.CATCHUP_MAX_SLOTS :]
     if job.catchup == Job.CatchUp.NONE:
@@ -351,16 +416,30 @@ def _plan(job: Job, now: datetime, grace: timedelta) -> tuple[list[datetime], da
     never stops the dispatcher for every job behind it."""
     try:
         return _slots_to_run(job, now, grace), job.next_slot_after(now)
-    except (schedule.ScheduleError, ValueError, KeyError) as exc:  # croniter's errors are ValueErrors; zoneinfo's KeyErrors
-        reason = f"The schedule cannot be computed ({exc}): the job was paused. Fix its schedule, then resume it."
+    except (
+        schedule.ScheduleError,
+        ValueError,
+        KeyError,
+    ) as exc:  # croniter's errors are ValueErrors; zoneinfo's KeyErrors
+        reason = (
+            f"The schedule cannot be computed ({exc}): the job was paused. "
+            "Fix its schedule, then resume it."
+        )
         log.error("job=%s paused: %s", job.pk, reason)
         slot, version = job.next_run_at, job.latest_version()
         Job.objects.filter(pk=job.pk).update(enabled=False, next_run_at=None)
         if version is not None:
             try:
                 with transaction.atomic():
-                    _new_run(job, trigger=Run.Trigger.SCHEDULE, parameters=dict(job.parameters), version=version,
-                             scheduled_for=slot, state=State.FAILED, reason=reason)
+                    _new_run(
+                        job,
+                        trigger=Run.Trigger.SCHEDULE,
+                        parameters=dict(job.parameters),
+                        version=version,
+                        scheduled_for=slot,
+                        state=State.FAILED,
+                        reason=reason,
+                    )
             except IntegrityError:
                 pass  # that slot already has a run
         return None
@@ -373,13 +452,21 @@ def _dispatch_batch(jobs: list[Job], plans: dict, now: datetime) -> list[Run]:
     run meanwhile."""
     ids = [job.pk for job in jobs]
     latest: dict[int, tuple[int, int]] = {}
-    for version_id, job_id, number in NotebookVersion.objects.filter(job_id__in=ids).values_list("id", "job_id", "number"):
+    for version_id, job_id, number in NotebookVersion.objects.filter(job_id__in=ids).values_list(
+        "id", "job_id", "number"
+    ):
         if job_id not in latest or number > latest[job_id][1]:
             latest[job_id] = (version_id, number)
-    active = set(Run.objects.filter(job_id__in=ids, state__in=Run.ACTIVE_STATES).values_list("job_id", flat=True))
+    active = set(
+        Run.objects.filter(job_id__in=ids, state__in=Run.ACTIVE_STATES).values_list(
+            "job_id", flat=True
+        )
+    )
     earliest = min((slots[0] for slots, _ in plans.values() if slots), default=now)
     existing = set(
-        Run.objects.filter(job_id__in=ids, scheduled_for__gte=earliest).values_list("job_id", "scheduled_for")
+        Run.objects.filter(job_id__in=ids, scheduled_for__gte=earliest).values_list(
+            "job_id", "scheduled_for"
+        )
     )
     runs = []
     for job in jobs:
@@ -388,16 +475,27 @@ def _dispatch_batch(jobs: list[Job], plans: dict, now: datetime) -> list[Run]:
             if (job.pk, slot) in existing or job.pk not in latest:
                 continue
             skipped = job.pk in active and job.overlap == Job.Overlap.SKIP
-            runs.append(Run(
-                job=job, version_id=latest[job.pk][0], trigger=Run.Trigger.SCHEDULE, scheduled_for=slot,
-                parameters=dict(job.parameters), state=State.SKIPPED if skipped else State.QUEUED,
-                state_reason="Skipped: the previous run was still active." if skipped else "",
-                max_attempts=1 + job.max_retries, timeout_seconds=job.timeout_seconds,
-                enqueued_at=None if skipped else now, finished_at=now if skipped else None,
-            ))
+            runs.append(
+                Run(
+                    job=job,
+                    version_id=latest[job.pk][0],
+                    trigger=Run.Trigger.SCHEDULE,
+                    scheduled_for=slot,
+                    parameters=dict(job.parameters),
+                    state=State.SKIPPED if skipped else State.QUEUED,
+                    state_reason="Skipped: the previous run was still active." if skipped else "",
+                    max_attempts=1 + job.max_retries,
+                    timeout_seconds=job.timeout_seconds,
+                    enqueued_at=None if skipped else now,
+                    finished_at=now if skipped else None,
+                )
+            )
     Run.objects.bulk_create(runs)
     RunEvent.objects.bulk_create(
-        RunEvent(run=run, attempt=0, state=run.state, message=run.state_reason or "Created (Schedule).") for run in runs
+        RunEvent(
+            run=run, attempt=0, state=run.state, message=run.state_reason or "Created (Schedule)."
+        )
+        for run in runs
     )
     Job.objects.bulk_update(jobs, ["next_run_at"])
     _enqueue_all([run.pk for run in runs if run.state == State.QUEUED])
@@ -418,8 +516,15 @@ def _dispatch_job(job: Job, plan: tuple[list[datetime], datetime]) -> list[Run]:
         try:
             with transaction.atomic():
                 runs.append(
-                    _new_run(job, trigger=Run.Trigger.SCHEDULE, parameters=dict(job.parameters), version=version,
-                             scheduled_for=slot, state=state, reason=reason)
+                    _new_run(
+                        job,
+                        trigger=Run.Trigger.SCHEDULE,
+                        parameters=dict(job.parameters),
+                        version=version,
+                        scheduled_for=slot,
+                        state=state,
+                        reason=reason,
+                    )
                 )
         except IntegrityError:
             log.info("slot already has a run job=%s slot=%s", job.pk, slot.isoformat())
@@ -449,14 +554,28 @@ def claim_run(run_id: int, worker: str, now: datetime | None = None) -> Run | No
             Run.objects.filter(pk=run_id, state=State.QUEUED, attempt__lt=F("max_attempts"))
             .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
             .update(
-                state=State.RUNNING, attempt=F("attempt") + 1, worker=worker, started_at=now, heartbeat_at=now,
-                finished_at=None, cells_done=0, cells_total=0, current_cell_index=None, current_cell_head="",
+                state=State.RUNNING,
+                attempt=F("attempt") + 1,
+                worker=worker,
+                started_at=now,
+                heartbeat_at=now,
+                finished_at=None,
+                cells_done=0,
+                cells_total=0,
+                current_cell_index=None,
+                current_cell_head="",
             )
         )
         if not claimed:
             return None
         run = Run.objects.select_related("job", "version").get(pk=run_id)
-        RunEvent.objects.create(run=run, attempt=run.attempt, state=State.RUNNING, worker=worker, message="Claimed by a worker.")
+        RunEvent.objects.create(
+            run=run,
+            attempt=run.attempt,
+            state=State.RUNNING,
+            worker=worker,
+            message="Claimed by a worker.",
+        )
     return run
 
 
@@ -509,9 +628,14 @@ def spark_target_for(run: Run):
     if job.spark_target == Job.SparkTarget.CLUSTER:
         cluster = job.cluster
         if cluster is None or cluster.state != Cluster.State.READY:
-            raise SparkTargetError("The job's cluster is not running: start it, or choose another Spark target.")
+            raise SparkTargetError(
+                "The job's cluster is not running: start it, or choose another Spark target."
+            )
         if cluster.backend != Cluster.Backend.LOCAL or cluster.owner_id != job.owner_id:
-            raise SparkTargetError("A job can run on one of its owner's local clusters only; for EMR choose “a fresh EMR cluster”.")
+            raise SparkTargetError(
+                "A job can run on one of its owner's local clusters only; "
+                "for EMR choose “a fresh EMR cluster”."
+            )
         return cluster.connect_url, cluster, False
     if job.spark_target == Job.SparkTarget.NEW_CLUSTER:
         previous = Cluster.objects.filter(for_run=run).first()
@@ -521,7 +645,9 @@ def spark_target_for(run: Run):
             cluster_services.terminate_cluster(previous, "Replaced by a new attempt.")
             Cluster.objects.filter(pk=previous.pk).update(for_run=None)
         hours = max(1, -(-(run.timeout_seconds + 600) // 3600))
-        spec = cluster_services.ClusterSpec(name=f"run-{run.pk}-a{run.attempt}", size=job.cluster_size, lifetime_hours=hours)
+        spec = cluster_services.ClusterSpec(
+            name=f"run-{run.pk}-a{run.attempt}", size=job.cluster_size, lifetime_hours=hours
+        )
         cluster = cluster_services.launch_cluster(job.owner, spec, for_run=run)
         cluster_services.start_cluster(cluster.pk)
 
@@ -530,10 +656,16 @@ def spark_target_for(run: Run):
             # if the run was cancelled or taken over meanwhile.
             answer = record_progress(run, executor.Progress())
             if answer != "continue":
-                raise cluster_services.ClusterError("The run was cancelled while its cluster was starting." if answer == "cancel" else "The run was taken over by another attempt.")
+                raise cluster_services.ClusterError(
+                    "The run was cancelled while its cluster was starting."
+                    if answer == "cancel"
+                    else "The run was taken over by another attempt."
+                )
 
         try:
-            cluster = cluster_services.wait_until_ready(cluster, timeout=settings.CLUSTER_START_TIMEOUT, on_poll=still_mine)
+            cluster = cluster_services.wait_until_ready(
+                cluster, timeout=settings.CLUSTER_START_TIMEOUT, on_poll=still_mine
+            )
         except cluster_services.ClusterError as exc:
             cluster_services.terminate_cluster(cluster, str(exc))
             cluster_services.stop_cluster(cluster.pk)
@@ -553,7 +685,9 @@ def execute_run(run_id: int, worker: str | None = None) -> Run | None:
     if run is None:
         log.info("nothing to claim run=%s", run_id)
         return None
-    log.info("executing run=%s job=%s attempt=%s worker=%s", run.pk, run.job_id, run.attempt, worker)
+    log.info(
+        "executing run=%s job=%s attempt=%s worker=%s", run.pk, run.job_id, run.attempt, worker
+    )
     with tempfile.TemporaryDirectory(prefix=f"run-{run.pk}-") as tmp:
         tmp = Path(tmp)
         source = tmp / "input.ipynb"
@@ -568,7 +702,12 @@ def execute_run(run_id: int, worker: str | None = None) -> Run | None:
             now = time.monotonic()
             # Rendering costs more as the notebook grows and competes with the kernel's
             # client for the GIL: after each render, wait ten times as long as it took.
-            if answer == "continue" and progress.partial_version != uploaded["version"] and partial.exists() and now >= uploaded["next"]:
+            if (
+                answer == "continue"
+                and progress.partial_version != uploaded["version"]
+                and partial.exists()
+                and now >= uploaded["next"]
+            ):
                 uploaded["version"] = progress.partial_version
                 key = _store_partial(run, partial, uploaded["key"])
                 uploaded["next"] = time.monotonic() + 10 * (time.monotonic() - now)
@@ -584,11 +723,16 @@ def execute_run(run_id: int, worker: str | None = None) -> Run | None:
         try:
             master, cluster, owned = spark_target_for(run)
         except SparkTargetError as exc:
-            return finish_run(run, executor.Outcome("infra_error" if exc.retry else "failed", None, message=str(exc)))
+            return finish_run(
+                run,
+                executor.Outcome("infra_error" if exc.retry else "failed", None, message=str(exc)),
+            )
         if cluster is not None:
             Run.objects.filter(pk=run.pk).update(cluster=cluster)
         try:
-            outcome = _execute_in_sandbox(run, source, tmp / "output.ipynb", partial, tick, master, cluster)
+            outcome = _execute_in_sandbox(
+                run, source, tmp / "output.ipynb", partial, tick, master, cluster
+            )
         finally:
             close_stale_connections()  # idle for the whole notebook: it may have been cut meanwhile
             if owned:
@@ -608,7 +752,9 @@ def connect_user_id(run: Run) -> str:
     return f"u{run.job.owner_id}"
 
 
-def _execute_in_sandbox(run: Run, source: Path, output: Path, partial: Path, tick, master: str, cluster) -> executor.Outcome:
+def _execute_in_sandbox(
+    run: Run, source: Path, output: Path, partial: Path, tick, master: str, cluster
+) -> executor.Outcome:
     """Execute the notebook of ``run``'s current attempt in a sandbox of its own.
 
     The sandbox runs as the job owner's uid with no network; for a cluster target it
@@ -627,7 +773,9 @@ def _execute_in_sandbox(run: Run, source: Path, output: Path, partial: Path, tic
     extra_env = {"TELEMETRY_VIEWS_ROOT": kernel.views_root(owner_id)}  # the only views it may write
     try:
         sandbox = kernel.run_sandbox(
-            f"r{run.pk}-a{run.attempt}", owner_id, forward_port=SANDBOX_CONNECT_PORT if cluster is not None else None
+            f"r{run.pk}-a{run.attempt}",
+            owner_id,
+            forward_port=SANDBOX_CONNECT_PORT if cluster is not None else None,
         )
         sandbox.prepare()
     except (SandboxUnavailable, OSError, ValueError) as exc:
@@ -641,11 +789,15 @@ def _execute_in_sandbox(run: Run, source: Path, output: Path, partial: Path, tic
                 port = SANDBOX_CONNECT_PORT
             # pyspark sends a token without TLS only to the host "localhost". A session is
             # (user id, session id) on the server: name both, so that the worker can end it.
-            master = f"sc://localhost:{port}/;session_id={session_id};user_id={connect_user_id(run)}"
+            master = (
+                f"sc://localhost:{port}/;session_id={session_id};user_id={connect_user_id(run)}"
+            )
             extra_env["SPARK_CONNECT_AUTHENTICATE_TOKEN"] = cluster.connect_token
     except (SandboxUnavailable, OSError) as exc:
         sandbox.destroy()
-        return executor.Outcome("failed", None, message=f"Could not reach the cluster's Spark Connect endpoint: {exc}")
+        return executor.Outcome(
+            "failed", None, message=f"Could not reach the cluster's Spark Connect endpoint: {exc}"
+        )
     parameters = {
         **run.parameters,
         "run_id": str(run.uuid),
@@ -682,11 +834,19 @@ def _execute_on_emr(run: Run, source: bytes, tick, workdir: Path) -> executor.Ou
     from clusters.models import Cluster, EMRRelease
 
     job = run.job
-    release = EMRRelease.objects.offered().filter(status=EMRRelease.Status.STABLE).values_list("label", flat=True).first()
+    release = (
+        EMRRelease.objects.offered()
+        .filter(status=EMRRelease.Status.STABLE)
+        .values_list("label", flat=True)
+        .first()
+    )
     hours = max(1, -(-(run.timeout_seconds + 1800) // 3600))
     spec = cluster_services.ClusterSpec(
-        name=f"run-{run.pk}-a{run.attempt}", backend=Cluster.Backend.EMR, size=job.cluster_size,
-        lifetime_hours=hours, release=release or settings.EMR_DEFAULT_RELEASE,
+        name=f"run-{run.pk}-a{run.attempt}",
+        backend=Cluster.Backend.EMR,
+        size=job.cluster_size,
+        lifetime_hours=hours,
+        release=release or settings.EMR_DEFAULT_RELEASE,
     )
     previous = Cluster.objects.filter(for_run=run).first()
     if previous:  # a cluster of an earlier attempt: stop it and let go of it
@@ -694,10 +854,17 @@ def _execute_on_emr(run: Run, source: bytes, tick, workdir: Path) -> executor.Ou
         Cluster.objects.filter(pk=previous.pk).update(for_run=None)
     cluster = cluster_services.launch_cluster(job.owner, spec, for_run=run)
     Run.objects.filter(pk=run.pk).update(cluster=cluster)
-    parameters = {**run.parameters, "run_id": str(run.uuid), "logical_date": run.logical_date.isoformat(), "spark_master": "yarn"}
+    parameters = {
+        **run.parameters,
+        "run_id": str(run.uuid),
+        "logical_date": run.logical_date.isoformat(),
+        "spark_master": "yarn",
+    }
     from jobs import emr_runner
 
-    return emr_runner.execute_on_emr(run, cluster, get_backend("emr"), source, parameters, tick, workdir)
+    return emr_runner.execute_on_emr(
+        run, cluster, get_backend("emr"), source, parameters, tick, workdir
+    )
 
 
 def _store_partial(run: Run, partial: Path, previous_key: str) -> str | None:
@@ -751,35 +918,70 @@ def finish_run(run: Run, outcome: executor.Outcome) -> Run | None:
     if outcome.status == "infra_error" and run.attempt < run.max_attempts:
         delay = retry_delay(run.attempt)
         with transaction.atomic():
-            moved = Run.objects.filter(pk=run.pk, attempt=run.attempt, state=State.RUNNING, cancel_requested_at__isnull=True).update(
-                state=State.QUEUED, not_before=now + timedelta(seconds=delay), enqueued_at=now, worker="", state_reason=outcome.message[:300]
+            moved = Run.objects.filter(
+                pk=run.pk,
+                attempt=run.attempt,
+                state=State.RUNNING,
+                cancel_requested_at__isnull=True,
+            ).update(
+                state=State.QUEUED,
+                not_before=now + timedelta(seconds=delay),
+                enqueued_at=now,
+                worker="",
+                state_reason=outcome.message[:300],
             )
             if moved:
-                RunEvent.objects.create(run=run, attempt=run.attempt, state=State.QUEUED, message=f"Infrastructure failure, retrying in {delay:.0f} s: {outcome.message}"[:500])
+                RunEvent.objects.create(
+                    run=run,
+                    attempt=run.attempt,
+                    state=State.QUEUED,
+                    message=f"Infrastructure failure, retrying in {delay:.0f} s: {outcome.message}"[
+                        :500
+                    ],
+                )
                 _enqueue(run, countdown=delay)
         if moved:
-            log.warning("retrying run=%s attempt=%s in %.0fs: %s", run.pk, run.attempt, delay, outcome.message)
+            log.warning(
+                "retrying run=%s attempt=%s in %.0fs: %s",
+                run.pk,
+                run.attempt,
+                delay,
+                outcome.message,
+            )
             return Run.objects.get(pk=run.pk)
-        if not Run.objects.filter(pk=run.pk, attempt=run.attempt, state=State.RUNNING, cancel_requested_at__isnull=False).exists():
+        if not Run.objects.filter(
+            pk=run.pk, attempt=run.attempt, state=State.RUNNING, cancel_requested_at__isnull=False
+        ).exists():
             return None
         # A cancel was asked for while the kernel died: the run ends CANCELLED, not retried.
-        outcome = executor.Outcome("cancelled", outcome.output_path, message="Cancelled on request.")
+        outcome = executor.Outcome(
+            "cancelled", outcome.output_path, message="Cancelled on request."
+        )
 
     state = _OUTCOME_STATE.get(outcome.status, State.FAILED)
     keys = {"output_key": "", "html_key": ""}
     if outcome.output_path and outcome.output_path.exists():
         data = outcome.output_path.read_bytes()
-        keys["output_key"] = default_storage.save(f"runs/{run.uuid}/output.ipynb", ContentFile(data))
+        keys["output_key"] = default_storage.save(
+            f"runs/{run.uuid}/output.ipynb", ContentFile(data)
+        )
         try:
             import nbformat
 
-            html = render.render_html(nbformat.reads(data.decode("utf-8"), as_version=4), title=run.job.name)
-            keys["html_key"] = default_storage.save(f"runs/{run.uuid}/output.html", ContentFile(html.encode("utf-8")))
+            html = render.render_html(
+                nbformat.reads(data.decode("utf-8"), as_version=4), title=run.job.name
+            )
+            keys["html_key"] = default_storage.save(
+                f"runs/{run.uuid}/output.html", ContentFile(html.encode("utf-8"))
+            )
         except Exception:
             log.exception("rendering failed run=%s", run.pk)
     error = outcome.error or {}
     if outcome.progress is not None:
-        keys_progress = {"cells_done": outcome.progress.cells_done, "cells_total": outcome.progress.cells_total}
+        keys_progress = {
+            "cells_done": outcome.progress.cells_done,
+            "cells_total": outcome.progress.cells_total,
+        }
     else:
         keys_progress = {}
     with transaction.atomic():
@@ -802,7 +1004,13 @@ def finish_run(run: Run, outcome: executor.Outcome) -> Run | None:
             return None
         if state == State.SUCCEEDED:
             Run.objects.filter(pk=run.pk).update(cells_done=F("cells_total"))
-        RunEvent.objects.create(run=run, attempt=run.attempt, state=state, worker=run.worker, message=outcome.message[:500] or "Finished.")
+        RunEvent.objects.create(
+            run=run,
+            attempt=run.attempt,
+            state=state,
+            worker=run.worker,
+            message=outcome.message[:500] or "Finished.",
+        )
         _send_alert_on_commit(run.pk)
     log.info("finished run=%s job=%s attempt=%s state=%s", run.pk, run.job_id, run.attempt, state)
     return Run.objects.get(pk=run.pk)
@@ -823,10 +1031,22 @@ def cancel_run(run: Run, user=None) -> Run:
     they are. Returns the run as it now is."""
     now = timezone.now()
     with transaction.atomic():
-        if Run.objects.filter(pk=run.pk, state=State.QUEUED).update(state=State.CANCELLED, finished_at=now, cancel_requested_at=now, state_reason="Cancelled before it started."):
-            RunEvent.objects.create(run=run, attempt=run.attempt, state=State.CANCELLED, message="Cancelled before it started.")
+        if Run.objects.filter(pk=run.pk, state=State.QUEUED).update(
+            state=State.CANCELLED,
+            finished_at=now,
+            cancel_requested_at=now,
+            state_reason="Cancelled before it started.",
+        ):
+            RunEvent.objects.create(
+                run=run,
+                attempt=run.attempt,
+                state=State.CANCELLED,
+                message="Cancelled before it started.",
+            )
         else:
-            Run.objects.filter(pk=run.pk, state=State.RUNNING, cancel_requested_at__isnull=True).update(cancel_requested_at=now)
+            Run.objects.filter(
+                pk=run.pk, state=State.RUNNING, cancel_requested_at__isnull=True
+            ).update(cancel_requested_at=now)
     return Run.objects.get(pk=run.pk)
 
 
@@ -847,24 +1067,56 @@ def reap_runs(now: datetime | None = None) -> dict[str, int]:
         for run in stale:
             mine = Run.objects.filter(pk=run.pk, attempt=run.attempt, state=State.RUNNING)
             last_seen = run.heartbeat_at or run.started_at
-            message = f"No heartbeat from {run.worker or 'the worker'} since {last_seen:%H:%M:%S} UTC: the worker was lost."
+            who = run.worker or "the worker"
+            message = (
+                f"No heartbeat from {who} since {last_seen:%H:%M:%S} UTC: the worker was lost."
+            )
             if run.cancel_requested_at:
-                mine.update(state=State.CANCELLED, finished_at=now, state_reason="Cancelled (the worker had gone).")
-                RunEvent.objects.create(run=run, attempt=run.attempt, state=State.CANCELLED, message="Cancelled; the worker had gone.")
+                mine.update(
+                    state=State.CANCELLED,
+                    finished_at=now,
+                    state_reason="Cancelled (the worker had gone).",
+                )
+                RunEvent.objects.create(
+                    run=run,
+                    attempt=run.attempt,
+                    state=State.CANCELLED,
+                    message="Cancelled; the worker had gone.",
+                )
                 counts["cancelled"] += 1
             elif run.attempt < run.max_attempts:
                 delay = retry_delay(run.attempt)
-                mine.update(state=State.QUEUED, not_before=now + timedelta(seconds=delay), enqueued_at=now, worker="", state_reason=message[:300])
-                RunEvent.objects.create(run=run, attempt=run.attempt, state=State.LOST, worker=run.worker, message=f"{message} Retrying in {delay:.0f} s."[:500])
+                mine.update(
+                    state=State.QUEUED,
+                    not_before=now + timedelta(seconds=delay),
+                    enqueued_at=now,
+                    worker="",
+                    state_reason=message[:300],
+                )
+                RunEvent.objects.create(
+                    run=run,
+                    attempt=run.attempt,
+                    state=State.LOST,
+                    worker=run.worker,
+                    message=f"{message} Retrying in {delay:.0f} s."[:500],
+                )
                 _enqueue(run, countdown=delay)
                 counts["retried"] += 1
             else:
                 mine.update(state=State.LOST, finished_at=now, state_reason=message[:300])
-                RunEvent.objects.create(run=run, attempt=run.attempt, state=State.LOST, worker=run.worker, message=message[:500])
+                RunEvent.objects.create(
+                    run=run,
+                    attempt=run.attempt,
+                    state=State.LOST,
+                    worker=run.worker,
+                    message=message[:500],
+                )
                 _send_alert_on_commit(run.pk)
                 counts["lost"] += 1
             log.warning("reaped run=%s attempt=%s worker=%s", run.pk, run.attempt, run.worker)
-        stuck = Run.objects.stuck_queued(now, settings.RUN_QUEUED_TIMEOUT).select_for_update(skip_locked=True)
+        stuck = Run.objects.stuck_queued(now, settings.RUN_QUEUED_TIMEOUT).select_for_update(
+            skip_locked=True
+        )
         for run in stuck:
             Run.objects.filter(pk=run.pk, state=State.QUEUED).update(enqueued_at=now)
             _enqueue(run)
@@ -885,7 +1137,12 @@ def send_run_alert(run_id: int) -> bool:
     we accept that over losing an alert.) Returns True if a message was sent.
     """
     with transaction.atomic():
-        run = Run.objects.select_for_update().select_related("job", "job__owner").filter(pk=run_id).first()
+        run = (
+            Run.objects.select_for_update()
+            .select_related("job", "job__owner")
+            .filter(pk=run_id)
+            .first()
+        )
         if run is None or run.alert_sent_at or not run.is_final:
             return False
         if run.state in (State.FAILED, State.TIMED_OUT, State.LOST):

@@ -31,7 +31,15 @@ def reap_runs() -> dict:
     return counts
 
 
-@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60, autoretry_for=(OSError,), retry_backoff=True, retry_jitter=True, max_retries=5)
+@shared_task(
+    ignore_result=True,
+    soft_time_limit=50,
+    time_limit=60,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    retry_jitter=True,
+    max_retries=5,
+)
 def send_run_alert(run_id: int) -> bool:
     """E-mail a finished run's outcome once; retried on mail-server errors."""
     return services.send_run_alert(run_id)

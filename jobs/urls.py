@@ -14,7 +14,11 @@ urlpatterns = [
     path("jobs/<int:pk>/pause/", views.job_pause, name="jobs-pause"),
     path("jobs/<int:pk>/resume/", views.job_resume, name="jobs-resume"),
     path("jobs/<int:pk>/upload/", views.job_upload, name="jobs-upload"),
-    path("jobs/<int:pk>/versions/<int:number>/download/", views.version_download, name="jobs-version-download"),
+    path(
+        "jobs/<int:pk>/versions/<int:number>/download/",
+        views.version_download,
+        name="jobs-version-download",
+    ),
     path("runs/<int:pk>/", views.run_detail, name="runs-detail"),
     path("runs/<int:pk>/progress/", views.run_progress, name="runs-progress"),
     path("runs/<int:pk>/partial/", views.run_partial, name="runs-partial"),

@@ -45,7 +45,9 @@ def job_for_owner(user, pk) -> Job:
 
 def run_for_viewer(user, pk) -> Run:
     """The run ``pk`` if ``user`` may see its job, else Http404."""
-    return get_object_or_404(Run.objects.visible_to(user).select_related("job", "version", "job__owner"), pk=pk)
+    return get_object_or_404(
+        Run.objects.visible_to(user).select_related("job", "version", "job__owner"), pk=pk
+    )
 
 
 def run_for_owner(user, pk) -> Run:
@@ -64,15 +66,28 @@ def dashboard(request):
     last_run = Run.objects.filter(job=OuterRef("pk")).order_by("-created_at", "-id")
     my_jobs = (
         Job.objects.filter(owner=request.user)
-        .annotate(last_state=Subquery(last_run.values("state")[:1]), last_run_id=Subquery(last_run.values("pk")[:1]))
+        .annotate(
+            last_state=Subquery(last_run.values("state")[:1]),
+            last_run_id=Subquery(last_run.values("pk")[:1]),
+        )
         .order_by("name")
     )
     shared = (
-        Job.objects.filter(visibility=Job.Visibility.SIGNED_IN).exclude(owner=request.user)
-        .select_related("owner").order_by("name")[:100]
+        Job.objects.filter(visibility=Job.Visibility.SIGNED_IN)
+        .exclude(owner=request.user)
+        .select_related("owner")
+        .order_by("name")[:100]
     )
-    recent = Run.objects.visible_to(request.user).select_related("job").order_by("-created_at", "-id")[:20]
-    return render(request, "jobs/dashboard.html", {"jobs": my_jobs, "shared_jobs": shared, "recent_runs": recent})
+    recent = (
+        Run.objects.visible_to(request.user)
+        .select_related("job")
+        .order_by("-created_at", "-id")[:20]
+    )
+    return render(
+        request,
+        "jobs/dashboard.html",
+        {"jobs": my_jobs, "shared_jobs": shared, "recent_runs": recent},
+    )
 
 
 # --- Jobs ------------------------------------------------------------------------------------
@@ -85,7 +100,12 @@ def _job_form_context(form, job=None):
         params = ParametersForm(form.schema, values=job.parameters)
     else:
         params = None  # no notebook chosen yet
-    return {"form": form, "job": job, "params_form": params, "timezones": schedule.timezone_choices()}
+    return {
+        "form": form,
+        "job": job,
+        "params_form": params,
+        "timezones": schedule.timezone_choices(),
+    }
 
 
 @require_http_methods(["GET", "POST"])
@@ -95,8 +115,14 @@ def job_create(request):
         if form.is_valid():
             upload = form.cleaned_data["notebook"]
             try:
-                job = services.create_job(request.user, form.job_settings(), upload.read(), upload.name)
-            except (notebooks.NotebookError, notebooks.ParameterError, schedule.ScheduleError) as exc:
+                job = services.create_job(
+                    request.user, form.job_settings(), upload.read(), upload.name
+                )
+            except (
+                notebooks.NotebookError,
+                notebooks.ParameterError,
+                schedule.ScheduleError,
+            ) as exc:
                 form.add_error(None, str(exc))
             else:
                 messages.success(request, f"Job “{job.name}” created.")
@@ -114,14 +140,19 @@ def job_inspect(request):
     if upload is None:
         error = "Choose a notebook file (.ipynb)."
     elif upload.size > settings.NOTEBOOK_MAX_BYTES:
-        error = f"The file is {upload.size / 1048576:.1f} MB; notebooks may be at most {settings.NOTEBOOK_MAX_BYTES / 1048576:.1f} MB."
+        error = (
+            f"The file is {upload.size / 1048576:.1f} MB; "
+            f"notebooks may be at most {settings.NOTEBOOK_MAX_BYTES / 1048576:.1f} MB."
+        )
     else:
         try:
             parsed = notebooks.read_notebook(upload.read())
             params_form = ParametersForm(notebooks.inspect_parameters(parsed.nb))
         except notebooks.NotebookError as exc:
             error = str(exc)
-    return render(request, "jobs/_parameters.html", {"params_form": params_form, "inspect_error": error})
+    return render(
+        request, "jobs/_parameters.html", {"params_form": params_form, "inspect_error": error}
+    )
 
 
 @require_GET
@@ -132,7 +163,11 @@ def schedule_preview(request):
     cron = form.cleaned_data.get("cron_expr")
     tz = form.cleaned_data.get("timezone")
     context = {"error": "", "words": "", "slots": []}
-    errors = [e for f in ("schedule_kind", "at_time", "minute", "weekday", "day", "cron", "timezone") for e in form.errors.get(f, [])]
+    errors = [
+        e
+        for f in ("schedule_kind", "at_time", "minute", "weekday", "day", "cron", "timezone")
+        for e in form.errors.get(f, [])
+    ]
     if errors:
         context["error"] = errors[0]
     elif cron == "":
@@ -140,7 +175,9 @@ def schedule_preview(request):
     elif cron and tz:
         context["words"] = schedule.describe(cron, tz)
         zone = schedule.validate_timezone(tz)
-        context["slots"] = [(s.astimezone(zone), s) for s in schedule.upcoming_slots(cron, tz, timezone.now(), 5)]
+        context["slots"] = [
+            (s.astimezone(zone), s) for s in schedule.upcoming_slots(cron, tz, timezone.now(), 5)
+        ]
         context["tz"] = zone
     return render(request, "jobs/_schedule_preview.html", context)
 
@@ -148,15 +185,23 @@ def schedule_preview(request):
 @require_GET
 def job_detail(request, pk):
     job = job_for_viewer(request.user, pk)
-    runs = Paginator(job.runs.select_related("version").order_by("-created_at", "-id"), 50).get_page(request.GET.get("page"))
-    chart_runs = list(job.runs.filter(started_at__isnull=False).order_by("-created_at")[:200].values("pk", "state", "started_at", "finished_at"))
+    runs = Paginator(
+        job.runs.select_related("version").order_by("-created_at", "-id"), 50
+    ).get_page(request.GET.get("page"))
+    chart_runs = list(
+        job.runs.filter(started_at__isnull=False)
+        .order_by("-created_at")[:200]
+        .values("pk", "state", "started_at", "finished_at")
+    )
     chart = [
         {
             "id": r["pk"],
             "state": r["state"],
             "label": Run.State(r["state"]).label,
             "started": r["started_at"].isoformat(),
-            "seconds": round(((r["finished_at"] or timezone.now()) - r["started_at"]).total_seconds(), 1),
+            "seconds": round(
+                ((r["finished_at"] or timezone.now()) - r["started_at"]).total_seconds(), 1
+            ),
         }
         for r in reversed(chart_runs)
     ]
@@ -171,9 +216,14 @@ def job_detail(request, pk):
             "can_change": request.user.is_staff or job.owner_id == request.user.pk,
             "versions": job.versions.all(),
             "latest": latest,
-            "upcoming": [s.astimezone(job.tz) for s in job.upcoming_slots(timezone.now(), 5)] if job.enabled else [],
+            "upcoming": [s.astimezone(job.tz) for s in job.upcoming_slots(timezone.now(), 5)]
+            if job.enabled
+            else [],
             "upload_form": UploadVersionForm(),
-            "param_rows": [(name, spec, job.parameters.get(name, spec.get("default"))) for name, spec in (latest.parameter_schema if latest else {}).items()],
+            "param_rows": [
+                (name, spec, job.parameters.get(name, spec.get("default")))
+                for name, spec in (latest.parameter_schema if latest else {}).items()
+            ],
         },
     )
 
@@ -187,12 +237,22 @@ def job_edit(request, pk):
             try:
                 upload = form.cleaned_data.get("notebook")
                 if upload is not None:
-                    _, dropped = services.upload_version(job, request.user, upload.read(), upload.name)
+                    _, dropped = services.upload_version(
+                        job, request.user, upload.read(), upload.name
+                    )
                     job.refresh_from_db()
                     if dropped:
-                        messages.warning(request, "Dropped parameter values the new notebook does not take: " + ", ".join(dropped))
+                        messages.warning(
+                            request,
+                            "Dropped parameter values the new notebook does not take: "
+                            + ", ".join(dropped),
+                        )
                 services.update_job(job, form.job_settings())
-            except (notebooks.NotebookError, notebooks.ParameterError, schedule.ScheduleError) as exc:
+            except (
+                notebooks.NotebookError,
+                notebooks.ParameterError,
+                schedule.ScheduleError,
+            ) as exc:
                 form.add_error(None, str(exc))
             else:
                 messages.success(request, "Job saved.")
@@ -243,10 +303,15 @@ def job_upload(request, pk):
         for error in form.errors.get("notebook", []):
             messages.error(request, error)
         return redirect(job)
-    version, dropped = services.upload_version(job, request.user, form.data_bytes, form.cleaned_data["notebook"].name)
+    version, dropped = services.upload_version(
+        job, request.user, form.data_bytes, form.cleaned_data["notebook"].name
+    )
     messages.success(request, f"Uploaded version {version.number}.")
     if dropped:
-        messages.warning(request, "Dropped parameter values the new notebook does not take: " + ", ".join(dropped))
+        messages.warning(
+            request,
+            "Dropped parameter values the new notebook does not take: " + ", ".join(dropped),
+        )
     return redirect(job)
 
 
@@ -254,7 +319,9 @@ def job_upload(request, pk):
 def version_download(request, pk, number):
     job = job_for_viewer(request.user, pk)
     version = get_object_or_404(job.versions, number=number)
-    return _attachment(version.storage_key, f"{job.name}-v{version.number}.ipynb", "application/x-ipynb+json")
+    return _attachment(
+        version.storage_key, f"{job.name}-v{version.number}.ipynb", "application/x-ipynb+json"
+    )
 
 
 def _attachment(key, filename, content_type, transform=None):
@@ -264,7 +331,12 @@ def _attachment(key, filename, content_type, transform=None):
         raise Http404("This file is not available.")
     filename = get_valid_filename(filename)
     if transform is None:
-        response = FileResponse(default_storage.open(key, "rb"), as_attachment=True, filename=filename, content_type=content_type)
+        response = FileResponse(
+            default_storage.open(key, "rb"),
+            as_attachment=True,
+            filename=filename,
+            content_type=content_type,
+        )
     else:
         with default_storage.open(key, "rb") as stored:
             response = HttpResponse(transform(stored.read()), content_type=content_type)
@@ -323,7 +395,11 @@ def run_partial(request, pk):
     run = run_for_viewer(request.user, pk)
     if request.GET.get("key") == run.partial_key or not run.partial_key:
         return HttpResponse(status=204)
-    return render(request, "jobs/_run_partial.html", {"run": run, "frame_url": content_url(run.partial_key, run.pk, run.attempt)})
+    return render(
+        request,
+        "jobs/_run_partial.html",
+        {"run": run, "frame_url": content_url(run.partial_key, run.pk, run.attempt)},
+    )
 
 
 @require_POST
@@ -349,9 +425,16 @@ def run_rerun(request, pk):
 def run_download(request, pk, kind):
     run = run_for_viewer(request.user, pk)
     if kind == "ipynb":
-        return _attachment(run.output_key, f"{run.job.name}-run-{run.pk}.ipynb", "application/x-ipynb+json")
+        return _attachment(
+            run.output_key, f"{run.job.name}-run-{run.pk}.ipynb", "application/x-ipynb+json"
+        )
     if kind == "html":
-        return _attachment(run.html_key, f"{run.job.name}-run-{run.pk}.html", "application/octet-stream", standalone_html)
+        return _attachment(
+            run.html_key,
+            f"{run.job.name}-run-{run.pk}.html",
+            "application/octet-stream",
+            standalone_html,
+        )
     raise Http404
 
 
@@ -380,14 +463,23 @@ def operations(request):
         request,
         "jobs/operations.html",
         {
-            "queued": Run.objects.filter(state=Run.State.QUEUED).select_related("job").order_by("created_at")[:100],
-            "running": Run.objects.filter(state=Run.State.RUNNING).select_related("job").order_by("started_at")[:100],
+            "queued": Run.objects.filter(state=Run.State.QUEUED)
+            .select_related("job")
+            .order_by("created_at")[:100],
+            "running": Run.objects.filter(state=Run.State.RUNNING)
+            .select_related("job")
+            .order_by("started_at")[:100],
             "failures": Run.objects.filter(
-                state__in=[Run.State.FAILED, Run.State.TIMED_OUT, Run.State.LOST], finished_at__gte=since
-            ).select_related("job").order_by("-finished_at")[:100],
+                state__in=[Run.State.FAILED, Run.State.TIMED_OUT, Run.State.LOST],
+                finished_at__gte=since,
+            )
+            .select_related("job")
+            .order_by("-finished_at")[:100],
             "workers": workers,
             "sandbox_failures": Run.objects.filter(
-                state=Run.State.FAILED, finished_at__gte=since, state_reason__startswith=SANDBOX_FAILURE_PREFIX
+                state=Run.State.FAILED,
+                finished_at__gte=since,
+                state_reason__startswith=SANDBOX_FAILURE_PREFIX,
             ).count(),
             "clusters": Cluster.objects.live().select_related("owner").order_by("expires_at")[:100],
             "usage": cluster_services.usage_by_user(now - dt.timedelta(days=30)),

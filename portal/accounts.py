@@ -58,7 +58,11 @@ def oidc_refusal(sociallogin) -> str:
     if allowed and not email_domain_allowed(email):
         return f"Sign-in is limited to addresses in: {', '.join(allowed)}."
     issuer = str(claims.get("iss") or "")
-    if allowed and "accounts.google.com" in issuer and str(claims.get("hd") or "").lower() not in allowed:
+    if (
+        allowed
+        and "accounts.google.com" in issuer
+        and str(claims.get("hd") or "").lower() not in allowed
+    ):
         return f"Sign-in is limited to the Google Workspace domains {', '.join(allowed)}."
     return ""
 
@@ -73,4 +77,6 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
     def pre_social_login(self, request, sociallogin):
         refusal = oidc_refusal(sociallogin)
         if refusal:
-            raise ImmediateHttpResponse(render(request, "account/sign_in_refused.html", {"reason": refusal}, status=403))
+            raise ImmediateHttpResponse(
+                render(request, "account/sign_in_refused.html", {"reason": refusal}, status=403)
+            )

@@ -27,7 +27,9 @@ class aligned(schedule):  # noqa: N801  (lower case like celery's own ``schedule
         """Time from now to the first grid point after ``last_run_at`` (negative when
         that point has passed)."""
         now = self.maybe_make_aware(self.now())
-        return timedelta(seconds=self._next_tick_after(self.maybe_make_aware(last_run_at)) - now.timestamp())
+        return timedelta(
+            seconds=self._next_tick_after(self.maybe_make_aware(last_run_at)) - now.timestamp()
+        )
 
     def is_due(self, last_run_at: datetime) -> schedstate:
         """``(True, seconds to the next grid point)`` once the grid point after
@@ -36,7 +38,9 @@ class aligned(schedule):  # noqa: N801  (lower case like celery's own ``schedule
         if remaining_s > 0:
             return schedstate(is_due=False, next=remaining_s)
         now = self.maybe_make_aware(self.now())
-        return schedstate(is_due=True, next=max(self._next_tick_after(now) - now.timestamp(), 0.001))
+        return schedstate(
+            is_due=True, next=max(self._next_tick_after(now) - now.timestamp(), 0.001)
+        )
 
     def __repr__(self) -> str:
         return f"<aligned freq: {self.human_seconds}>"

@@ -87,7 +87,9 @@ class Limits:
     def for_runs(cls) -> Limits:
         """The limits of a notebook run, from the settings (KERNEL_MEMORY_LIMIT,
         KERNEL_PIDS_LIMIT, KERNEL_CPU_LIMIT)."""
-        return cls(settings.KERNEL_MEMORY_LIMIT, settings.KERNEL_PIDS_LIMIT, settings.KERNEL_CPU_LIMIT)
+        return cls(
+            settings.KERNEL_MEMORY_LIMIT, settings.KERNEL_PIDS_LIMIT, settings.KERNEL_CPU_LIMIT
+        )
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,9 @@ def uid_for(user_id: int) -> int:
     accepts (below 2**31 - 1, nobody's 65534 excluded)."""
     uid = settings.SANDBOX_UID_BASE + int(user_id)
     if not 0 < uid < 2**31 - 1 or uid == 65534:
-        raise ValueError(f"user {user_id} maps to uid {uid}, outside the usable range: lower SANDBOX_UID_BASE")
+        raise ValueError(
+            f"user {user_id} maps to uid {uid}, outside the usable range: lower SANDBOX_UID_BASE"
+        )
     return uid
 
 
@@ -153,7 +157,9 @@ def unavailable_reason() -> str | None:
     if not enabled():
         return None
     with _probe_lock:
-        if _probe is not None and (_probe[1] is None or time.monotonic() - _probe[0] < _PROBE_RETRY):
+        if _probe is not None and (
+            _probe[1] is None or time.monotonic() - _probe[0] < _PROBE_RETRY
+        ):
             return _probe[1]
         reason = _run_probe()
         _probe = (time.monotonic(), reason)
@@ -166,28 +172,52 @@ def _run_probe() -> str | None:
     missing = [tool for tool in ("bwrap", "setpriv") if shutil.which(tool) is None]
     if missing:
         return (
-            f"{' and '.join(missing)} not found: install the Debian packages bubblewrap and util-linux "
+            f"{' and '.join(missing)} not found: "
+            "install the Debian packages bubblewrap and util-linux "
             "(bin/setup does), or set KERNEL_SANDBOX=none to run notebooks unsandboxed."
         )
     if os.geteuid() != 0:
         return (
-            f"the worker runs as uid {os.geteuid()}, but sandboxes need root to drop each run to its own uid "
-            "(run the worker as root with CAP_SYS_ADMIN; see README \"Security model\")."
+            f"the worker runs as uid {os.geteuid()}, "
+            "but sandboxes need root to drop each run to its own uid "
+            '(run the worker as root with CAP_SYS_ADMIN; see README "Security model").'
         )
     argv = [
-        "bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts", "--die-with-parent",
-        *_system_binds(), "--proc", "/proc", "--dev", "/dev",
-        "setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--no-new-privs", "--", "true",
+        "bwrap",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-net",
+        "--unshare-uts",
+        "--die-with-parent",
+        *_system_binds(),
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "setpriv",
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        "--no-new-privs",
+        "--",
+        "true",
     ]
     try:
-        done = subprocess.run(argv, env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=20)
+        done = subprocess.run(
+            argv, env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"bwrap could not be started: {exc}"
     if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+        detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [
+            f"exit status {done.returncode}"
+        ]
         return (
-            f"bwrap cannot create namespaces here ({detail[0]}); the worker needs root with CAP_SYS_ADMIN and "
-            "mount, pid and network namespaces (see README \"Security model\")."
+            f"bwrap cannot create namespaces here ({detail[0]}); "
+            "the worker needs root with CAP_SYS_ADMIN and "
+            'mount, pid and network namespaces (see README "Security model").'
         )
     return None
 
@@ -241,7 +271,9 @@ class Cgroup:
         parent = "portal-" + hashlib.sha256(str(settings.SANDBOX_ROOT).encode()).hexdigest()[:8]
         if (cls.BASE / "memory" / "memory.limit_in_bytes").exists():
             dirs = {c: cls.BASE / c / parent / name for c in cls.V1 if (cls.BASE / c).is_dir()}
-            if {"memory", "pids"} <= dirs.keys() and all(os.access(d.parent.parent, os.W_OK) for d in dirs.values()):
+            if {"memory", "pids"} <= dirs.keys() and all(
+                os.access(d.parent.parent, os.W_OK) for d in dirs.values()
+            ):
                 return cls(1, dirs)
             return None
         if (cls.BASE / "cgroup.controllers").exists() and os.access(cls.BASE, os.W_OK):
@@ -321,7 +353,9 @@ class Cgroup:
         freezer = self.dirs.get("freezer")
         deadline = time.monotonic() + timeout
         while (pids := self.pids()) and time.monotonic() < deadline:
-            frozen = freezer is not None and freezer.is_dir() and self._set_freezer(freezer, "FROZEN")
+            frozen = (
+                freezer is not None and freezer.is_dir() and self._set_freezer(freezer, "FROZEN")
+            )
             for pid in pids:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -347,7 +381,11 @@ class Cgroup:
         """Names of the other sandboxes' cgroups beside this one (same parent)."""
         parent = next(iter(self.dirs.values())).parent
         try:
-            return [p.name for p in parent.iterdir() if p.is_dir() and p.name != next(iter(self.dirs.values())).name]
+            return [
+                p.name
+                for p in parent.iterdir()
+                if p.is_dir() and p.name != next(iter(self.dirs.values())).name
+            ]
         except OSError:
             return []
 
@@ -547,12 +585,20 @@ class Sandbox:
         if not self.enabled or not self.spec.forward_port:
             return
         if shutil.which("socat") is None:
-            raise SandboxUnavailable("socat is not installed (Debian package socat; bin/setup installs it).")
+            raise SandboxUnavailable(
+                "socat is not installed (Debian package socat; bin/setup installs it)."
+            )
         uid = self.spec.uid
-        listen = f"UNIX-LISTEN:{self.forward_socket},fork,unlink-early,mode=600,user={uid},group={uid}"
+        listen = (
+            f"UNIX-LISTEN:{self.forward_socket},fork,unlink-early,mode=600,user={uid},group={uid}"
+        )
         self._relay = subprocess.Popen(
-            ["socat", listen, f"TCP:{host}:{port}"], env={"PATH": os.defpath}, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
+            ["socat", listen, f"TCP:{host}:{port}"],
+            env={"PATH": os.defpath},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            close_fds=True,
         )
         deadline = time.monotonic() + 5
         while not self.forward_socket.exists():
@@ -570,7 +616,7 @@ class Sandbox:
             # The forwarder lives and dies with the sandbox; the kernel is exec'd in its place.
             forward = (
                 f"socat TCP-LISTEN:{int(spec.forward_port)},bind=127.0.0.1,fork,reuseaddr "
-                f"UNIX-CONNECT:{self.forward_socket} & exec \"$@\""
+                f'UNIX-CONNECT:{self.forward_socket} & exec "$@"'
             )
             argv = ["sh", "-c", forward, "sandbox", *argv]
         args = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--new-session"]
@@ -579,16 +625,39 @@ class Sandbox:
         if spec.die_with_parent:
             args.append("--die-with-parent")
         args += _system_binds()
-        args += ["--ro-bind", str(self.dir / "passwd"), "/etc/passwd", "--ro-bind", str(self.dir / "group"), "/etc/group"]
+        args += [
+            "--ro-bind",
+            str(self.dir / "passwd"),
+            "/etc/passwd",
+            "--ro-bind",
+            str(self.dir / "group"),
+            "/etc/group",
+        ]
         # POSIX semaphores and shared memory (multiprocessing, joblib) live in /dev/shm: a
         # small tmpfs of the sandbox's own (its pages count against its memory limit).
-        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(256 * 2**20), "--tmpfs", "/dev/shm"]
+        args += [
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--perms",
+            "1777",
+            "--size",
+            str(256 * 2**20),
+            "--tmpfs",
+            "/dev/shm",
+        ]
         # /tmp before everything else, so that code or data living under the host's /tmp
         # (a checkout there) is bound on top of it rather than hidden by it.
         args += ["--bind", str(self.tmp), "/tmp"]
         binds: list[tuple[str, str, str]] = [("--ro-bind", p, p) for p in _code_paths()]
-        binds += [("--ro-bind", p, p) for p in spec.read_only if not _is_uri(p) and os.path.exists(p)]
-        binds += [("--bind", str(self.home), str(self.home)), ("--bind", str(self.ipc), str(self.ipc))]
+        binds += [
+            ("--ro-bind", p, p) for p in spec.read_only if not _is_uri(p) and os.path.exists(p)
+        ]
+        binds += [
+            ("--bind", str(self.home), str(self.home)),
+            ("--bind", str(self.ipc), str(self.ipc)),
+        ]
         binds += [("--bind", p, p) for p in spec.writable if not _is_uri(p) and os.path.exists(p)]
         made = {"/", "/usr", "/etc", "/proc", "/dev", "/tmp", *_SYSTEM_LINKS}
         for kind, source, target in binds:
@@ -602,8 +671,18 @@ class Sandbox:
             made.add(target)
         args += ["--chdir", str(self.home)]
         uid = str(spec.uid)
-        args += ["setpriv", "--reuid", uid, "--regid", uid, "--clear-groups", "--no-new-privs",
-                 "--bounding-set=-all", "--inh-caps=-all", "--"]
+        args += [
+            "setpriv",
+            "--reuid",
+            uid,
+            "--regid",
+            uid,
+            "--clear-groups",
+            "--no-new-privs",
+            "--bounding-set=-all",
+            "--inh-caps=-all",
+            "--",
+        ]
         return args + list(argv)
 
     def preexec(self) -> None:
@@ -625,7 +704,12 @@ class Sandbox:
         TMPDIR) in its home directory; other keyword arguments go to ``subprocess.Popen``.
         Raises OSError if it cannot be started."""
         return subprocess.Popen(
-            self.wrap(argv), env=self.env(env), cwd=str(self.home), preexec_fn=self.preexec, close_fds=True, **kwargs,
+            self.wrap(argv),
+            env=self.env(env),
+            cwd=str(self.home),
+            preexec_fn=self.preexec,
+            close_fds=True,
+            **kwargs,
         )
 
 

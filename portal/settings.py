@@ -2,8 +2,9 @@
 
 Everything is read from the environment (see README "Settings"); with nothing set the
 portal runs with embedded defaults: SQLite and files under ``var/``, local Spark, the
-portal's own Redis on a unix socket under ``var/redis/`` (bin/redis) and console e-mail. Production sets at least SECRET_KEY, DATABASE_URL,
-REDIS_URL, ALLOWED_HOSTS, PORTAL_ORIGIN and USERCONTENT_ORIGIN.
+portal's own Redis on a unix socket under ``var/redis/`` (bin/redis) and console e-mail.
+Production sets at least SECRET_KEY, DATABASE_URL, REDIS_URL, ALLOWED_HOSTS, PORTAL_ORIGIN
+and USERCONTENT_ORIGIN.
 """
 
 import secrets
@@ -52,7 +53,9 @@ USERCONTENT_HOST = urlsplit(USERCONTENT_ORIGIN).hostname
 #: the frame loads at once); at most 120, so a leaked URL is soon worthless.
 USERCONTENT_URL_MAX_AGE = env_int("USERCONTENT_URL_MAX_AGE", 120)
 if not 0 < USERCONTENT_URL_MAX_AGE <= 120:
-    raise ImproperlyConfigured(f"USERCONTENT_URL_MAX_AGE={USERCONTENT_URL_MAX_AGE}: between 1 and 120 seconds")
+    raise ImproperlyConfigured(
+        f"USERCONTENT_URL_MAX_AGE={USERCONTENT_URL_MAX_AGE}: between 1 and 120 seconds"
+    )
 
 ALLOWED_HOSTS = env_list(
     "ALLOWED_HOSTS",
@@ -161,7 +164,9 @@ SIGNUP_ALLOWED_DOMAINS = [d.lower() for d in env_list("SIGNUP_ALLOWED_DOMAINS")]
 #: (the quick start's console e-mail prints the link). Only when staff create every
 #: account may ACCOUNT_EMAIL_VERIFICATION relax it ("optional" by default then).
 ACCOUNT_EMAIL_VERIFICATION = (
-    "mandatory" if SIGNUP_OPEN or SIGNUP_ALLOWED_DOMAINS else env_str("ACCOUNT_EMAIL_VERIFICATION", "optional")
+    "mandatory"
+    if SIGNUP_OPEN or SIGNUP_ALLOWED_DOMAINS
+    else env_str("ACCOUNT_EMAIL_VERIFICATION", "optional")
 )
 # Failed sign-ins are rate limited per address and per IP (allauth's defaults); the
 # counters live in the shared cache (Redis), so every web process sees them. /admin/login/
@@ -256,7 +261,10 @@ if env_str("AWS_STORAGE_BUCKET_NAME"):
 else:
     _storage_options = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": env_str("PORTAL_STORAGE_DIR", str(DATA_DIR / "storage")), "base_url": None},
+        "OPTIONS": {
+            "location": env_str("PORTAL_STORAGE_DIR", str(DATA_DIR / "storage")),
+            "base_url": None,
+        },
     }
 STORAGES = {
     "default": _storage_options,
@@ -352,7 +360,10 @@ if env_str("REDIS_KEY_PREFIX"):
 # minutes to hours), "clusters" (cluster starts, stops and syncs: seconds, calls to Spark
 # and AWS; consumed on the local clusters' host) and "control" (dispatcher ticks, the
 # reaper, e-mail: milliseconds), whose worker a cluster launch can no longer hold up.
-CELERY_TASK_ROUTES = {"jobs.tasks.execute_run": {"queue": "runs"}, "clusters.tasks.*": {"queue": "clusters"}}
+CELERY_TASK_ROUTES = {
+    "jobs.tasks.execute_run": {"queue": "runs"},
+    "clusters.tasks.*": {"queue": "clusters"},
+}
 CELERY_TASK_DEFAULT_QUEUE = "control"
 #: Seconds between dispatcher ticks. Ticks fall on multiples of it since the epoch
 #: (``portal.beat.aligned``): with a divisor of 60 every minute boundary, hence every cron
@@ -419,12 +430,17 @@ LOCAL_SPARK_MASTER = env_str("LOCAL_SPARK_MASTER", "local[*]")
 #: made and this is not "none", no notebook runs (fail closed).
 KERNEL_SANDBOX = env_str("KERNEL_SANDBOX", "bwrap")
 if KERNEL_SANDBOX not in ("bwrap", "none"):
-    raise ImproperlyConfigured(f"KERNEL_SANDBOX={KERNEL_SANDBOX!r}: use bwrap (the default) or none")
+    raise ImproperlyConfigured(
+        f"KERNEL_SANDBOX={KERNEL_SANDBOX!r}: use bwrap (the default) or none"
+    )
 #: Where sandboxes keep their scratch directories (home, tmp, kernel sockets). Kept short:
 #: a unix socket path has at most 107 bytes.
 SANDBOX_ROOT = Path(env_str("SANDBOX_ROOT", str(DATA_DIR / "sandbox"))).resolve()
 if len(str(SANDBOX_ROOT)) > 64:
-    raise ImproperlyConfigured(f"SANDBOX_ROOT={SANDBOX_ROOT} is too long for unix socket paths: choose one under 64 characters")
+    raise ImproperlyConfigured(
+        f"SANDBOX_ROOT={SANDBOX_ROOT} is too long for unix socket paths: "
+        "choose one under 64 characters"
+    )
 #: A portal user's sandboxes run as host uid SANDBOX_UID_BASE + user id; keep the range
 #: free of real accounts.
 SANDBOX_UID_BASE = env_int("SANDBOX_UID_BASE", 200000)
@@ -446,8 +462,14 @@ TELEMETRY_VIEWS_ROOT = env_str("TELEMETRY_VIEWS_ROOT", str(DATA_DIR / "views"))
 #: portal's secrets, database URL and AWS keys are never among them; the sandbox sets
 #: HOME and TMPDIR).
 KERNEL_ENV_ALLOWLIST = [
-    "PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "JAVA_HOME",
-    "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "JAVA_HOME",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
 ] + env_list("KERNEL_ENV_EXTRA")
 
 # --- Clusters ---------------------------------------------------------------------------
@@ -504,11 +526,14 @@ EMR_S3_ENDPOINT_URL = env_str("EMR_S3_ENDPOINT_URL")
 # root at start must live in a bucket they cannot write (docs/emr-iam.md).
 if EMR_BOOTSTRAP_BUCKET in (EMR_JOB_BUCKET, urlsplit(EMR_LOG_URI).hostname):
     raise ImproperlyConfigured(
-        f"EMR_BOOTSTRAP_BUCKET={EMR_BOOTSTRAP_BUCKET!r} is also a bucket clusters write to: use a separate one"
+        f"EMR_BOOTSTRAP_BUCKET={EMR_BOOTSTRAP_BUCKET!r} is also a bucket clusters write to: "
+        "use a separate one"
     )
 #: Seconds between polls of a run's EMR step.
 EMR_STEP_POLL_INTERVAL = env_float("EMR_STEP_POLL_INTERVAL", 20.0)
-EMR_PAPERMILL_BOOTSTRAP_KEY = env_str("EMR_PAPERMILL_BOOTSTRAP_KEY", "bootstrap/install-papermill.sh")
+EMR_PAPERMILL_BOOTSTRAP_KEY = env_str(
+    "EMR_PAPERMILL_BOOTSTRAP_KEY", "bootstrap/install-papermill.sh"
+)
 #: An idle EMR cluster terminates itself after this many seconds (a backstop to expiry).
 EMR_IDLE_TIMEOUT_SECONDS = env_int("EMR_IDLE_TIMEOUT_SECONDS", 3600)
 

@@ -73,11 +73,27 @@ def serve(request):
         claims = signing.loads(token, salt=SALT, max_age=settings.USERCONTENT_URL_MAX_AGE)
         key, run_id, attempt = claims["k"], int(claims["r"]), int(claims["a"])
     except (signing.BadSignature, KeyError, TypeError, ValueError):
-        return _harden(HttpResponseNotFound("This link is invalid or has expired. Reload the portal page.", content_type="text/plain"))
-    current = Run.objects.filter(pk=run_id, attempt=attempt).values_list("html_key", "partial_key").first()
-    if not key.endswith(".html") or current is None or key not in current or not default_storage.exists(key):
+        return _harden(
+            HttpResponseNotFound(
+                "This link is invalid or has expired. Reload the portal page.",
+                content_type="text/plain",
+            )
+        )
+    current = (
+        Run.objects.filter(pk=run_id, attempt=attempt)
+        .values_list("html_key", "partial_key")
+        .first()
+    )
+    if (
+        not key.endswith(".html")
+        or current is None
+        or key not in current
+        or not default_storage.exists(key)
+    ):
         return _harden(HttpResponseNotFound("Not found.", content_type="text/plain"))
-    response = FileResponse(default_storage.open(key, "rb"), content_type="text/html; charset=utf-8")
+    response = FileResponse(
+        default_storage.open(key, "rb"), content_type="text/html; charset=utf-8"
+    )
     return _harden(response)
 
 
@@ -98,7 +114,9 @@ def serve_static(request):
     path = collected if os.path.isfile(collected) else finders.find(name)
     if not path:
         return _harden(HttpResponseNotFound("Not found.", content_type="text/plain"))
-    response = _harden(FileResponse(open(path, "rb"), content_type="text/javascript; charset=utf-8"))
+    response = _harden(
+        FileResponse(open(path, "rb"), content_type="text/javascript; charset=utf-8")
+    )
     response["Cache-Control"] = "public, max-age=86400"
     return response
 

@@ -30,7 +30,9 @@ def admin_login(request, extra_context=None):
     limited, e-mail verification, single sign-on), never through Django's admin form,
     which has neither. Signed-in staff go on to ``next``; other signed-in users get 403."""
     target = request.GET.get("next", "")
-    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         target = reverse("admin:index")
     if request.user.is_authenticated:
         if request.user.is_staff:

@@ -138,9 +138,7 @@ def _check_calendar_day(field: str, yyyymmdd: str, original) -> None:
     try:
         dt.datetime.strptime(yyyymmdd, "%Y%m%d")
     except ValueError:
-        raise TelemetryError(
-            f"{field}: {original!r} is not a calendar day (YYYYMMDD)"
-        ) from None
+        raise TelemetryError(f"{field}: {original!r} is not a calendar day (YYYYMMDD)") from None
 
 
 def _build_id_text(field: str, value) -> str:
@@ -185,9 +183,7 @@ def parse_partition_filter(field: str, value) -> Filter | None:
         else:
             low, high = _scalar_text(field, start), _scalar_text(field, end)
         if low > high:
-            raise TelemetryError(
-                f"{field}: range start {start!r} is after its end {end!r}"
-            )
+            raise TelemetryError(f"{field}: range start {start!r} is after its end {end!r}")
         return Filter(field, low=low, high=high)
     if field == "submission_date":
         return Filter(field, exact=_date_text(field, value))
@@ -214,13 +210,9 @@ def parse_value_filter(field: str, value) -> Filter | None:
                 f"{field}: range bounds {start!r} and {end!r} are not comparable"
             ) from None
         if reversed_:
-            raise TelemetryError(
-                f"{field}: range start {start!r} is after its end {end!r}"
-            )
+            raise TelemetryError(f"{field}: range start {start!r} is after its end {end!r}")
         return Filter(field, low=start, high=end, kind="value")
-    if value is None or isinstance(value, (dict, set, Sequence)) and not isinstance(
-        value, str
-    ):
+    if value is None or isinstance(value, (dict, set, Sequence)) and not isinstance(value, str):
         raise TelemetryError(
             f'{field}: expected a value, "*" or a (start, end) pair, got {value!r}'
         )

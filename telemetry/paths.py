@@ -223,7 +223,7 @@ class _FileListLister:
         for file in files:
             if not file.startswith(prefix):
                 continue
-            parts = tuple(file[len(prefix):].split("/"))
+            parts = tuple(file[len(prefix) :].split("/"))
             for depth in range(len(parts)):
                 node = tree.setdefault(parts[:depth], (set(), [False]))
                 if depth == len(parts) - 1:

@@ -82,7 +82,9 @@ def _no_outbound_network(monkeypatch):
 
     def guarded(self, address):
         host = address[0] if isinstance(address, tuple) else address
-        if isinstance(host, str) and not (host.startswith("127.") or host in ("localhost", "::1") or host.startswith("/")):
+        if isinstance(host, str) and not (
+            host.startswith("127.") or host in ("localhost", "::1") or host.startswith("/")
+        ):
             raise OSError(f"tests may not connect to {host!r}")
         return real_connect(self, address)
 
@@ -93,7 +95,9 @@ def _user(django_user_model, name, **extra):
     """A user with a verified address (sign-in requires one while sign-up is open)."""
     from allauth.account.models import EmailAddress
 
-    user = django_user_model.objects.create_user(username=name, email=f"{name}@example.com", password=f"{name}-password-1", **extra)
+    user = django_user_model.objects.create_user(
+        username=name, email=f"{name}@example.com", password=f"{name}-password-1", **extra
+    )
     EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
     return user
 

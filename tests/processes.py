@@ -22,7 +22,8 @@ _serial = itertools.count(1)
 def process_env(**overrides) -> dict:
     """Environment for a portal process that shares this test session's database."""
     db = settings.DATABASES["default"]
-    url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    host, port = db["HOST"] or "127.0.0.1", db["PORT"] or 5432
+    url = f"postgres://{db['USER']}:{db['PASSWORD']}@{host}:{port}/{db['NAME']}"
     env = dict(os.environ)
     env.update(
         DATABASE_URL=url,
@@ -50,15 +51,40 @@ def flush_broker():
 class Worker:
     """A ``celery worker`` subprocess; ``stop()`` is a warm shutdown, ``kill()`` is -9."""
 
-    def __init__(self, queues="runs,control,clusters", concurrency=1, name="test", log_path=None, **env):
-        # One log per worker of the session (each test's first worker is "w0"), kept when a test fails.
-        self.log_path = Path(log_path or settings.DATA_DIR / f"worker-{name}-{os.getpid()}-{next(_serial)}.log")
+    def __init__(
+        self, queues="runs,control,clusters", concurrency=1, name="test", log_path=None, **env
+    ):
+        # One log per worker of the session (each test's first worker is "w0"), kept when a
+        # test fails.
+        self.log_path = Path(
+            log_path or settings.DATA_DIR / f"worker-{name}-{os.getpid()}-{next(_serial)}.log"
+        )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", queues, "-c", str(concurrency),
-             "-n", f"{name}-{os.getpid()}@%h", "--without-gossip", "--without-mingle", "-l", "info"],
-            cwd=ROOT, env=process_env(**env), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                str(concurrency),
+                "-n",
+                f"{name}-{os.getpid()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "info",
+            ],
+            cwd=ROOT,
+            env=process_env(**env),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.wait_ready()
 
@@ -115,8 +141,23 @@ class Beat:
         self.log_path = settings.DATA_DIR / f"beat-{os.getpid()}.log"
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "portal", "beat", "-l", "info", "-s", str(schedule)],
-            cwd=ROOT, env=process_env(**env), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "beat",
+                "-l",
+                "info",
+                "-s",
+                str(schedule),
+            ],
+            cwd=ROOT,
+            env=process_env(**env),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def stop(self):

@@ -27,18 +27,35 @@ def shared_dir(name: str) -> Path:
     return path
 
 
-def execute(notebook: Path, output: Path, parameters: dict, *, read_only=(), writable=(), env=None,
-            timeout: float = 600, spark_master: str = "local[2]") -> executor.Outcome:
+def execute(
+    notebook: Path,
+    output: Path,
+    parameters: dict,
+    *,
+    read_only=(),
+    writable=(),
+    env=None,
+    timeout: float = 600,
+    spark_master: str = "local[2]",
+) -> executor.Outcome:
     """Execute ``notebook`` into ``output`` in a fresh sandbox that reads ``read_only`` and
     writes ``writable`` (host paths), with ``env`` added to the kernel's environment."""
     spec = SandboxSpec(
-        name=f"t{uuid.uuid4().hex[:12]}", uid=uid_for(TEST_OWNER_ID),
-        read_only=tuple(map(str, read_only)), writable=tuple(map(str, writable)), limits=Limits.for_runs(),
+        name=f"t{uuid.uuid4().hex[:12]}",
+        uid=uid_for(TEST_OWNER_ID),
+        read_only=tuple(map(str, read_only)),
+        writable=tuple(map(str, writable)),
+        limits=Limits.for_runs(),
     )
     box = Sandbox(spec).prepare()
     try:
         return executor.execute(
-            notebook, output, parameters, spark_master=spark_master, sandbox=box, timeout_seconds=timeout,
+            notebook,
+            output,
+            parameters,
+            spark_master=spark_master,
+            sandbox=box,
+            timeout_seconds=timeout,
             kernel_extra_env=env,
         )
     finally:

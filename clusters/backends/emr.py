@@ -34,7 +34,14 @@ STATE_MAP = {
 LIVE_EMR_STATES = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING", "TERMINATING"]
 TAG_UUID = "portal-cluster-uuid"
 #: Error codes after which a launch is tried again (after looking for the first cluster).
-RETRYABLE_CODES = {"ThrottlingException", "Throttling", "RequestLimitExceeded", "InternalServerError", "InternalFailure", "ServiceUnavailable"}
+RETRYABLE_CODES = {
+    "ThrottlingException",
+    "Throttling",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "InternalFailure",
+    "ServiceUnavailable",
+}
 
 
 def emr_client(retries: bool = True):
@@ -92,16 +99,26 @@ class EmrBackend:
         core_market = "SPOT" if settings.EMR_CORE_SPOT else "ON_DEMAND"
         bootstrap = []
         if cluster.ssh_key_id:
-            bootstrap.append({
-                "Name": "Install the owner's SSH key",
-                "ScriptBootstrapAction": {"Path": bootstrap_script_uri(), "Args": [cluster.ssh_key.key]},
-            })
+            bootstrap.append(
+                {
+                    "Name": "Install the owner's SSH key",
+                    "ScriptBootstrapAction": {
+                        "Path": bootstrap_script_uri(),
+                        "Args": [cluster.ssh_key.key],
+                    },
+                }
+            )
         if steps:
             # Job clusters run notebooks with papermill on the master.
-            bootstrap.append({
-                "Name": "Install papermill",
-                "ScriptBootstrapAction": {"Path": f"s3://{settings.EMR_BOOTSTRAP_BUCKET}/{settings.EMR_PAPERMILL_BOOTSTRAP_KEY}", "Args": []},
-            })
+            bootstrap.append(
+                {
+                    "Name": "Install papermill",
+                    "ScriptBootstrapAction": {
+                        "Path": f"s3://{settings.EMR_BOOTSTRAP_BUCKET}/{settings.EMR_PAPERMILL_BOOTSTRAP_KEY}",
+                        "Args": [],
+                    },
+                }
+            )
         params = {
             "Name": cluster_name(cluster),
             "LogUri": settings.EMR_LOG_URI,
@@ -109,10 +126,20 @@ class EmrBackend:
             "Applications": [{"Name": name} for name in settings.EMR_APPLICATIONS],
             "Instances": {
                 "InstanceGroups": [
-                    {"Name": "Master", "Market": "ON_DEMAND", "InstanceRole": "MASTER",
-                     "InstanceType": settings.EMR_INSTANCE_TYPE, "InstanceCount": 1},
-                    {"Name": "Core", "Market": core_market, "InstanceRole": "CORE",
-                     "InstanceType": settings.EMR_INSTANCE_TYPE, "InstanceCount": cluster.size},
+                    {
+                        "Name": "Master",
+                        "Market": "ON_DEMAND",
+                        "InstanceRole": "MASTER",
+                        "InstanceType": settings.EMR_INSTANCE_TYPE,
+                        "InstanceCount": 1,
+                    },
+                    {
+                        "Name": "Core",
+                        "Market": core_market,
+                        "InstanceRole": "CORE",
+                        "InstanceType": settings.EMR_INSTANCE_TYPE,
+                        "InstanceCount": cluster.size,
+                    },
                 ],
                 "KeepJobFlowAliveWhenNoSteps": keep_alive,
                 "TerminationProtected": False,
@@ -141,11 +168,15 @@ class EmrBackend:
         """The id of a live EMR cluster already launched for this row, if any."""
         name = cluster_name(cluster)
         try:
-            for page in self.client.get_paginator("list_clusters").paginate(ClusterStates=LIVE_EMR_STATES):
+            for page in self.client.get_paginator("list_clusters").paginate(
+                ClusterStates=LIVE_EMR_STATES
+            ):
                 for summary in page["Clusters"]:
                     if summary["Name"] != name:
                         continue
-                    tags = self.client.describe_cluster(ClusterId=summary["Id"])["Cluster"].get("Tags", [])
+                    tags = self.client.describe_cluster(ClusterId=summary["Id"])["Cluster"].get(
+                        "Tags", []
+                    )
                     if {"Key": TAG_UUID, "Value": str(cluster.uuid)} in tags:
                         return summary["Id"]
         except (ClientError, BotoCoreError) as exc:
@@ -174,7 +205,10 @@ class EmrBackend:
                 last_error = exc
             delay = min(20.0, 0.5 * 2**attempt)
             time.sleep(delay / 2 + random.random() * delay / 2)  # full jitter, as botocore does
-        raise BackendError(f"EMR did not launch the cluster after {settings.EMR_MAX_ATTEMPTS} attempts: {last_error}")
+        raise BackendError(
+            f"EMR did not launch the cluster after {settings.EMR_MAX_ATTEMPTS} attempts: "
+            f"{last_error}"
+        )
 
     def describe(self, cluster) -> ClusterStatus:
         try:

@@ -65,7 +65,6 @@ def reap_children() -> int:
     return len(done)
 
 
-
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free on ``host`` right now (another process may take it before we do)."""
     with socket.socket() as sock:
@@ -77,7 +76,10 @@ def listening(port: int) -> bool:
     """True if some process listens on TCP ``port`` (from the socket table, not by
     connecting: a connect to a free port in the ephemeral range can succeed by connecting
     to itself)."""
-    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in psutil.net_connections("tcp"))
+    return any(
+        c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+        for c in psutil.net_connections("tcp")
+    )
 
 
 def _name(proc: psutil.Process) -> str:
@@ -105,11 +107,18 @@ def end_connect_session(cluster, session_id: str, user_id: str) -> None:
 
     client = None
     try:
-        client = SparkConnectClient(f"sc://localhost:{port}/;session_id={session_id};user_id={user_id};token={cluster.connect_token}")
+        client = SparkConnectClient(
+            f"sc://localhost:{port}/;session_id={session_id};user_id={user_id};token={cluster.connect_token}"
+        )
         client.interrupt_all()
         client.release_session()
     except Exception as exc:  # the server may be gone, or never saw the session
-        log.info("could not end session cluster=%s session=%s: %s", cluster.pk, session_id, str(exc).splitlines()[0][:200])
+        log.info(
+            "could not end session cluster=%s session=%s: %s",
+            cluster.pk,
+            session_id,
+            str(exc).splitlines()[0][:200],
+        )
     finally:
         if client is not None:
             client.close()
@@ -199,7 +208,9 @@ class LocalBackend:
 
     def _spawn(self, sandbox: Sandbox, argv, env, log: Path) -> int:
         with open(log, "ab") as out:
-            proc = sandbox.popen(argv, env, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = sandbox.popen(
+                argv, env, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         _CHILDREN.append(proc)
         return proc.pid
 
@@ -224,23 +235,41 @@ class LocalBackend:
         self._write_conf(root, sandbox.spec.uid if sandbox.enabled else None)
         env = self._env(root)
         ports = {
-            "master": free_port(host), "ui": free_port(host), "connect": free_port(host), "app_ui": free_port(host),
+            "master": free_port(host),
+            "ui": free_port(host),
+            "connect": free_port(host),
+            "app_ui": free_port(host),
             "workers_ui": [free_port(host) for _ in range(cluster.size)],
         }
         master_url = f"spark://{host}:{ports['master']}"
         info = {
-            "dir": str(root), "host": socket.gethostname(), "sandbox": sandbox.spec.name, "uid": sandbox.spec.uid,
-            "ports": ports, "pids": {"workers": []},
-            "master_url": master_url, "ui_url": f"http://{host}:{ports['ui']}",
-            "connect_url": f"sc://{host}:{ports['connect']}", "app_ui_url": f"http://{host}:{ports['app_ui']}",
+            "dir": str(root),
+            "host": socket.gethostname(),
+            "sandbox": sandbox.spec.name,
+            "uid": sandbox.spec.uid,
+            "ports": ports,
+            "pids": {"workers": []},
+            "master_url": master_url,
+            "ui_url": f"http://{host}:{ports['ui']}",
+            "connect_url": f"sc://{host}:{ports['connect']}",
+            "app_ui_url": f"http://{host}:{ports['app_ui']}",
         }
         spark_class = str(SPARK_HOME / "bin" / "spark-class")
         try:
             info["pids"]["master"] = self._spawn(
                 sandbox,
-                [spark_class, "org.apache.spark.deploy.master.Master", "--host", host, "--port", str(ports["master"]),
-                 "--webui-port", str(ports["ui"])],
-                env, root / "logs" / "master.log",
+                [
+                    spark_class,
+                    "org.apache.spark.deploy.master.Master",
+                    "--host",
+                    host,
+                    "--port",
+                    str(ports["master"]),
+                    "--webui-port",
+                    str(ports["ui"]),
+                ],
+                env,
+                root / "logs" / "master.log",
             )
             # Workers and the Connect application register with the master once, then
             # retry only after a randomised 5-15 s back-off: start them when it listens.
@@ -250,28 +279,61 @@ class LocalBackend:
                 work.mkdir()
                 if sandbox.enabled:
                     os.chown(work, sandbox.spec.uid, sandbox.spec.uid)
-                info["pids"]["workers"].append(self._spawn(
-                    sandbox,
-                    [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", host,
-                     "--cores", str(settings.LOCAL_CLUSTER_WORKER_CORES), "--memory", settings.LOCAL_CLUSTER_WORKER_MEMORY,
-                     "--webui-port", str(ports["workers_ui"][i]), "--work-dir", str(work), master_url],
-                    env, root / "logs" / f"worker-{i}.log",
-                ))
+                info["pids"]["workers"].append(
+                    self._spawn(
+                        sandbox,
+                        [
+                            spark_class,
+                            "org.apache.spark.deploy.worker.Worker",
+                            "--host",
+                            host,
+                            "--cores",
+                            str(settings.LOCAL_CLUSTER_WORKER_CORES),
+                            "--memory",
+                            settings.LOCAL_CLUSTER_WORKER_MEMORY,
+                            "--webui-port",
+                            str(ports["workers_ui"][i]),
+                            "--work-dir",
+                            str(work),
+                            master_url,
+                        ],
+                        env,
+                        root / "logs" / f"worker-{i}.log",
+                    )
+                )
             info["pids"]["connect"] = self._spawn(
                 sandbox,
-                [str(SPARK_HOME / "bin" / "spark-submit"), "--class", "org.apache.spark.sql.connect.service.SparkConnectServer",
-                 "--name", f"Spark Connect ({cluster.name})", "--master", master_url,
-                 "--conf", f"spark.connect.grpc.binding.port={ports['connect']}",
-                 "--conf", f"spark.connect.grpc.binding.address={host}",
-                 "--conf", f"spark.ui.port={ports['app_ui']}",
-                 "--conf", f"spark.driver.host={host}", "--conf", f"spark.driver.bindAddress={host}",
-                 "--conf", f"spark.executor.memory={settings.LOCAL_CLUSTER_EXECUTOR_MEMORY}",
-                 "--conf", f"spark.executor.cores={settings.LOCAL_CLUSTER_WORKER_CORES}",
-                 "--conf", "spark.sql.shuffle.partitions=8",
-                 "--conf", f"spark.pyspark.python={sys.executable}",
-                 "spark-internal"],
+                [
+                    str(SPARK_HOME / "bin" / "spark-submit"),
+                    "--class",
+                    "org.apache.spark.sql.connect.service.SparkConnectServer",
+                    "--name",
+                    f"Spark Connect ({cluster.name})",
+                    "--master",
+                    master_url,
+                    "--conf",
+                    f"spark.connect.grpc.binding.port={ports['connect']}",
+                    "--conf",
+                    f"spark.connect.grpc.binding.address={host}",
+                    "--conf",
+                    f"spark.ui.port={ports['app_ui']}",
+                    "--conf",
+                    f"spark.driver.host={host}",
+                    "--conf",
+                    f"spark.driver.bindAddress={host}",
+                    "--conf",
+                    f"spark.executor.memory={settings.LOCAL_CLUSTER_EXECUTOR_MEMORY}",
+                    "--conf",
+                    f"spark.executor.cores={settings.LOCAL_CLUSTER_WORKER_CORES}",
+                    "--conf",
+                    "spark.sql.shuffle.partitions=8",
+                    "--conf",
+                    f"spark.pyspark.python={sys.executable}",
+                    "spark-internal",
+                ],
                 # The token reaches the Connect server through its environment only.
-                dict(env, SPARK_CONNECT_AUTHENTICATE_TOKEN=cluster.connect_token), root / "logs" / "connect.log",
+                dict(env, SPARK_CONNECT_AUTHENTICATE_TOKEN=cluster.connect_token),
+                root / "logs" / "connect.log",
             )
         except OSError as exc:
             self.terminate_info(info)
@@ -305,9 +367,17 @@ class LocalBackend:
         if info.get("host") and info["host"] != socket.gethostname():
             raise BackendError(f"This cluster runs on {info['host']}; ask a worker there.")
         if not alive(pids.get("master")):
-            return ClusterStatus("FAILED", reason="The Spark master process exited; see its log.", info={"log_tail": self.log_tail(cluster, "master")})
+            return ClusterStatus(
+                "FAILED",
+                reason="The Spark master process exited; see its log.",
+                info={"log_tail": self.log_tail(cluster, "master")},
+            )
         if not alive(pids.get("connect")):
-            return ClusterStatus("FAILED", reason="The Spark Connect server exited; see its log.", info={"log_tail": self.log_tail(cluster, "connect")})
+            return ClusterStatus(
+                "FAILED",
+                reason="The Spark Connect server exited; see its log.",
+                info={"log_tail": self.log_tail(cluster, "connect")},
+            )
         status = self.master_json(info)
         if not status or status.get("status") != "ALIVE":
             return ClusterStatus("STARTING")
@@ -345,7 +415,11 @@ class LocalBackend:
         """The sandbox recorded in ``info`` (None for a cluster started without one)."""
         if not info.get("sandbox"):
             return None
-        return Sandbox(SandboxSpec(name=info["sandbox"], uid=info.get("uid") or 1, network=True, die_with_parent=False))
+        return Sandbox(
+            SandboxSpec(
+                name=info["sandbox"], uid=info.get("uid") or 1, network=True, die_with_parent=False
+            )
+        )
 
     @staticmethod
     def _recorded(info: dict) -> list[int]:
@@ -358,7 +432,9 @@ class LocalBackend:
         recorded processes, whatever they started. Raises BackendError on another host: its
         pids mean other processes here."""
         if info.get("host") and info["host"] != socket.gethostname():
-            raise BackendError(f"This cluster runs on {info['host']}; only a worker there can stop it.")
+            raise BackendError(
+                f"This cluster runs on {info['host']}; only a worker there can stop it."
+            )
         recorded = self._recorded(info)
         sandbox = self._sandbox_of(info)
         # Not bwrap itself: a sandbox's first process ends its whole namespace at once,
@@ -403,4 +479,6 @@ class LocalBackend:
         (for checks and tests)."""
         sandbox = self._sandbox_of(info)
         left = [p for p in self._recorded(info) if alive(p)]
-        return left + [p for p in (sandbox.processes() if sandbox else []) if p not in left and alive(p)]
+        return left + [
+            p for p in (sandbox.processes() if sandbox else []) if p not in left and alive(p)
+        ]

@@ -126,7 +126,9 @@ def emr_settings(settings):
 @pytest.fixture
 def aws(moto_server, aws_env, emr_settings):
     """A clean moto (EMR and S3) with the portal's buckets, and the portal pointed at it."""
-    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=10).close()
+    urllib.request.urlopen(
+        urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=10
+    ).close()
     emr_settings.EMR_ENDPOINT_URL = moto_server
     s3 = boto3.client("s3", endpoint_url=moto_server, region_name=REGION)
     for bucket in (BOOTSTRAP_BUCKET, LOG_BUCKET, IN_BUCKET, OUT_BUCKET):
@@ -154,7 +156,12 @@ def launch(alice, ssh_key, emr_settings):
 
     def make(name="emr-one", size=2, lifetime_hours=8, **extra):
         spec = ClusterSpec(
-            name=name, backend="emr", size=size, lifetime_hours=lifetime_hours, release="emr-7.5.0", ssh_key=ssh_key
+            name=name,
+            backend="emr",
+            size=size,
+            lifetime_hours=lifetime_hours,
+            release="emr-7.5.0",
+            ssh_key=ssh_key,
         )
         return services.launch_cluster(alice, spec, **extra)
 
@@ -180,7 +187,9 @@ def ready(started):
 
 
 @pytest.mark.parametrize("spot", [True, False])
-def test_run_job_flow_parameters_are_exactly_the_contract(launch, alice, ssh_key, public_key_text, aws_env, emr_settings, spot):
+def test_run_job_flow_parameters_are_exactly_the_contract(
+    launch, alice, ssh_key, public_key_text, aws_env, emr_settings, spot
+):
     """``start`` first asks ``list_clusters`` (live states) for a cluster already launched
     for the row, then calls ``run_job_flow`` with exactly these arguments: release, an
     on-demand master plus a core group of the cluster's size (spot when EMR_CORE_SPOT),
@@ -193,7 +202,11 @@ def test_run_job_flow_parameters_are_exactly_the_contract(launch, alice, ssh_key
         "Name": f"test-alice-contract-{cluster.uuid}",
         "LogUri": f"s3://{LOG_BUCKET}/emr/",
         "ReleaseLabel": "emr-7.5.0",
-        "Applications": [{"Name": "Spark"}, {"Name": "Hadoop"}, {"Name": "JupyterEnterpriseGateway"}],
+        "Applications": [
+            {"Name": "Spark"},
+            {"Name": "Hadoop"},
+            {"Name": "JupyterEnterpriseGateway"},
+        ],
         "Instances": {
             "InstanceGroups": [
                 {
@@ -309,11 +322,17 @@ def test_expiry_warning_is_mailed_once_and_again_after_an_extension(ready, alice
     assert ready.get_absolute_url() in message.body
     assert services.warn_expiring_clusters(now) == 0 and len(mail.outbox) == 1
 
-    cluster = services.extend_cluster(Cluster.objects.get(pk=ready.pk), 2, alice)  # expires at now + 2.5 h
+    cluster = services.extend_cluster(
+        Cluster.objects.get(pk=ready.pk), 2, alice
+    )  # expires at now + 2.5 h
     assert services.warn_expiring_clusters(now) == 0  # not close to the new expiry yet
     later = now + timedelta(hours=2)  # 30 min before the new expiry
     assert services.warn_expiring_clusters(later) == 1
-    assert len(mail.outbox) == 2 and mail.outbox[1].to == [alice.email] and "emr-one" in mail.outbox[1].subject
+    assert (
+        len(mail.outbox) == 2
+        and mail.outbox[1].to == [alice.email]
+        and "emr-one" in mail.outbox[1].subject
+    )
     assert services.warn_expiring_clusters(later) == 0
     assert Cluster.objects.get(pk=cluster.pk).expiry_warning_sent_at == later
 
@@ -323,11 +342,20 @@ def test_terminate_ends_the_emr_cluster(ready, aws):
     terminate_job_flows and, once EMR reports TERMINATED, records TERMINATED with
     terminated_at. Terminating again does nothing."""
     cluster = services.terminate_cluster(ready)
-    assert cluster.state == Cluster.State.TERMINATING and cluster.state_reason == "Terminated by its owner."
-    assert aws.emr.describe_cluster(ClusterId=cluster.jobflow_id)["Cluster"]["Status"]["State"] == "WAITING"
+    assert (
+        cluster.state == Cluster.State.TERMINATING
+        and cluster.state_reason == "Terminated by its owner."
+    )
+    assert (
+        aws.emr.describe_cluster(ClusterId=cluster.jobflow_id)["Cluster"]["Status"]["State"]
+        == "WAITING"
+    )
 
     cluster = services.stop_cluster(cluster.pk)
-    assert aws.emr.describe_cluster(ClusterId=cluster.jobflow_id)["Cluster"]["Status"]["State"] == "TERMINATED"
+    assert (
+        aws.emr.describe_cluster(ClusterId=cluster.jobflow_id)["Cluster"]["Status"]["State"]
+        == "TERMINATED"
+    )
     assert cluster.state == Cluster.State.TERMINATED and cluster.terminated_at is not None
     assert cluster.state_reason == "Terminated by its owner."
 
@@ -344,7 +372,9 @@ def test_expired_emr_cluster_is_terminated(ready, aws, launch):
 
     assert services.terminate_expired_clusters(now) == 1
     cluster = Cluster.objects.get(pk=ready.pk)
-    assert cluster.state == Cluster.State.TERMINATING and cluster.state_reason.startswith("Expired at ")
+    assert cluster.state == Cluster.State.TERMINATING and cluster.state_reason.startswith(
+        "Expired at "
+    )
     assert Cluster.objects.get(pk=other.pk).state == Cluster.State.STARTING
 
     cluster = services.stop_cluster(cluster.pk)
@@ -390,7 +420,9 @@ def test_start_retry_adopts_the_cluster_launched_before_a_crash(aws, launch):
 
     cluster = services.start_cluster(cluster.pk)
     assert cluster.jobflow_id == launched and cluster.state == Cluster.State.STARTING
-    same_name = [c for c in aws.emr.list_clusters()["Clusters"] if c["Name"] == cluster_name(cluster)]
+    same_name = [
+        c for c in aws.emr.list_clusters()["Clusters"] if c["Name"] == cluster_name(cluster)
+    ]
     assert [c["Id"] for c in same_name] == [launched]
     assert services.start_cluster(cluster.pk).jobflow_id == launched  # a duplicate delivery: no-op
     assert len(aws.emr.list_clusters()["Clusters"]) == 1
@@ -401,7 +433,10 @@ def test_start_does_not_adopt_a_same_named_cluster_of_another_row(aws, launch):
     another UUID tag is left alone and a new one is launched."""
     cluster = launch()
     params = EmrBackend().job_flow_params(cluster)
-    params["Tags"] = [t if t["Key"] != "portal-cluster-uuid" else {**t, "Value": "someone-else"} for t in params["Tags"]]
+    params["Tags"] = [
+        t if t["Key"] != "portal-cluster-uuid" else {**t, "Value": "someone-else"}
+        for t in params["Tags"]
+    ]
     impostor = aws.emr.run_job_flow(**params)["JobFlowId"]
 
     cluster = services.start_cluster(cluster.pk)
@@ -412,7 +447,11 @@ def test_start_does_not_adopt_a_same_named_cluster_of_another_row(aws, launch):
 def test_terminated_with_errors_syncs_to_failed_with_the_reason(started, aws):
     """EMR's TERMINATED_WITH_ERRORS becomes FAILED, with EMR's message as the reason and
     terminated_at set; later syncs leave it alone."""
-    set_emr_state(started.jobflow_id, "TERMINATED_WITH_ERRORS", "Bootstrap failure: install-ssh-key.sh returned 1")
+    set_emr_state(
+        started.jobflow_id,
+        "TERMINATED_WITH_ERRORS",
+        "Bootstrap failure: install-ssh-key.sh returned 1",
+    )
     assert services.sync_clusters("emr") == 1
     cluster = Cluster.objects.get(pk=started.pk)
     assert cluster.state == Cluster.State.FAILED
@@ -427,7 +466,9 @@ def test_emr_refusal_ends_the_start_failed(aws, launch, emr_settings):
     emr_settings.EMR_ENDPOINT_URL = "http://127.0.0.1:9"  # discard port: connection refused
     emr_settings.EMR_MAX_ATTEMPTS = 0
     cluster = services.start_cluster(launch().pk)
-    assert cluster.state == Cluster.State.FAILED and cluster.state_reason.startswith("EMR did not answer")
+    assert cluster.state == Cluster.State.FAILED and cluster.state_reason.startswith(
+        "EMR did not answer"
+    )
     assert cluster.terminated_at is not None
 
 
@@ -443,7 +484,10 @@ def test_emr_client_retries_in_botocore_standard_mode(emr_settings, aws_env):
     them on the wire."""
     emr_settings.EMR_MAX_ATTEMPTS = 5
     assert EmrBackend().client.meta.config.retries == {"mode": "standard", "total_max_attempts": 5}
-    assert EmrBackend().launch_client.meta.config.retries == {"mode": "standard", "total_max_attempts": 1}
+    assert EmrBackend().launch_client.meta.config.retries == {
+        "mode": "standard",
+        "total_max_attempts": 1,
+    }
 
 
 class FakeEmr:
@@ -473,7 +517,9 @@ class FakeEmr:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
 
     def close(self):
         self.server.shutdown()
@@ -483,7 +529,13 @@ class FakeEmr:
 THROTTLED = (400, {"__type": "ThrottlingException", "message": "Rate exceeded"})
 INTERNAL = (500, {"__type": "InternalServerError", "message": "We encountered an internal error."})
 NO_CLUSTERS = (200, {"Clusters": []})
-LAUNCHED = (200, {"JobFlowId": "j-FAKE", "ClusterArn": "arn:aws:elasticmapreduce:us-west-2:123456789012:cluster/j-FAKE"})
+LAUNCHED = (
+    200,
+    {
+        "JobFlowId": "j-FAKE",
+        "ClusterArn": "arn:aws:elasticmapreduce:us-west-2:123456789012:cluster/j-FAKE",
+    },
+)
 
 
 @pytest.fixture
@@ -548,11 +600,17 @@ def test_transient_job_cluster_step_output_is_read_back_from_s3(aws, launch, mak
 
     run = job_services.run_now(make_job("trivial.ipynb"), alice, enqueue=False)
     cluster = launch(name=f"run-{run.pk}", for_run=run)
-    source, output = f"s3://{IN_BUCKET}/runs/{run.pk}/input.ipynb", f"s3://{OUT_BUCKET}/runs/{run.pk}/output.ipynb"
+    source, output = (
+        f"s3://{IN_BUCKET}/runs/{run.pk}/input.ipynb",
+        f"s3://{OUT_BUCKET}/runs/{run.pk}/output.ipynb",
+    )
     step = {
         "Name": f"Run notebook for run {run.pk}",
         "ActionOnFailure": "TERMINATE_CLUSTER",
-        "HadoopJarStep": {"Jar": "command-runner.jar", "Args": ["papermill", source, output, "-p", "run_date", "2024-05-01"]},
+        "HadoopJarStep": {
+            "Jar": "command-runner.jar",
+            "Args": ["papermill", source, output, "-p", "run_date", "2024-05-01"],
+        },
     }
     backend = EmrBackend()
     params = backend.job_flow_params(cluster, steps=[step], keep_alive=False)
@@ -565,15 +623,21 @@ def test_transient_job_cluster_step_output_is_read_back_from_s3(aws, launch, mak
     assert {"Key": "portal-run", "Value": str(run.pk)} in described["Tags"]
     [listed] = aws.emr.list_steps(ClusterId=jobflow_id)["Steps"]
     assert listed["Name"] == step["Name"] and listed["ActionOnFailure"] == "TERMINATE_CLUSTER"
-    assert listed["Config"]["Jar"] == "command-runner.jar" and listed["Config"]["Args"] == step["HadoopJarStep"]["Args"]
+    assert (
+        listed["Config"]["Jar"] == "command-runner.jar"
+        and listed["Config"]["Args"] == step["HadoopJarStep"]["Args"]
+    )
 
     # What the step would do: papermill writes the executed notebook, parameters injected.
     notebook = nbformat.v4.new_notebook(
         cells=[
             nbformat.v4.new_code_cell("run_date = None", metadata={"tags": ["parameters"]}),
-            nbformat.v4.new_code_cell('run_date = "2024-05-01"\n', metadata={"tags": ["injected-parameters"]}),
             nbformat.v4.new_code_cell(
-                "print(run_date)", outputs=[nbformat.v4.new_output("stream", name="stdout", text="2024-05-01\n")]
+                'run_date = "2024-05-01"\n', metadata={"tags": ["injected-parameters"]}
+            ),
+            nbformat.v4.new_code_cell(
+                "print(run_date)",
+                outputs=[nbformat.v4.new_output("stream", name="stdout", text="2024-05-01\n")],
             ),
         ]
     )
@@ -582,8 +646,13 @@ def test_transient_job_cluster_step_output_is_read_back_from_s3(aws, launch, mak
     set_emr_step_state(jobflow_id, listed["Id"], "COMPLETED")
     set_emr_state(jobflow_id, "TERMINATED", "Steps completed")
 
-    assert aws.emr.describe_step(ClusterId=jobflow_id, StepId=listed["Id"])["Step"]["Status"]["State"] == "COMPLETED"
-    assert aws.emr.describe_cluster(ClusterId=jobflow_id)["Cluster"]["Status"]["State"] == "TERMINATED"
+    assert (
+        aws.emr.describe_step(ClusterId=jobflow_id, StepId=listed["Id"])["Step"]["Status"]["State"]
+        == "COMPLETED"
+    )
+    assert (
+        aws.emr.describe_cluster(ClusterId=jobflow_id)["Cluster"]["Status"]["State"] == "TERMINATED"
+    )
     body = aws.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     read = nbformat.reads(body.decode(), as_version=4)
     nbformat.validate(read)
@@ -603,7 +672,11 @@ def test_bootstrap_script_is_uploaded_and_installs_the_key_once(aws, public_key_
     assert "Uploaded to s3://portal-emr-code/" in out.getvalue()
     assert bootstrap_script_uri() == f"s3://{BOOTSTRAP_BUCKET}/bootstrap/install-ssh-key.sh"
     script = tmp_path / "install-ssh-key.sh"
-    script.write_bytes(aws.s3.get_object(Bucket=BOOTSTRAP_BUCKET, Key="bootstrap/install-ssh-key.sh")["Body"].read())
+    script.write_bytes(
+        aws.s3.get_object(Bucket=BOOTSTRAP_BUCKET, Key="bootstrap/install-ssh-key.sh")[
+            "Body"
+        ].read()
+    )
     home = tmp_path / "home"
     home.mkdir()
     env = {"HOME": str(home), "PATH": "/usr/bin:/bin"}
@@ -614,7 +687,9 @@ def test_bootstrap_script_is_uploaded_and_installs_the_key_once(aws, public_key_
     assert oct((home / ".ssh").stat().st_mode & 0o777) == "0o700"
     assert oct((home / ".ssh/authorized_keys").stat().st_mode & 0o777) == "0o600"
 
-    refused = subprocess.run(["bash", str(script), "echo pwned"], env=env, capture_output=True, text=True, timeout=10)
+    refused = subprocess.run(
+        ["bash", str(script), "echo pwned"], env=env, capture_output=True, text=True, timeout=10
+    )
     assert refused.returncode == 1 and "not an SSH public key" in refused.stderr
 
 
@@ -627,14 +702,27 @@ def test_a_security_configuration_is_passed_when_set(emr_settings, launch):
     assert EmrBackend().job_flow_params(cluster)["SecurityConfiguration"] == "portal-imdsv2"
 
 
-@pytest.mark.parametrize("bucket_env", [{"EMR_JOB_BUCKET": "same"}, {"EMR_LOG_URI": "s3://same/emr/"}])
+@pytest.mark.parametrize(
+    "bucket_env", [{"EMR_JOB_BUCKET": "same"}, {"EMR_LOG_URI": "s3://same/emr/"}]
+)
 def test_bootstrap_scripts_must_live_where_clusters_cannot_write(bucket_env):
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", "EMR_BOOTSTRAP_BUCKET": "same", **bucket_env}
-    done = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=Path(__file__).resolve().parents[2],
-                          env=env, capture_output=True, text=True, timeout=60)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "EMR_BOOTSTRAP_BUCKET": "same",
+        **bucket_env,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0 and "is also a bucket clusters write to" in done.stderr

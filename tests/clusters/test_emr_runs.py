@@ -25,7 +25,9 @@ def emr_job(aws, emr_settings, make_job):
     emr_settings.EMR_JOB_BUCKET = IN_BUCKET
     emr_settings.EMR_S3_ENDPOINT_URL = aws.endpoint
     emr_settings.EMR_STEP_POLL_INTERVAL = 0.1
-    return make_job("trivial.ipynb", spark_target="emr_cluster", cluster_size=2, parameters={"x": 7})
+    return make_job(
+        "trivial.ipynb", spark_target="emr_cluster", cluster_size=2, parameters={"x": 7}
+    )
 
 
 def start_in_thread(run):
@@ -45,13 +47,21 @@ def start_in_thread(run):
 
 
 def launched_step(aws, run):
-    cluster = wait_for(lambda: Cluster.objects.filter(for_run=run).exclude(jobflow_id="").first(), timeout=20, message="launch")
+    cluster = wait_for(
+        lambda: Cluster.objects.filter(for_run=run).exclude(jobflow_id="").first(),
+        timeout=20,
+        message="launch",
+    )
     [step] = aws.emr.list_steps(ClusterId=cluster.jobflow_id)["Steps"]
     return cluster, step
 
 
 def write_output(aws, run, nb):
-    aws.s3.put_object(Bucket=IN_BUCKET, Key=f"runs/{run.uuid}/attempt-1/output.ipynb", Body=nbformat.writes(nb).encode())
+    aws.s3.put_object(
+        Bucket=IN_BUCKET,
+        Key=f"runs/{run.uuid}/attempt-1/output.ipynb",
+        Body=nbformat.writes(nb).encode(),
+    )
 
 
 def test_a_run_executes_as_a_papermill_step_and_its_output_is_read_back(aws, emr_job, alice):
@@ -60,17 +70,32 @@ def test_a_run_executes_as_a_papermill_step_and_its_output_is_read_back(aws, emr
     cluster, step = launched_step(aws, run)
     args = step["Config"]["Args"]
     prefix = f"s3://{IN_BUCKET}/runs/{run.uuid}/attempt-1"
-    assert args == ["papermill", f"{prefix}/input.ipynb", f"{prefix}/output.ipynb", "-f", f"{prefix}/parameters.yaml", "--log-output"]
+    assert args == [
+        "papermill",
+        f"{prefix}/input.ipynb",
+        f"{prefix}/output.ipynb",
+        "-f",
+        f"{prefix}/parameters.yaml",
+        "--log-output",
+    ]
     # The parameters travel through S3 beside the input, not on the step's command line.
-    stored = aws.s3.get_object(Bucket=IN_BUCKET, Key=f"runs/{run.uuid}/attempt-1/parameters.yaml")["Body"].read()
+    stored = aws.s3.get_object(Bucket=IN_BUCKET, Key=f"runs/{run.uuid}/attempt-1/parameters.yaml")[
+        "Body"
+    ].read()
     assert json.loads(stored)["x"] == 7 and json.loads(stored)["spark_master"] == "yarn"
-    uploaded = aws.s3.get_object(Bucket=IN_BUCKET, Key=f"runs/{run.uuid}/attempt-1/input.ipynb")["Body"].read()
-    assert nbformat.reads(uploaded.decode(), as_version=4).cells[0].metadata["tags"] == ["parameters"]
+    uploaded = aws.s3.get_object(Bucket=IN_BUCKET, Key=f"runs/{run.uuid}/attempt-1/input.ipynb")[
+        "Body"
+    ].read()
+    assert nbformat.reads(uploaded.decode(), as_version=4).cells[0].metadata["tags"] == [
+        "parameters"
+    ]
     described = aws.emr.describe_cluster(ClusterId=cluster.jobflow_id)["Cluster"]
     assert described["AutoTerminate"] is True and cluster.size == 2
     assert described["VisibleToAllUsers"] is False
 
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 7", metadata={"tags": ["injected-parameters"]})])
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("x = 7", metadata={"tags": ["injected-parameters"]})]
+    )
     write_output(aws, run, nb)
     set_emr_step_state(cluster.jobflow_id, step["Id"], "COMPLETED")
     set_emr_state(cluster.jobflow_id, "TERMINATED", "Steps completed")
@@ -86,8 +111,17 @@ def test_a_failing_step_reports_the_failing_cell(aws, emr_job, alice):
     thread, result = start_in_thread(run)
     cluster, step = launched_step(aws, run)
     failing = nbformat.v4.new_code_cell("1 / 0")
-    failing.outputs = [nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero", traceback=["Traceback", "ZeroDivisionError"])]
-    write_output(aws, run, nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 7"), failing]))
+    failing.outputs = [
+        nbformat.v4.new_output(
+            "error",
+            ename="ZeroDivisionError",
+            evalue="division by zero",
+            traceback=["Traceback", "ZeroDivisionError"],
+        )
+    ]
+    write_output(
+        aws, run, nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 7"), failing])
+    )
     set_emr_step_state(cluster.jobflow_id, step["Id"], "FAILED")
     thread.join(timeout=30)
     done = result["run"]
@@ -104,5 +138,8 @@ def test_a_timed_out_step_terminates_its_cluster(aws, emr_job, alice):
     done = result["run"]
     assert done.state == Run.State.TIMED_OUT
     cluster = Cluster.objects.get(for_run=run)
-    assert aws.emr.describe_cluster(ClusterId=cluster.jobflow_id)["Cluster"]["Status"]["State"] == "TERMINATED"
+    assert (
+        aws.emr.describe_cluster(ClusterId=cluster.jobflow_id)["Cluster"]["Status"]["State"]
+        == "TERMINATED"
+    )
     assert cluster.state == Cluster.State.TERMINATED

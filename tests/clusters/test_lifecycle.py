@@ -62,7 +62,9 @@ def test_suggested_names_avoid_live_ones(alice):
 
 def test_extension_moves_expiry_and_rearms_the_warning(alice, staff):
     cluster = services.launch_cluster(alice, ClusterSpec(name="x", lifetime_hours=2))
-    Cluster.objects.filter(pk=cluster.pk).update(state="READY", expiry_warning_sent_at=timezone.now())
+    Cluster.objects.filter(pk=cluster.pk).update(
+        state="READY", expiry_warning_sent_at=timezone.now()
+    )
     before = cluster.expires_at
     cluster = services.extend_cluster(cluster, 3, alice)
     assert cluster.expires_at == before + timedelta(hours=3) and cluster.extension_count == 1
@@ -78,10 +80,16 @@ def test_extension_moves_expiry_and_rearms_the_warning(alice, staff):
 
 def test_expiry_warning_is_sent_once_per_expiry(alice):
     cluster = services.launch_cluster(alice, ClusterSpec(name="x", lifetime_hours=1))
-    Cluster.objects.filter(pk=cluster.pk).update(state="READY", expires_at=timezone.now() + timedelta(minutes=30))
+    Cluster.objects.filter(pk=cluster.pk).update(
+        state="READY", expires_at=timezone.now() + timedelta(minutes=30)
+    )
     assert services.warn_expiring_clusters() == 1
     assert services.warn_expiring_clusters() == 0
-    assert len(mail.outbox) == 1 and "“x” expires in" in mail.outbox[0].subject and mail.outbox[0].to == [alice.email]
+    assert (
+        len(mail.outbox) == 1
+        and "“x” expires in" in mail.outbox[0].subject
+        and mail.outbox[0].to == [alice.email]
+    )
     services.extend_cluster(Cluster.objects.get(pk=cluster.pk), 1, alice)
     assert services.warn_expiring_clusters(timezone.now() + timedelta(minutes=50)) == 1
     assert len(mail.outbox) == 2
@@ -89,7 +97,9 @@ def test_expiry_warning_is_sent_once_per_expiry(alice):
 
 def test_expired_clusters_are_terminated(alice):
     cluster = services.launch_cluster(alice, ClusterSpec(name="x", lifetime_hours=1))
-    Cluster.objects.filter(pk=cluster.pk).update(state="READY", expires_at=timezone.now() - timedelta(seconds=1))
+    Cluster.objects.filter(pk=cluster.pk).update(
+        state="READY", expires_at=timezone.now() - timedelta(seconds=1)
+    )
     assert services.terminate_expired_clusters() == 1
     cluster.refresh_from_db()
     assert cluster.state == Cluster.State.TERMINATING and "Expired" in cluster.state_reason
@@ -100,24 +110,36 @@ def test_cost_counts_whole_days_of_node_hours(alice, settings):
     settings.CLUSTER_PRICE_PER_NODE_HOUR = 0.5
     cluster = services.launch_cluster(alice, ClusterSpec(name="x", size=2))
     now = timezone.now()
-    Cluster.objects.filter(pk=cluster.pk).update(state="TERMINATED", started_at=now - timedelta(days=1, hours=2), terminated_at=now)
+    Cluster.objects.filter(pk=cluster.pk).update(
+        state="TERMINATED", started_at=now - timedelta(days=1, hours=2), terminated_at=now
+    )
     cluster.refresh_from_db()
-    assert cluster.node_hours == pytest.approx(52.0) and cluster.estimated_cost == pytest.approx(26.0)
+    assert cluster.node_hours == pytest.approx(52.0) and cluster.estimated_cost == pytest.approx(
+        26.0
+    )
     assert services.usage_by_user()[0]["node_hours"] == pytest.approx(52.0)
 
 
 def test_launch_form_refuses_bad_input(alice_client):
-    response = alice_client.post(reverse("clusters-new"), {"name": "bad name!", "backend": "local", "size": "99", "lifetime_hours": "0"})
+    response = alice_client.post(
+        reverse("clusters-new"),
+        {"name": "bad name!", "backend": "local", "size": "99", "lifetime_hours": "0"},
+    )
     html = response.content.decode()
     assert response.status_code == 200 and "valid" in html and not Cluster.objects.exists()
 
 
 def test_launch_form_creates_a_pending_cluster(alice_client, alice):
-    response = alice_client.post(reverse("clusters-new"), {"name": "my-cluster", "backend": "local", "size": "2", "lifetime_hours": "3"})
+    response = alice_client.post(
+        reverse("clusters-new"),
+        {"name": "my-cluster", "backend": "local", "size": "2", "lifetime_hours": "3"},
+    )
     cluster = Cluster.objects.get()
     assert response["Location"] == cluster.get_absolute_url()
     assert (cluster.owner, cluster.size, cluster.state) == (alice, 2, Cluster.State.PENDING)
-    assert cluster.expires_at - cluster.created_at == pytest.approx(timedelta(hours=3), abs=timedelta(seconds=5))
+    assert cluster.expires_at - cluster.created_at == pytest.approx(
+        timedelta(hours=3), abs=timedelta(seconds=5)
+    )
 
 
 def test_choosing_emr_without_a_key_sends_the_user_to_add_one(alice_client, settings):
@@ -139,9 +161,16 @@ def test_processes_exiting_during_termination_end_terminated_not_failed(alice):
     from clusters.backends import ClusterStatus
 
     cluster = services.launch_cluster(alice, ClusterSpec(name="x"))
-    Cluster.objects.filter(pk=cluster.pk).update(state="TERMINATING", state_reason="Terminated by its owner.")
-    cluster = services._record_status(cluster, "FAILED", ClusterStatus("FAILED", reason="The Spark master process exited"))
-    assert cluster.state == Cluster.State.TERMINATED and cluster.state_reason == "Terminated by its owner."
+    Cluster.objects.filter(pk=cluster.pk).update(
+        state="TERMINATING", state_reason="Terminated by its owner."
+    )
+    cluster = services._record_status(
+        cluster, "FAILED", ClusterStatus("FAILED", reason="The Spark master process exited")
+    )
+    assert (
+        cluster.state == Cluster.State.TERMINATED
+        and cluster.state_reason == "Terminated by its owner."
+    )
 
 
 def test_cluster_page_shows_connection_details_only_while_they_answer(alice_client, alice):
@@ -150,7 +179,10 @@ def test_cluster_page_shows_connection_details_only_while_they_answer(alice_clie
     pending = alice_client.get(url).content.decode()
     assert 'remote("")' not in pending and "appear here as soon as the master is up" in pending
     Cluster.objects.filter(pk=cluster.pk).update(
-        state="READY", connect_url="sc://127.0.0.1:15002", master_url="spark://127.0.0.1:7077", cores=1
+        state="READY",
+        connect_url="sc://127.0.0.1:15002",
+        master_url="spark://127.0.0.1:7077",
+        cores=1,
     )
     ready = alice_client.get(url).content.decode()
     assert 'remote("sc://127.0.0.1:15002")' in ready and "1 core ·" in ready

@@ -26,11 +26,15 @@ def test_a_job_runs_on_a_running_cluster_through_spark_connect(alice, make_job):
     try:
         cluster = services.wait_until_ready(cluster, timeout=240)
         assert (cluster.workers_registered, cluster.ready_at is not None) == (1, True)
-        assert cluster.connect_url.startswith("sc://127.0.0.1:") and cluster.master_url.startswith("spark://127.0.0.1:")
+        assert cluster.connect_url.startswith("sc://127.0.0.1:") and cluster.master_url.startswith(
+            "spark://127.0.0.1:"
+        )
         status = json.loads(urllib.request.urlopen(cluster.ui_url + "/json/", timeout=5).read())
         assert status["aliveworkers"] == 1
         # The REST submission server, which takes unauthenticated submissions, is off.
-        assert "6066" not in open(LocalBackend().cluster_dir(cluster) / "logs" / "master.log").read()
+        assert (
+            "6066" not in open(LocalBackend().cluster_dir(cluster) / "logs" / "master.log").read()
+        )
 
         job = make_job("spark_small.ipynb", spark_target="cluster", cluster=cluster)
         run = job_services.execute_run(job_services.run_now(job, alice, enqueue=False).pk)
@@ -64,9 +68,15 @@ def test_exited_cluster_processes_are_reaped_not_left_as_zombies(tmp_path):
     from clusters.backends import local
     from portal.sandbox import Sandbox, SandboxSpec, uid_for
 
-    box = Sandbox(SandboxSpec(name=f"zombie-{os.getpid()}", uid=uid_for(4343), network=True, die_with_parent=False)).prepare()
+    box = Sandbox(
+        SandboxSpec(
+            name=f"zombie-{os.getpid()}", uid=uid_for(4343), network=True, die_with_parent=False
+        )
+    ).prepare()
     try:
-        pid = local.LocalBackend()._spawn(box, ["true"], {"PATH": os.defpath}, tmp_path / "true.log")
+        pid = local.LocalBackend()._spawn(
+            box, ["true"], {"PATH": os.defpath}, tmp_path / "true.log"
+        )
     finally:
         box.destroy()
     deadline = time.monotonic() + 10

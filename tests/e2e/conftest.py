@@ -65,7 +65,9 @@ def pytest_runtest_makereport(item, call):
         report.sections.append(("worker log (tail)", worker.tail()))
     server = getattr(item, "_e2e_server", None)
     if server is not None:
-        seen = "\n".join(f"{status} {host}{path}" for host, path, status in list(server.requests)[-60:])
+        seen = "\n".join(
+            f"{status} {host}{path}" for host, path, status in list(server.requests)[-60:]
+        )
         report.sections.append(("requests the live server saw (last 60)", seen or "none"))
 
 
@@ -87,7 +89,11 @@ class _Recorder:
 
         def recording_start_response(status, headers, exc_info=None):
             entry[2] = status.split(" ", 1)[0]
-            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+            return (
+                start_response(status, headers, exc_info)
+                if exc_info
+                else start_response(status, headers)
+            )
 
         return self.app(environ, recording_start_response)
 
@@ -158,7 +164,7 @@ def portal(request, e2e_server, settings):
     )
 
 
-# --- The worker ------------------------------------------------------------------------------------
+# --- The worker ----------------------------------------------------------------------------------
 
 
 E2EWorker = Worker  # kills itself if it fails to start, and shows its log's tail
@@ -197,7 +203,12 @@ def wait_run_state(run_id, states, timeout, worker=None):
         return wait_for(check, timeout=timeout, interval=0.25, message=f"run {run_id} in {states}")
     except AssertionError as exc:
         run = Run.objects.filter(pk=run_id).first()
-        story = f"state={run.state} reason={run.state_reason!r} error={run.error_ename}: {run.error_evalue}" if run else "missing"
+        story = (
+            f"state={run.state} reason={run.state_reason!r} "
+            f"error={run.error_ename}: {run.error_evalue}"
+            if run
+            else "missing"
+        )
         raise AssertionError(f"{exc}: {story}\n{worker.tail() if worker else ''}") from None
 
 
@@ -251,7 +262,9 @@ def playwright_instance():
 @pytest.fixture(scope="package")
 def browser(playwright_instance):
     """Debian's Chromium, headless (never a Playwright-downloaded browser)."""
-    browser = playwright_instance.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
+    browser = playwright_instance.chromium.launch(
+        executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000
+    )
     try:
         yield browser
     finally:

@@ -65,7 +65,9 @@ def cluster_processes(e2e_server):
         "USERCONTENT_ORIGIN": f"http://127.0.0.1:{e2e_server.port}",
     }
     flush_broker()
-    worker = E2EWorker(queues="runs,control,clusters", concurrency=2, name="e2e-clusters", **origins, **PROCESS_ENV)
+    worker = E2EWorker(
+        queues="runs,control,clusters", concurrency=2, name="e2e-clusters", **origins, **PROCESS_ENV
+    )
     try:
         beat = Beat(**origins, **PROCESS_ENV)
     except Exception:
@@ -182,7 +184,11 @@ class _SyncMidStop(threading.Thread):
         try:
             deadline = time.monotonic() + self.timeout
             while not self.stopping.is_set() and time.monotonic() < deadline:
-                state = Cluster.objects.filter(pk=self.cluster_id).values_list("state", flat=True).first()
+                state = (
+                    Cluster.objects.filter(pk=self.cluster_id)
+                    .values_list("state", flat=True)
+                    .first()
+                )
                 if state == Cluster.State.TERMINATING or state in Cluster.FINAL_STATES:
                     break
                 time.sleep(0.005)
@@ -234,7 +240,9 @@ def _check_sync_mid_stop(thread: _SyncMidStop) -> None:
     """The interleaving was arranged (else the test would prove nothing about the race)."""
     thread.join(timeout=60)
     if thread.error is not None:
-        raise AssertionError(f"the sync in the middle of the stop failed: {thread.error!r}") from thread.error
+        raise AssertionError(
+            f"the sync in the middle of the stop failed: {thread.error!r}"
+        ) from thread.error
     assert thread.hit, f"the sync could not be landed in the middle of the stop: {thread.trail}"
     print("sync in the middle of the stop:", thread.trail)
 
@@ -262,8 +270,6 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-
-
 def _get_json(url: str):
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
@@ -279,7 +285,11 @@ def _ed25519_public_key(comment: str) -> str:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    public = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH)
+    public = (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH)
+    )
     return public.decode() + " " + comment
 
 
@@ -317,7 +327,9 @@ def _wait_cluster(cluster_id: int, states, timeout: float, worker=None, beat=Non
         return cluster if cluster is not None and cluster.state in states else None
 
     try:
-        return wait_for(check, timeout=timeout, interval=0.25, message=f"cluster {cluster_id} in {states}")
+        return wait_for(
+            check, timeout=timeout, interval=0.25, message=f"cluster {cluster_id} in {states}"
+        )
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{_story(cluster_id, worker, beat)}") from None
 
@@ -326,7 +338,12 @@ def _assert_gone(info: dict, procs: list[psutil.Process], timeout: float = 15):
     """No recorded pid (nor any process seen below one) runs, no recorded port listens and
     the cluster's directory (conf, logs, work dirs) is removed."""
     ports = info["ports"]
-    checked = {"master": ports["master"], "ui": ports["ui"], "connect": ports["connect"], "app_ui": ports["app_ui"]}
+    checked = {
+        "master": ports["master"],
+        "ui": ports["ui"],
+        "connect": ports["connect"],
+        "app_ui": ports["app_ui"],
+    }
 
     def gone():
         return (
@@ -337,7 +354,12 @@ def _assert_gone(info: dict, procs: list[psutil.Process], timeout: float = 15):
         )
 
     try:
-        wait_for(gone, timeout=timeout, interval=0.5, message="the cluster's processes and ports to be gone")
+        wait_for(
+            gone,
+            timeout=timeout,
+            interval=0.5,
+            message="the cluster's processes and ports to be gone",
+        )
     except AssertionError:
         raise AssertionError(
             f"still alive: recorded {[p for p in _recorded_pids(info) if _pid_alive(p)]}, "
@@ -356,17 +378,24 @@ def _mail_subjects(log_text: str) -> list[str]:
     return subjects
 
 
-# --- Tests ------------------------------------------------------------------------------------------
+# --- Tests ---------------------------------------------------------------------------------------
 
 
-def test_key_launch_run_terminate(page, portal, worker, beat, alice, spark_leftovers, sync_mid_stop):
+def test_key_launch_run_terminate(
+    page, portal, worker, beat, alice, spark_leftovers, sync_mid_stop
+):
     from clusters.models import Cluster
     from jobs import services as job_services
     from jobs.models import Run
 
     console = []
     page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-    page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if "Content Security Policy" in m.text else None)
+    page.on(
+        "console",
+        lambda m: (
+            console.append(f"{m.type}: {m.text}") if "Content Security Policy" in m.text else None
+        ),
+    )
     login(page, portal, "alice")
 
     # --- An SSH key pasted in the form is listed with its SHA256 fingerprint.
@@ -406,7 +435,12 @@ def test_key_launch_run_terminate(page, portal, worker, beat, alice, spark_lefto
     print(f"cluster READY {time.monotonic() - launched:.1f} s after Launch")
     expect(page.locator("#cluster-workers")).to_contain_text("2 of 2 workers registered")
     cluster = Cluster.objects.get(pk=cluster_id)
-    assert (cluster.state, cluster.backend, cluster.size, cluster.owner_id) == ("READY", "local", 2, alice.pk)
+    assert (cluster.state, cluster.backend, cluster.size, cluster.owner_id) == (
+        "READY",
+        "local",
+        2,
+        alice.pk,
+    )
     assert cluster.connect_url.startswith("sc://127.0.0.1:"), cluster.connect_url
     expect(page.locator("#connect-url")).to_have_text(cluster.connect_url)
     expect(page.locator("#spark-ui")).to_have_attribute("href", cluster.ui_url)
@@ -415,7 +449,9 @@ def test_key_launch_run_terminate(page, portal, worker, beat, alice, spark_lefto
     # --- A job with this cluster as its Spark target; Run now in the browser.
     job = job_services.create_job(
         alice,
-        job_services.JobSettings(name="Counts on my cluster", spark_target="cluster", cluster=cluster, max_retries=0),
+        job_services.JobSettings(
+            name="Counts on my cluster", spark_target="cluster", cluster=cluster, max_retries=0
+        ),
         notebook_bytes("spark_small.ipynb"),
         "spark_small.ipynb",
     )
@@ -426,9 +462,15 @@ def test_key_launch_run_terminate(page, portal, worker, beat, alice, spark_lefto
     assert match, page.url
     run_id = int(match.group(1))
     spark_leftovers.snapshot(cluster_id)  # executors started for the Connect application
-    run = wait_run_state(run_id, {"SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED", "LOST", "SKIPPED"}, RUN_TIMEOUT, worker)
+    run = wait_run_state(
+        run_id,
+        {"SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED", "LOST", "SKIPPED"},
+        RUN_TIMEOUT,
+        worker,
+    )
     assert run.state == Run.State.SUCCEEDED, (
-        f"run ended {run.state}: {run.state_reason} {run.error_ename}: {run.error_evalue}\n{_story(cluster_id, worker, beat)}"
+        f"run ended {run.state}: {run.state_reason} {run.error_ename}: {run.error_evalue}\n"
+        f"{_story(cluster_id, worker, beat)}"
     )
     assert run.cluster_id == cluster_id
 
@@ -438,8 +480,12 @@ def test_key_launch_run_terminate(page, portal, worker, beat, alice, spark_lefto
     expect(page.locator("#run-state")).to_have_text("Succeeded")
     run_cluster = page.locator("#run-cluster")
     expect(run_cluster).to_contain_text(name)
-    expect(run_cluster.locator("a", has_text=name)).to_have_attribute("href", f"/clusters/{cluster_id}/")
-    expect(page.frame_locator("#notebook-frame").locator("body")).to_contain_text("[10, 10, 10]", timeout=60_000)
+    expect(run_cluster.locator("a", has_text=name)).to_have_attribute(
+        "href", f"/clusters/{cluster_id}/"
+    )
+    expect(page.frame_locator("#notebook-frame").locator("body")).to_contain_text(
+        "[10, 10, 10]", timeout=60_000
+    )
 
     # --- The master lists the Spark Connect application, and that application ran jobs.
     master = _get_json(cluster.ui_url + "/json/")
@@ -483,7 +529,9 @@ def test_key_launch_run_terminate(page, portal, worker, beat, alice, spark_lefto
     # --- ...and it ended TERMINATED, as its owner asked, although a sync saw its processes
     # exit while the stop was under way.
     _check_sync_mid_stop(mid_stop)
-    assert ended.state == Cluster.State.TERMINATED, f"asked to stop, it ended {ended.state}: {ended.state_reason!r}"
+    assert ended.state == Cluster.State.TERMINATED, (
+        f"asked to stop, it ended {ended.state}: {ended.state_reason!r}"
+    )
     expect(state).to_have_text("Terminated")
     assert ended.state_reason == "Terminated by its owner.", ended.state_reason
 
@@ -499,7 +547,9 @@ def test_short_lifetime_warns_once_then_terminates(worker, beat, alice, spark_le
 
     # --- Launch for an hour, then bring the expiry 20 s ahead (before the start is enqueued).
     with transaction.atomic():
-        cluster = services.launch_cluster(alice, services.ClusterSpec(name="short-lived", size=1, lifetime_hours=1))
+        cluster = services.launch_cluster(
+            alice, services.ClusterSpec(name="short-lived", size=1, lifetime_hours=1)
+        )
         expires_at = timezone.now() + timedelta(seconds=20)
         Cluster.objects.filter(pk=cluster.pk).update(expires_at=expires_at)
     spark_leftovers(cluster.pk)
@@ -537,5 +587,7 @@ def test_short_lifetime_warns_once_then_terminates(worker, beat, alice, spark_le
     assert log.count("To: alice@example.com") == 1, log[-3000:]
 
     # --- ...and it ended TERMINATED because it expired.
-    assert ended.state == Cluster.State.TERMINATED, f"it ended {ended.state}: {ended.state_reason!r}"
+    assert ended.state == Cluster.State.TERMINATED, (
+        f"it ended {ended.state}: {ended.state_reason!r}"
+    )
     assert ended.state_reason.startswith("Expired at "), ended.state_reason

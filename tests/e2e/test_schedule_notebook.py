@@ -44,7 +44,10 @@ def watch_run(page, timeout: float) -> tuple[str, list[dict]]:
             match = re.search(r"state-([A-Z_]+)", status["state"])
             state = match.group(1) if match else ""
             if state == "RUNNING":
-                if not seen or (seen[-1]["cells"], seen[-1]["value"]) != (status["cells"], status["value"]):
+                if not seen or (seen[-1]["cells"], seen[-1]["value"]) != (
+                    status["cells"],
+                    status["value"],
+                ):
                     seen.append({k: status[k] for k in ("cells", "value", "max")})
             elif state in ("SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED", "LOST", "SKIPPED"):
                 # The run ended: wait for the reload that shows the output frame.
@@ -93,7 +96,9 @@ def test_schedule_run_and_download(page, context, portal, worker, alice, pings_s
     assert re.fullmatch(r"/runs/\d+/", urlsplit(page.url).path), page.url
     state, seen = watch_run(page, RUN_TIMEOUT)
     print("progress seen while running:", seen)
-    assert state == "SUCCEEDED", f"run ended {state}: {page.inner_text('main')[:3000]}\n{worker.tail()}"
+    assert state == "SUCCEEDED", (
+        f"run ended {state}: {page.inner_text('main')[:3000]}\n{worker.tail()}"
+    )
     assert len({s["cells"] for s in seen}) >= 2 or any((s["value"] or 0) > 0 for s in seen), (
         f"no progress was shown while the run was running: {seen}"
     )
@@ -115,7 +120,9 @@ def test_schedule_run_and_download(page, context, portal, worker, alice, pings_s
     download.save_as(target)
     assert target.suffix == ".ipynb", download.suggested_filename
     nb = nbformat.read(str(target), as_version=4)
-    injected = [c for c in nb.cells if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
+    injected = [
+        c for c in nb.cells if "injected-parameters" in c.get("metadata", {}).get("tags", [])
+    ]
     assert len(injected) == 1, [c.get("metadata") for c in nb.cells]
     source = injected[0].source
     assert re.search(r"^top_n = 3$", source, re.M), source
@@ -138,6 +145,8 @@ def test_schedule_run_and_download(page, context, portal, worker, alice, pings_s
     # --- Nothing left the machine: every request went to the portal or user-content host.
     hosts = {urlsplit(r.url).hostname for r in context.requests} - {None}  # data: URLs have no host
     assert hosts <= {"localhost", "127.0.0.1"}, sorted(
-        r.url for r in context.requests if urlsplit(r.url).hostname in hosts - {"localhost", "127.0.0.1"}
+        r.url
+        for r in context.requests
+        if urlsplit(r.url).hostname in hosts - {"localhost", "127.0.0.1"}
     )
     assert "127.0.0.1" in hosts  # the notebook frame and its scripts came from user content

@@ -42,7 +42,10 @@ def content_frame(page, content_origin):
 
 
 def assert_isolated(probes: dict, portal_url: str, where: str) -> None:
-    assert probes["cookie"] in ('value:""',) or probes["cookie"].startswith("threw:"), (where, probes)
+    assert probes["cookie"] in ('value:""',) or probes["cookie"].startswith("threw:"), (
+        where,
+        probes,
+    )
     assert probes["top"] == 'value:""' or probes["top"].startswith("threw:"), (where, probes)
     assert probes["fetch"].startswith("refused:"), (where, probes)
     assert probes["fetch_cors"].startswith("refused:"), (where, probes)
@@ -56,13 +59,19 @@ def _frame_url(request) -> str:
         return ""
 
 
-def test_notebook_output_cannot_reach_the_portal(request, page, context, portal, worker, make_job, alice, tmp_path):
+def test_notebook_output_cannot_reach_the_portal(
+    request, page, context, portal, worker, make_job, alice, tmp_path
+):
     from jobs import services
 
     job = make_job("xss.ipynb", name="xss")
     run = services.run_now(job, alice)
-    run = wait_run_state(run.pk, ("SUCCEEDED", "FAILED", "TIMED_OUT", "LOST"), timeout=120, worker=worker)
-    assert run.state == "SUCCEEDED", f"{run.state}: {run.state_reason} {run.error_ename}: {run.error_evalue}\n{worker.tail()}"
+    run = wait_run_state(
+        run.pk, ("SUCCEEDED", "FAILED", "TIMED_OUT", "LOST"), timeout=120, worker=worker
+    )
+    assert run.state == "SUCCEEDED", (
+        f"{run.state}: {run.state_reason} {run.error_ename}: {run.error_evalue}\n{worker.tail()}"
+    )
 
     login(page, portal, "alice")
     portal_cookies = {c["name"]: c["value"] for c in context.cookies(portal.url)}
@@ -83,13 +92,17 @@ def test_notebook_output_cannot_reach_the_portal(request, page, context, portal,
     expect(notebook.locator("svg.main-svg .gtitle")).to_have_text("safe chart")
     # The payload's HTML is there, its script and handler are not (sanitised when rendered
     # by nh3, whose allow-list also drops the id: the element is found by its text).
-    payload = notebook.locator('.jp-OutputArea-output[data-mime-type="text/html"]', has_text="payload")
+    payload = notebook.locator(
+        '.jp-OutputArea-output[data-mime-type="text/html"]', has_text="payload"
+    )
     expect(payload).to_have_count(1)
     expect(payload.locator("div", has_text="payload")).to_have_text("payload")
     assert payload.locator("script").count() == 0
     assert notebook.locator("#xss-html script").count() == 0
     xss_html = payload.inner_html()
-    assert "<script" not in xss_html and "onerror" not in xss_html and "pwned" not in xss_html, xss_html
+    assert "<script" not in xss_html and "onerror" not in xss_html and "pwned" not in xss_html, (
+        xss_html
+    )
     # display(Javascript(...)) is dropped too: no rendered JavaScript output anywhere.
     assert notebook.locator('[data-mime-type="application/javascript"]').count() == 0
     # The image whose width metadata carried a handler is drawn without it.
@@ -128,7 +141,9 @@ def test_notebook_output_cannot_reach_the_portal(request, page, context, portal,
     request.node._e2e_pages["page2"] = page2
     page2_response = page2.goto(frame_src)
     assert page2_response.status == 200
-    assert "sandbox allow-scripts" in page2_response.all_headers().get("content-security-policy", "")
+    assert "sandbox allow-scripts" in page2_response.all_headers().get(
+        "content-security-policy", ""
+    )
     expect(page2.locator("svg.main-svg").first).to_be_attached(timeout=60_000)
     top_probes = page2.evaluate(PROBES, portal.url)
     print("probes top-level:", top_probes)
@@ -143,8 +158,13 @@ def test_notebook_output_cannot_reach_the_portal(request, page, context, portal,
     downloaded = tmp_path / "run.html"
     info.value.save_as(downloaded)
     tampered = tmp_path / "tampered.html"
-    tampered.write_bytes(downloaded.read_bytes().replace(
-        b"</body>", b"<img src=x onerror=\"window.__pwned=1;document.title='pwned-file'\"></body>", 1))
+    tampered.write_bytes(
+        downloaded.read_bytes().replace(
+            b"</body>",
+            b"<img src=x onerror=\"window.__pwned=1;document.title='pwned-file'\"></body>",
+            1,
+        )
+    )
     for path in (downloaded, tampered):
         offline = context.new_page()
         request.node._e2e_pages[path.stem] = offline
@@ -159,9 +179,15 @@ def test_notebook_output_cannot_reach_the_portal(request, page, context, portal,
     # and nothing the user content asked of the portal origin got through.
     canary = [r for r in context.requests if "canary" in r.url]
     assert all(r.failure for r in canary), [(r.url, r.failure) for r in canary]
-    served = [f"{status} {host}{path}" for host, path, status in portal.server_requests if "canary" in path]
+    served = [
+        f"{status} {host}{path}"
+        for host, path, status in portal.server_requests
+        if "canary" in path
+    ]
     assert served == [], served
     from_content = [
-        r for r in context.requests if _frame_url(r).startswith(portal.content_origin) and r.url.startswith(portal.url)
+        r
+        for r in context.requests
+        if _frame_url(r).startswith(portal.content_origin) and r.url.startswith(portal.url)
     ]
     assert all(r.failure for r in from_content), [(r.url, r.failure) for r in from_content]

@@ -139,10 +139,13 @@ def describe_run(run_id: int, procs: Procs | None = None) -> str:
     run = Run.objects.filter(pk=run_id).first()
     if run is None:
         return f"run {run_id} does not exist"
-    events = "\n".join(f"  attempt {e.attempt} {e.state} {e.worker} {e.message}" for e in run.events.all())
+    events = "\n".join(
+        f"  attempt {e.attempt} {e.state} {e.worker} {e.message}" for e in run.events.all()
+    )
     text = (
         f"run {run.pk}: state={run.state} attempt={run.attempt}/{run.max_attempts} "
-        f"reason={run.state_reason!r} cells={run.cells_done}/{run.cells_total} worker={run.worker!r}\n"
+        f"reason={run.state_reason!r} cells={run.cells_done}/{run.cells_total} "
+        f"worker={run.worker!r}\n"
         f"events:\n{events}"
     )
     if procs is not None:
@@ -150,7 +153,9 @@ def describe_run(run_id: int, procs: Procs | None = None) -> str:
     return text
 
 
-def wait_run(run_id: int, condition, timeout: float, procs: Procs | None = None, what: str = "") -> Run:
+def wait_run(
+    run_id: int, condition, timeout: float, procs: Procs | None = None, what: str = ""
+) -> Run:
     """Poll the run until ``condition(run)`` holds (or, given a tuple of states, its state
     is one of them); return it, or fail with the run's story and the worker logs."""
     if isinstance(condition, (tuple, list, set, frozenset)):
@@ -188,14 +193,17 @@ def database_backends(pids: list[int]) -> list[tuple[int, object]]:
 
     port = int(connection.settings_dict["PORT"] or 5432)
     ports = [
-        c.laddr.port for pid in pids for c in psutil.Process(pid).net_connections(kind="tcp")
+        c.laddr.port
+        for pid in pids
+        for c in psutil.Process(pid).net_connections(kind="tcp")
         if c.raddr and c.raddr.port == port
     ]
     if not ports:
         return []
     with connection.cursor() as cur:
         cur.execute(
-            "SELECT pid, backend_start FROM pg_stat_activity WHERE datname = current_database() AND client_port = ANY(%s)",
+            "SELECT pid, backend_start FROM pg_stat_activity "
+            "WHERE datname = current_database() AND client_port = ANY(%s)",
             [ports],
         )
         return cur.fetchall()

@@ -6,7 +6,14 @@ import pytest
 
 from jobs import services
 from jobs.models import Run, RunEvent
-from tests.integration.conftest import describe_procs, describe_run, kernels, wait_gone, wait_log, wait_run
+from tests.integration.conftest import (
+    describe_procs,
+    describe_run,
+    kernels,
+    wait_gone,
+    wait_log,
+    wait_run,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -33,7 +33,10 @@ def _race(now, batches):
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=dispatcher, args=(i, b), name=f"dispatcher-{i}") for i, b in enumerate(batches)]
+    threads = [
+        threading.Thread(target=dispatcher, args=(i, b), name=f"dispatcher-{i}")
+        for i, b in enumerate(batches)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -54,20 +57,30 @@ def test_concurrent_dispatchers_create_one_run_per_slot(make_job, monkeypatch):
 
     monkeypatch.setattr(services, "_enqueue_all", enqueue_all)
     jobs = [
-        make_job("trivial.ipynb", name=f"race {i}", cron="* * * * *", catchup=Job.CatchUp.ALL, overlap=Job.Overlap.ALLOW)
+        make_job(
+            "trivial.ipynb",
+            name=f"race {i}",
+            cron="* * * * *",
+            catchup=Job.CatchUp.ALL,
+            overlap=Job.Overlap.ALLOW,
+        )
         for i in range(JOBS)
     ]
     now = timezone.now()
     first = now.replace(second=0, microsecond=0) - timedelta(minutes=2)
     Job.objects.filter(pk__in=[j.pk for j in jobs]).update(next_run_at=first)
-    expected = [first] + schedule.slots_between("* * * * *", "UTC", first, now, settings.CATCHUP_MAX_SLOTS)
+    expected = [first] + schedule.slots_between(
+        "* * * * *", "UTC", first, now, settings.CATCHUP_MAX_SLOTS
+    )
     assert len(expected) == 3
 
     created, errors = _race(now, batches=[1, 2, 3, 5][:DISPATCHERS])
 
     assert not errors, errors
     reported = [run.pk for runs in created.values() for run in runs]
-    assert len(reported) == len(set(reported)) == JOBS * len(expected), {i: len(r) for i, r in created.items()}
+    assert len(reported) == len(set(reported)) == JOBS * len(expected), {
+        i: len(r) for i, r in created.items()
+    }
     assert sorted(sent) == sorted(reported), "one message per created run, none for the rest"
     runs = Run.objects.filter(job__in=jobs)
     assert sorted(runs.values_list("pk", flat=True)) == sorted(reported)

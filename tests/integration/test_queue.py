@@ -16,7 +16,11 @@ def test_run_now_executes_on_a_real_worker(make_job, alice):
     try:
         job = make_job("trivial.ipynb", parameters={"x": 21})
         run = services.run_now(job, alice)
-        done = wait_for(lambda: Run.objects.filter(pk=run.pk, state__in=Run.FINAL_STATES).first(), timeout=90, message="run to finish")
+        done = wait_for(
+            lambda: Run.objects.filter(pk=run.pk, state__in=Run.FINAL_STATES).first(),
+            timeout=90,
+            message="run to finish",
+        )
         assert done.state == Run.State.SUCCEEDED, done.state_reason
         assert done.attempt == 1
         assert done.output_key and done.html_key
@@ -33,8 +37,11 @@ def test_a_worker_keeps_its_database_connection_across_tasks():
     flush_broker()
     worker = Worker(queues="control")
     try:
+
         def tasks_done(n):
-            return lambda: worker.tail(100_000).count("Task jobs.tasks.reap_runs[") >= 2 * n  # received + succeeded
+            return lambda: (
+                worker.tail(100_000).count("Task jobs.tasks.reap_runs[") >= 2 * n
+            )  # received + succeeded
 
         reap_runs.delay()
         wait_for(tasks_done(1), timeout=30, message="first task")
@@ -43,6 +50,8 @@ def test_a_worker_keeps_its_database_connection_across_tasks():
         reap_runs.delay()
         reap_runs.delay()
         wait_for(tasks_done(3), timeout=30, message="two more tasks")
-        assert set(database_backends(worker.children())) == first, "the same backend served every task"
+        assert set(database_backends(worker.children())) == first, (
+            "the same backend served every task"
+        )
     finally:
         worker.stop()

@@ -27,11 +27,26 @@ def acl_redis():
     """Redis started by the production entrypoint, on a unix socket; yields its URL."""
     base = Path(tempfile.mkdtemp(prefix="acl-"))
     password = "0f9c2b7e4d1a6c3b8e5f2a9d7c4b1e6a"
-    env = {"PATH": os.defpath, "REDIS_PASSWORD": password, "REDIS_ACL_FILE": str(base / "users.acl")}
+    env = {
+        "PATH": os.defpath,
+        "REDIS_PASSWORD": password,
+        "REDIS_ACL_FILE": str(base / "users.acl"),
+    }
     server = subprocess.Popen(
-        [str(ROOT / "docker" / "redis-entrypoint.sh"), "--port", "0", "--unixsocket", str(base / "redis.sock"),
-         "--dir", str(base), "--save", ""],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(ROOT / "docker" / "redis-entrypoint.sh"),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(base / "redis.sock"),
+            "--dir",
+            str(base),
+            "--save",
+            "",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
     while not (base / "redis.sock").exists() and time.monotonic() < deadline:
@@ -48,7 +63,14 @@ def test_the_acl_user_cannot_administer_or_flush(acl_redis):
     url, base = acl_redis
     client = redis.Redis.from_url(url)
     assert client.ping()
-    for command in (("CONFIG", "GET", "dir"), ("FLUSHALL",), ("FLUSHDB",), ("SHUTDOWN",), ("ACL", "LIST"), ("MODULE", "LIST")):
+    for command in (
+        ("CONFIG", "GET", "dir"),
+        ("FLUSHALL",),
+        ("FLUSHDB",),
+        ("SHUTDOWN",),
+        ("ACL", "LIST"),
+        ("MODULE", "LIST"),
+    ):
         with pytest.raises(redis.exceptions.NoPermissionError):
             client.execute_command(*command)
     with pytest.raises(redis.exceptions.ResponseError):  # refused by the server itself first

@@ -67,7 +67,10 @@ def attempt(action):
         return f"denied: {type(exc).__name__}"
 
 
-rows = spark.createDataFrame([(a,) for a in actions], ["a"]).select(attempt("a").alias("r")).collect() if actions else []
+rows = []
+if actions:
+    frame = spark.createDataFrame([(a,) for a in actions], ["a"])
+    rows = frame.select(attempt("a").alias("r")).collect()
 print(json.dumps({"error": "", "results": dict(zip(actions, [r["r"] for r in rows]))}))
 spark.stop()
 """
@@ -80,7 +83,12 @@ def client(cluster, token=None, actions=(), session_id=None, user_id=None) -> di
     url = f"sc://localhost:{cluster.connect_address[1]}/"
     url += f";token={token}" if token is not None else ""
     url += f";session_id={session_id};user_id={user_id}" if session_id else ""
-    done = subprocess.run([sys.executable, "-c", CLIENT, url, json.dumps(list(actions))], capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-c", CLIENT, url, json.dumps(list(actions))],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -89,12 +97,16 @@ def running_jobs(cluster) -> list:
     """Spark jobs running now in the cluster's Spark Connect application (its UI's REST API)."""
     with urllib.request.urlopen(f"{cluster.app_ui_url}/api/v1/applications", timeout=5) as response:
         app = json.loads(response.read())[0]["id"]
-    with urllib.request.urlopen(f"{cluster.app_ui_url}/api/v1/applications/{app}/jobs?status=running", timeout=5) as response:
+    with urllib.request.urlopen(
+        f"{cluster.app_ui_url}/api/v1/applications/{app}/jobs?status=running", timeout=5
+    ) as response:
         return json.loads(response.read())
 
 
 def uid_processes(uid: int) -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid]
+    return [
+        p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid
+    ]
 
 
 def test_a_local_cluster_is_its_owners_sandbox(alice, make_job, procs):
@@ -107,7 +119,9 @@ def test_a_local_cluster_is_its_owners_sandbox(alice, make_job, procs):
         # Every process of the cluster runs as its owner's uid, the secret in a private file.
         inside = LocalBackend()._inside(info)
         java = [p for p in inside if p.name() == "java"]
-        assert len(java) >= 3 and all(p.uids().real == uid for p in java), [(p.pid, p.uids()) for p in inside]
+        assert len(java) >= 3 and all(p.uids().real == uid for p in java), [
+            (p.pid, p.uids()) for p in inside
+        ]
         conf = Path(info["dir"]) / "conf" / "spark-defaults.conf"
         assert (conf.stat().st_uid, stat.S_IMODE(conf.stat().st_mode)) == (uid, 0o600)
         text = conf.read_text()
@@ -115,7 +129,9 @@ def test_a_local_cluster_is_its_owners_sandbox(alice, make_job, procs):
         secret = text.split("spark.authenticate.secret ")[1].split()[0]
         commands = [_cmdline(p) for p in inside]
         assert all(secret not in c for c in commands), "the RPC secret is on a command line"
-        assert all(cluster.connect_token not in c for c in commands), "the token is on a command line"
+        assert all(cluster.connect_token not in c for c in commands), (
+            "the token is on a command line"
+        )
 
         # Spark Connect wants the cluster's token.
         assert "UNAUTHENTICATED" in client(cluster, None)["error"]
@@ -123,8 +139,12 @@ def test_a_local_cluster_is_its_owners_sandbox(alice, make_job, procs):
         # With it, a UDF runs on the cluster's executors, in the cluster's sandbox.
         storage = settings.STORAGES["default"]["OPTIONS"]["location"]
         actions = [
-            f"read:{settings.DATA_DIR / 'secret_key'}", f"list:{storage}", f"read:{Path(storage) / 'notebooks'}",
-            f"write:{settings.BASE_DIR / 'portal' / 'pwned.py'}", f"list:{settings.DATA_DIR}", "read:/etc/shadow",
+            f"read:{settings.DATA_DIR / 'secret_key'}",
+            f"list:{storage}",
+            f"read:{Path(storage) / 'notebooks'}",
+            f"write:{settings.BASE_DIR / 'portal' / 'pwned.py'}",
+            f"list:{settings.DATA_DIR}",
+            "read:/etc/shadow",
         ]
         answer = client(cluster, cluster.connect_token, [*actions, "uid:", "daemon:"])
         results = answer.get("results", answer)
@@ -135,20 +155,40 @@ def test_a_local_cluster_is_its_owners_sandbox(alice, make_job, procs):
         procs.worker()
         job = make_job("spark_long.ipynb", spark_target="cluster", cluster=cluster)
         run = job_services.run_now(job, alice)
-        wait_until(lambda: running_jobs(cluster), timeout=120, what="the run's Spark job on the cluster", procs=procs)
+        wait_until(
+            lambda: running_jobs(cluster),
+            timeout=120,
+            what="the run's Spark job on the cluster",
+            procs=procs,
+        )
         job_services.cancel_run(Run.objects.get(pk=run.pk))
         run = wait_run(run.pk, Run.FINAL_STATES, timeout=60, procs=procs)
         assert run.state == Run.State.CANCELLED, describe_run(run.pk, procs)
-        wait_until(lambda: not running_jobs(cluster), timeout=30, what="the cancelled run's Spark job to end", procs=procs)
+        wait_until(
+            lambda: not running_jobs(cluster),
+            timeout=30,
+            what="the cancelled run's Spark job to end",
+            procs=procs,
+        )
         # ... and its Spark Connect session was released on the server: it cannot be used again.
         session_id = uuid.uuid5(run.uuid, f"attempt-{run.attempt}")
-        assert "SESSION_CLOSED" in client(cluster, cluster.connect_token, session_id=session_id, user_id=f"u{alice.pk}")["error"]
+        assert (
+            "SESSION_CLOSED"
+            in client(
+                cluster, cluster.connect_token, session_id=session_id, user_id=f"u{alice.pk}"
+            )["error"]
+        )
     finally:
         services.terminate_cluster(Cluster.objects.get(pk=cluster.pk))
         cluster = services.stop_cluster(cluster.pk)
     assert cluster.state == Cluster.State.TERMINATED
     # Termination ends everything in the sandbox, the daemonized sleep included.
-    wait_until(lambda: not uid_processes(uid), timeout=20, what="no process of the cluster's uid", procs=procs)
+    wait_until(
+        lambda: not uid_processes(uid),
+        timeout=20,
+        what="no process of the cluster's uid",
+        procs=procs,
+    )
     assert not [p for p in (info["ports"]["master"], info["ports"]["connect"]) if listening(p)]
     assert not Path(info["dir"]).exists()
     assert LocalBackend().processes_left(info) == []

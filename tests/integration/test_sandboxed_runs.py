@@ -52,7 +52,9 @@ def escape_targets(bob, service_port: int) -> dict:
     planted.parent.chmod(0o755)
     planted.write_text("root's secret")
     planted.chmod(0o600)
-    assert (data / "secret_key").exists(), "the settings generate it when SECRET_KEY is unset, as in the quick start"
+    assert (data / "secret_key").exists(), (
+        "the settings generate it when SECRET_KEY is unset, as in the quick start"
+    )
     bob_views = Path(views_root(bob.pk))
     bob_views.mkdir(parents=True, exist_ok=True)
     redis_socket = settings.REDIS_URL.removeprefix("unix://").split("?")[0]
@@ -64,8 +66,11 @@ def escape_targets(bob, service_port: int) -> dict:
             "root's home": "/root/.bashrc",
             "the settings module": str(settings.BASE_DIR / "portal" / "settings.py"),
         },
-        "list": {"storage": str(Path(settings.STORAGES["default"]["OPTIONS"]["location"])), "data dir": str(data),
-                 "sandboxes": str(settings.SANDBOX_ROOT)},
+        "list": {
+            "storage": str(Path(settings.STORAGES["default"]["OPTIONS"]["location"])),
+            "data dir": str(data),
+            "sandboxes": str(settings.SANDBOX_ROOT),
+        },
         "write": {
             "the code tree": str(settings.BASE_DIR / "portal" / "pwned.py"),
             "the telemetry package": str(settings.BASE_DIR / "telemetry" / "pwned.py"),
@@ -100,11 +105,21 @@ def assert_all_denied(report: dict, owner):
     assert len(report["results"]) >= 20
 
 
-def test_a_hostile_notebook_is_denied_every_escape_through_a_worker(make_job, alice, bob, procs, host_service):
+def test_a_hostile_notebook_is_denied_every_escape_through_a_worker(
+    make_job, alice, bob, procs, host_service
+):
     worker = procs.worker(concurrency=2)
     # Another user's kernel runs meanwhile: its connection file must stay out of reach.
-    neighbour = services.run_now(make_job("sleepy.ipynb", owner=bob, parameters={"seconds": 60.0}), bob)
-    wait_run(neighbour.pk, lambda r: r.cells_done >= 1, timeout=60, procs=procs, what="the neighbour's kernel")
+    neighbour = services.run_now(
+        make_job("sleepy.ipynb", owner=bob, parameters={"seconds": 60.0}), bob
+    )
+    wait_run(
+        neighbour.pk,
+        lambda r: r.cells_done >= 1,
+        timeout=60,
+        procs=procs,
+        what="the neighbour's kernel",
+    )
     targets = escape_targets(bob, host_service)
     job = make_job("hostile.ipynb", parameters={"targets": json.dumps(targets)})
     run = wait_run(services.run_now(job, alice).pk, Run.FINAL_STATES, timeout=120, procs=procs)
@@ -117,12 +132,28 @@ def test_a_hostile_notebook_is_denied_every_escape_through_a_worker(make_job, al
     assert worker.proc.poll() is None
 
 
-def test_a_hostile_notebook_is_denied_every_escape_through_runnotebook_inline(alice, bob, host_service, tmp_path):
+def test_a_hostile_notebook_is_denied_every_escape_through_runnotebook_inline(
+    alice, bob, host_service, tmp_path
+):
     targets = escape_targets(bob, host_service)
     done = subprocess.run(
-        [sys.executable, "manage.py", "runnotebook", "tests/notebooks/hostile.ipynb", "-p", "targets", json.dumps(targets),
-         "--owner", alice.username, "--json"],
-        cwd=ROOT, env=process_env(), capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "manage.py",
+            "runnotebook",
+            "tests/notebooks/hostile.ipynb",
+            "-p",
+            "targets",
+            json.dumps(targets),
+            "--owner",
+            alice.username,
+            "--json",
+        ],
+        cwd=ROOT,
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     assert outcome["status"] == "SUCCEEDED", done.stdout + done.stderr[-3000:]
@@ -140,18 +171,29 @@ def test_past_the_memory_limit_a_run_fails_and_the_worker_lives_on(make_job, ali
     assert run.error_ename == "MemoryLimitExceeded", story
     # The worker is alive and runs the next notebook.
     assert worker.proc.poll() is None
-    after = wait_run(services.run_now(make_job("trivial.ipynb"), alice).pk, Run.FINAL_STATES, timeout=120, procs=procs)
+    after = wait_run(
+        services.run_now(make_job("trivial.ipynb"), alice).pk,
+        Run.FINAL_STATES,
+        timeout=120,
+        procs=procs,
+    )
     assert after.state == Run.State.SUCCEEDED, describe_run(after.pk, procs)
 
 
 def test_a_fork_bomb_stays_contained_and_ends_with_its_run(make_job, alice, procs):
     procs.worker(KERNEL_PIDS_LIMIT="200")
-    job = make_job("hog.ipynb", parameters={"mode": "forkbomb", "seconds": 600.0}, timeout_seconds=25)
+    job = make_job(
+        "hog.ipynb", parameters={"mode": "forkbomb", "seconds": 600.0}, timeout_seconds=25
+    )
     run = services.run_now(job, alice)
     uid = sandbox.uid_for(alice.pk)
 
     def mine():
-        return [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid]
+        return [
+            p
+            for p in psutil.process_iter(["uids"])
+            if p.info["uids"] and p.info["uids"].real == uid
+        ]
 
     try:
         wait_until(lambda: len(mine()) > 50, timeout=90, what="the fork bomb", procs=procs)
@@ -161,28 +203,42 @@ def test_a_fork_bomb_stays_contained_and_ends_with_its_run(make_job, alice, proc
         if run.output_key:
             with default_storage.open(run.output_key, "rb") as fh:
                 nb = nbformat.reads(fh.read().decode(), as_version=4)
-            printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-        raise AssertionError(f"{exc}\nthe notebook printed: {printed}\n{describe_run(run.pk)}") from None
+            printed = "".join(
+                o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+            )
+        raise AssertionError(
+            f"{exc}\nthe notebook printed: {printed}\n{describe_run(run.pk)}"
+        ) from None
     most = 0
     while not Run.objects.get(pk=run.pk).is_final:
         most = max(most, len(mine()))
         heartbeat = Run.objects.get(pk=run.pk).heartbeat_at
-        assert heartbeat and (time.time() - heartbeat.timestamp()) < settings.RUN_STALE_AFTER, "the worker stopped beating"
+        assert heartbeat and (time.time() - heartbeat.timestamp()) < settings.RUN_STALE_AFTER, (
+            "the worker stopped beating"
+        )
         time.sleep(0.5)
     run = Run.objects.get(pk=run.pk)
     assert run.state == Run.State.TIMED_OUT, describe_run(run.pk, procs)
-    assert 150 < most <= 200 + 5, f"{most} processes of the sandbox's uid: the bomb did not run into its limit, or the limit did not hold"
+    assert 150 < most <= 200 + 5, (
+        f"{most} processes of the sandbox's uid: "
+        "the bomb did not run into its limit, or the limit did not hold"
+    )
     wait_until(lambda: not mine(), timeout=20, what="nothing of the sandbox left", procs=procs)
 
 
 def test_scratch_directories_are_private_and_gone_after_the_run(make_job, alice, procs):
     procs.worker()
     run = services.run_now(make_job("sleepy.ipynb", parameters={"seconds": 8.0}), alice)
-    run = wait_run(run.pk, lambda r: r.cells_done >= 1, timeout=60, procs=procs, what="the kernel to start")
+    run = wait_run(
+        run.pk, lambda r: r.cells_done >= 1, timeout=60, procs=procs, what="the kernel to start"
+    )
     box = Path(settings.SANDBOX_ROOT) / f"r{run.pk}-a1"
     for sub in ("home", "tmp", "ipc"):
         info = (box / sub).stat()
-        assert (info.st_uid, stat.S_IMODE(info.st_mode) & 0o777) == (sandbox.uid_for(alice.pk), 0o700), sub
+        assert (info.st_uid, stat.S_IMODE(info.st_mode) & 0o777) == (
+            sandbox.uid_for(alice.pk),
+            0o700,
+        ), sub
     assert stat.S_IMODE((box / "ipc" / "connection.json").stat().st_mode) == 0o600
     wait_run(run.pk, Run.FINAL_STATES, timeout=60, procs=procs)
     wait_until(lambda: not box.exists(), timeout=10, what="the sandbox removed", procs=procs)

@@ -25,7 +25,9 @@ def test_timed_out_spark_run_leaves_no_process(make_job, alice, procs):
     seen: dict[int, tuple[psutil.Process, str]] = {}
     deadline = time.monotonic() + 60
     while not Run.objects.get(pk=run.pk).is_final:
-        assert time.monotonic() < deadline, f"the run did not end within 60 s\n{describe_run(run.pk, procs)}"
+        assert time.monotonic() < deadline, (
+            f"the run did not end within 60 s\n{describe_run(run.pk, procs)}"
+        )
         for proc in procs.remember(worker):
             known = seen.get(proc.pid, (proc, ""))
             seen[proc.pid] = (known[0], _cmdline(proc) or known[1])
@@ -41,9 +43,10 @@ def test_timed_out_spark_run_leaves_no_process(make_job, alice, procs):
     # The driver JVM (spark-class exec'd into java ... SparkSubmit) starts a second or two
     # into the Spark cell; the Spark session is usually up (cells_done >= 3) well before
     # the timeout, but on a loaded machine the timeout may come while it is starting.
-    assert any("java" in cmd and "SparkSubmit" in cmd and "launcher.Main" not in cmd for _, cmd in seen.values()), (
-        f"no Spark driver JVM seen (cells done: {run.cells_done}):\n{commands}\n{story}"
-    )
+    assert any(
+        "java" in cmd and "SparkSubmit" in cmd and "launcher.Main" not in cmd
+        for _, cmd in seen.values()
+    ), f"no Spark driver JVM seen (cells done: {run.cells_done}):\n{commands}\n{story}"
     left = alive(recorded)
     assert not left, f"left behind after TIMED_OUT: {describe_procs(left)}\nseen:\n{commands}"
     assert not kernels(worker)

@@ -5,7 +5,15 @@ import pytest
 
 from jobs import services
 from jobs.models import Run, RunEvent
-from tests.integration.conftest import describe_procs, describe_run, kernels, wait_gone, wait_log, wait_run, wait_until
+from tests.integration.conftest import (
+    describe_procs,
+    describe_run,
+    kernels,
+    wait_gone,
+    wait_log,
+    wait_run,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -16,7 +24,9 @@ FAST_BEAT = {"REAP_INTERVAL": "2", "DISPATCH_INTERVAL": "1"}
 def _reaper_passes(worker) -> int:
     """How many reap_runs tasks the worker has completed so far."""
     return sum(
-        1 for line in worker.log_path.read_text().splitlines() if "jobs.tasks.reap_runs[" in line and " succeeded " in line
+        1
+        for line in worker.log_path.read_text().splitlines()
+        if "jobs.tasks.reap_runs[" in line and " succeeded " in line
     )
 
 
@@ -33,7 +43,9 @@ def _kill_mid_run(procs, run):
         what="the run to execute its first cell",
     )
     kernel_tree = procs.remember(worker)
-    assert kernels(worker), f"no kernel below the worker: {describe_procs(kernel_tree)}\n{procs.logs()}"
+    assert kernels(worker), (
+        f"no kernel below the worker: {describe_procs(kernel_tree)}\n{procs.logs()}"
+    )
 
     worker.kill()
 
@@ -52,7 +64,9 @@ def test_killed_worker_run_is_reaped_and_retried(make_job, alice, procs):
     assert Run.objects.get(pk=run.pk).state == Run.State.RUNNING  # nobody has noticed yet
 
     procs.worker(name="rescuer", **FAST_BEAT)
-    done = wait_run(run.pk, Run.FINAL_STATES, timeout=90, procs=procs, what="the retried run to finish")
+    done = wait_run(
+        run.pk, Run.FINAL_STATES, timeout=90, procs=procs, what="the retried run to finish"
+    )
 
     story = describe_run(run.pk, procs)
     assert done.state == Run.State.SUCCEEDED, story
@@ -60,7 +74,9 @@ def test_killed_worker_run_is_reaped_and_retried(make_job, alice, procs):
     lost = RunEvent.objects.filter(run=run, state=Run.State.LOST)
     assert list(lost.values_list("attempt", flat=True)) == [1], story
     assert "the worker was lost" in lost.get().message, story
-    assert list(RunEvent.objects.filter(run=run, state=Run.State.RUNNING).values_list("attempt", flat=True)) == [1, 2], story
+    assert list(
+        RunEvent.objects.filter(run=run, state=Run.State.RUNNING).values_list("attempt", flat=True)
+    ) == [1, 2], story
     assert done.output_key and done.html_key
 
 
@@ -68,19 +84,30 @@ def test_killed_worker_run_without_retries_ends_lost_with_one_alert(make_job, al
     """With max_retries=0 the reaper ends a run of a killed worker LOST for good, and the
     failure alert goes out once (alert_sent_at set; the console mail backend writes it to
     the worker's log, where it appears exactly once)."""
-    job = make_job("sleepy.ipynb", parameters={"seconds": 8.0}, max_retries=0, notify_on_failure="oncall@example.com")
+    job = make_job(
+        "sleepy.ipynb",
+        parameters={"seconds": 8.0},
+        max_retries=0,
+        notify_on_failure="oncall@example.com",
+    )
     run = services.run_now(job, alice)
     _kill_mid_run(procs, run)
 
-    rescuer = procs.worker(name="rescuer", EMAIL_BACKEND="django.core.mail.backends.console.EmailBackend", **FAST_BEAT)
+    rescuer = procs.worker(
+        name="rescuer", EMAIL_BACKEND="django.core.mail.backends.console.EmailBackend", **FAST_BEAT
+    )
     done = wait_run(run.pk, Run.FINAL_STATES, timeout=60, procs=procs, what="the run to be reaped")
     story = describe_run(run.pk, procs)
     assert done.state == Run.State.LOST, story
     assert "the worker was lost" in done.state_reason, story
     assert done.attempt == 1 and done.finished_at is not None, story
-    assert list(done.events.filter(state=Run.State.LOST).values_list("attempt", flat=True)) == [1], story
+    assert list(done.events.filter(state=Run.State.LOST).values_list("attempt", flat=True)) == [
+        1
+    ], story
 
-    done = wait_run(run.pk, lambda r: r.alert_sent_at is not None, timeout=30, procs=procs, what="the alert")
+    done = wait_run(
+        run.pk, lambda r: r.alert_sent_at is not None, timeout=30, procs=procs, what="the alert"
+    )
     wait_log(rescuer.log_path, "To: oncall@example.com", timeout=10, procs=procs)
     # Beat keeps reaping: two more passes change nothing and send no second alert.
     reaps = _reaper_passes(rescuer)

@@ -20,14 +20,27 @@ def run_cli(capsys, *args):
 
 
 def test_inline_run_prints_the_outcome_as_json(capsys):
-    out = run_cli(capsys, str(NOTEBOOKS / "trivial.ipynb"), "-p", "x", "21", "-p", "name", "5", "-p", "flag", "False", "--json")
+    out = run_cli(
+        capsys,
+        str(NOTEBOOKS / "trivial.ipynb"),
+        "-p",
+        "x",
+        "21",
+        "-p",
+        "name",
+        "5",
+        "-p",
+        "flag",
+        "False",
+        "--json",
+    )
     outcome = json.loads(out)
     assert outcome["status"] == "SUCCEEDED"
     # papermill's CLI typing: numbers and booleans; a text parameter keeps the text typed.
     assert outcome["parameters"] == {"x": 21, "name": "5", "flag": False}
     nb = nbformat.read(outcome["output_ipynb"], as_version=4)
     injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
-    assert "x = 21" in injected.source and "name = \"5\"" in injected.source
+    assert "x = 21" in injected.source and 'name = "5"' in injected.source
     texts = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "total 42" in texts
     assert outcome["output_html"].endswith("output.html")
@@ -48,7 +61,10 @@ def test_a_failing_notebook_exits_non_zero_with_the_failing_cell(capsys):
     run = Run.objects.latest("pk")
     assert (run.cells_done, run.cells_total) == (4, 5)
     assert "In[4]" in re.sub(r"\x1b\[[0-9;]*m", "", run.error_traceback)
-    assert render_to_string("jobs/_failing_cell.txt", {"run": run}) == "In code cell 4 of 5 (In [4] in the traceback)"
+    assert (
+        render_to_string("jobs/_failing_cell.txt", {"run": run})
+        == "In code cell 4 of 5 (In [4] in the traceback)"
+    )
 
 
 def test_wrong_parameters_are_refused_before_running():
@@ -60,7 +76,13 @@ def test_wrong_parameters_are_refused_before_running():
 
 
 def test_kernels_never_see_the_portals_secrets(capsys, monkeypatch):
-    for name in ("SECRET_KEY", "DATABASE_URL", "AWS_SECRET_ACCESS_KEY", "REDIS_URL", "PORTAL_PROBE_SECRET"):
+    for name in (
+        "SECRET_KEY",
+        "DATABASE_URL",
+        "AWS_SECRET_ACCESS_KEY",
+        "REDIS_URL",
+        "PORTAL_PROBE_SECRET",
+    ):
         monkeypatch.setenv(name, "do-not-leak")
     out = run_cli(capsys, str(NOTEBOOKS / "env_probe.ipynb"), "--json")
     assert json.loads(out)["status"] == "SUCCEEDED", out
@@ -68,7 +90,11 @@ def test_kernels_never_see_the_portals_secrets(capsys, monkeypatch):
 
 def test_the_notebooks_own_kernel_name_is_ignored(capsys, tmp_path):
     nb = nbformat.read(str(NOTEBOOKS / "trivial.ipynb"), as_version=4)
-    nb.metadata["kernelspec"] = {"name": "some-kernel-we-do-not-have", "display_name": "?", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "some-kernel-we-do-not-have",
+        "display_name": "?",
+        "language": "python",
+    }
     path = tmp_path / "other-kernel.ipynb"
     nbformat.write(nb, str(path))
     assert json.loads(run_cli(capsys, str(path), "--json"))["status"] == "SUCCEEDED"
@@ -92,7 +118,9 @@ def test_a_run_reads_the_data_root_and_writes_its_owners_views(capsys, tmp_path,
     Path(settings.TELEMETRY_DATA_ROOT).mkdir(parents=True, exist_ok=True)
     outcome = json.loads(run_cli(capsys, str(path), "--json"))
     assert outcome["status"] == "SUCCEEDED", outcome
-    printed = nbformat.read(outcome["output_ipynb"], as_version=4).cells[-1].outputs[0]["text"].split()
+    printed = (
+        nbformat.read(outcome["output_ipynb"], as_version=4).cells[-1].outputs[0]["text"].split()
+    )
     owner_views = views_root(system_user().pk)
     assert printed == [owner_views, settings.TELEMETRY_DATA_ROOT, "False"]
     assert (Path(owner_views) / "probe.txt").read_text() == "ok"

@@ -24,7 +24,9 @@ def test_new_job_is_due_at_its_first_slot(alice):
     assert job.next_run_at == T0 + timedelta(hours=1)
     assert services.dispatch_due_runs(T0 + timedelta(minutes=59)) == []
     runs = services.dispatch_due_runs(T0 + timedelta(hours=1, seconds=1))
-    assert [(r.scheduled_for, r.state, r.trigger) for r in runs] == [(T0 + timedelta(hours=1), Run.State.QUEUED, "schedule")]
+    assert [(r.scheduled_for, r.state, r.trigger) for r in runs] == [
+        (T0 + timedelta(hours=1), Run.State.QUEUED, "schedule")
+    ]
     job.refresh_from_db()
     assert job.next_run_at == T0 + timedelta(hours=2)
 
@@ -40,7 +42,9 @@ def test_a_slot_is_dispatched_once(alice):
 def test_unique_constraint_holds_even_if_next_run_at_is_rewound(alice):
     job = hourly_job(alice)
     services.dispatch_due_runs(T0 + timedelta(hours=1, seconds=5))
-    Job.objects.filter(pk=job.pk).update(next_run_at=T0 + timedelta(hours=1))  # as a racing dispatcher would see it
+    Job.objects.filter(pk=job.pk).update(
+        next_run_at=T0 + timedelta(hours=1)
+    )  # as a racing dispatcher would see it
     assert services.dispatch_due_runs(T0 + timedelta(hours=1, seconds=6)) == []
     assert Run.objects.filter(job=job).count() == 1
 
@@ -99,12 +103,18 @@ def test_run_now_never_shifts_the_schedule(alice):
     job.refresh_from_db()
     assert run.trigger == Run.Trigger.MANUAL and run.scheduled_for is None
     assert job.next_run_at == T0 + timedelta(hours=1)
-    assert [r.scheduled_for for r in services.dispatch_due_runs(T0 + timedelta(hours=1, seconds=1))] == [T0 + timedelta(hours=1)]
+    assert [
+        r.scheduled_for for r in services.dispatch_due_runs(T0 + timedelta(hours=1, seconds=1))
+    ] == [T0 + timedelta(hours=1)]
 
 
 def test_schedule_in_a_time_zone_across_dst(alice):
-    spec = services.JobSettings(name="berlin", schedule_kind="daily", cron="0 6 * * *", timezone="Europe/Berlin")
-    job = services.create_job(alice, spec, notebook_bytes("trivial.ipynb"), now=datetime(2026, 3, 28, 12, tzinfo=UTC))
+    spec = services.JobSettings(
+        name="berlin", schedule_kind="daily", cron="0 6 * * *", timezone="Europe/Berlin"
+    )
+    job = services.create_job(
+        alice, spec, notebook_bytes("trivial.ipynb"), now=datetime(2026, 3, 28, 12, tzinfo=UTC)
+    )
     assert job.next_run_at == datetime(2026, 3, 29, 4, tzinfo=UTC)  # 06:00 CEST
     services.dispatch_due_runs(datetime(2026, 3, 29, 4, 0, 1, tzinfo=UTC))
     job.refresh_from_db()
@@ -139,5 +149,9 @@ def test_a_job_whose_schedule_cannot_be_computed_is_paused_and_blocks_nobody(mak
     broken.refresh_from_db()
     assert not broken.enabled and broken.next_run_at is None
     failed = broken.runs.get()
-    assert failed.state == Run.State.FAILED and "cannot be computed" in failed.state_reason and failed.finished_at
+    assert (
+        failed.state == Run.State.FAILED
+        and "cannot be computed" in failed.state_reason
+        and failed.finished_at
+    )
     assert services.dispatch_due_runs(now) == []  # nothing left due, no error

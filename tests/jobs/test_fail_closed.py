@@ -16,10 +16,16 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def no_bwrap(monkeypatch):
     """This host cannot make a sandbox: the probe's answer, as if bwrap were missing."""
-    monkeypatch.setattr(sandbox, "_probe", (time.monotonic(), "bwrap and setpriv not found: install the Debian packages"))
+    monkeypatch.setattr(
+        sandbox,
+        "_probe",
+        (time.monotonic(), "bwrap and setpriv not found: install the Debian packages"),
+    )
 
 
-def test_a_run_fails_with_the_reason_when_no_sandbox_can_be_made(no_bwrap, make_job, alice, staff, client):
+def test_a_run_fails_with_the_reason_when_no_sandbox_can_be_made(
+    no_bwrap, make_job, alice, staff, client
+):
     run = services.execute_run(services.run_now(make_job("trivial.ipynb"), alice, enqueue=False).pk)
     assert run.state == Run.State.FAILED and run.attempt == 1
     assert run.state_reason.startswith(sandbox.FAILURE_PREFIX) and "bwrap" in run.state_reason
@@ -30,7 +36,9 @@ def test_a_run_fails_with_the_reason_when_no_sandbox_can_be_made(no_bwrap, make_
 
 
 @pytest.mark.django_db(transaction=True)  # the run's monitor thread writes its heartbeat
-def test_with_the_sandbox_switched_off_notebooks_run_and_staff_see_it_in_red(settings, make_job, alice, staff, client):
+def test_with_the_sandbox_switched_off_notebooks_run_and_staff_see_it_in_red(
+    settings, make_job, alice, staff, client
+):
     settings.KERNEL_SANDBOX = "none"
     run = services.execute_run(services.run_now(make_job("trivial.ipynb"), alice, enqueue=False).pk)
     assert run.state == Run.State.SUCCEEDED, run.state_reason

@@ -14,16 +14,26 @@ def test_the_example_notebook_is_accepted_and_typed():
     parsed = notebooks.read_notebook(notebook_bytes("telemetry_hello_world.ipynb"))
     schema = notebooks.inspect_parameters(parsed.nb)
     assert {name: spec["type"] for name, spec in schema.items()} == {
-        "data_path": "str", "channel": "str", "sample_fraction": "float", "top_n": "int", "title": "str",
+        "data_path": "str",
+        "channel": "str",
+        "sample_fraction": "float",
+        "top_n": "int",
+        "title": "str",
     }
     assert schema["top_n"]["default"] == 10
 
 
 def test_parameter_types_are_inferred_from_defaults():
-    schema = notebooks.inspect_parameters(notebooks.read_notebook(notebook_bytes("trivial.ipynb")).nb)
+    schema = notebooks.inspect_parameters(
+        notebooks.read_notebook(notebook_bytes("trivial.ipynb")).nb
+    )
     assert {n: (s["type"], s["default"]) for n, s in schema.items()} == {
-        "x": ("int", 1), "name": ("str", "world"), "ratio": ("float", 0.5), "flag": ("bool", True),
-        "items": ("list", [1, 2]), "day": ("date", "2026-01-31"),
+        "x": ("int", 1),
+        "name": ("str", "world"),
+        "ratio": ("float", 0.5),
+        "flag": ("bool", True),
+        "items": ("list", [1, 2]),
+        "day": ("date", "2026-01-31"),
     }
     assert schema["x"]["help"] == "a number"
 
@@ -45,8 +55,21 @@ def test_annotations_win_over_defaults():
         (b"\xff\xfe\x00garbage", "not text"),
         (b"print('hello')", "not JSON"),
         (b'{"a": 1}', "not a Jupyter notebook"),
-        (json.dumps({"nbformat": 3, "nbformat_minor": 0, "cells": [], "metadata": {}}).encode(), "nbformat 4"),
-        (json.dumps({"nbformat": 4, "nbformat_minor": 4, "cells": [{"cell_type": "code"}], "metadata": {}}).encode(), "not valid"),
+        (
+            json.dumps({"nbformat": 3, "nbformat_minor": 0, "cells": [], "metadata": {}}).encode(),
+            "nbformat 4",
+        ),
+        (
+            json.dumps(
+                {
+                    "nbformat": 4,
+                    "nbformat_minor": 4,
+                    "cells": [{"cell_type": "code"}],
+                    "metadata": {},
+                }
+            ).encode(),
+            "not valid",
+        ),
     ],
 )
 def test_bad_files_are_rejected_with_a_clear_message(data, message):
@@ -77,13 +100,19 @@ def test_reserved_parameter_names_are_rejected():
 
 
 SCHEMA = {
-    "n": {"type": "int"}, "f": {"type": "float"}, "b": {"type": "bool"}, "s": {"type": "str"},
-    "l": {"type": "list"}, "d": {"type": "date"},
+    "n": {"type": "int"},
+    "f": {"type": "float"},
+    "b": {"type": "bool"},
+    "s": {"type": "str"},
+    "l": {"type": "list"},
+    "d": {"type": "date"},
 }
 
 
 def test_values_are_coerced_to_the_parameter_types():
-    values = notebooks.coerce_parameters(SCHEMA, {"n": "7", "f": 2, "b": "true", "s": "x", "l": "[1, 2]", "d": "2026-02-03"})
+    values = notebooks.coerce_parameters(
+        SCHEMA, {"n": "7", "f": 2, "b": "true", "s": "x", "l": "[1, 2]", "d": "2026-02-03"}
+    )
     assert values == {"n": 7, "f": 2.0, "b": True, "s": "x", "l": [1, 2], "d": "2026-02-03"}
 
 

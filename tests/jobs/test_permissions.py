@@ -82,8 +82,17 @@ def objects(make_job, alice, tmp_path):
     out = tmp_path / "o.ipynb"
     nbformat.write(nbformat.v4.new_notebook(), str(out))
     run = services.finish_run(run, Outcome("succeeded", out))
-    cluster = Cluster.objects.create(owner=alice, name="c1", expires_at=timezone.now() + timedelta(hours=1))
-    key = SSHKey.objects.create(owner=alice, title="k", key="ssh-ed25519 AAAA", key_type="ssh-ed25519", bits=256, fingerprint="SHA256:x")
+    cluster = Cluster.objects.create(
+        owner=alice, name="c1", expires_at=timezone.now() + timedelta(hours=1)
+    )
+    key = SSHKey.objects.create(
+        owner=alice,
+        title="k",
+        key="ssh-ed25519 AAAA",
+        key_type="ssh-ed25519",
+        bits=256,
+        fingerprint="SHA256:x",
+    )
     return {
         "cluster": [cluster.pk],
         "key": [key.pk],
@@ -106,7 +115,9 @@ def test_permission_matrix(name, persona, objects, client, alice, bob, staff):
     response = getattr(client, method)(url)
     want = expected[persona]
     if want == LOGIN:
-        assert response.status_code == 302 and response["Location"].startswith(reverse("account_login")), response
+        assert response.status_code == 302 and response["Location"].startswith(
+            reverse("account_login")
+        ), response
     else:
         assert response.status_code == want, (name, persona, response.status_code)
 
@@ -119,7 +130,9 @@ def test_shared_jobs_are_visible_but_not_changeable_by_others(make_job, client, 
     assert client.get(reverse("jobs-edit", args=[job.pk])).status_code == 404
 
 
-@pytest.mark.parametrize("name", ["jobs-run", "jobs-pause", "jobs-resume", "runs-cancel", "runs-rerun"])
+@pytest.mark.parametrize(
+    "name", ["jobs-run", "jobs-pause", "jobs-resume", "runs-cancel", "runs-rerun"]
+)
 def test_state_changes_need_post(name, objects, alice_client):
     kind = MATRIX[name][1]
     assert alice_client.get(reverse(name, args=objects[kind])).status_code == 405

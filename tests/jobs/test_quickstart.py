@@ -27,5 +27,7 @@ def test_quickstart_creates_the_demo_and_schedules_the_examples(client):
     assert Run.objects.filter(job__name="Telemetry hello world", trigger="manual").count() == 1
     assert client.login(username="demo", password="demo-password-1")
 
-    call_command("quickstart", "--pings", "2000", "--password", "other-password-2", stdout=io.StringIO())
+    call_command(
+        "quickstart", "--pings", "2000", "--password", "other-password-2", stdout=io.StringIO()
+    )
     assert Job.objects.count() == len(shipped) and Run.objects.count() == 1

@@ -10,7 +10,10 @@ import pytest
 
 from jobs import render
 
-PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8"
+    "z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+)
 PAYLOAD = "1 onerror=document.title='pwned'"
 
 
@@ -21,7 +24,14 @@ def notebook_with_image(metadata: dict) -> nbformat.NotebookNode:
     return nb
 
 
-@pytest.mark.parametrize("metadata", [{"image/png": {"width": PAYLOAD}}, {"width": PAYLOAD}, {"image/png": {"height": PAYLOAD, "width": True}}])
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"image/png": {"width": PAYLOAD}},
+        {"width": PAYLOAD},
+        {"image/png": {"height": PAYLOAD, "width": True}},
+    ],
+)
 def test_an_image_size_cannot_carry_an_event_handler(metadata):
     html = render.render_html(notebook_with_image(metadata))
     [img] = re.findall(r"<img[^>]*>", html)
@@ -37,7 +47,8 @@ def test_numeric_sizes_are_kept():
 
 def test_the_last_pass_drops_every_handler_but_leaves_script_text_alone():
     page = (
-        '<div onclick="x()" class="a"><img/src=x/onerror=alert(1)><a href="a>b" ONMOUSEOVER=\'y\'>t</a>'
+        '<div onclick="x()" class="a"><img/src=x/onerror=alert(1)>'
+        "<a href=\"a>b\" ONMOUSEOVER='y'>t</a>"
         '<svg><animate onbegin=alert(1)></svg><script>var s = "<img onerror=1>";</script>'
     )
     cleaned = render.drop_event_handlers(page)
@@ -49,7 +60,13 @@ def test_the_last_pass_drops_every_handler_but_leaves_script_text_alone():
 def test_the_download_allows_exactly_its_own_scripts():
     html = render.render_html(notebook_with_image({})).encode()
     page = render.standalone_html(html)
-    policy = re.search(rb'<head[^>]*><meta http-equiv="Content-Security-Policy" content="([^"]+)">', page).group(1).decode()
+    policy = (
+        re.search(
+            rb'<head[^>]*><meta http-equiv="Content-Security-Policy" content="([^"]+)">', page
+        )
+        .group(1)
+        .decode()
+    )
     scripts = re.findall(rb"<script>(.*?)</script>", page, re.S)
     assert len(scripts) == 2
     for code in scripts:

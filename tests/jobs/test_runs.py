@@ -18,7 +18,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def run(make_job, alice):
-    job = make_job("trivial.ipynb", max_retries=1, notify_on_failure="alice@example.com, ops@example.com")
+    job = make_job(
+        "trivial.ipynb", max_retries=1, notify_on_failure="alice@example.com, ops@example.com"
+    )
     return services.run_now(job, alice)
 
 
@@ -56,28 +58,49 @@ def test_a_stale_attempt_cannot_overwrite_a_newer_one(run, tmp_path):
     # The reaper gave the run to another attempt meanwhile.
     Run.objects.filter(pk=run.pk).update(state=Run.State.QUEUED)
     second = services.claim_run(run.pk, "w2")
-    assert services.finish_run(first, Outcome("failed", executed_notebook(tmp_path), message="late")) is None
+    assert (
+        services.finish_run(first, Outcome("failed", executed_notebook(tmp_path), message="late"))
+        is None
+    )
     assert services.record_progress(first, services.executor.Progress()) == "lost"
     current = Run.objects.get(pk=run.pk)
     assert current.state == Run.State.RUNNING and current.attempt == second.attempt == 2
 
 
-def test_failure_records_the_error_and_alerts_once(run, tmp_path, django_capture_on_commit_callbacks, settings):
+def test_failure_records_the_error_and_alerts_once(
+    run, tmp_path, django_capture_on_commit_callbacks, settings
+):
     settings.CELERY_TASK_ALWAYS_EAGER = True
     from portal.celery import app
 
     app.conf.task_always_eager = True
     try:
         claimed = services.claim_run(run.pk, "w1")
-        error = {"cell_index": 3, "ename": "ZeroDivisionError", "evalue": "division by zero", "traceback": "Traceback\n  line\nZeroDivisionError"}
+        error = {
+            "cell_index": 3,
+            "ename": "ZeroDivisionError",
+            "evalue": "division by zero",
+            "traceback": "Traceback\n  line\nZeroDivisionError",
+        }
         with django_capture_on_commit_callbacks(execute=True):
-            done = services.finish_run(claimed, Outcome("failed", executed_notebook(tmp_path), error=error, message="ZeroDivisionError: division by zero"))
+            done = services.finish_run(
+                claimed,
+                Outcome(
+                    "failed",
+                    executed_notebook(tmp_path),
+                    error=error,
+                    message="ZeroDivisionError: division by zero",
+                ),
+            )
         assert done.state == Run.State.FAILED
         assert (done.error_cell_index, done.error_ename) == (3, "ZeroDivisionError")
         assert len(mail.outbox) == 1
         message = mail.outbox[0]
         assert message.to == ["alice@example.com", "ops@example.com"]
-        assert "ZeroDivisionError" in message.body and "Failing cell: In cell 4 of the output notebook" in message.body
+        assert (
+            "ZeroDivisionError" in message.body
+            and "Failing cell: In cell 4 of the output notebook" in message.body
+        )
         assert f"/runs/{run.pk}/" in message.body
         # A second delivery of the alert task sends nothing.
         assert services.send_run_alert(run.pk) is False
@@ -95,7 +118,9 @@ def test_success_alerts_only_when_asked(make_job, alice, tmp_path):
 
 def test_infrastructure_failure_is_retried_with_backoff(run):
     claimed = services.claim_run(run.pk, "w1")
-    again = services.finish_run(claimed, Outcome("infra_error", message="DeadKernelError: Kernel died"))
+    again = services.finish_run(
+        claimed, Outcome("infra_error", message="DeadKernelError: Kernel died")
+    )
     assert again.state == Run.State.QUEUED and again.attempt == 1
     assert again.not_before > timezone.now()
     assert "Kernel died" in again.state_reason
@@ -107,7 +132,9 @@ def test_infrastructure_failure_is_retried_with_backoff(run):
 
 def test_notebook_errors_are_not_retried(run, tmp_path):
     claimed = services.claim_run(run.pk, "w1")
-    done = services.finish_run(claimed, Outcome("failed", executed_notebook(tmp_path), error={"ename": "ValueError"}))
+    done = services.finish_run(
+        claimed, Outcome("failed", executed_notebook(tmp_path), error={"ename": "ValueError"})
+    )
     assert done.state == Run.State.FAILED and done.attempt == 1
 
 
@@ -143,7 +170,12 @@ def test_reaper_marks_a_run_lost_when_no_attempt_remains(make_job, alice, settin
 
 def test_reaper_leaves_live_runs_alone_and_requeues_lost_messages(run, settings):
     services.claim_run(run.pk, "w1")
-    assert services.reap_runs(timezone.now()) == {"cancelled": 0, "retried": 0, "lost": 0, "requeued": 0}
+    assert services.reap_runs(timezone.now()) == {
+        "cancelled": 0,
+        "retried": 0,
+        "lost": 0,
+        "requeued": 0,
+    }
     other = services.run_now(run.job, None)
     later = timezone.now() + timedelta(seconds=settings.RUN_QUEUED_TIMEOUT + 1)
     Run.objects.filter(pk=run.pk).update(heartbeat_at=later)

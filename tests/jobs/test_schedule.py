@@ -30,7 +30,20 @@ def test_presets_compile_to_cron_and_back(kind, kwargs, cron):
         assert back[key] == value
 
 
-@pytest.mark.parametrize("bad", ["", "* * * *", "61 * * * *", "* * * * * *", "a b c d e", "@reboot", "0 25 * * *", "0 0 30 2 *", "0 0 31 4,6 *"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "* * * *",
+        "61 * * * *",
+        "* * * * * *",
+        "a b c d e",
+        "@reboot",
+        "0 25 * * *",
+        "0 0 30 2 *",
+        "0 0 31 4,6 *",
+    ],
+)
 def test_bad_cron_is_rejected_with_a_reason(bad):
     with pytest.raises(ScheduleError) as exc:
         schedule.validate_cron(bad)
@@ -58,11 +71,14 @@ def test_out_of_range_presets_are_rejected():
 
 def test_next_slot_is_in_the_jobs_time_zone():
     # 06:00 in Berlin is 05:00 UTC in winter.
-    assert schedule.next_slot_after("0 6 * * *", "Europe/Berlin", utc(2026, 1, 10, 12)) == utc(2026, 1, 11, 5)
+    assert schedule.next_slot_after("0 6 * * *", "Europe/Berlin", utc(2026, 1, 10, 12)) == utc(
+        2026, 1, 11, 5
+    )
 
 
 def test_daily_slot_follows_the_wall_clock_across_spring_forward():
-    # Berlin moves from UTC+1 to UTC+2 on 2026-03-29: 06:00 local is 05:00 UTC before, 04:00 UTC after.
+    # Berlin moves from UTC+1 to UTC+2 on 2026-03-29: 06:00 local is 05:00 UTC before,
+    # 04:00 UTC after.
     slots = schedule.upcoming_slots("0 6 * * *", "Europe/Berlin", utc(2026, 3, 27, 12), 3)
     assert slots == [utc(2026, 3, 28, 5), utc(2026, 3, 29, 4), utc(2026, 3, 30, 4)]
 
@@ -84,8 +100,13 @@ def test_slot_in_the_repeated_hour_runs_once_on_fall_back():
 
 def test_slots_between_keeps_the_newest():
     after, until = utc(2026, 1, 1, 0, 0), utc(2026, 1, 1, 5, 30)
-    assert schedule.slots_between("0 * * * *", "UTC", after, until, limit=100) == [utc(2026, 1, 1, h) for h in range(1, 6)]
-    assert schedule.slots_between("0 * * * *", "UTC", after, until, limit=2) == [utc(2026, 1, 1, 4), utc(2026, 1, 1, 5)]
+    assert schedule.slots_between("0 * * * *", "UTC", after, until, limit=100) == [
+        utc(2026, 1, 1, h) for h in range(1, 6)
+    ]
+    assert schedule.slots_between("0 * * * *", "UTC", after, until, limit=2) == [
+        utc(2026, 1, 1, 4),
+        utc(2026, 1, 1, 5),
+    ]
 
 
 def test_description_in_words_names_the_zone():
@@ -95,7 +116,9 @@ def test_description_in_words_names_the_zone():
 
 def test_hourly_jobs_keep_their_interval_through_the_repeated_hour():
     # A wildcard hour runs every real hour, both 02:00 CEST (00:00 UTC) and 02:00 CET (01:00 UTC).
-    slots = schedule.slots_between("0 * * * *", "Europe/Berlin", utc(2026, 10, 24, 22), utc(2026, 10, 25, 22), limit=100)
+    slots = schedule.slots_between(
+        "0 * * * *", "Europe/Berlin", utc(2026, 10, 24, 22), utc(2026, 10, 25, 22), limit=100
+    )
     assert slots == [utc(2026, 10, 24, 23)] + [utc(2026, 10, 25, h) for h in range(0, 23)]
 
 
@@ -105,5 +128,9 @@ def test_memoised_slots_tell_the_two_repeated_hours_apart():
     berlin = ZoneInfo("Europe/Berlin")
     first = datetime(2026, 10, 25, 2, 30, tzinfo=berlin)  # CEST, 00:30 UTC
     second = first.replace(fold=1)  # CET, 01:30 UTC: equal as a key before, an hour later
-    assert schedule.next_slot_after("*/15 * * * *", "UTC", first) == datetime(2026, 10, 25, 0, 45, tzinfo=UTC)
-    assert schedule.next_slot_after("*/15 * * * *", "UTC", second) == datetime(2026, 10, 25, 1, 45, tzinfo=UTC)
+    assert schedule.next_slot_after("*/15 * * * *", "UTC", first) == datetime(
+        2026, 10, 25, 0, 45, tzinfo=UTC
+    )
+    assert schedule.next_slot_after("*/15 * * * *", "UTC", second) == datetime(
+        2026, 10, 25, 1, 45, tzinfo=UTC
+    )

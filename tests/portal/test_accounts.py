@@ -13,27 +13,48 @@ def test_everything_but_sign_in_needs_a_user(client):
 
 
 def test_sign_in_with_email_and_password(client, alice):
-    response = client.post(reverse("account_login"), {"login": "alice@example.com", "password": "alice-password-1"})
+    response = client.post(
+        reverse("account_login"), {"login": "alice@example.com", "password": "alice-password-1"}
+    )
     assert response.status_code == 302
     assert client.get(reverse("dashboard")).status_code == 200
 
 
 def test_wrong_password_is_refused(client, alice):
-    response = client.post(reverse("account_login"), {"login": "alice@example.com", "password": "nope"})
+    response = client.post(
+        reverse("account_login"), {"login": "alice@example.com", "password": "nope"}
+    )
     assert response.status_code == 200
     assert client.get(reverse("dashboard")).status_code == 302
 
 
 def test_sign_up_creates_an_account(client, django_user_model):
-    response = client.post(reverse("account_signup"), {"email": "new@example.org", "password1": "a-long-passphrase-9", "password2": "a-long-passphrase-9"})
+    response = client.post(
+        reverse("account_signup"),
+        {
+            "email": "new@example.org",
+            "password1": "a-long-passphrase-9",
+            "password2": "a-long-passphrase-9",
+        },
+    )
     assert response.status_code == 302
     assert django_user_model.objects.filter(email="new@example.org").exists()
 
 
 def test_sign_up_can_be_limited_to_domains(client, settings, django_user_model):
     settings.SIGNUP_ALLOWED_DOMAINS = ["mozilla.com"]
-    response = client.post(reverse("account_signup"), {"email": "x@gmail.com", "password1": "a-long-passphrase-9", "password2": "a-long-passphrase-9"})
-    assert response.status_code == 200 and "limited to addresses in: mozilla.com" in response.content.decode()
+    response = client.post(
+        reverse("account_signup"),
+        {
+            "email": "x@gmail.com",
+            "password1": "a-long-passphrase-9",
+            "password2": "a-long-passphrase-9",
+        },
+    )
+    assert (
+        response.status_code == 200
+        and "limited to addresses in: mozilla.com" in response.content.decode()
+    )
     assert not django_user_model.objects.filter(email="x@gmail.com").exists()
 
 
@@ -45,24 +66,55 @@ def test_sign_up_can_be_closed(client, settings):
 
 def test_an_openid_connect_provider_is_offered_when_configured(client, settings):
     settings.SOCIALACCOUNT_PROVIDERS = {
-        "openid_connect": {"APPS": [{"provider_id": "corp", "name": "Corp SSO", "client_id": "id", "secret": "s",
-                                     "settings": {"server_url": "https://sso.example.com"}}]}
+        "openid_connect": {
+            "APPS": [
+                {
+                    "provider_id": "corp",
+                    "name": "Corp SSO",
+                    "client_id": "id",
+                    "secret": "s",
+                    "settings": {"server_url": "https://sso.example.com"},
+                }
+            ]
+        }
     }
     html = client.get(reverse("account_login")).content.decode()
     assert "Corp SSO" in html
 
 
-def test_an_unverified_address_cannot_use_the_portal_until_its_link_is_followed(client, django_user_model):
+def test_an_unverified_address_cannot_use_the_portal_until_its_link_is_followed(
+    client, django_user_model
+):
     from django.core import mail
 
-    client.post(reverse("account_signup"), {"email": "new@example.org", "password1": "a-long-passphrase-9", "password2": "a-long-passphrase-9"})
+    client.post(
+        reverse("account_signup"),
+        {
+            "email": "new@example.org",
+            "password1": "a-long-passphrase-9",
+            "password2": "a-long-passphrase-9",
+        },
+    )
     assert client.get(reverse("dashboard")).status_code == 302  # signed up, not signed in
-    signed_in = client.post(reverse("account_login"), {"login": "new@example.org", "password": "a-long-passphrase-9"})
+    signed_in = client.post(
+        reverse("account_login"), {"login": "new@example.org", "password": "a-long-passphrase-9"}
+    )
     assert signed_in.status_code == 302 and "confirm-email" in signed_in["Location"]
     assert client.get(reverse("dashboard")).status_code == 302
-    link = next(line for m in mail.outbox for line in m.body.splitlines() if "/accounts/confirm-email/" in line).strip()
-    client.post(link[link.index("/accounts/"):])
-    assert client.post(reverse("account_login"), {"login": "new@example.org", "password": "a-long-passphrase-9"}).status_code == 302
+    link = next(
+        line
+        for m in mail.outbox
+        for line in m.body.splitlines()
+        if "/accounts/confirm-email/" in line
+    ).strip()
+    client.post(link[link.index("/accounts/") :])
+    assert (
+        client.post(
+            reverse("account_login"),
+            {"login": "new@example.org", "password": "a-long-passphrase-9"},
+        ).status_code
+        == 302
+    )
     assert client.get(reverse("dashboard")).status_code == 200
 
 
@@ -72,21 +124,40 @@ def test_verification_is_mandatory_whenever_anyone_may_sign_up(monkeypatch):
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent.parent
-    probe = "import django; django.setup(); from django.conf import settings; print(settings.ACCOUNT_EMAIL_VERIFICATION)"
-    for env, expected in (({"SIGNUP_OPEN": "true"}, "mandatory"), ({"SIGNUP_OPEN": "false", "SIGNUP_ALLOWED_DOMAINS": "corp.example"}, "mandatory"),
-                          ({"SIGNUP_OPEN": "false", "ACCOUNT_EMAIL_VERIFICATION": "none"}, "none"),
-                          ({"SIGNUP_OPEN": "true", "ACCOUNT_EMAIL_VERIFICATION": "none"}, "mandatory")):
+    probe = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.ACCOUNT_EMAIL_VERIFICATION)"
+    )
+    for env, expected in (
+        ({"SIGNUP_OPEN": "true"}, "mandatory"),
+        ({"SIGNUP_OPEN": "false", "SIGNUP_ALLOWED_DOMAINS": "corp.example"}, "mandatory"),
+        ({"SIGNUP_OPEN": "false", "ACCOUNT_EMAIL_VERIFICATION": "none"}, "none"),
+        ({"SIGNUP_OPEN": "true", "ACCOUNT_EMAIL_VERIFICATION": "none"}, "mandatory"),
+    ):
         import os
 
-        full = {k: v for k, v in os.environ.items() if k not in ("SIGNUP_ALLOWED_DOMAINS", "ACCOUNT_EMAIL_VERIFICATION")}
-        done = subprocess.run([sys.executable, "-c", probe], cwd=root, env={**full, **env, "DJANGO_SETTINGS_MODULE": "portal.settings"},
-                              capture_output=True, text=True, timeout=60)
+        full = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("SIGNUP_ALLOWED_DOMAINS", "ACCOUNT_EMAIL_VERIFICATION")
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=root,
+            env={**full, **env, "DJANGO_SETTINGS_MODULE": "portal.settings"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.stdout.strip() == expected, (env, done.stderr[-500:])
 
 
 def test_admin_sign_in_goes_through_the_rate_limited_portal_sign_in(client, staff):
     response = client.get("/admin/login/?next=/admin/jobs/job/")
-    assert response.status_code == 302 and response["Location"] == f"{reverse('account_login')}?next=/admin/jobs/job/"
+    assert (
+        response.status_code == 302
+        and response["Location"] == f"{reverse('account_login')}?next=/admin/jobs/job/"
+    )
     # Posting credentials to the admin's form signs nobody in.
     client.post("/admin/login/", {"username": "staff", "password": "staff-password-1"})
     assert client.get("/admin/").status_code == 302
@@ -94,7 +165,9 @@ def test_admin_sign_in_goes_through_the_rate_limited_portal_sign_in(client, staf
     # the right password included.
     for _ in range(5):
         client.post(reverse("account_login"), {"login": "staff@example.com", "password": "wrong"})
-    refused = client.post(reverse("account_login"), {"login": "staff@example.com", "password": "staff-password-1"})
+    refused = client.post(
+        reverse("account_login"), {"login": "staff@example.com", "password": "staff-password-1"}
+    )
     assert refused.status_code in (200, 429) and "Too many failed" in refused.content.decode()
     assert client.get("/admin/").status_code == 302
 
@@ -123,12 +196,20 @@ def test_openid_connect_needs_a_verified_address_and_honours_the_sign_up_policy(
 
     from portal.accounts import SocialAccountAdapter, oidc_refusal
 
-    assert "not verified" in oidc_refusal(_Login({"email": "a@corp.example", "email_verified": False}))
+    assert "not verified" in oidc_refusal(
+        _Login({"email": "a@corp.example", "email_verified": False})
+    )
     assert "not verified" in oidc_refusal(_Login({"email": "a@corp.example"}))
     assert oidc_refusal(_Login({"email": "a@corp.example", "email_verified": True})) == ""
     settings.SIGNUP_ALLOWED_DOMAINS = ["corp.example"]
-    assert "limited to addresses" in oidc_refusal(_Login({"email": "a@gmail.com", "email_verified": True}))
-    google = {"iss": "https://accounts.google.com", "email": "a@corp.example", "email_verified": True}
+    assert "limited to addresses" in oidc_refusal(
+        _Login({"email": "a@gmail.com", "email_verified": True})
+    )
+    google = {
+        "iss": "https://accounts.google.com",
+        "email": "a@corp.example",
+        "email_verified": True,
+    }
     assert "Google Workspace" in oidc_refusal(_Login(google))  # no hd: a consumer account
     assert "Google Workspace" in oidc_refusal(_Login({**google, "hd": "other.example"}))
     assert oidc_refusal(_Login({**google, "hd": "corp.example"})) == ""
@@ -136,9 +217,15 @@ def test_openid_connect_needs_a_verified_address_and_honours_the_sign_up_policy(
     adapter = SocialAccountAdapter()
     request = rf.get("/accounts/oidc/login/callback/")
     with pytest.raises(ImmediateHttpResponse) as refused:
-        adapter.pre_social_login(request, _Login({"email": "a@corp.example", "email_verified": False}))
+        adapter.pre_social_login(
+            request, _Login({"email": "a@corp.example", "email_verified": False})
+        )
     assert refused.value.response.status_code == 403
     settings.SIGNUP_OPEN = False
-    assert not adapter.is_open_for_signup(request, _Login({"email": "a@corp.example", "email_verified": True}))
+    assert not adapter.is_open_for_signup(
+        request, _Login({"email": "a@corp.example", "email_verified": True})
+    )
     settings.SIGNUP_OPEN = True
-    assert adapter.is_open_for_signup(request, _Login({"email": "a@corp.example", "email_verified": True}))
+    assert adapter.is_open_for_signup(
+        request, _Login({"email": "a@corp.example", "email_verified": True})
+    )

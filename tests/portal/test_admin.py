@@ -15,7 +15,13 @@ from jobs import services
 
 pytestmark = pytest.mark.django_db
 
-NOT_ADDED_IN_THE_ADMIN = {"jobs.job", "jobs.notebookversion", "jobs.run", "clusters.cluster", "clusters.sshkey"}
+NOT_ADDED_IN_THE_ADMIN = {
+    "jobs.job",
+    "jobs.notebookversion",
+    "jobs.run",
+    "clusters.cluster",
+    "clusters.sshkey",
+}
 
 
 @pytest.fixture
@@ -24,9 +30,12 @@ def objects(make_job, alice):
     run = services.run_now(job, alice, enqueue=False)
     services.cancel_run(run, alice)
     cluster_services.launch_cluster(alice, cluster_services.ClusterSpec(name="adminview"))
-    public = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    ).decode()
+    public = (
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
     cluster_services.add_ssh_key(alice, "laptop", public + " alice@laptop")
     EMRRelease.objects.get_or_create(label="emr-7.5.0", defaults={"spark_version": "3.5.2"})
 
@@ -53,7 +62,9 @@ def test_cancel_action_counts_only_runs_that_were_active(client, staff, make_job
     services.cancel_run(ended, alice)
     client.force_login(staff)
     response = client.post(
-        reverse("admin:jobs_run_changelist"), {"action": "cancel", "_selected_action": [queued.pk, ended.pk]}, follow=True
+        reverse("admin:jobs_run_changelist"),
+        {"action": "cancel", "_selected_action": [queued.pk, ended.pk]},
+        follow=True,
     )
     text = response.content.decode()
     assert "Asked 1 run(s) to cancel. 1 had already ended." in text
@@ -67,7 +78,9 @@ def test_admin_job_edits_are_validated_and_move_the_next_slot(client, staff, mak
     url = reverse("admin:jobs_job_change", args=[job.pk])
     page = client.get(url).context
     form = page["adminform"].form
-    data = {k: v for k, v in form.initial.items() if v is not None and not isinstance(v, (list, dict))}
+    data = {
+        k: v for k, v in form.initial.items() if v is not None and not isinstance(v, (list, dict))
+    }
     for inline in page["inline_admin_formsets"]:  # the inlines' management forms and rows
         formset = inline.formset
         data[f"{formset.prefix}-TOTAL_FORMS"] = formset.total_form_count()
@@ -80,6 +93,10 @@ def test_admin_job_edits_are_validated_and_move_the_next_slot(client, staff, mak
     bad = client.post(url, {**data, "cron": "0 0 30 2 *"})
     assert bad.status_code == 200 and "never fires" in bad.content.decode()
     good = client.post(url, {**data, "cron": "15 7 * * *", "timezone": "UTC"})
-    assert good.status_code == 302, (good.context["adminform"].form.errors, [f.formset.errors for f in good.context["inline_admin_formsets"]], [f.formset.non_form_errors() for f in good.context["inline_admin_formsets"]])
+    assert good.status_code == 302, (
+        good.context["adminform"].form.errors,
+        [f.formset.errors for f in good.context["inline_admin_formsets"]],
+        [f.formset.non_form_errors() for f in good.context["inline_admin_formsets"]],
+    )
     job = Job.objects.get(pk=job.pk)
     assert (job.next_run_at.hour, job.next_run_at.minute) == (7, 15)

@@ -17,7 +17,11 @@ EXPECTED = {
 
 def test_every_task_of_the_portal_has_a_queue_chosen_for_it():
     app.loader.import_default_modules()
-    ours = {name for name in app.tasks if name.split(".")[0] in {"jobs", "clusters", "portal", "telemetry"}}
+    ours = {
+        name
+        for name in app.tasks
+        if name.split(".")[0] in {"jobs", "clusters", "portal", "telemetry"}
+    }
     assert ours == set(EXPECTED), "a new task: decide its queue here"
     routed = {name: app.amqp.router.route({}, name)["queue"].name for name in ours}
     assert routed == EXPECTED
@@ -26,4 +30,7 @@ def test_every_task_of_the_portal_has_a_queue_chosen_for_it():
 def test_beat_ticks_go_where_their_task_is_routed():
     # A cluster launch (seconds) on "clusters" cannot hold up a dispatcher tick on "control".
     for entry in app.conf.beat_schedule.values():
-        assert app.amqp.router.route(dict(entry.get("options", {})), entry["task"])["queue"].name == EXPECTED[entry["task"]]
+        assert (
+            app.amqp.router.route(dict(entry.get("options", {})), entry["task"])["queue"].name
+            == EXPECTED[entry["task"]]
+        )

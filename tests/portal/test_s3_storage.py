@@ -22,16 +22,29 @@ def s3(settings, monkeypatch):
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(name, value)
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="portal-outputs")
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
+        Bucket="portal-outputs"
+    )
     settings.STORAGES = {
         **settings.STORAGES,
         "default": {
             "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {"bucket_name": "portal-outputs", "endpoint_url": endpoint, "region_name": "us-east-1",
-                        "addressing_style": "path", "signature_version": "s3v4", "default_acl": None,
-                        "querystring_auth": True, "file_overwrite": False},
+            "OPTIONS": {
+                "bucket_name": "portal-outputs",
+                "endpoint_url": endpoint,
+                "region_name": "us-east-1",
+                "addressing_style": "path",
+                "signature_version": "s3v4",
+                "default_acl": None,
+                "querystring_auth": True,
+                "file_overwrite": False,
+            },
         },
     }
     default_storage._wrapped = empty
@@ -40,7 +53,9 @@ def s3(settings, monkeypatch):
     server.stop()
 
 
-def test_jobs_and_outputs_round_trip_through_s3(s3, make_job, alice, alice_client, tmp_path, client):
+def test_jobs_and_outputs_round_trip_through_s3(
+    s3, make_job, alice, alice_client, tmp_path, client
+):
     job = make_job("trivial.ipynb")
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="portal-outputs")["Contents"]}
     assert keys == {f"notebooks/{job.pk}/1.ipynb"}

@@ -26,7 +26,9 @@ def make(settings):
     made = []
 
     def make_one(name="t-probe", uid=None, **spec):
-        box = sb.Sandbox(sb.SandboxSpec(name=f"{name}-{os.getpid()}", uid=uid or sb.uid_for(4242), **spec)).prepare()
+        box = sb.Sandbox(
+            sb.SandboxSpec(name=f"{name}-{os.getpid()}", uid=uid or sb.uid_for(4242), **spec)
+        ).prepare()
         made.append(box)
         return box
 
@@ -37,7 +39,12 @@ def make(settings):
 
 def run_python(box, code, timeout=60, env=None):
     """Run ``code`` with the venv's Python in ``box``; return its last stdout line as JSON."""
-    proc = box.popen([sys.executable, "-c", textwrap.dedent(code)], env or {"PATH": os.defpath}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = box.popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env or {"PATH": os.defpath},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err.decode()[-3000:]
     return json.loads(out.decode().strip().splitlines()[-1])
@@ -51,7 +58,9 @@ def test_the_sandbox_is_unprivileged_on_the_host_not_only_inside(make, settings)
     secret.write_text("root's secret")
     secret.chmod(0o600)
     box = make(read_only=(str(shared),))
-    seen = run_python(box, f"""
+    seen = run_python(
+        box,
+        f"""
         import json, os
         def attempt(path):
             try:
@@ -59,9 +68,12 @@ def test_the_sandbox_is_unprivileged_on_the_host_not_only_inside(make, settings)
                 return "read"
             except OSError as exc:
                 return type(exc).__name__
-        print(json.dumps({{"uid": os.getuid(), "euid": os.geteuid(), "groups": os.getgroups(),
-                          "root_only": attempt({str(secret)!r}), "shadow": attempt("/etc/shadow")}}))
-    """)
+        print(json.dumps({{
+            "uid": os.getuid(), "euid": os.geteuid(), "groups": os.getgroups(),
+            "root_only": attempt({str(secret)!r}), "shadow": attempt("/etc/shadow"),
+        }}))
+    """,
+    )
     assert seen["root_only"] == "PermissionError" and seen["shadow"] == "PermissionError"
     assert seen["uid"] == seen["euid"] == sb.uid_for(4242) and seen["groups"] == []
 
@@ -71,19 +83,24 @@ def test_the_sandbox_sees_nothing_of_the_data_dir_or_the_repository(make, settin
 
     (django_settings.DATA_DIR / "secret_key_probe").write_text("x")
     box = make()
-    seen = run_python(box, f"""
+    seen = run_python(
+        box,
+        f"""
         import json, os
         data = {str(django_settings.DATA_DIR)!r}
         base = {str(django_settings.BASE_DIR)!r}
         print(json.dumps({{
-            "data_dir": [p for p in ("secret_key_probe", "storage", "sandbox") if os.path.exists(os.path.join(data, p))],
-            "repo": [p for p in (".git", "portal/settings.py", "manage.py", "requirements.txt", "telemetry/__init__.py")
+            "data_dir": [p for p in ("secret_key_probe", "storage", "sandbox")
+                         if os.path.exists(os.path.join(data, p))],
+            "repo": [p for p in (".git", "portal/settings.py", "manage.py", "requirements.txt",
+                                 "telemetry/__init__.py")
                      if os.path.exists(os.path.join(base, p))],
             "root_home": os.access("/root", os.R_OK),
             "writable_usr": os.access("/usr/bin", os.W_OK),
             "home": os.getcwd(), "tmp_writable": os.access("/tmp", os.W_OK),
         }}))
-    """)
+    """,
+    )
     assert seen["data_dir"] == ["sandbox"]  # only the way to its own scratch directory
     assert seen["repo"] == ["telemetry/__init__.py"]  # of the repository, only the dataset package
     assert seen["root_home"] is False and seen["writable_usr"] is False
@@ -97,7 +114,9 @@ def test_the_sandbox_has_its_own_processes_and_no_network(make):
     port = listener.getsockname()[1]
     try:
         box = make()
-        seen = run_python(box, f"""
+        seen = run_python(
+            box,
+            f"""
             import json, os, socket
             pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
             try:
@@ -111,7 +130,8 @@ def test_the_sandbox_has_its_own_processes_and_no_network(make):
             except OSError as exc:
                 environ = type(exc).__name__
             print(json.dumps({{"pids": pids, "reach": reach, "environ": environ}}))
-        """)
+        """,
+        )
     finally:
         listener.close()
     assert os.getpid() not in seen["pids"] and max(seen["pids"]) < 100
@@ -122,7 +142,11 @@ def test_the_sandbox_has_its_own_processes_and_no_network(make):
 def test_the_environment_is_exactly_what_the_caller_gave(make, monkeypatch):
     monkeypatch.setenv("PORTAL_PROBE_SECRET", "must-not-leak")
     box = make()
-    seen = run_python(box, "import json, os; print(json.dumps(dict(os.environ)))", env={"PATH": os.defpath, "ONLY": "this"})
+    seen = run_python(
+        box,
+        "import json, os; print(json.dumps(dict(os.environ)))",
+        env={"PATH": os.defpath, "ONLY": "this"},
+    )
     assert "PORTAL_PROBE_SECRET" not in seen and seen["ONLY"] == "this"
     assert seen["HOME"] == str(box.home) and seen["TMPDIR"] == "/tmp"
 
@@ -131,8 +155,12 @@ def test_the_memory_limit_kills_inside_the_sandbox_only(make):
     box = make(limits=sb.Limits(memory_bytes=256 * 2**20, pids=64))
     if box.cgroup is None:
         pytest.skip("no cgroup on this host")
-    proc = box.popen([sys.executable, "-c", "b = bytearray(1024 * 2**20); print('allocated')"], {"PATH": os.defpath},
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = box.popen(
+        [sys.executable, "-c", "b = bytearray(1024 * 2**20); print('allocated')"],
+        {"PATH": os.defpath},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, _ = proc.communicate(timeout=60)
     assert b"allocated" not in out and proc.returncode != 0
     assert box.oom_killed()
@@ -140,15 +168,23 @@ def test_the_memory_limit_kills_inside_the_sandbox_only(make):
 
 def test_a_fork_bomb_is_contained_and_destroy_ends_it(make):
     box = make(limits=sb.Limits(pids=64))
-    proc = box.popen(["sh", "-c", "f() { f | f & }; f; sleep 30"], {"PATH": os.defpath},
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = box.popen(
+        ["sh", "-c", "f() { f | f & }; f; sleep 30"],
+        {"PATH": os.defpath},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(2)
     uid = box.spec.uid
-    mine = [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid]
+    mine = [
+        p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid
+    ]
     assert 0 < len(mine) <= 64 + 2
     box.destroy([proc.pid])
     proc.wait(timeout=10)
-    left = [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid]
+    left = [
+        p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid
+    ]
     assert left == []
 
 
@@ -160,7 +196,9 @@ def test_the_forwarder_reaches_exactly_one_endpoint(make):
     box = make(forward_port=15002)
     box.relay("127.0.0.1", target.getsockname()[1])
     try:
-        seen = run_python(box, f"""
+        seen = run_python(
+            box,
+            f"""
             import json, socket, time
             for _ in range(50):
                 try:
@@ -178,7 +216,8 @@ def test_the_forwarder_reaches_exactly_one_endpoint(make):
             except OSError as exc:
                 other = type(exc).__name__
             print(json.dumps({{"forwarded": ok, "other": other}}))
-        """)
+        """,
+        )
         target.settimeout(5)
         conn, _ = target.accept()
         assert conn.recv(5) == b"hello"

@@ -21,7 +21,9 @@ def run(make_job, alice):
     from jobs.models import Run
 
     run = services.run_now(make_job("trivial.ipynb"), alice, enqueue=False)
-    key = default_storage.save("runs/test/output.html", ContentFile(b"<html><body>hello</body></html>"))
+    key = default_storage.save(
+        "runs/test/output.html", ContentFile(b"<html><body>hello</body></html>")
+    )
     Run.objects.filter(pk=run.pk).update(attempt=1, html_key=key)
     run.refresh_from_db()
     return run
@@ -44,7 +46,12 @@ def test_signed_url_serves_the_html_with_the_sandbox_csp(client, run, html_key):
     assert response.status_code == 200
     assert b"hello" in b"".join(response.streaming_content)
     csp = response["Content-Security-Policy"]
-    for part in ("sandbox allow-scripts", "connect-src 'none'", "frame-ancestors http://localhost:8000", "default-src 'none'"):
+    for part in (
+        "sandbox allow-scripts",
+        "connect-src 'none'",
+        "frame-ancestors http://localhost:8000",
+        "default-src 'none'",
+    ):
         assert part in csp
     assert response["X-Content-Type-Options"] == "nosniff"
     assert response["Referrer-Policy"] == "no-referrer"
@@ -89,10 +96,14 @@ def test_a_token_holds_only_for_the_runs_current_attempt_and_output(client, run,
 
     assert fetch(client, usercontent.content_url(html_key, run.pk, 1)).status_code == 200
     other = default_storage.save("runs/other/output.html", ContentFile(b"<html>another run</html>"))
-    assert fetch(client, usercontent.content_url(other, run.pk, 1)).status_code == 404  # not this run's
+    assert (
+        fetch(client, usercontent.content_url(other, run.pk, 1)).status_code == 404
+    )  # not this run's
     assert fetch(client, usercontent.content_url(html_key, run.pk + 1, 1)).status_code == 404
     Run.objects.filter(pk=run.pk).update(attempt=2)
-    assert fetch(client, usercontent.content_url(html_key, run.pk, 1)).status_code == 404  # an older attempt
+    assert (
+        fetch(client, usercontent.content_url(html_key, run.pk, 1)).status_code == 404
+    )  # an older attempt
 
 
 def test_a_content_url_lives_two_minutes_at_most():
@@ -103,8 +114,14 @@ def test_a_content_url_lives_two_minutes_at_most():
 
     root = Path(__file__).resolve().parent.parent.parent
     probe = "import django; django.setup()"
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", "USERCONTENT_URL_MAX_AGE": "600"}
-    done = subprocess.run([sys.executable, "-c", probe], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "USERCONTENT_URL_MAX_AGE": "600",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode != 0 and "between 1 and 120 seconds" in done.stderr
 
 
@@ -126,7 +143,10 @@ def test_plotly_is_served_locally(client):
     assert "sandbox allow-scripts" in response["Content-Security-Policy"]
 
 
-@pytest.mark.parametrize("path", ["/static/portal/portal.css", "/static/vendor/htmx-2.0.11.min.js", "/static/admin/js/core.js"])
+@pytest.mark.parametrize(
+    "path",
+    ["/static/portal/portal.css", "/static/vendor/htmx-2.0.11.min.js", "/static/admin/js/core.js"],
+)
 def test_only_the_viewers_own_static_files_are_served_on_the_content_host(client, path):
     assert client.get(path).status_code == 200  # on the portal's host
     response = client.get(path, HTTP_HOST=CONTENT_HOST)

@@ -29,7 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 PINGS = 5000
 DAYS = 6
 END = "20261115"
-DATES = [(dt.date(2026, 11, 15) - dt.timedelta(days=DAYS - 1 - i)).strftime("%Y%m%d") for i in range(DAYS)]
+DATES = [
+    (dt.date(2026, 11, 15) - dt.timedelta(days=DAYS - 1 - i)).strftime("%Y%m%d")
+    for i in range(DAYS)
+]
 
 
 # --- fixtures -------------------------------------------------------------------------------
@@ -38,7 +41,9 @@ DATES = [(dt.date(2026, 11, 15) - dt.timedelta(days=DAYS - 1 - i)).strftime("%Y%
 @pytest.fixture(scope="module")
 def gen():
     """examples/generate_pings.py as a module (examples/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("generate_pings_under_test", ROOT / "examples" / "generate_pings.py")
+    spec = importlib.util.spec_from_file_location(
+        "generate_pings_under_test", ROOT / "examples" / "generate_pings.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -48,16 +53,26 @@ def gen():
 def sample(tmp_path_factory, gen):
     """The module's sample: pings, their JSON export and the Talos series."""
     base = tmp_path_factory.mktemp("telemetry")
-    summary = gen.generate(base / "pings", pings=PINGS, days=DAYS, end_date=END, json_dir=base / "pings_json")
+    summary = gen.generate(
+        base / "pings", pings=PINGS, days=DAYS, end_date=END, json_dir=base / "pings_json"
+    )
     talos = gen.generate_talos(base / "talos", days=120, end_date=END)
-    return {"base": base, "pings": base / "pings", "json": base / "pings_json", "talos": base / "talos",
-            "summary": summary, "talos_summary": talos}
+    return {
+        "base": base,
+        "pings": base / "pings",
+        "json": base / "pings_json",
+        "talos": base / "talos",
+        "summary": summary,
+        "talos_summary": talos,
+    }
 
 
 @pytest.fixture(scope="module")
 def table(sample):
     """The sample as one Arrow table, partition columns as strings."""
-    partitioning = ds.partitioning(pa.schema([(c, pa.string()) for c in telemetry.PARTITION_COLUMNS]), flavor="hive")
+    partitioning = ds.partitioning(
+        pa.schema([(c, pa.string()) for c in telemetry.PARTITION_COLUMNS]), flavor="hive"
+    )
     return ds.dataset(sample["pings"], format="parquet", partitioning=partitioning).to_table()
 
 
@@ -96,7 +111,11 @@ def expected_rows(table, **conditions):
 
 
 def tree_digest(path: Path) -> dict:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 # --- the generator ---------------------------------------------------------------------------
@@ -104,7 +123,9 @@ def tree_digest(path: Path) -> dict:
 
 def test_generator_is_deterministic(gen, tmp_path):
     for run in ("a", "b"):
-        gen.generate(tmp_path / run / "pings", pings=1500, days=3, seed=11, json_dir=tmp_path / run / "json")
+        gen.generate(
+            tmp_path / run / "pings", pings=1500, days=3, seed=11, json_dir=tmp_path / run / "json"
+        )
         gen.generate_talos(tmp_path / run / "talos", seed=11, days=40)
     for kind in ("pings", "json", "talos"):
         first, second = tree_digest(tmp_path / "a" / kind), tree_digest(tmp_path / "b" / kind)
@@ -114,15 +135,44 @@ def test_generator_is_deterministic(gen, tmp_path):
 
 
 def test_generator_cli_writes_sibling_outputs(gen, tmp_path, capsys):
-    assert gen.main(["--out", str(tmp_path / "pings"), "--pings", "800", "--days", "2", "--json", "--talos", "--talos-days", "30"]) == 0
+    assert (
+        gen.main(
+            [
+                "--out",
+                str(tmp_path / "pings"),
+                "--pings",
+                "800",
+                "--days",
+                "2",
+                "--json",
+                "--talos",
+                "--talos-days",
+                "30",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["rows"] == 800 and summary["json_dir"] == str(tmp_path / "pings_json")
     assert summary["talos"]["out_dir"] == str(tmp_path / "talos") and summary["talos"]["days"] == 30
-    assert sorted(p.name for p in (tmp_path / "talos").iterdir()) == ["_generate_talos.json", "_shifts.json", "part-00000.parquet"]
+    assert sorted(p.name for p in (tmp_path / "talos").iterdir()) == [
+        "_generate_talos.json",
+        "_shifts.json",
+        "part-00000.parquet",
+    ]
     assert len(list((tmp_path / "pings_json").glob("pings-*.json"))) == 2
     # Outputs nested in each other, or a directory this script did not write, are refused.
     with pytest.raises(SystemExit):
-        gen.main(["--out", str(tmp_path / "pings"), "--pings", "10", "--json", str(tmp_path / "pings" / "j")])
+        gen.main(
+            [
+                "--out",
+                str(tmp_path / "pings"),
+                "--pings",
+                "10",
+                "--json",
+                str(tmp_path / "pings" / "j"),
+            ]
+        )
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(gen.UnsafeOutputDir):
@@ -134,8 +184,18 @@ def test_generator_cli_writes_sibling_outputs(gen, tmp_path, capsys):
 
 def test_sample_keeps_the_published_os_mix_and_old_columns(sample, table, gen):
     assert table.num_rows == PINGS
-    for column in ("client_id", "document_id", "os_name", "os_version", "architecture", "e10s_enabled",
-                   "addons", "session_length_s", "subsession_hours", "gc_ms"):
+    for column in (
+        "client_id",
+        "document_id",
+        "os_name",
+        "os_version",
+        "architecture",
+        "e10s_enabled",
+        "addons",
+        "session_length_s",
+        "subsession_hours",
+        "gc_ms",
+    ):
         assert column in table.column_names
     firefox = table.filter(pc.equal(table["app"], "Firefox"))
     shares = Counter(firefox["os_name"].to_pylist())
@@ -158,12 +218,18 @@ def test_hangs_have_stacks_durations_and_a_long_tail(table, gen):
     assert durations.min() >= 128 and durations.max() <= 600_000
     assert np.percentile(durations, 99) > 10 * np.median(durations)
     # Outermost frame first: every stack starts in main and reaches the event loop before the hang.
-    assert all(s[0] in ("wmain", "main", "Java_org_mozilla_gecko_mozglue_GeckoLoader_nativeRun") for s in stacks)
+    assert all(
+        s[0] in ("wmain", "main", "Java_org_mozilla_gecko_mozglue_GeckoLoader_nativeRun")
+        for s in stacks
+    )
     assert all("nsThread::ProcessNextEvent" in s[:-1] for s in stacks)
     last = Counter(s[-1] for s in stacks)
-    for frame in ("PresShell::DoReflow", "nsCycleCollector::collectSlice",
-                  "mozilla::plugins::PluginInstanceParent::CallNPP_HandleEvent",
-                  "mozilla::plugins::PluginModuleChromeParent::LoadModule"):
+    for frame in (
+        "PresShell::DoReflow",
+        "nsCycleCollector::collectSlice",
+        "mozilla::plugins::PluginInstanceParent::CallNPP_HandleEvent",
+        "mozilla::plugins::PluginModuleChromeParent::LoadModule",
+    ):
         assert last[frame] > 0, (frame, last)
     # No plugin hangs on Android.
     android = table.filter(pc.equal(table["os_name"], "Android"))
@@ -189,12 +255,16 @@ def test_hang_count_grows_with_session_length(table):
 
 def test_addons_cluster_in_communities(table, gen):
     clients = {}
-    for client, names in zip(table["client_id"].to_pylist(), table["addon_names"].to_pylist(), strict=True):
+    for client, names in zip(
+        table["client_id"].to_pylist(), table["addon_names"].to_pylist(), strict=True
+    ):
         clients[client] = names
     # addon_names is aligned with addons.
     name_of = {addon_id: name for addon_id, name, _, _ in gen.ADDONS}
     first = table.slice(0, 200)
-    for ids, names in zip(first["addons"].to_pylist(), first["addon_names"].to_pylist(), strict=True):
+    for ids, names in zip(
+        first["addons"].to_pylist(), first["addon_names"].to_pylist(), strict=True
+    ):
         assert [name_of[i] for i in ids] == names and ids == sorted(ids)
     community = {name: c for _, name, c, _ in gen.ADDONS}
     sets = [set(names) for names in clients.values()]
@@ -210,13 +280,23 @@ def test_addons_cluster_in_communities(table, gen):
     assert lift("uBlock Origin", "JSONView") < 1
     # Most profiles with several add-ons draw them mainly from one community.
     several = [s for s in sets if sum(community[a] != "general" for a in s) >= 3]
-    dominated = [s for s in several if Counter(community[a] for a in s if community[a] != "general").most_common(1)[0][1]
-                 >= 2 / 3 * sum(community[a] != "general" for a in s)]
+    dominated = [
+        s
+        for s in several
+        if Counter(community[a] for a in s if community[a] != "general").most_common(1)[0][1]
+        >= 2 / 3 * sum(community[a] != "general" for a in s)
+    ]
     assert len(several) > 50 and len(dominated) / len(several) > 0.7
     # Every community named in the brief is in the catalogue.
     privacy = {name for name, c in community.items() if c == "privacy"}
     webdev = {name for name, c in community.items() if c == "web-development"}
-    assert privacy == {"uBlock Origin", "Privacy Badger", "HTTPS Everywhere", "Ghostery", "NoScript"}
+    assert privacy == {
+        "uBlock Origin",
+        "Privacy Badger",
+        "HTTPS Everywhere",
+        "Ghostery",
+        "NoScript",
+    }
     assert webdev == {"Firebug", "Web Developer", "ColorZilla", "JSONView", "React Developer Tools"}
 
 
@@ -227,7 +307,7 @@ def test_uptime_histogram_is_one_bucket_of_the_session_length(table, gen):
     assert buckets[:4] == [0, 1, 2, 3] and buckets[-1] == 10_080
     for histogram, seconds in zip(uptime[:500], session[:500], strict=True):
         assert len(histogram) == 1
-        (key, value), = histogram
+        ((key, value),) = histogram
         minutes = seconds // 60
         assert value == 1 and key in buckets and key <= minutes
         index = buckets.index(key)
@@ -259,12 +339,19 @@ def test_talos_series_and_shift_ground_truth(sample, gen):
     tests, platforms = set(table["test"].to_pylist()), set(table["platform"].to_pylist())
     assert len(tests) >= 4 and len(platforms) >= 3
     dates = table["date"].to_pylist()
-    assert min(dates) == dt.date(2026, 11, 15) - dt.timedelta(days=119) and max(dates) == dt.date(2026, 11, 15)
+    assert min(dates) == dt.date(2026, 11, 15) - dt.timedelta(days=119) and max(dates) == dt.date(
+        2026, 11, 15
+    )
     shifts = json.loads((sample["talos"] / "_shifts.json").read_text())
     assert len(shifts) >= 5
     for shift in shifts:
         assert set(shift) == {"test", "platform", "date", "before_mean", "after_mean"}
-        series = table.filter(pc.and_(pc.equal(table["test"], shift["test"]), pc.equal(table["platform"], shift["platform"])))
+        series = table.filter(
+            pc.and_(
+                pc.equal(table["test"], shift["test"]),
+                pc.equal(table["platform"], shift["platform"]),
+            )
+        )
         when = dt.date.fromisoformat(shift["date"])
         window = dt.timedelta(days=7)
         values = series["value"].to_numpy()
@@ -275,9 +362,13 @@ def test_talos_series_and_shift_ground_truth(sample, gen):
         assert abs(expected) / shift["before_mean"] >= 0.04
         # The observed step has the sign and roughly the size of the injected one.
         assert np.sign(after - before) == np.sign(expected), shift
-        assert abs((after - before) - expected) < 0.6 * abs(expected) + 0.02 * shift["before_mean"], shift
+        assert (
+            abs((after - before) - expected) < 0.6 * abs(expected) + 0.02 * shift["before_mean"]
+        ), shift
     # Bimodal series: two clearly separated modes (tart: 35 % of runs 20 % above the lower mode).
-    tart = table.filter(pc.and_(pc.equal(table["test"], "tart"), pc.equal(table["platform"], "linux64")))
+    tart = table.filter(
+        pc.and_(pc.equal(table["test"], "tart"), pc.equal(table["platform"], "linux64"))
+    )
     values = tart["value"].to_numpy()
     days = np.array(tart["date"].to_pylist())
     first_month = values[days < min(dates) + dt.timedelta(days=14)]
@@ -296,7 +387,9 @@ def test_select_single_value_star_and_range(sample, table):
     assert len(everything.partitions) == sample["summary"]["partitions"]
     assert everything.read_paths == [f"file://{root}"]
     nightly = select_pings("Firefox", "nightly", "*", "*", "*", data_root=root)
-    assert nightly.partitions and {(p.values["app"], p.values["channel"]) for p in nightly.partitions} == {("Firefox", "nightly")}
+    assert nightly.partitions and {
+        (p.values["app"], p.values["channel"]) for p in nightly.partitions
+    } == {("Firefox", "nightly")}
     days = select_pings("*", "*", "*", "*", (DATES[1], DATES[2]), data_root=root)
     assert {p.values["submission_date"] for p in days.partitions} == {DATES[1], DATES[2]}
     assert sorted(days.read_paths) == [f"file://{root}/submission_date={d}" for d in DATES[1:3]]
@@ -310,17 +403,29 @@ def test_select_single_value_star_and_range(sample, table):
 
 def test_version_and_build_id_ranges(sample):
     root = sample["pings"]
-    versions = {p.values["version"] for p in select_pings(version=("51.0", "53.0a2"), data_root=root).partitions}
+    versions = {
+        p.values["version"]
+        for p in select_pings(version=("51.0", "53.0a2"), data_root=root).partitions
+    }
     assert versions == {"51.0", "51.0.1", "52.0", "53.0a2"}  # not 50.1.0, not 54.0a1
-    assert {p.values["version"] for p in select_pings(version="54.0a1", data_root=root).partitions} == {"54.0a1"}
-    builds = {p.values["build_id"] for p in select_pings(build_id=("20261101", "20261112"), data_root=root).partitions}
+    assert {
+        p.values["version"] for p in select_pings(version="54.0a1", data_root=root).partitions
+    } == {"54.0a1"}
+    builds = {
+        p.values["build_id"]
+        for p in select_pings(build_id=("20261101", "20261112"), data_root=root).partitions
+    }
     assert builds and all("20261101000000" <= b <= "20261112999999" for b in builds)
     all_builds = {p.values["build_id"] for p in select_pings(data_root=root).partitions}
     assert builds == {b for b in all_builds if "20261101" <= b[:8] <= "20261112"}
-    one_day = {p.values["build_id"] for p in select_pings(build_id="20261111", data_root=root).partitions}
+    one_day = {
+        p.values["build_id"] for p in select_pings(build_id="20261111", data_root=root).partitions
+    }
     assert one_day and all(b.startswith("20261111") for b in one_day)
     exact = sorted(all_builds)[0]
-    assert {p.values["build_id"] for p in select_pings(build_id=exact, data_root=root).partitions} == {exact}
+    assert {
+        p.values["build_id"] for p in select_pings(build_id=exact, data_root=root).partitions
+    } == {exact}
     assert select_pings(channel="no-such-channel", data_root=root).partitions == []
 
 
@@ -406,8 +511,13 @@ def test_missing_root_and_data_root_resolution(sample, tmp_path, monkeypatch):
     s3 = telemetry.data_root("s3a://bucket/telemetry/pings/")
     assert s3 == Root("s3a://bucket/telemetry/pings", None)
     monkeypatch.delenv("TELEMETRY_VIEWS_ROOT", raising=False)
-    assert telemetry.views_root(data_root_value="s3a://bucket/telemetry/pings").uri == "s3a://bucket/telemetry/views"
-    assert telemetry.views_root(data_root_value=sample["pings"]).local == str(sample["base"] / "views")
+    assert (
+        telemetry.views_root(data_root_value="s3a://bucket/telemetry/pings").uri
+        == "s3a://bucket/telemetry/views"
+    )
+    assert telemetry.views_root(data_root_value=sample["pings"]).local == str(
+        sample["base"] / "views"
+    )
     monkeypatch.setenv("TELEMETRY_VIEWS_ROOT", "s3a://other/views")
     assert telemetry.views_root().uri == "s3a://other/views"
 
@@ -436,18 +546,34 @@ def test_pings_filters_match_the_data(sample, table, spark):
     cases = [
         (("Firefox", "nightly", "*", "*", "*"), {"app": "Firefox", "channel": "nightly"}),
         (("*", "*", "*", "*", (DATES[1], DATES[3])), {"submission_date": (DATES[1], DATES[3])}),
-        (("Firefox", "release", "51.0.1", "*", DATES[0]),
-         {"app": "Firefox", "channel": "release", "version": "51.0.1", "submission_date": DATES[0]}),
-        (("*", "beta", "*", ("20261101", "20261112"), "*"),
-         {"channel": "beta", "build_id": ("20261101000000", "20261112999999")}),
+        (
+            ("Firefox", "release", "51.0.1", "*", DATES[0]),
+            {
+                "app": "Firefox",
+                "channel": "release",
+                "version": "51.0.1",
+                "submission_date": DATES[0],
+            },
+        ),
+        (
+            ("*", "beta", "*", ("20261101", "20261112"), "*"),
+            {"channel": "beta", "build_id": ("20261101000000", "20261112999999")},
+        ),
     ]
     for args, conditions in cases:
         df = Pings(*args, data_root=root, spark=spark)
         assert df.count() == expected_rows(table, **conditions) > 0, args
     # The partition values come back as strings, exactly as in the directory names.
-    row = Pings("Firefox", "beta", "*", "*", DATES[0], data_root=root, spark=spark).select(
-        "submission_date", "version", "build_id").first()
-    assert row.submission_date == DATES[0] and row.version == "52.0" and re.fullmatch(r"\d{14}", row.build_id)
+    row = (
+        Pings("Firefox", "beta", "*", "*", DATES[0], data_root=root, spark=spark)
+        .select("submission_date", "version", "build_id")
+        .first()
+    )
+    assert (
+        row.submission_date == DATES[0]
+        and row.version == "52.0"
+        and re.fullmatch(r"\d{14}", row.build_id)
+    )
     # Data columns as extra filters.
     linux = Pings(data_root=root, spark=spark, os_name="Linux", session_length_s=(60, 3600))
     assert linux.count() == expected_rows(table, os_name="Linux", session_length_s=(60, 3600)) > 0
@@ -457,17 +583,26 @@ def test_pings_filters_match_the_data(sample, table, spark):
     # The hangs column works in Spark: last frames, in SQL.
     from pyspark.sql import functions as F
 
-    last = {r.frame for r in everything.select(F.explode("hangs").alias("h"))
-            .select(F.element_at("h.stack", -1).alias("frame")).distinct().collect()}
+    last = {
+        r.frame
+        for r in everything.select(F.explode("hangs").alias("h"))
+        .select(F.element_at("h.stack", -1).alias("frame"))
+        .distinct()
+        .collect()
+    }
     assert {"PresShell::DoReflow", "nsCycleCollector::collectSlice"} <= last
 
 
 @pytest.mark.slow
 def test_partition_pruning_reads_only_matching_directories(sample, spark):
     root = sample["pings"]
-    spark.conf.set("spark.sql.maxMetadataStringLength", "100000")  # the plan lists every path in full
+    spark.conf.set(
+        "spark.sql.maxMetadataStringLength", "100000"
+    )  # the plan lists every path in full
     try:
-        df = Pings("Firefox", "nightly", "*", "*", (DATES[2], DATES[3]), data_root=root, spark=spark)
+        df = Pings(
+            "Firefox", "nightly", "*", "*", (DATES[2], DATES[3]), data_root=root, spark=spark
+        )
         plan = df._jdf.queryExecution().executedPlan().toString()
     finally:
         spark.conf.unset("spark.sql.maxMetadataStringLength")
@@ -485,8 +620,13 @@ def test_partition_pruning_reads_only_matching_directories(sample, spark):
         values = dict(part.split("=", 1) for part in file.split("/") if "=" in part)
         assert values["app"] == "Firefox" and values["channel"] == "nightly", file
         assert values["submission_date"] in DATES[2:4], file
-    on_disk = [p for p in root.rglob("*.parquet")
-               if "channel=nightly" in str(p) and "app=Firefox" in str(p) and any(f"submission_date={d}" in str(p) for d in DATES[2:4])]
+    on_disk = [
+        p
+        for p in root.rglob("*.parquet")
+        if "channel=nightly" in str(p)
+        and "app=Firefox" in str(p)
+        and any(f"submission_date={d}" in str(p) for d in DATES[2:4])
+    ]
     assert len(files) == len(on_disk)
     # A filter on the deepest column hands Spark exactly the matching leaves.
     builds = Pings(build_id=("20261110", "20261112"), data_root=root, spark=spark)
@@ -500,14 +640,32 @@ def test_partition_pruning_reads_only_matching_directories(sample, spark):
 def test_sampling_is_deterministic_and_close_to_the_fraction(sample, table, spark):
     root = sample["pings"]
     all_clients = set(table["client_id"].to_pylist())
-    first = {r.client_id for r in Pings(fraction=0.1, data_root=root, spark=spark).select("client_id").distinct().collect()}
-    second = {r.client_id for r in Pings(fraction=0.1, data_root=root, spark=spark).select("client_id").distinct().collect()}
+    first = {
+        r.client_id
+        for r in Pings(fraction=0.1, data_root=root, spark=spark)
+        .select("client_id")
+        .distinct()
+        .collect()
+    }
+    second = {
+        r.client_id
+        for r in Pings(fraction=0.1, data_root=root, spark=spark)
+        .select("client_id")
+        .distinct()
+        .collect()
+    }
     assert first == second == {c for c in all_clients if telemetry.in_sample(c, 0.1)}
     share = len(first) / len(all_clients)
     assert abs(share - 0.1) < 0.03, share  # ~1,250 clients: sd about 0.0085
     pings_share = Pings(fraction=0.1, data_root=root, spark=spark).count() / PINGS
     assert 0.05 < pings_share < 0.15, pings_share
-    larger = {r.client_id for r in Pings(fraction=0.3, data_root=root, spark=spark).select("client_id").distinct().collect()}
+    larger = {
+        r.client_id
+        for r in Pings(fraction=0.3, data_root=root, spark=spark)
+        .select("client_id")
+        .distinct()
+        .collect()
+    }
     assert first < larger and abs(len(larger) / len(all_clients) - 0.3) < 0.05
     # Sampling composes with filters: a client's pings stay together.
     nightly = Pings("*", "nightly", fraction=0.1, data_root=root, spark=spark)
@@ -525,8 +683,10 @@ def test_hadoop_and_file_list_listers_agree_with_local_listing(sample, spark):
 
     local = resolve_root(sample["pings"])
     uri = Root(f"file://{sample['pings']}", None)
-    filters = {"channel": parse_partition_filter("channel", "beta"),
-               "submission_date": parse_partition_filter("submission_date", (DATES[0], DATES[1]))}
+    filters = {
+        "channel": parse_partition_filter("channel", "beta"),
+        "submission_date": parse_partition_filter("submission_date", (DATES[0], DATES[1])),
+    }
     expected_lister = make_lister(local)
     layout = discover_layout(expected_lister)
     assert layout == telemetry.PARTITION_COLUMNS
@@ -543,7 +703,9 @@ def test_hadoop_and_file_list_listers_agree_with_local_listing(sample, spark):
     assert [p.values for p in walk_partitions(file_list, layout, filters)] == expected
     with pytest.raises(TelemetryError, match="does not exist"):
         make_lister(Root(f"file://{sample['base']}/nowhere", None), spark).check()
-    with pytest.raises(TelemetryError, match="cannot access data root nosuchfs://bucket/pings: .*nosuchfs"):
+    with pytest.raises(
+        TelemetryError, match="cannot access data root nosuchfs://bucket/pings: .*nosuchfs"
+    ):
         Pings(data_root="nosuchfs://bucket/pings", spark=spark)
 
 
@@ -559,12 +721,17 @@ def test_batch_view_round_trip(sample, spark, tmp_path, monkeypatch):
     daily = (
         Pings(spark=spark)
         .groupBy("submission_date", "channel", "os_name")
-        .agg(F.count("*").alias("pings"), F.sum(F.size("hangs")).alias("hangs"),
-             F.countDistinct("client_id").alias("clients"))
+        .agg(
+            F.count("*").alias("pings"),
+            F.sum(F.size("hangs")).alias("hangs"),
+            F.countDistinct("client_id").alias("clients"),
+        )
     )
     location = write_batch_view(daily, "daily_os_counts", partition_by="submission_date")
     assert location == str(sample["base"] / "views" / "daily_os_counts")  # <data_root>/../views
-    assert sorted(p.name for p in Path(location).glob("submission_date=*")) == [f"submission_date={d}" for d in DATES]
+    assert sorted(p.name for p in Path(location).glob("submission_date=*")) == [
+        f"submission_date={d}" for d in DATES
+    ]
     back = read_batch_view("daily_os_counts")
     assert back.dtypes == daily.dtypes  # submission_date is still a string, column order kept
     assert sorted(map(tuple, back.collect())) == sorted(map(tuple, daily.collect()))
@@ -572,7 +739,10 @@ def test_batch_view_round_trip(sample, spark, tmp_path, monkeypatch):
     one_day = back.where(F.col("submission_date") == DATES[0])
     plan = one_day._jdf.queryExecution().executedPlan().toString()
     assert re.search(rf"PartitionFilters: \[.*submission_date#\d+ = {DATES[0]}", plan), plan
-    assert one_day.groupBy().sum("pings").first()[0] == Pings(submission_date=DATES[0], spark=spark).count()
+    assert (
+        one_day.groupBy().sum("pings").first()[0]
+        == Pings(submission_date=DATES[0], spark=spark).count()
+    )
     assert back.groupBy().sum("pings").first()[0] == PINGS
 
     # Explicit root, append and error modes, no partitioning.
@@ -603,7 +773,10 @@ def test_batch_view_round_trip(sample, spark, tmp_path, monkeypatch):
 
     remote = Root(f"file://{tmp_path}/remote_view", None)
     _write_meta(small, remote, {"schema": {"fields": [], "type": "struct"}, "partition_by": []})
-    assert _read_meta(spark, remote) == {"schema": {"fields": [], "type": "struct"}, "partition_by": []}
+    assert _read_meta(spark, remote) == {
+        "schema": {"fields": [], "type": "struct"},
+        "partition_by": [],
+    }
     assert _read_meta(spark, Root(f"file://{tmp_path}/no_view", None)) is None
 
 

@@ -35,17 +35,39 @@ LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.M)
 
 EXPECTED_PARAMETERS = {
     "addon_recommender.ipynb": {
-        "data_path": "str", "channel": "str", "sample_fraction": "float", "reg_params": "list", "num_folds": "int",
-        "rank": "int", "max_iter": "int", "alpha": "float", "top_n": "int", "privacy_addon": "str",
-        "webdev_addon": "str", "seed": "int", "shuffle_partitions": "int",
+        "data_path": "str",
+        "channel": "str",
+        "sample_fraction": "float",
+        "reg_params": "list",
+        "num_folds": "int",
+        "rank": "int",
+        "max_iter": "int",
+        "alpha": "float",
+        "top_n": "int",
+        "privacy_addon": "str",
+        "webdev_addon": "str",
+        "seed": "int",
+        "shuffle_partitions": "int",
     },
     "histogram_rollups.ipynb": {
-        "data_path": "str", "group_by": "str", "new_day": "str", "histogram_metric": "str", "histogram_channel": "str",
-        "evolution_metric": "str", "evolution_channel": "str", "view_name": "str", "shuffle_partitions": "int",
+        "data_path": "str",
+        "group_by": "str",
+        "new_day": "str",
+        "histogram_metric": "str",
+        "histogram_channel": "str",
+        "evolution_metric": "str",
+        "evolution_channel": "str",
+        "view_name": "str",
+        "shuffle_partitions": "int",
     },
     "batch_view.ipynb": {
-        "data_path": "str", "json_path": "str", "view_name": "str", "experiment_buckets": "int",
-        "enrolled_bucket": "int", "repeats": "int", "shuffle_partitions": "int",
+        "data_path": "str",
+        "json_path": "str",
+        "view_name": "str",
+        "experiment_buckets": "int",
+        "enrolled_bucket": "int",
+        "repeats": "int",
+        "shuffle_partitions": "int",
     },
 }
 
@@ -56,7 +78,9 @@ EXPECTED_PARAMETERS = {
 @pytest.fixture(scope="module")
 def gen():
     """examples/generate_pings.py as a module (examples/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("generate_pings_for_notebooks", EXAMPLES / "generate_pings.py")
+    spec = importlib.util.spec_from_file_location(
+        "generate_pings_for_notebooks", EXAMPLES / "generate_pings.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -66,40 +90,67 @@ def gen():
 def sample(gen):
     """A small sample: Parquet pings, their raw JSON export, and a views root beside them."""
     base = sandboxes.shared_dir("notebooks")
-    summary = gen.generate(base / "pings", pings=PINGS, days=DAYS, end_date=END, json_dir=base / "pings_json")
-    partitioning = ds.partitioning(pa.schema([(c, pa.string()) for c in telemetry.PARTITION_COLUMNS]), flavor="hive")
+    summary = gen.generate(
+        base / "pings", pings=PINGS, days=DAYS, end_date=END, json_dir=base / "pings_json"
+    )
+    partitioning = ds.partitioning(
+        pa.schema([(c, pa.string()) for c in telemetry.PARTITION_COLUMNS]), flavor="hive"
+    )
     table = ds.dataset(base / "pings", format="parquet", partitioning=partitioning).to_table()
-    return {"base": base, "pings": base / "pings", "json": base / "pings_json", "views": base / "views",
-            "summary": summary, "table": table}
+    return {
+        "base": base,
+        "pings": base / "pings",
+        "json": base / "pings_json",
+        "views": base / "views",
+        "summary": summary,
+        "table": table,
+    }
 
 
 def run(name, sample, tmp_path, parameters=None):
-    """Execute examples/<name> with the portal's executor; return (printed values, results, output nb)."""
+    """Execute examples/<name> with the portal's executor; return (printed values, results,
+    output nb)."""
     output = tmp_path / f"out-{name}"
     outcome = sandboxes.execute(
-        EXAMPLES / name, output, parameters or {}, read_only=[sample["base"]], writable=[sample["views"]], timeout=900,
-        env={"TELEMETRY_DATA_ROOT": str(sample["pings"]), "TELEMETRY_VIEWS_ROOT": str(sample["views"])},
+        EXAMPLES / name,
+        output,
+        parameters or {},
+        read_only=[sample["base"]],
+        writable=[sample["views"]],
+        timeout=900,
+        env={
+            "TELEMETRY_DATA_ROOT": str(sample["pings"]),
+            "TELEMETRY_VIEWS_ROOT": str(sample["views"]),
+        },
     )
-    assert outcome.status == "succeeded", f"{outcome.status}: {outcome.message}\n{outcome.error.get('traceback', '')}"
+    assert outcome.status == "succeeded", (
+        f"{outcome.status}: {outcome.message}\n{outcome.error.get('traceback', '')}"
+    )
     nb = nbformat.read(output, as_version=4)
     stdout = "".join(
         out.get("text", "")
-        for cell in nb.cells if cell.cell_type == "code"
-        for out in cell.get("outputs", []) if out.get("output_type") == "stream" and out.get("name") == "stdout"
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if out.get("output_type") == "stream" and out.get("name") == "stdout"
     )
     printed = dict(LINE.findall(stdout))
     last = [line for line in stdout.splitlines() if line.strip()][-1]
     results = json.loads(last)
     plots = sum(
         PLOTLY in out.get("data", {})
-        for cell in nb.cells if cell.cell_type == "code"
-        for out in cell.get("outputs", []) if out.get("output_type") in ("display_data", "execute_result")
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if out.get("output_type") in ("display_data", "execute_result")
     )
     return printed, results, plots
 
 
 def histogram_total(column) -> int:
-    return sum(count for chunk in column.chunks for entries in chunk.to_pylist() for _, count in entries)
+    return sum(
+        count for chunk in column.chunks for entries in chunk.to_pylist() for _, count in entries
+    )
 
 
 def bucket_sums(column) -> Counter:
@@ -124,21 +175,30 @@ def test_notebook_is_valid_typed_and_clean(name):
     assert {param: spec["type"] for param, spec in schema.items()} == EXPECTED_PARAMETERS[name]
     for param in ("data_path", "json_path"):
         if param in schema:
-            assert schema[param]["default"] == "", "paths default to the kernel's TELEMETRY_DATA_ROOT"
+            assert schema[param]["default"] == "", (
+                "paths default to the kernel's TELEMETRY_DATA_ROOT"
+            )
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
     assert all(not c.outputs and c.execution_count is None for c in code), "no stored outputs"
     assert "print(json.dumps(results))" in code[-1].source
     assert any("fig.show()" in c.source for c in code)
-    assert sum(c.cell_type == "markdown" for c in nb.cells) >= len(code) // 2, "prose explains the steps"
+    assert sum(c.cell_type == "markdown" for c in nb.cells) >= len(code) // 2, (
+        "prose explains the steps"
+    )
 
 
 def test_recommender_defaults():
-    schema = notebooks.inspect_parameters(notebooks.read_notebook((EXAMPLES / "addon_recommender.ipynb").read_bytes()).nb)
+    schema = notebooks.inspect_parameters(
+        notebooks.read_notebook((EXAMPLES / "addon_recommender.ipynb").read_bytes()).nb
+    )
     assert schema["reg_params"]["default"] == [0.01, 0.1, 1.0]
     assert schema["num_folds"]["default"] == 3
-    assert schema["privacy_addon"]["default"] == "uBlock Origin" and schema["webdev_addon"]["default"] == "Firebug"
+    assert (
+        schema["privacy_addon"]["default"] == "uBlock Origin"
+        and schema["webdev_addon"]["default"] == "Firebug"
+    )
 
 
 # --- executions ------------------------------------------------------------------------------
@@ -160,12 +220,21 @@ def test_addon_recommender(sample, tmp_path, gen):
     webdev = json.loads(printed["webdev_user_top"])
     assert privacy == results["privacy_user_top"] and webdev == results["webdev_user_top"]
     assert len(privacy) == 5 and len(webdev) == 5
-    assert "uBlock Origin" not in privacy and "Firebug" not in webdev, "already installed add-ons are not recommended"
+    assert "uBlock Origin" not in privacy and "Firebug" not in webdev, (
+        "already installed add-ons are not recommended"
+    )
     assert sum(community[n] == "privacy" for n in privacy) >= 3, privacy
     assert sum(community[n] == "web-development" for n in webdev) >= 3, webdev
     assert community[privacy[0]] == "privacy" and community[webdev[0]] == "web-development"
     assert float(printed["privacy_user_same_community_share"]) >= 0.6
-    assert int(printed["addons"]) == len({n for chunk in sample["table"]["addon_names"].chunks for names in chunk.to_pylist() for n in names})
+    assert int(printed["addons"]) == len(
+        {
+            n
+            for chunk in sample["table"]["addon_names"].chunks
+            for names in chunk.to_pylist()
+            for n in names
+        }
+    )
     assert plots >= 2
 
 
@@ -208,7 +277,10 @@ def test_histogram_rollups(sample, tmp_path, group_by, day_index):
     assert bounds[middle] <= median <= (bounds[middle + 1] if middle + 1 < len(bounds) else 10_000)
 
     medians = json.loads(printed["evolution_medians"])
-    builds = {f"{c}/{b}" for c, b in zip(upto["channel"].to_pylist(), upto["build_id"].to_pylist(), strict=True)}
+    builds = {
+        f"{c}/{b}"
+        for c, b in zip(upto["channel"].to_pylist(), upto["build_id"].to_pylist(), strict=True)
+    }
     assert set(medians) == builds and int(printed["evolution_builds"]) == len(builds)
     assert all(0 < m < 10_000 for m in medians.values())
     assert (sample["views"] / "histogram_rollups").is_dir()
@@ -229,11 +301,17 @@ def test_batch_view(sample, tmp_path):
         assert math.isfinite(value) and value > 0, (key, value)
     assert float(printed["size_ratio"]) > 5, "the view reads far fewer bytes than the raw JSON"
     json_files = sorted(sample["json"].glob("pings-*.json"))
-    assert int(printed["json_bytes"]) == sum(p.stat().st_size for p in json_files) == sample["summary"]["json_bytes"]
+    assert (
+        int(printed["json_bytes"])
+        == sum(p.stat().st_size for p in json_files)
+        == sample["summary"]["json_bytes"]
+    )
     view_dir = Path(printed["view"])
     assert view_dir == sample["views"] / "experiment_pings"
     assert int(printed["view_bytes"]) == sum(p.stat().st_size for p in view_dir.rglob("*.parquet"))
     assert int(printed["view_rows"]) == sum(enrolled)
-    expected = Counter(os_name for os_name, e in zip(table["os_name"].to_pylist(), enrolled, strict=True) if e)
+    expected = Counter(
+        os_name for os_name, e in zip(table["os_name"].to_pylist(), enrolled, strict=True) if e
+    )
     assert {os_name: v["pings"] for os_name, v in results["answer"].items()} == dict(expected)
     assert plots >= 1

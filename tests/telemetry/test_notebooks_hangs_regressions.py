@@ -4,8 +4,9 @@ and (run with its defaults, as the quick start schedules it) examples/telemetry_
 Each notebook is executed once per module, exactly as the portal runs it (``jobs.executor``:
 papermill in the portal kernel, with the kernel environment of ``jobs.kernel``), on a small
 generated sample: 10,000 pings over 4 days and the default Talos series, in a temporary
-directory that the kernel's sandbox reads and sees as its ``TELEMETRY_DATA_ROOT``. The tests then read the
-executed notebooks' outputs and check the printed numbers against the data itself.
+directory that the kernel's sandbox reads and sees as its ``TELEMETRY_DATA_ROOT``. The tests
+then read the executed notebooks' outputs and check the printed numbers against the data
+itself.
 """
 
 import datetime as dt
@@ -46,7 +47,9 @@ PLOTLY = "application/vnd.plotly.v1+json"
 @pytest.fixture(scope="module")
 def sample():
     """Pings and Talos series side by side, as ``generate_pings.py --talos`` lays them out."""
-    spec = importlib.util.spec_from_file_location("generate_pings_for_notebooks", EXAMPLES / "generate_pings.py")
+    spec = importlib.util.spec_from_file_location(
+        "generate_pings_for_notebooks", EXAMPLES / "generate_pings.py"
+    )
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
     base = sandboxes.shared_dir("notebooks")
@@ -63,7 +66,12 @@ def execute(notebook: Path, sample: Path, parameters: dict) -> dict:
     output = out_dir / "output.ipynb"
     started = time.monotonic()
     outcome = sandboxes.execute(
-        notebook, output, parameters, read_only=[sample], timeout=600, env={"TELEMETRY_DATA_ROOT": str(sample / "pings")},
+        notebook,
+        output,
+        parameters,
+        read_only=[sample],
+        timeout=600,
+        env={"TELEMETRY_DATA_ROOT": str(sample / "pings")},
     )
     elapsed = time.monotonic() - started
     nb = nbformat.read(str(outcome.output_path), as_version=4) if outcome.output_path else None
@@ -105,12 +113,20 @@ def results_of(run) -> dict:
 
 
 def plotly_outputs(nb) -> list:
-    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if PLOTLY in o.get("data", {})]
+    return [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if PLOTLY in o.get("data", {})
+    ]
 
 
 def assert_succeeded(run):
     outcome = run["outcome"]
-    assert outcome.status == "succeeded", f"{outcome.status}: {outcome.message}\n{outcome.error.get('traceback', '')}"
+    assert outcome.status == "succeeded", (
+        f"{outcome.status}: {outcome.message}\n{outcome.error.get('traceback', '')}"
+    )
 
 
 # --- the notebooks as files ------------------------------------------------------------------
@@ -160,12 +176,15 @@ def test_notebooks_are_clean_v4_with_typed_parameters(path):
 
 def expected_hangs(sample: Path) -> dict:
     """What the hangs notebook should find, computed with pyarrow and plain Python."""
-    partitioning = ds.partitioning(pa.schema([(c, pa.string()) for c in telemetry.PARTITION_COLUMNS]), flavor="hive")
+    partitioning = ds.partitioning(
+        pa.schema([(c, pa.string()) for c in telemetry.PARTITION_COLUMNS]), flavor="hive"
+    )
     dataset = ds.dataset(sample / "pings", format="parquet", partitioning=partitioning)
     first = dt.date.fromisoformat(HANGS_PARAMETERS["start_date"]).strftime("%Y%m%d")
     table = dataset.to_table(
         columns=["hangs", "session_length_s"],
-        filter=(ds.field("submission_date") >= first) & (ds.field("submission_date") <= HANGS_PARAMETERS["end_date"]),
+        filter=(ds.field("submission_date") >= first)
+        & (ds.field("submission_date") <= HANGS_PARAMETERS["end_date"]),
     )
     hangs = [h for ping in table["hangs"].to_pylist() for h in ping]
     frames = Counter(h["stack"][-1] for h in hangs)
@@ -215,9 +234,14 @@ def test_hangs_numbers_match_the_data(hangs_run, sample):
     plugin_share = value(out, "plugin_share")
     assert 0 < plugin_share < 1
     assert plugin_share == pytest.approx(want["plugin_share"], abs=1e-4)
-    plugin_ms, other_ms = value(out, "median_duration_plugin_ms"), value(out, "median_duration_nonplugin_ms")
+    plugin_ms, other_ms = (
+        value(out, "median_duration_plugin_ms"),
+        value(out, "median_duration_nonplugin_ms"),
+    )
     assert plugin_ms > 0 and other_ms > 0
-    assert plugin_ms == pytest.approx(want["median_plugin"]) and other_ms == pytest.approx(want["median_other"])
+    assert plugin_ms == pytest.approx(want["median_plugin"]) and other_ms == pytest.approx(
+        want["median_other"]
+    )
     assert plugin_ms > other_ms  # the generator makes plugin hangs 2.5x longer
 
     results = results_of(hangs_run)
@@ -247,20 +271,29 @@ def test_regression_notebook_finds_the_injected_shifts(regression_run, sample):
     shifts = json.loads((sample / "talos" / "_shifts.json").read_text())
     assert results["shifts"] == len(shifts) and results["series"] == 24
     assert results["parameters"]["window_days"] == 14
-    assert results["precision"] == pytest.approx(precision, abs=1e-4) and results["recall"] == pytest.approx(recall, abs=1e-4)
+    assert results["precision"] == pytest.approx(precision, abs=1e-4) and results[
+        "recall"
+    ] == pytest.approx(recall, abs=1e-4)
     alerts = results["alert_list"]
-    assert len(alerts) == results["alerts"] and sum(a["matched"] for a in alerts) == results["true_alerts"]
+    assert (
+        len(alerts) == results["alerts"]
+        and sum(a["matched"] for a in alerts) == results["true_alerts"]
+    )
     # At most one alert per shift: alerts of one series are more than window_days apart.
     by_series = {}
     for a in alerts:
-        by_series.setdefault((a["test"], a["platform"]), []).append(dt.date.fromisoformat(a["date"]))
+        by_series.setdefault((a["test"], a["platform"]), []).append(
+            dt.date.fromisoformat(a["date"])
+        )
     for dates in by_series.values():
         assert all((b - a).days >= 14 for a, b in zip(dates, dates[1:], strict=False))
     # Every matched alert is within the tolerance of a true shift of its series.
     truth = {(s["test"], s["platform"], dt.date.fromisoformat(s["date"])) for s in shifts}
     for a in alerts:
         near = any(
-            (a["test"], a["platform"], dt.date.fromisoformat(a["date"]) + dt.timedelta(days=d)) in truth for d in range(-3, 4)
+            (a["test"], a["platform"], dt.date.fromisoformat(a["date"]) + dt.timedelta(days=d))
+            in truth
+            for d in range(-3, 4)
         )
         assert near == a["matched"], a
 
@@ -285,5 +318,11 @@ def test_hello_world_runs_with_its_defaults(sample):
     run = execute(EXAMPLES / "telemetry_hello_world.ipynb", sample, {})
     outcome = run["outcome"]
     assert outcome.status == "succeeded", (outcome.message, run["stdout"][-2000:])
-    figures = [o for c in run["nb"].cells if c.cell_type == "code" for o in c.outputs if PLOTLY in o.get("data", {})]
+    figures = [
+        o
+        for c in run["nb"].cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if PLOTLY in o.get("data", {})
+    ]
     assert figures, "no Plotly figure in the output"

@@ -24,18 +24,45 @@ EXAMPLES = Path(settings.BASE_DIR) / "examples"
 DEMO_EMAIL = "demo@example.com"
 #: (notebook in examples/, job name, description, cron in UTC). The first runs at once.
 EXAMPLE_JOBS = [
-    ("telemetry_hello_world.ipynb", "Telemetry hello world",
-     "Operating-system distribution of a sample of Firefox-style telemetry pings, drawn with Plotly.", "0 6 * * *"),
-    ("hangs_by_last_frame.ipynb", "Hangs by last frame",
-     "Main-thread hang stacks aggregated by their last frame; plugin hangs and hangs against session length.", "10 6 * * *"),
-    ("regression_detection.ipynb", "Regression detection",
-     "Gaussian-mixture change detection on Talos-like performance series, scored against injected shifts.", "20 6 * * *"),
-    ("addon_recommender.ipynb", "Add-on recommender",
-     "Implicit-feedback ALS over add-on installs, regularisation chosen by cross-validation.", "30 6 * * 1"),
-    ("histogram_rollups.ipynb", "Histogram roll-ups",
-     "GC_MS and uptime histograms rolled up by dimension, with a day merged into the history.", "40 6 * * *"),
-    ("batch_view.ipynb", "Experiment batch view",
-     "An experiment's clients as a Parquet batch view, timed against the raw JSON pings.", "50 6 * * *"),
+    (
+        "telemetry_hello_world.ipynb",
+        "Telemetry hello world",
+        "Operating-system distribution of a sample of Firefox-style telemetry pings, "
+        "drawn with Plotly.",
+        "0 6 * * *",
+    ),
+    (
+        "hangs_by_last_frame.ipynb",
+        "Hangs by last frame",
+        "Main-thread hang stacks aggregated by their last frame; "
+        "plugin hangs and hangs against session length.",
+        "10 6 * * *",
+    ),
+    (
+        "regression_detection.ipynb",
+        "Regression detection",
+        "Gaussian-mixture change detection on Talos-like performance series, "
+        "scored against injected shifts.",
+        "20 6 * * *",
+    ),
+    (
+        "addon_recommender.ipynb",
+        "Add-on recommender",
+        "Implicit-feedback ALS over add-on installs, regularisation chosen by cross-validation.",
+        "30 6 * * 1",
+    ),
+    (
+        "histogram_rollups.ipynb",
+        "Histogram roll-ups",
+        "GC_MS and uptime histograms rolled up by dimension, with a day merged into the history.",
+        "40 6 * * *",
+    ),
+    (
+        "batch_view.ipynb",
+        "Experiment batch view",
+        "An experiment's clients as a Parquet batch view, timed against the raw JSON pings.",
+        "50 6 * * *",
+    ),
 ]
 
 
@@ -43,8 +70,12 @@ class Command(BaseCommand):
     help = "Create the demo user, generate the sample pings and schedule the example job."
 
     def add_arguments(self, parser):
-        parser.add_argument("--password", help="Password for the demo user (default: a new random one).")
-        parser.add_argument("--pings", type=int, default=100_000, help="Size of the sample (default 100000).")
+        parser.add_argument(
+            "--password", help="Password for the demo user (default: a new random one)."
+        )
+        parser.add_argument(
+            "--pings", type=int, default=100_000, help="Size of the sample (default 100000)."
+        )
         parser.add_argument("--no-run", action="store_true", help="Do not start a first run.")
 
     def handle(self, *args, **options):
@@ -58,7 +89,9 @@ class Command(BaseCommand):
         current = json.loads(marker.read_text()).get("format_version") if marker.exists() else None
         if current != FORMAT_VERSION:
             self.stdout.write(f"Generating {options['pings']:,} sample pings into {data_dir} ...")
-            summary = generate(str(data_dir), pings=options["pings"], json_dir=str(data_dir.parent / "pings_json"))
+            summary = generate(
+                str(data_dir), pings=options["pings"], json_dir=str(data_dir.parent / "pings_json")
+            )
             generate_talos(str(data_dir.parent / "talos"))
             self.stdout.write(f"  {summary.get('rows', options['pings']):,} pings written.")
         for number, (filename, name, description, cron) in enumerate(EXAMPLE_JOBS):
@@ -66,26 +99,41 @@ class Command(BaseCommand):
             if not path.exists() or Job.objects.filter(owner=user, name=name).exists():
                 continue
             spec = services.JobSettings(
-                name=name, description=description, schedule_kind=Job.ScheduleKind.CRON, cron=cron, timezone="UTC",
-                timeout_seconds=1800, notify_on_failure=DEMO_EMAIL, visibility=Job.Visibility.SIGNED_IN,
+                name=name,
+                description=description,
+                schedule_kind=Job.ScheduleKind.CRON,
+                cron=cron,
+                timezone="UTC",
+                timeout_seconds=1800,
+                notify_on_failure=DEMO_EMAIL,
+                visibility=Job.Visibility.SIGNED_IN,
             )
             job = services.create_job(user, spec, path.read_bytes(), filename)
             if number == 0 and not options["no_run"]:
                 services.run_now(job, user)
-                self.stdout.write(f"Scheduled “{name}” ({job.schedule_description}); its first run starts now.")
+                self.stdout.write(
+                    f"Scheduled “{name}” ({job.schedule_description}); its first run starts now."
+                )
             else:
                 self.stdout.write(f"Scheduled “{name}” ({job.schedule_description}).")
-        self.stdout.write(self.style.SUCCESS(
-            f"\nSign in at {settings.PORTAL_ORIGIN}/ as {DEMO_EMAIL} with password: {password}\n"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"\nSign in at {settings.PORTAL_ORIGIN}/ as {DEMO_EMAIL} "
+                f"with password: {password}\n"
+            )
+        )
 
     @transaction.atomic
     def _demo_user(self, password):
         User = get_user_model()
-        user = User.objects.filter(email=DEMO_EMAIL).first() or User(username="demo", email=DEMO_EMAIL)
+        user = User.objects.filter(email=DEMO_EMAIL).first() or User(
+            username="demo", email=DEMO_EMAIL
+        )
         user.set_password(password)
         user.is_staff = True
         user.is_superuser = True
         user.save()
-        EmailAddress.objects.update_or_create(user=user, email=DEMO_EMAIL, defaults={"verified": True, "primary": True})
+        EmailAddress.objects.update_or_create(
+            user=user, email=DEMO_EMAIL, defaults={"verified": True, "primary": True}
+        )
         return user

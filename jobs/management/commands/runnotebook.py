@@ -42,7 +42,10 @@ def system_user():
 
 def find_user(name: str):
     User = get_user_model()
-    user = User.objects.filter(username=name).first() or User.objects.filter(email__iexact=name).first()
+    user = (
+        User.objects.filter(username=name).first()
+        or User.objects.filter(email__iexact=name).first()
+    )
     if user is None:
         raise CommandError(f"No user {name!r} (give a username or an e-mail address).")
     return user
@@ -53,13 +56,25 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("path", help="Path of the .ipynb file.")
-        parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
-        parser.add_argument("--owner", help="Username or e-mail of the job's owner (default: a system account).")
+        parser.add_argument(
+            "-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE")
+        )
+        parser.add_argument(
+            "--owner", help="Username or e-mail of the job's owner (default: a system account)."
+        )
         mode = parser.add_mutually_exclusive_group()
-        mode.add_argument("--inline", action="store_true", help="Execute in this process (the default).")
-        mode.add_argument("--wait", action="store_true", help="Enqueue for a worker and wait for the outcome.")
-        parser.add_argument("--timeout", type=int, default=3600, help="Run timeout in seconds (default 3600).")
-        parser.add_argument("--json", action="store_true", help="Print the outcome as one JSON object.")
+        mode.add_argument(
+            "--inline", action="store_true", help="Execute in this process (the default)."
+        )
+        mode.add_argument(
+            "--wait", action="store_true", help="Enqueue for a worker and wait for the outcome."
+        )
+        parser.add_argument(
+            "--timeout", type=int, default=3600, help="Run timeout in seconds (default 3600)."
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="Print the outcome as one JSON object."
+        )
 
     def handle(self, *args, **options):
         path = Path(options["path"])
@@ -94,13 +109,20 @@ class Command(BaseCommand):
         name = f"CLI: {path.name}"
         job = Job.objects.filter(owner=owner, name=name).order_by("pk").first()
         if job is None:
-            spec = services.JobSettings(name=name, schedule_kind=Job.ScheduleKind.MANUAL, timeout_seconds=timeout, max_retries=0)
+            spec = services.JobSettings(
+                name=name,
+                schedule_kind=Job.ScheduleKind.MANUAL,
+                timeout_seconds=timeout,
+                max_retries=0,
+            )
             return services.create_job(owner, spec, data, path.name)
         version = job.latest_version()
         if version is None or version.sha256 != notebooks.read_notebook(data).sha256:
             services.upload_version(job, owner, data, path.name)
         if job.timeout_seconds != timeout:
-            Job.objects.filter(pk=job.pk).update(timeout_seconds=min(timeout, settings.JOB_MAX_TIMEOUT_SECONDS))
+            Job.objects.filter(pk=job.pk).update(
+                timeout_seconds=min(timeout, settings.JOB_MAX_TIMEOUT_SECONDS)
+            )
             job.refresh_from_db()
         return job
 
@@ -116,7 +138,9 @@ class Command(BaseCommand):
                 self.stderr.write(line)
                 shown = line
             time.sleep(0.5)
-        raise CommandError(f"Run {run.pk} did not finish in time; is a worker running (queue 'runs')?")
+        raise CommandError(
+            f"Run {run.pk} did not finish in time; is a worker running (queue 'runs')?"
+        )
 
     def _report(self, run: Run, as_json: bool):
         def local(key):
@@ -146,7 +170,9 @@ class Command(BaseCommand):
             return
         self.stdout.write(f"run {run.pk} {run.state}")
         if run.error_ename:
-            self.stdout.write(f"failing cell {run.error_cell_index}: {run.error_ename}: {run.error_evalue}")
+            self.stdout.write(
+                f"failing cell {run.error_cell_index}: {run.error_ename}: {run.error_evalue}"
+            )
         elif run.state_reason and run.state != Run.State.SUCCEEDED:
             self.stdout.write(run.state_reason)
         for label in ("output_ipynb", "output_html"):
