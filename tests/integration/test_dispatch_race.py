@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from jobs import schedule, services
 from jobs.models import Job, Run
+from jobs.services import dispatch
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -55,7 +56,7 @@ def test_concurrent_dispatchers_create_one_run_per_slot(make_job, monkeypatch):
     def enqueue_all(run_ids, countdown=0):
         transaction.on_commit(lambda: sent.extend(run_ids))
 
-    monkeypatch.setattr(services, "_enqueue_all", enqueue_all)
+    monkeypatch.setattr(dispatch, "_enqueue_all", enqueue_all)
     jobs = [
         make_job(
             "trivial.ipynb",

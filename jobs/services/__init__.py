@@ -1,0 +1,62 @@
+"""The verbs of scheduled notebooks: one domain action each, one transaction each.
+
+Split by responsibility; callers use the package (``from jobs import services``):
+
+- ``jobs``: job editing (create, settings, notebook versions, pause, resume, delete);
+- ``dispatch``: run creation and dispatch (Run now, re-run, due schedule slots, enqueue);
+- ``execution``: claim, Spark target, sandboxed execution, finish (store, publish, retry);
+- ``recovery``: cancel, and the reaper of lost workers and lost messages;
+- ``alerts``: the e-mail of a finished run.
+
+docs/architecture.md describes how they fit together.
+"""
+
+from jobs import executor
+from jobs.services.alerts import send_run_alert
+from jobs.services.dispatch import dispatch_due_runs, rerun, run_now
+from jobs.services.execution import (
+    SANDBOX_CONNECT_PORT,
+    SparkTargetError,
+    claim_run,
+    connect_user_id,
+    execute_run,
+    finish_run,
+    record_progress,
+    spark_target_for,
+    worker_name,
+)
+from jobs.services.jobs import (
+    JobSettings,
+    create_job,
+    delete_job,
+    set_job_enabled,
+    update_job,
+    upload_version,
+)
+from jobs.services.recovery import cancel_run, reap_runs, retry_delay
+
+__all__ = [
+    "SANDBOX_CONNECT_PORT",
+    "JobSettings",
+    "SparkTargetError",
+    "cancel_run",
+    "claim_run",
+    "connect_user_id",
+    "create_job",
+    "delete_job",
+    "dispatch_due_runs",
+    "execute_run",
+    "executor",
+    "finish_run",
+    "reap_runs",
+    "record_progress",
+    "rerun",
+    "retry_delay",
+    "run_now",
+    "send_run_alert",
+    "set_job_enabled",
+    "spark_target_for",
+    "update_job",
+    "upload_version",
+    "worker_name",
+]

@@ -1,0 +1,302 @@
+"""Run creation and dispatch: "Run now", re-runs, and the runs of due schedule slots,
+each created in the caller's transaction and sent to the ``runs`` queue after commit.
+
+The database is the source of truth; Celery only delivers ``execute_run(run_id)``
+messages, always after the transaction that created the run has committed. A message that
+is lost leaves its run QUEUED for the reaper (``recovery.reap_runs``) to send again.
+"""
+
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from jobs import notebooks, schedule
+from jobs.models import Job, NotebookVersion, Run, RunEvent
+
+log = logging.getLogger(__name__)
+
+State = Run.State
+
+
+def enqueue_run(run: Run, countdown: float = 0) -> None:
+    """Send ``execute_run(run.id)`` once the current transaction commits, after
+    ``countdown`` seconds."""
+    _enqueue_all([run.pk], countdown)
+
+
+def _enqueue_all(run_ids: list[int], countdown: float = 0) -> None:
+    """Send ``execute_run`` for each of ``run_ids``, in order, through one broker producer,
+    once the current transaction commits. A message that cannot be sent leaves its run
+    QUEUED: the reaper enqueues it again after RUN_QUEUED_TIMEOUT."""
+    from jobs.tasks import execute_run  # jobs.tasks imports this package
+
+    def publish():
+        with execute_run.app.producer_or_acquire() as producer:
+            for run_id in run_ids:
+                execute_run.apply_async((run_id,), countdown=countdown or None, producer=producer)
+
+    if run_ids:
+        # robust: a broker that is down must not turn a committed request into an error;
+        # the runs stay QUEUED and the reaper enqueues them again.
+        transaction.on_commit(publish, robust=True)
+
+
+def _new_run(
+    job: Job,
+    *,
+    trigger,
+    parameters,
+    version=None,
+    scheduled_for=None,
+    created_by=None,
+    state=State.QUEUED,
+    reason="",
+    enqueue=True,
+) -> Run:
+    version = version or job.latest_version()
+    now = timezone.now()
+    run = Run.objects.create(
+        job=job,
+        version=version,
+        trigger=trigger,
+        scheduled_for=scheduled_for,
+        parameters=parameters,
+        created_by=created_by,
+        state=state,
+        state_reason=reason,
+        max_attempts=1 + job.max_retries,
+        timeout_seconds=job.timeout_seconds,
+        enqueued_at=now if state == State.QUEUED else None,
+        finished_at=now if state in (State.SKIPPED, State.FAILED) else None,
+    )
+    RunEvent.objects.create(
+        run=run, attempt=0, state=state, message=reason or f"Created ({run.get_trigger_display()})."
+    )
+    if state == State.QUEUED and enqueue:
+        enqueue_run(run)
+    return run
+
+
+def run_now(
+    job: Job,
+    user,
+    parameters: dict | None = None,
+    trigger: str = Run.Trigger.MANUAL,
+    enqueue: bool = True,
+) -> Run:
+    """Start a run of ``job`` at once with its parameters (overridden by ``parameters``).
+
+    Never moves the job's schedule. With ``enqueue=False`` no message is sent: the caller
+    executes the run itself (``manage.py runnotebook --inline``). Raises ParameterError
+    for values that do not fit.
+    """
+    version = job.latest_version()
+    values = dict(job.parameters or {})
+    if parameters:
+        values.update(notebooks.coerce_parameters(version.parameter_schema, parameters))
+    with transaction.atomic():
+        run = _new_run(
+            job,
+            trigger=trigger,
+            parameters=values,
+            version=version,
+            created_by=user,
+            enqueue=enqueue,
+        )
+    log.info("run now run=%s job=%s user=%s", run.pk, job.pk, getattr(user, "pk", None))
+    return run
+
+
+def rerun(run: Run, user) -> Run:
+    """Start a new run with the same notebook version and parameters as ``run``."""
+    with transaction.atomic():
+        new = _new_run(
+            run.job,
+            trigger=Run.Trigger.RERUN,
+            parameters=dict(run.parameters),
+            version=run.version,
+            created_by=user,
+        )
+    return new
+
+
+def dispatch_due_runs(now: datetime | None = None, batch: int = 20) -> list[Run]:
+    """Create the runs of every job whose next slot is at or before ``now`` (UTC).
+
+    Jobs are handled in small batches (``batch``), each its own transaction, so the first
+    runs are enqueued while later ones are still being created. For each due job: choose
+    the slots to run by the job's catch-up policy ("latest": the newest missed slot;
+    "all": every missed slot, at most CATCHUP_MAX_SLOTS; "none": only a slot less than
+    one dispatch interval old), create
+    one Run per slot (QUEUED, or SKIPPED when the overlap policy is "skip" and a run is
+    still active), advance ``next_run_at`` past ``now``, and enqueue after commit.
+
+    Safe to call concurrently: due jobs are locked with SKIP LOCKED, and the unique
+    constraint on (job, scheduled_for) makes a second run for a slot impossible anyway.
+    Returns the runs created (queued and skipped).
+    """
+    now = now or timezone.now()
+    created: list[Run] = []
+    grace = timedelta(seconds=max(settings.DISPATCH_INTERVAL * 2, 5))
+    while True:
+        with transaction.atomic():
+            jobs = list(
+                Job.objects.due(now)
+                .select_for_update(skip_locked=True)
+                .order_by("next_run_at", "id")[:batch]
+            )
+            plans = {job.pk: plan for job in jobs if (plan := _plan(job, now, grace)) is not None}
+            healthy = [job for job in jobs if job.pk in plans]
+            try:
+                with transaction.atomic():
+                    created += _dispatch_batch(healthy, plans, now)
+            except IntegrityError:
+                # A run for one of the slots appeared meanwhile (a dispatcher without row
+                # locks, e.g. on SQLite): fall back to one job, one savepoint at a time.
+                for job in healthy:
+                    created += _dispatch_job(job, plans[job.pk])
+        if len(jobs) < batch:
+            return created
+
+
+def _slots_to_run(job: Job, now: datetime, grace: timedelta) -> list[datetime]:
+    """The due slots of ``job`` that its catch-up policy runs, oldest first."""
+    first = job.next_run_at
+    missed = [first] + schedule.slots_between(
+        job.cron, job.timezone, first, now, settings.CATCHUP_MAX_SLOTS
+    )
+    if job.catchup == Job.CatchUp.ALL:
+        return missed[-settings.CATCHUP_MAX_SLOTS :]
+    if job.catchup == Job.CatchUp.NONE:
+        return [s for s in missed[-1:] if now - s <= grace]
+    return missed[-1:]
+
+
+def _plan(job: Job, now: datetime, grace: timedelta) -> tuple[list[datetime], datetime] | None:
+    """``(slots to run, next slot after now)`` of a due job, or None when its schedule
+    cannot be computed (a cron expression or zone that reached the row without the
+    portal's validation, e.g. a raw SQL edit, and that croniter or zoneinfo rejects): then
+    the job is paused and a FAILED run for its due slot says why, so that one bad row
+    never stops the dispatcher for every job behind it."""
+    try:
+        return _slots_to_run(job, now, grace), job.next_slot_after(now)
+    except (
+        schedule.ScheduleError,
+        ValueError,
+        KeyError,
+    ) as exc:  # croniter's errors are ValueErrors; zoneinfo's KeyErrors
+        reason = (
+            f"The schedule cannot be computed ({exc}): the job was paused. "
+            "Fix its schedule, then resume it."
+        )
+        log.error("job=%s paused: %s", job.pk, reason)
+        slot, version = job.next_run_at, job.latest_version()
+        Job.objects.filter(pk=job.pk).update(enabled=False, next_run_at=None)
+        if version is not None:
+            try:
+                with transaction.atomic():
+                    _new_run(
+                        job,
+                        trigger=Run.Trigger.SCHEDULE,
+                        parameters=dict(job.parameters),
+                        version=version,
+                        scheduled_for=slot,
+                        state=State.FAILED,
+                        reason=reason,
+                    )
+            except IntegrityError:
+                pass  # that slot already has a run
+        return None
+
+
+def _dispatch_batch(jobs: list[Job], plans: dict, now: datetime) -> list[Run]:
+    """Dispatch a batch of locked, due jobs (``plans``: job id -> ``_plan``) with a
+    handful of queries in all (latest versions, active runs, existing slots, bulk inserts,
+    one bulk update) instead of several per job. Raises IntegrityError if a slot got a
+    run meanwhile."""
+    ids = [job.pk for job in jobs]
+    latest: dict[int, tuple[int, int]] = {}
+    for version_id, job_id, number in NotebookVersion.objects.filter(job_id__in=ids).values_list(
+        "id", "job_id", "number"
+    ):
+        if job_id not in latest or number > latest[job_id][1]:
+            latest[job_id] = (version_id, number)
+    active = set(
+        Run.objects.filter(job_id__in=ids, state__in=Run.ACTIVE_STATES).values_list(
+            "job_id", flat=True
+        )
+    )
+    earliest = min((slots[0] for slots, _ in plans.values() if slots), default=now)
+    existing = set(
+        Run.objects.filter(job_id__in=ids, scheduled_for__gte=earliest).values_list(
+            "job_id", "scheduled_for"
+        )
+    )
+    runs = []
+    for job in jobs:
+        slots, job.next_run_at = plans[job.pk]
+        for slot in slots:
+            if (job.pk, slot) in existing or job.pk not in latest:
+                continue
+            skipped = job.pk in active and job.overlap == Job.Overlap.SKIP
+            runs.append(
+                Run(
+                    job=job,
+                    version_id=latest[job.pk][0],
+                    trigger=Run.Trigger.SCHEDULE,
+                    scheduled_for=slot,
+                    parameters=dict(job.parameters),
+                    state=State.SKIPPED if skipped else State.QUEUED,
+                    state_reason="Skipped: the previous run was still active." if skipped else "",
+                    max_attempts=1 + job.max_retries,
+                    timeout_seconds=job.timeout_seconds,
+                    enqueued_at=None if skipped else now,
+                    finished_at=now if skipped else None,
+                )
+            )
+    Run.objects.bulk_create(runs)
+    RunEvent.objects.bulk_create(
+        RunEvent(
+            run=run, attempt=0, state=run.state, message=run.state_reason or "Created (Schedule)."
+        )
+        for run in runs
+    )
+    Job.objects.bulk_update(jobs, ["next_run_at"])
+    _enqueue_all([run.pk for run in runs if run.state == State.QUEUED])
+    if runs:
+        log.info("dispatched %s runs for %s jobs", len(runs), len(jobs))
+    return runs
+
+
+def _dispatch_job(job: Job, plan: tuple[list[datetime], datetime]) -> list[Run]:
+    slots, next_run_at = plan
+    version = job.latest_version()
+    active = job.runs.active().exists()
+    runs = []
+    for slot in slots:
+        state, reason = State.QUEUED, ""
+        if active and job.overlap == Job.Overlap.SKIP:
+            state, reason = State.SKIPPED, "Skipped: the previous run was still active."
+        try:
+            with transaction.atomic():
+                runs.append(
+                    _new_run(
+                        job,
+                        trigger=Run.Trigger.SCHEDULE,
+                        parameters=dict(job.parameters),
+                        version=version,
+                        scheduled_for=slot,
+                        state=state,
+                        reason=reason,
+                    )
+                )
+        except IntegrityError:
+            log.info("slot already has a run job=%s slot=%s", job.pk, slot.isoformat())
+    job.next_run_at = next_run_at
+    job.save(update_fields=["next_run_at"])
+    if runs:
+        log.info("dispatched job=%s slots=%s", job.pk, [r.scheduled_for.isoformat() for r in runs])
+    return runs

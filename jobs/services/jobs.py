@@ -1,0 +1,237 @@
+"""Job editing: create a job from a notebook, change its settings, upload a new
+notebook version, pause, resume and delete it.
+
+Everything is validated before anything is written, and each verb is one transaction;
+the notebook file of a version is removed again when its row cannot be written, and the
+files of a deleted job are removed after commit.
+"""
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from jobs import notebooks, schedule
+from jobs.models import Job, NotebookVersion, Run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobSettings:
+    """Everything about a job except its notebook, as validated by a form or command."""
+
+    name: str
+    description: str = ""
+    schedule_kind: str = Job.ScheduleKind.MANUAL
+    cron: str = ""
+    timezone: str = "UTC"
+    parameters: dict | None = None
+    timeout_seconds: int = 3600
+    max_retries: int = 1
+    catchup: str = Job.CatchUp.LATEST
+    overlap: str = Job.Overlap.SKIP
+    visibility: str = Job.Visibility.PRIVATE
+    notify_on_failure: str = ""
+    notify_on_success: str = ""
+    enabled: bool = True
+    spark_target: str = Job.SparkTarget.LOCAL
+    cluster: object = None
+    cluster_size: int = 1
+
+
+def _validated_schedule(kind: str, cron: str, tz: str) -> str:
+    """Return the cron to store ('' for manual); raises ScheduleError."""
+    schedule.validate_timezone(tz)
+    if kind == Job.ScheduleKind.MANUAL:
+        return ""
+    return schedule.validate_cron(cron)
+
+
+def create_job(
+    owner,
+    spec: JobSettings,
+    notebook_bytes: bytes,
+    original_name: str = "",
+    now: datetime | None = None,
+) -> Job:
+    """Create a job with its first notebook version; returns the saved Job.
+
+    Validates everything before writing anything: raises NotebookError (not a usable
+    notebook), ScheduleError (bad cron or time zone) or ParameterError (values that do not
+    fit the notebook's parameters). The notebook file and the rows are written in one
+    transaction, so a failure leaves neither.
+    """
+    now = now or timezone.now()
+    parsed = notebooks.read_notebook(notebook_bytes)
+    param_schema = notebooks.inspect_parameters(parsed.nb)
+    cron = _validated_schedule(spec.schedule_kind, spec.cron, spec.timezone)
+    values = notebooks.coerce_parameters(param_schema, spec.parameters or {})
+    with transaction.atomic():
+        job = Job(
+            owner=owner,
+            name=spec.name,
+            description=spec.description,
+            schedule_kind=spec.schedule_kind,
+            cron=cron,
+            timezone=spec.timezone,
+            parameters=values,
+            timeout_seconds=min(spec.timeout_seconds, settings.JOB_MAX_TIMEOUT_SECONDS),
+            max_retries=spec.max_retries,
+            catchup=spec.catchup,
+            overlap=spec.overlap,
+            visibility=spec.visibility,
+            notify_on_failure=spec.notify_on_failure,
+            notify_on_success=spec.notify_on_success,
+            enabled=spec.enabled,
+            spark_target=spec.spark_target,
+            cluster=spec.cluster,
+            cluster_size=spec.cluster_size,
+        )
+        job.next_run_at = job.next_slot_after(now) if job.enabled else None
+        job.save()
+        _store_version(job, owner, parsed, param_schema, notebook_bytes, original_name)
+    log.info("created job=%s owner=%s cron=%r tz=%s", job.pk, owner.pk, job.cron, job.timezone)
+    return job
+
+
+def _store_version(job, user, parsed, param_schema, data, original_name) -> NotebookVersion:
+    """Save the notebook file and its version row (inside the caller's transaction).
+
+    The file is written first; if anything after it fails, the file is deleted again, so
+    a failed upload leaves neither a row nor a file.
+    """
+    number = (job.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
+    key = default_storage.save(f"notebooks/{job.pk}/{number}.ipynb", ContentFile(data))
+    try:
+        return NotebookVersion.objects.create(
+            job=job,
+            number=number,
+            storage_key=key,
+            original_name=os.path.basename(original_name)[:255],
+            size_bytes=parsed.size_bytes,
+            sha256=parsed.sha256,
+            cell_count=parsed.cell_count,
+            code_cell_count=parsed.code_cell_count,
+            parameter_schema=param_schema,
+            uploaded_by=user,
+        )
+    except Exception:
+        default_storage.delete(key)
+        raise
+
+
+def upload_version(
+    job: Job, user, notebook_bytes: bytes, original_name: str = ""
+) -> tuple[NotebookVersion, list[str]]:
+    """Add a new immutable notebook version to ``job``.
+
+    Returns ``(version, dropped)`` where ``dropped`` names the job's parameter values that
+    no longer fit the new notebook and were removed. Raises NotebookError for a bad file.
+    Runs already made keep their own version.
+    """
+    parsed = notebooks.read_notebook(notebook_bytes)
+    param_schema = notebooks.inspect_parameters(parsed.nb)
+    kept, dropped = {}, []
+    for name, value in (job.parameters or {}).items():
+        try:
+            kept.update(notebooks.coerce_parameters(param_schema, {name: value}))
+        except notebooks.ParameterError:
+            dropped.append(name)
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        version = _store_version(job, user, parsed, param_schema, notebook_bytes, original_name)
+        job.parameters = kept
+        job.save(update_fields=["parameters", "updated_at"])
+    return version, dropped
+
+
+def update_job(job: Job, spec: JobSettings, now: datetime | None = None) -> Job:
+    """Change a job's settings; recomputes its next slot when the schedule changed.
+
+    Raises ScheduleError or ParameterError without writing anything.
+    """
+    now = now or timezone.now()
+    version = job.latest_version()
+    cron = _validated_schedule(spec.schedule_kind, spec.cron, spec.timezone)
+    values = notebooks.coerce_parameters(
+        version.parameter_schema if version else {}, spec.parameters or {}
+    )
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        schedule_changed = (cron, spec.timezone, spec.enabled) != (
+            job.cron,
+            job.timezone,
+            job.enabled,
+        )
+        for field in (
+            "name",
+            "description",
+            "schedule_kind",
+            "timezone",
+            "max_retries",
+            "catchup",
+            "overlap",
+            "visibility",
+            "notify_on_failure",
+            "notify_on_success",
+            "enabled",
+            "spark_target",
+            "cluster",
+            "cluster_size",
+        ):
+            setattr(job, field, getattr(spec, field))
+        job.cron = cron
+        job.parameters = values
+        job.timeout_seconds = min(spec.timeout_seconds, settings.JOB_MAX_TIMEOUT_SECONDS)
+        if schedule_changed:
+            job.next_run_at = job.next_slot_after(now) if job.enabled else None
+        job.save()
+    return job
+
+
+def set_job_enabled(job: Job, enabled: bool, now: datetime | None = None) -> Job:
+    """Pause or resume a job. Resuming schedules the next slot after ``now``: slots that
+    fell while the job was paused are not caught up."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if job.enabled != enabled:
+            job.enabled = enabled
+            job.next_run_at = job.next_slot_after(now) if enabled else None
+            job.save(update_fields=["enabled", "next_run_at", "updated_at"])
+    return job
+
+
+def delete_job(job: Job) -> None:
+    """Delete a job, its versions and runs, and (after commit) their files.
+
+    Active runs are asked to cancel first; a worker still running one finds its run gone
+    and stops its kernel at the next heartbeat.
+    """
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        keys = list(job.versions.values_list("storage_key", flat=True))
+        for output_key, html_key, partial_key in job.runs.values_list(
+            "output_key", "html_key", "partial_key"
+        ):
+            keys += [k for k in (output_key, html_key, partial_key) if k]
+        Run.objects.filter(job=job).delete()
+        job.delete()
+        transaction.on_commit(lambda: delete_files(keys))
+
+
+def delete_files(keys: list[str]) -> None:
+    """Delete stored files by key; a file that cannot be deleted is logged, not raised
+    (callers run this after commit, when the rows are gone already)."""
+    for key in keys:
+        try:
+            default_storage.delete(key)
+        except Exception:
+            log.exception("could not delete %s", key)
