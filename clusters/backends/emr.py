@@ -9,7 +9,6 @@ States are synced in batches with one paginated ``list_clusters`` call.
 """
 
 import logging
-import random
 import time
 
 import boto3
@@ -18,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
 from clusters.backends import BackendError, ClusterStatus
+from portal.backoff import backoff
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +203,7 @@ class EmrBackend:
                 last_error = exc
             except BotoCoreError as exc:  # connection errors and timeouts: it may have launched
                 last_error = exc
-            delay = min(20.0, 0.5 * 2**attempt)
-            time.sleep(delay / 2 + random.random() * delay / 2)  # full jitter, as botocore does
+            time.sleep(backoff(attempt + 1, base=0.5, cap=20.0))
         raise BackendError(
             f"EMR did not launch the cluster after {settings.EMR_MAX_ATTEMPTS} attempts: "
             f"{last_error}"

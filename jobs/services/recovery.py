@@ -6,7 +6,6 @@ other writer, it changes a run only through conditional UPDATEs fenced by the at
 """
 
 import logging
-import random
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -16,6 +15,7 @@ from django.utils import timezone
 from jobs.models import Run, RunEvent
 from jobs.services.alerts import send_alert_on_commit
 from jobs.services.dispatch import enqueue_run
+from portal.backoff import backoff
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +23,9 @@ State = Run.State
 
 
 def retry_delay(attempt: int) -> float:
-    """Seconds before retry ``attempt`` + 1: exponential from RUN_RETRY_BACKOFF, capped at
-    an hour, with full jitter between half and all of it (AWS "Exponential Backoff And
-    Jitter", ATMO's AtmoCelery.backoff)."""
-    base = min(3600.0, settings.RUN_RETRY_BACKOFF * (2 ** max(0, attempt - 1)))
-    return base / 2 + random.random() * base / 2
+    """Seconds before retrying a run after its failed attempt ``attempt``: the portal's
+    backoff (exponential from RUN_RETRY_BACKOFF seconds, capped at an hour, equal jitter)."""
+    return backoff(attempt, base=settings.RUN_RETRY_BACKOFF, cap=3600.0)
 
 
 def cancel_run(run: Run, user=None) -> Run:
