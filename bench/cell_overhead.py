@@ -46,7 +46,7 @@ def main():
     from django.conf import settings
 
     from jobs import executor, kernel, services
-    from jobs.models import Run
+    from jobs.models import Job, Run
 
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {
@@ -59,9 +59,7 @@ def main():
     source = _env.DATA_DIR / "cells.ipynb"
     source.write_bytes(data)
     owner = _env.user()
-    job = services.create_job(
-        owner, services.JobSettings(name="bench cells", max_retries=0), data, "cells.ipynb"
-    )
+    job = services.create_job(owner, Job(name="bench cells", max_retries=0), data, "cells.ipynb")
     kernel.ensure_kernelspec()
 
     timed = {}

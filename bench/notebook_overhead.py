@@ -112,7 +112,7 @@ def main():
     import subprocess
 
     from jobs import services
-    from jobs.models import Run
+    from jobs.models import Job, Run
 
     sys.path.insert(0, str(_env.ROOT / "examples"))
     from generate_pings import generate
@@ -145,7 +145,7 @@ def main():
     for label, (path, params) in notebooks.items():
         jobs[label] = services.create_job(
             owner,
-            services.JobSettings(name=f"bench {label}", parameters=params, max_retries=0),
+            Job(name=f"bench {label}", parameters=params, max_retries=0),
             path.read_bytes(),
             path.name,
         )

@@ -26,6 +26,7 @@ def main():
 
     from clusters import services as cluster_services
     from jobs import services
+    from jobs.models import Job
 
     sys.path.insert(0, str(_env.ROOT / "examples"))
     from generate_pings import generate
@@ -40,7 +41,7 @@ def main():
     )
     cluster_services.start_cluster(cluster.pk)
     cluster = cluster_services.wait_until_ready(cluster, timeout=300)
-    spec = services.JobSettings(
+    spec = Job(
         name="hello", spark_target="cluster", cluster=cluster, parameters={"data_path": str(sample)}
     )
     job = services.create_job(user, spec, notebook.read_bytes(), notebook.name)

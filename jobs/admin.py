@@ -4,12 +4,11 @@ Actions call the same services as the portal's views, so an admin "Run now" or "
 behaves exactly like the owner's.
 """
 
-from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 from django.utils.html import format_html
 
-from jobs import schedule, services
+from jobs import services
 from jobs.models import Job, NotebookVersion, Run, RunEvent
 
 
@@ -44,33 +43,8 @@ class NotebookVersionInline(ReadOnlyInline):
     readonly_fields = fields
 
 
-class JobAdminForm(forms.ModelForm):
-    """The admin's job form checks the schedule as the portal's own form does."""
-
-    class Meta:
-        model = Job
-        # Every editable field; the admin's own fieldsets and read-only fields still apply.
-        fields = [f.name for f in Job._meta.concrete_fields if f.editable and not f.auto_created]
-
-    def clean_cron(self):
-        cron = (self.cleaned_data.get("cron") or "").strip()
-        try:
-            return schedule.validate_cron(cron) if cron else ""
-        except schedule.ScheduleError as exc:
-            raise forms.ValidationError(str(exc)) from None
-
-    def clean_timezone(self):
-        name = (self.cleaned_data.get("timezone") or "").strip()
-        try:
-            schedule.validate_timezone(name)
-        except schedule.ScheduleError as exc:
-            raise forms.ValidationError(str(exc)) from None
-        return name
-
-
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    form = JobAdminForm
     list_display = (
         "name",
         "owner",
@@ -95,10 +69,9 @@ class JobAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         # A changed schedule, zone or enabled flag moves the next slot, as in the portal.
+        # (The cron and time zone validators are the model fields' own.)
         if {"cron", "timezone", "enabled"} & set(form.changed_data):
-            obj.next_run_at = (
-                obj.next_slot_after(timezone.now()) if obj.enabled and obj.cron else None
-            )
+            obj.reschedule(timezone.now())
         super().save_model(request, obj, form, change)
 
     @admin.action(description="Run now")

@@ -2,16 +2,53 @@
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 
 from django import forms
 from django.conf import settings
-from django.core.validators import MaxValueValidator, validate_email
+from django.core.validators import MaxValueValidator
 
+from clusters.models import Cluster
 from jobs import notebooks, schedule
-from jobs.models import Job
-from jobs.services import JobSettings
+from jobs.models import MAX_RETRIES, Job
+from jobs.validators import split_addresses
 
 PARAM_PREFIX = "param"
+
+
+@dataclass(frozen=True)
+class NotebookUpload:
+    """A validated notebook upload: its file name, its bytes and the parsed notebook."""
+
+    name: str
+    data: bytes
+    parsed: notebooks.ParsedNotebook
+
+
+class NotebookField(forms.FileField):
+    """A notebook file (.ipynb), checked for size (NOTEBOOK_MAX_BYTES) before it is read
+    and then parsed and validated (``notebooks.read_notebook``). Cleans to a
+    ``NotebookUpload``, or None when the field is optional and empty."""
+
+    default_error_messages = {"required": "Choose a notebook file (.ipynb)."}
+
+    def clean(self, data, initial=None):
+        upload = super().clean(data, initial)
+        if not upload:
+            return None
+        limit = settings.NOTEBOOK_MAX_BYTES
+        if upload.size > limit:
+            raise forms.ValidationError(
+                f"The file is {upload.size / 1048576:.1f} MB; "
+                f"notebooks may be at most {limit / 1048576:.1f} MB.",
+                code="too_big",
+            )
+        raw = upload.read()
+        try:
+            parsed = notebooks.read_notebook(raw)
+        except notebooks.NotebookError as exc:
+            raise forms.ValidationError(str(exc), code="notebook") from None
+        return NotebookUpload(name=upload.name, data=raw, parsed=parsed)
 
 
 class ParametersForm(forms.Form):
@@ -84,20 +121,22 @@ class ParametersForm(forms.Form):
         return out
 
 
-class JobForm(forms.Form):
-    """Create or edit a job. On create a notebook file is required; on edit it is optional
-    (a new file makes a new version)."""
+class JobForm(forms.ModelForm):
+    """Create or edit a job: a ModelForm of ``Job.SETTINGS_FIELDS``, whose validators
+    (cron, time zone, addresses, retries) sit on the model fields.
 
-    name = forms.CharField(max_length=200)
-    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
-    notebook = forms.FileField(
+    Beyond the model's fields: the notebook (required on create; on edit a new file makes a
+    new version), the schedule presets (``at_time``, ``minute``, ``weekday``, ``day``) that
+    ``clean`` turns into ``cron``, the timeout in minutes, and the typed parameters form of
+    the notebook (``params_form``). ``save(commit=False)`` returns the job with every
+    setting applied, for ``services.create_job`` or ``services.update_job``.
+    """
+
+    notebook = NotebookField(
         required=False,
         help_text=(
             "A Jupyter notebook (.ipynb). Its 'parameters'-tagged cell becomes the form below."
         ),
-    )
-    schedule_kind = forms.ChoiceField(
-        choices=Job.ScheduleKind.choices, initial=Job.ScheduleKind.DAILY, label="Schedule"
     )
     at_time = forms.TimeField(
         initial="06:00",
@@ -118,72 +157,71 @@ class JobForm(forms.Form):
     day = forms.IntegerField(
         min_value=1, max_value=31, initial=1, required=False, label="Day of the month"
     )
-    cron = forms.CharField(
-        required=False,
-        max_length=120,
-        help_text="5 fields: minute hour day month weekday, e.g. */15 8-18 * * 1-5",
-    )
-    timezone = forms.CharField(
-        initial="UTC", max_length=64, help_text="IANA time zone, e.g. Europe/Berlin"
-    )
     timeout_minutes = forms.IntegerField(min_value=1, initial=60, label="Timeout (minutes)")
-    max_retries = forms.IntegerField(
-        min_value=0, max_value=5, initial=1, label="Retries after infrastructure failures"
-    )
-    catchup = forms.ChoiceField(
-        choices=Job.CatchUp.choices, initial=Job.CatchUp.LATEST, label="Missed slots"
-    )
-    overlap = forms.ChoiceField(
-        choices=Job.Overlap.choices, initial=Job.Overlap.SKIP, label="Overlapping runs"
-    )
-    visibility = forms.ChoiceField(choices=Job.Visibility.choices, initial=Job.Visibility.PRIVATE)
-    notify_on_failure = forms.CharField(
-        required=False, label="E-mail on failure", help_text="Comma-separated addresses"
-    )
-    notify_on_success = forms.CharField(
-        required=False, label="E-mail on success", help_text="Comma-separated addresses"
-    )
-    enabled = forms.BooleanField(required=False, initial=True, label="Enabled (uncheck to pause)")
-    spark_target = forms.ChoiceField(
-        choices=Job.SparkTarget.choices,
-        initial=Job.SparkTarget.LOCAL,
-        required=False,
-        label="Spark",
-    )
-    cluster = forms.ModelChoiceField(
-        queryset=None,
-        required=False,
-        label="Cluster",
-        help_text="For “one of my running clusters”.",
-    )
-    cluster_size = forms.IntegerField(
-        min_value=1, initial=1, required=False, label="Workers of the fresh cluster"
-    )
 
-    def __init__(self, *args, job: Job | None = None, user=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.job = job
+    class Meta:
+        model = Job
+        fields = [f for f in Job.SETTINGS_FIELDS if f not in ("parameters", "timeout_seconds")]
+        labels = {
+            "schedule_kind": "Schedule",
+            "max_retries": "Retries after infrastructure failures",
+            "catchup": "Missed slots",
+            "overlap": "Overlapping runs",
+            "notify_on_failure": "E-mail on failure",
+            "notify_on_success": "E-mail on success",
+            "enabled": "Enabled (uncheck to pause)",
+            "spark_target": "Spark",
+            "cluster_size": "Workers of the fresh cluster",
+        }
+        help_texts = {
+            "cron": "5 fields: minute hour day month weekday, e.g. */15 8-18 * * 1-5",
+            "timezone": "IANA time zone, e.g. Europe/Berlin",
+            "notify_on_failure": "Comma-separated addresses",
+            "notify_on_success": "Comma-separated addresses",
+            "cluster": "For “one of my running clusters”.",
+        }
+        widgets = {
+            "description": forms.Textarea(attrs={"rows": 2}),
+            "notify_on_failure": forms.TextInput,
+            "notify_on_success": forms.TextInput,
+        }
+
+    def __init__(self, *args, instance: Job | None = None, user=None, **kwargs):
+        creating = instance is None
+        if creating:
+            instance = Job(owner=user, schedule_kind=Job.ScheduleKind.DAILY)
+        kwargs.setdefault("initial", {})
+        kwargs["initial"] = {**self._preset_initial(instance), **kwargs["initial"]}
+        super().__init__(*args, instance=instance, **kwargs)
+        self.creating = creating
+        self.fields["notebook"].required = creating
         limit = settings.JOB_MAX_TIMEOUT_SECONDS // 60
         self.fields["timeout_minutes"].validators.append(MaxValueValidator(limit))
         self.fields["timeout_minutes"].widget.attrs["max"] = limit
-        self.parsed = None
-        self.schema = job.latest_version().parameter_schema if job and job.latest_version() else {}
-        self.params_form = None
-        from clusters.models import Cluster
-
-        owner = job.owner if job else user
+        self.fields["max_retries"].min_value = 0
+        self.fields["max_retries"].widget.attrs.update(min=0, max=MAX_RETRIES)
+        self.fields["spark_target"].required = False
         self.fields["cluster"].queryset = (
-            Cluster.objects.filter(owner=owner).live() if owner else Cluster.objects.none()
+            Cluster.objects.filter(owner_id=instance.owner_id).live()
+            if instance.owner_id
+            else Cluster.objects.none()
         )
-        self.fields["cluster_size"].max_value = settings.CLUSTER_MAX_SIZE
+        self.fields["cluster_size"].required = False
+        self.fields["cluster_size"].min_value = 1
+        self.fields["cluster_size"].widget.attrs.update(min=1, max=settings.CLUSTER_MAX_SIZE)
         self.fields["cluster_size"].validators.append(MaxValueValidator(settings.CLUSTER_MAX_SIZE))
+        latest = None if creating else instance.latest_version()
+        self.schema = latest.parameter_schema if latest else {}
+        self.params_form = None
 
-    @classmethod
-    def initial_for(cls, job: Job) -> dict:
+    @staticmethod
+    def _preset_initial(job: Job) -> dict:
+        """Initial values of the fields that are not the model's: the schedule shown as
+        its preset, and the timeout in minutes."""
         preset = (
             schedule.cron_to_preset(job.cron)
             if job.cron
-            else {"kind": "manual", "minute": 0, "hour": 6, "weekday": 0, "day": 1}
+            else {"kind": job.schedule_kind, "minute": 0, "hour": 6, "weekday": 0, "day": 1}
         )
         kind = (
             job.schedule_kind
@@ -191,86 +229,50 @@ class JobForm(forms.Form):
             else preset["kind"]
         )
         return {
-            "name": job.name,
-            "description": job.description,
             "schedule_kind": kind,
             "at_time": dt.time(preset["hour"], preset["minute"]),
             "minute": preset["minute"],
             "weekday": preset["weekday"],
             "day": preset["day"],
-            "cron": job.cron,
-            "timezone": job.timezone,
             "timeout_minutes": max(1, job.timeout_seconds // 60),
-            "max_retries": job.max_retries,
-            "catchup": job.catchup,
-            "overlap": job.overlap,
-            "visibility": job.visibility,
-            "notify_on_failure": job.notify_on_failure,
-            "notify_on_success": job.notify_on_success,
-            "enabled": job.enabled,
-            "spark_target": job.spark_target,
-            "cluster": job.cluster_id,
-            "cluster_size": job.cluster_size,
         }
 
     def clean_notebook(self):
         upload = self.cleaned_data.get("notebook")
-        if upload is None:
-            if self.job is None:
-                raise forms.ValidationError("Choose a notebook file (.ipynb).")
-            return None
-        if upload.size > settings.NOTEBOOK_MAX_BYTES:
-            raise forms.ValidationError(
-                f"The file is {upload.size / 1048576:.1f} MB; "
-                f"notebooks may be at most {settings.NOTEBOOK_MAX_BYTES / 1048576:.1f} MB."
-            )
-        try:
-            self.parsed = notebooks.read_notebook(upload.read())
-            self.schema = notebooks.inspect_parameters(self.parsed.nb)
-        except notebooks.NotebookError as exc:
-            raise forms.ValidationError(str(exc)) from None
-        upload.seek(0)
+        if upload is not None:
+            self.schema = notebooks.inspect_parameters(upload.parsed.nb)
         return upload
 
     def clean_timezone(self):
-        name = self.cleaned_data["timezone"].strip()
-        try:
-            schedule.validate_timezone(name)
-        except schedule.ScheduleError as exc:
-            raise forms.ValidationError(str(exc)) from None
-        return name
+        return self.cleaned_data["timezone"].strip()
 
-    def _clean_emails(self, field):
-        items = [
-            e.strip()
-            for e in self.cleaned_data.get(field, "").replace(";", ",").split(",")
-            if e.strip()
-        ]
-        for item in items:
-            try:
-                validate_email(item)
-            except forms.ValidationError:
-                raise forms.ValidationError(f"{item!r} is not an e-mail address.") from None
-        return ", ".join(items)
+    def _clean_addresses(self, field: str) -> str:
+        return ", ".join(split_addresses(self.cleaned_data.get(field, "")))
 
     def clean_notify_on_failure(self):
-        return self._clean_emails("notify_on_failure")
+        return self._clean_addresses("notify_on_failure")
 
     def clean_notify_on_success(self):
-        return self._clean_emails("notify_on_success")
+        return self._clean_addresses("notify_on_success")
+
+    def clean_spark_target(self):
+        return self.cleaned_data.get("spark_target") or Job.SparkTarget.LOCAL
+
+    def clean_cluster_size(self):
+        return self.cleaned_data.get("cluster_size") or 1
 
     def clean(self):
         cleaned = super().clean()
         kind = cleaned.get("schedule_kind")
         try:
             if kind == Job.ScheduleKind.CRON:
-                cleaned["cron_expr"] = schedule.validate_cron(cleaned.get("cron") or "")
+                cleaned["cron"] = schedule.validate_cron(cleaned.get("cron") or "")
             elif kind == Job.ScheduleKind.MANUAL:
-                cleaned["cron_expr"] = ""
+                cleaned["cron"] = ""
             elif kind:
                 at = cleaned.get("at_time") or dt.time(0, 0)
                 minute = cleaned.get("minute") if kind == Job.ScheduleKind.HOURLY else at.minute
-                cleaned["cron_expr"] = schedule.preset_to_cron(
+                cleaned["cron"] = schedule.preset_to_cron(
                     kind,
                     minute=minute or 0,
                     hour=at.hour,
@@ -279,9 +281,12 @@ class JobForm(forms.Form):
                 )
         except schedule.ScheduleError as exc:
             self.add_error("cron" if kind == Job.ScheduleKind.CRON else "schedule_kind", str(exc))
-        if cleaned.get("spark_target") == Job.SparkTarget.CLUSTER and not cleaned.get("cluster"):
-            self.add_error("cluster", "Choose one of your running clusters.")
-        values = self.job.parameters if self.job else {}
+        if cleaned.get("spark_target") == Job.SparkTarget.CLUSTER:
+            if not cleaned.get("cluster"):
+                self.add_error("cluster", "Choose one of your running clusters.")
+        else:
+            cleaned["cluster"] = None
+        values = self.instance.parameters if not self.creating else {}
         self.params_form = ParametersForm(self.schema, self.data, values=values)
         if self.schema and not self.params_form.is_valid():
             for name, errors in self.params_form.errors.items():
@@ -295,44 +300,22 @@ class JobForm(forms.Form):
                 self.add_error(None, self.params_form.non_field_errors()[0])
         return cleaned
 
-    def job_settings(self) -> JobSettings:
-        """The validated settings for ``jobs.services``."""
-        c = self.cleaned_data
-        parameters = self.params_form.json_values() if self.schema else {}
-        return JobSettings(
-            name=c["name"],
-            description=c["description"],
-            schedule_kind=c["schedule_kind"],
-            cron=c["cron_expr"],
-            timezone=c["timezone"],
-            parameters=parameters,
-            timeout_seconds=c["timeout_minutes"] * 60,
-            max_retries=c["max_retries"],
-            catchup=c["catchup"],
-            overlap=c["overlap"],
-            visibility=c["visibility"],
-            notify_on_failure=c["notify_on_failure"],
-            notify_on_success=c["notify_on_success"],
-            enabled=c["enabled"],
-            spark_target=c.get("spark_target") or Job.SparkTarget.LOCAL,
-            cluster=c.get("cluster") if c.get("spark_target") == Job.SparkTarget.CLUSTER else None,
-            cluster_size=c.get("cluster_size") or 1,
-        )
+    def save(self, commit: bool = False) -> Job:
+        """The job with every setting of the form applied (parameters and timeout too).
+        Never saves: the services validate against the notebook and write."""
+        if commit:
+            raise ValueError("Save a job through jobs.services, not the form.")
+        job = super().save(commit=False)
+        job.timeout_seconds = self.cleaned_data["timeout_minutes"] * 60
+        job.parameters = self.params_form.json_values() if self.schema else {}
+        return job
 
 
 class UploadVersionForm(forms.Form):
-    notebook = forms.FileField(help_text="A new version of the notebook (.ipynb).")
+    notebook = NotebookField(help_text="A new version of the notebook (.ipynb).")
 
-    def clean_notebook(self):
-        upload = self.cleaned_data["notebook"]
-        if upload.size > settings.NOTEBOOK_MAX_BYTES:
-            raise forms.ValidationError(
-                f"Notebooks may be at most {settings.NOTEBOOK_MAX_BYTES / 1048576:.1f} MB."
-            )
-        data = upload.read()
-        try:
-            notebooks.read_notebook(data)
-        except notebooks.NotebookError as exc:
-            raise forms.ValidationError(str(exc)) from None
-        self.data_bytes = data
-        return upload
+
+class InspectForm(forms.Form):
+    """The notebook file the job form sends to read its parameters (htmx)."""
+
+    notebook = NotebookField()

@@ -9,11 +9,19 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
+from django.utils import timezone
 
 from jobs import schedule
+from jobs.validators import (
+    CronValidator,
+    TimezoneValidator,
+    split_addresses,
+    validate_address_list,
+)
 
 
 class JobQuerySet(models.QuerySet):
@@ -32,6 +40,10 @@ class JobQuerySet(models.QuerySet):
     def due(self, now: datetime):
         """Enabled, scheduled jobs whose next slot is at or before ``now`` (UTC)."""
         return self.filter(enabled=True, next_run_at__isnull=False, next_run_at__lte=now)
+
+
+#: Retries a job may ask for after infrastructure failures.
+MAX_RETRIES = 5
 
 
 class Job(models.Model):
@@ -77,19 +89,23 @@ class Job(models.Model):
     schedule_kind = models.CharField(
         max_length=10,
         choices=ScheduleKind.choices,
-        default=ScheduleKind.DAILY,
+        default=ScheduleKind.MANUAL,
         help_text="How the schedule was chosen.",
     )
     cron = models.CharField(
         max_length=120,
         blank=True,
+        validators=[CronValidator()],
         help_text=(
             "5-field cron expression of the schedule, in the job's time zone; "
             "empty for manual jobs."
         ),
     )
     timezone = models.CharField(
-        max_length=64, default="UTC", help_text="IANA time zone the schedule is read in."
+        max_length=64,
+        default="UTC",
+        validators=[TimezoneValidator()],
+        help_text="IANA time zone the schedule is read in.",
     )
     parameters = models.JSONField(
         default=dict,
@@ -101,6 +117,7 @@ class Job(models.Model):
     )
     max_retries = models.PositiveSmallIntegerField(
         default=1,
+        validators=[MaxValueValidator(MAX_RETRIES)],
         help_text=(
             "Retries after infrastructure failures (worker lost, kernel died); "
             "not after notebook errors."
@@ -144,10 +161,12 @@ class Job(models.Model):
     )
     notify_on_failure = models.TextField(
         blank=True,
+        validators=[validate_address_list],
         help_text="Comma-separated e-mail addresses told when a run fails; empty means nobody.",
     )
     notify_on_success = models.TextField(
         blank=True,
+        validators=[validate_address_list],
         help_text="Comma-separated e-mail addresses told when a run succeeds; empty means nobody.",
     )
     enabled = models.BooleanField(
@@ -166,6 +185,27 @@ class Job(models.Model):
         auto_now=True, help_text="When the job was last changed (UTC)."
     )
 
+    #: The fields its owner sets: the job form's, and what ``services.update_job`` saves.
+    SETTINGS_FIELDS = (
+        "name",
+        "description",
+        "schedule_kind",
+        "cron",
+        "timezone",
+        "parameters",
+        "timeout_seconds",
+        "max_retries",
+        "catchup",
+        "overlap",
+        "visibility",
+        "notify_on_failure",
+        "notify_on_success",
+        "enabled",
+        "spark_target",
+        "cluster",
+        "cluster_size",
+    )
+
     objects = JobQuerySet.as_manager()
 
     class Meta:
@@ -181,6 +221,21 @@ class Job(models.Model):
     @property
     def is_scheduled(self) -> bool:
         return bool(self.cron)
+
+    def clean(self) -> None:
+        """Normalise the cron expression to single spaces (the form and the admin call
+        this after the fields' validators)."""
+        self.cron = " ".join(self.cron.split())
+
+    def can_change(self, user) -> bool:
+        """Whether ``user`` may change the job and act on its runs: its owner and staff
+        (the rule of ``JobQuerySet.owned_by``)."""
+        return bool(user.is_staff or self.owner_id == user.pk)
+
+    def reschedule(self, now: datetime) -> None:
+        """Set ``next_run_at`` to the first slot after ``now`` (UTC), or None for a manual
+        or paused job. The one place that moves the next run; the caller saves the row."""
+        self.next_run_at = self.next_slot_after(now) if self.enabled else None
 
     def next_slot_after(self, moment: datetime) -> datetime | None:
         """The first slot strictly after ``moment``, as an aware UTC datetime; None if manual."""
@@ -206,13 +261,9 @@ class Job(models.Model):
 
     def recipients(self, which: str) -> list[str]:
         """Addresses for ``which`` in ("failure", "success"), de-duplicated, in order."""
-        raw = self.notify_on_failure if which == "failure" else self.notify_on_success
-        seen = []
-        for item in raw.replace(";", ",").split(","):
-            item = item.strip()
-            if item and item not in seen:
-                seen.append(item)
-        return seen
+        return split_addresses(
+            self.notify_on_failure if which == "failure" else self.notify_on_success
+        )
 
     def latest_version(self):
         return self.versions.order_by("-number").first()
@@ -271,6 +322,12 @@ class RunQuerySet(models.QuerySet):
             return self
         return self.filter(Q(job__owner=user) | Q(job__visibility=Job.Visibility.SIGNED_IN))
 
+    def owned_by(self, user):
+        """Runs of jobs ``user`` may change (``JobQuerySet.owned_by``)."""
+        if user.is_staff:
+            return self
+        return self.filter(job__owner=user)
+
     def active(self):
         return self.filter(state__in=Run.ACTIVE_STATES)
 
@@ -317,6 +374,9 @@ class Run(models.Model):
         State.LOST,
         State.SKIPPED,
     )
+    #: Final states that alert the job's failure list and count as failures on /ops/.
+    FAILURE_STATES = (State.FAILED, State.TIMED_OUT, State.LOST)
+    SKIPPED_WHILE_ACTIVE = "Skipped: the previous run was still active."
 
     uuid = models.UUIDField(
         default=uuid.uuid4,
@@ -441,7 +501,7 @@ class Run(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
-            # One run per (job, slot), whoever creates it and however often (DESIGN §Dispatch).
+            # One run per (job, slot), whoever creates it and however often.
             models.UniqueConstraint(
                 fields=["job", "scheduled_for"],
                 condition=Q(scheduled_for__isnull=False),
@@ -456,6 +516,65 @@ class Run(models.Model):
     def get_absolute_url(self):
         return reverse("runs-detail", args=[self.pk])
 
+    @classmethod
+    def build(
+        cls,
+        job: Job,
+        *,
+        trigger: str,
+        version_id: int,
+        parameters: dict,
+        now: datetime,
+        scheduled_for: datetime | None = None,
+        created_by=None,
+        state: str = State.QUEUED,
+        reason: str = "",
+    ) -> "Run":
+        """An unsaved run of ``job``: the one constructor of runs, for every trigger.
+
+        Attempts (1 + the job's retries) and the timeout are copied from the job. A QUEUED
+        run is enqueued at ``now`` (UTC); a run created in a final state (SKIPPED, or FAILED
+        for a schedule that cannot be computed) is finished at ``now``.
+        """
+        return cls(
+            job=job,
+            version_id=version_id,
+            trigger=trigger,
+            scheduled_for=scheduled_for,
+            parameters=parameters,
+            created_by=created_by,
+            state=state,
+            state_reason=reason,
+            max_attempts=1 + job.max_retries,
+            timeout_seconds=job.timeout_seconds,
+            enqueued_at=now if state == cls.State.QUEUED else None,
+            finished_at=now if state in cls.FINAL_STATES else None,
+        )
+
+    @classmethod
+    def for_slot(
+        cls, job: Job, slot: datetime, version_id: int, *, active: bool, now: datetime
+    ) -> "Run":
+        """An unsaved run of ``job`` for its schedule slot ``slot`` (UTC), with the job's
+        parameters: QUEUED, or SKIPPED when a run of the job is ``active`` and its overlap
+        policy is "skip"."""
+        skipped = active and job.overlap == Job.Overlap.SKIP
+        return cls.build(
+            job,
+            trigger=cls.Trigger.SCHEDULE,
+            version_id=version_id,
+            parameters=dict(job.parameters),
+            now=now,
+            scheduled_for=slot,
+            state=cls.State.SKIPPED if skipped else cls.State.QUEUED,
+            reason=cls.SKIPPED_WHILE_ACTIVE if skipped else "",
+        )
+
+    @property
+    def creation_message(self) -> str:
+        """The text of the run's first event."""
+        return self.state_reason or f"Created ({self.get_trigger_display()})."
+
     @property
     def is_active(self) -> bool:
         return self.state in self.ACTIVE_STATES
@@ -463,6 +582,24 @@ class Run(models.Model):
     @property
     def is_final(self) -> bool:
         return self.state in self.FINAL_STATES
+
+    @property
+    def is_failure(self) -> bool:
+        return self.state in self.FAILURE_STATES
+
+    @property
+    def is_queued(self) -> bool:
+        return self.state == self.State.QUEUED
+
+    @property
+    def is_running(self) -> bool:
+        return self.state == self.State.RUNNING
+
+    @property
+    def expects_output(self) -> bool:
+        """Whether the run was meant to produce an output notebook (not skipped or
+        cancelled before one could exist)."""
+        return self.state not in (self.State.SKIPPED, self.State.CANCELLED)
 
     @property
     def progress_percent(self) -> int:
@@ -476,8 +613,6 @@ class Run(models.Model):
     def duration(self) -> timedelta | None:
         if not self.started_at:
             return None
-        from django.utils import timezone
-
         end = self.finished_at or timezone.now()
         return end - self.started_at
 

@@ -7,7 +7,6 @@ for objects the user may not see (never 403: it would leak their existence).
 import datetime as dt
 import json
 
-from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
@@ -23,7 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from clusters import services as cluster_services
 from clusters.models import Cluster
 from jobs import notebooks, schedule, services
-from jobs.forms import JobForm, ParametersForm, UploadVersionForm
+from jobs.forms import InspectForm, JobForm, ParametersForm, UploadVersionForm
 from jobs.models import Job, Run
 from jobs.render import standalone_html
 from portal.htmx import refresh_page
@@ -52,10 +51,7 @@ def run_for_viewer(user, pk) -> Run:
 
 def run_for_owner(user, pk) -> Run:
     """The run ``pk`` if ``user`` may act on its job (owner or staff), else Http404."""
-    qs = Run.objects.select_related("job", "version")
-    if not user.is_staff:
-        qs = qs.filter(job__owner=user)
-    return get_object_or_404(qs, pk=pk)
+    return get_object_or_404(Run.objects.owned_by(user).select_related("job", "version"), pk=pk)
 
 
 # --- Dashboard ------------------------------------------------------------------------------
@@ -115,9 +111,7 @@ def job_create(request):
         if form.is_valid():
             upload = form.cleaned_data["notebook"]
             try:
-                job = services.create_job(
-                    request.user, form.job_settings(), upload.read(), upload.name
-                )
+                job = services.create_job(request.user, form.save(), upload.data, upload.name)
             except (
                 notebooks.NotebookError,
                 notebooks.ParameterError,
@@ -135,21 +129,13 @@ def job_create(request):
 @require_POST
 def job_inspect(request):
     """htmx: read an uploaded notebook's parameters and answer the typed fields (a fragment)."""
-    upload = request.FILES.get("notebook")
+    form = InspectForm(request.POST, request.FILES)
     error, params_form = "", None
-    if upload is None:
-        error = "Choose a notebook file (.ipynb)."
-    elif upload.size > settings.NOTEBOOK_MAX_BYTES:
-        error = (
-            f"The file is {upload.size / 1048576:.1f} MB; "
-            f"notebooks may be at most {settings.NOTEBOOK_MAX_BYTES / 1048576:.1f} MB."
-        )
+    if form.is_valid():
+        upload = form.cleaned_data["notebook"]
+        params_form = ParametersForm(notebooks.inspect_parameters(upload.parsed.nb))
     else:
-        try:
-            parsed = notebooks.read_notebook(upload.read())
-            params_form = ParametersForm(notebooks.inspect_parameters(parsed.nb))
-        except notebooks.NotebookError as exc:
-            error = str(exc)
+        error = form.errors["notebook"][0]
     return render(
         request, "jobs/_parameters.html", {"params_form": params_form, "inspect_error": error}
     )
@@ -160,7 +146,7 @@ def schedule_preview(request):
     """htmx: the schedule in words and its next 5 slots, for the values in the form."""
     form = JobForm(request.GET, user=request.user)
     form.is_valid()
-    cron = form.cleaned_data.get("cron_expr")
+    cron = form.cleaned_data.get("cron")
     tz = form.cleaned_data.get("timezone")
     context = {"error": "", "words": "", "slots": []}
     errors = [
@@ -213,7 +199,7 @@ def job_detail(request, pk):
             "job": job,
             "runs": runs,
             "chart": chart,
-            "can_change": request.user.is_staff or job.owner_id == request.user.pk,
+            "can_change": job.can_change(request.user),
             "versions": job.versions.all(),
             "latest": latest,
             "upcoming": [s.astimezone(job.tz) for s in job.upcoming_slots(timezone.now(), 5)]
@@ -232,22 +218,22 @@ def job_detail(request, pk):
 def job_edit(request, pk):
     job = job_for_owner(request.user, pk)
     if request.method == "POST":
-        form = JobForm(request.POST, request.FILES, job=job)
+        # The form changes its own copy of the job: ``job`` stays as stored.
+        form = JobForm(request.POST, request.FILES, instance=job_for_owner(request.user, pk))
         if form.is_valid():
             try:
                 upload = form.cleaned_data.get("notebook")
                 if upload is not None:
                     _, dropped = services.upload_version(
-                        job, request.user, upload.read(), upload.name
+                        job, request.user, upload.data, upload.name
                     )
-                    job.refresh_from_db()
                     if dropped:
                         messages.warning(
                             request,
                             "Dropped parameter values the new notebook does not take: "
                             + ", ".join(dropped),
                         )
-                services.update_job(job, form.job_settings())
+                job = services.update_job(form.save())
             except (
                 notebooks.NotebookError,
                 notebooks.ParameterError,
@@ -258,7 +244,7 @@ def job_edit(request, pk):
                 messages.success(request, "Job saved.")
                 return redirect(job)
     else:
-        form = JobForm(initial=JobForm.initial_for(job), job=job)
+        form = JobForm(instance=job)
     return render(request, "jobs/job_form.html", _job_form_context(form, job))
 
 
@@ -303,9 +289,8 @@ def job_upload(request, pk):
         for error in form.errors.get("notebook", []):
             messages.error(request, error)
         return redirect(job)
-    version, dropped = services.upload_version(
-        job, request.user, form.data_bytes, form.cleaned_data["notebook"].name
-    )
+    upload = form.cleaned_data["notebook"]
+    version, dropped = services.upload_version(job, request.user, upload.data, upload.name)
     messages.success(request, f"Uploaded version {version.number}.")
     if dropped:
         messages.warning(
@@ -368,7 +353,7 @@ def run_detail(request, pk):
             "run": run,
             "job": run.job,
             "frame_url": _frame_url(run),
-            "can_change": request.user.is_staff or run.job.owner_id == request.user.pk,
+            "can_change": run.job.can_change(request.user),
             "events": run.events.all(),
             "parameters": json.dumps(effective, indent=1),
             "defaults_used": [name for name in schema if name not in run.parameters],
@@ -470,7 +455,7 @@ def operations(request):
             .select_related("job")
             .order_by("started_at")[:100],
             "failures": Run.objects.filter(
-                state__in=[Run.State.FAILED, Run.State.TIMED_OUT, Run.State.LOST],
+                state__in=Run.FAILURE_STATES,
                 finished_at__gte=since,
             )
             .select_related("job")

@@ -127,11 +127,12 @@ def alice_client(client, alice):
 def make_job(alice):
     """Factory: a job from a test notebook, owned by alice unless told otherwise."""
     from jobs import services
+    from jobs.models import Job
 
     def make(notebook="trivial.ipynb", owner=None, **fields):
         if fields.get("cron") and "schedule_kind" not in fields:
             fields["schedule_kind"] = "cron"
-        spec = services.JobSettings(name=fields.pop("name", notebook), **fields)
+        spec = Job(name=fields.pop("name", notebook), **fields)
         return services.create_job(owner or alice, spec, notebook_bytes(notebook), notebook)
 
     return make

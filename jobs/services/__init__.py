@@ -26,7 +26,6 @@ from jobs.services.execution import (
     worker_name,
 )
 from jobs.services.jobs import (
-    JobSettings,
     create_job,
     delete_job,
     set_job_enabled,
@@ -37,7 +36,6 @@ from jobs.services.recovery import cancel_run, reap_runs, retry_delay
 
 __all__ = [
     "SANDBOX_CONNECT_PORT",
-    "JobSettings",
     "SparkTargetError",
     "cancel_run",
     "claim_run",

@@ -23,7 +23,7 @@ def send_alert_on_commit(run_id: int) -> None:
 def send_run_alert(run_id: int) -> bool:
     """E-mail the outcome of a finished run to the job's recipients, at most once.
 
-    Failures (FAILED, TIMED_OUT, LOST) go to the job's failure list, successes to its
+    Failures (``Run.FAILURE_STATES``) go to the job's failure list, successes to its
     success list; cancelled and skipped runs send nothing. ``alert_sent_at`` is set in
     the same transaction that holds the row lock, so concurrent or repeated calls send
     one message. (A crash between the SMTP hand-off and the commit would send it again:
@@ -38,7 +38,7 @@ def send_run_alert(run_id: int) -> bool:
         )
         if run is None or run.alert_sent_at or not run.is_final:
             return False
-        if run.state in (State.FAILED, State.TIMED_OUT, State.LOST):
+        if run.is_failure:
             recipients, kind = run.job.recipients("failure"), "failure"
         elif run.state == State.SUCCEEDED:
             recipients, kind = run.job.recipients("success"), "success"

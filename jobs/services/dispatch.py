@@ -47,35 +47,38 @@ def _enqueue_all(run_ids: list[int], countdown: float = 0) -> None:
 def _new_run(
     job: Job,
     *,
-    trigger,
-    parameters,
-    version=None,
-    scheduled_for=None,
+    trigger: str,
+    parameters: dict,
+    version: NotebookVersion | None = None,
+    scheduled_for: datetime | None = None,
     created_by=None,
-    state=State.QUEUED,
-    reason="",
-    enqueue=True,
+    state: str = State.QUEUED,
+    reason: str = "",
+    enqueue: bool = True,
 ) -> Run:
+    """Create a run of ``job`` (``Run.build``) and its first event in the caller's
+    transaction, and enqueue it after commit when it is QUEUED and ``enqueue``."""
     version = version or job.latest_version()
-    now = timezone.now()
-    run = Run.objects.create(
-        job=job,
-        version=version,
+    run = Run.build(
+        job,
         trigger=trigger,
-        scheduled_for=scheduled_for,
+        version_id=version.pk,
         parameters=parameters,
+        now=timezone.now(),
+        scheduled_for=scheduled_for,
         created_by=created_by,
         state=state,
-        state_reason=reason,
-        max_attempts=1 + job.max_retries,
-        timeout_seconds=job.timeout_seconds,
-        enqueued_at=now if state == State.QUEUED else None,
-        finished_at=now if state in (State.SKIPPED, State.FAILED) else None,
+        reason=reason,
     )
-    RunEvent.objects.create(
-        run=run, attempt=0, state=state, message=reason or f"Created ({run.get_trigger_display()})."
-    )
-    if state == State.QUEUED and enqueue:
+    return _save_new_run(run, enqueue=enqueue)
+
+
+def _save_new_run(run: Run, enqueue: bool = True) -> Run:
+    """Insert an unsaved run and its first event in the caller's transaction; enqueue it
+    after commit when it is QUEUED and ``enqueue``."""
+    run.save()
+    RunEvent.objects.create(run=run, attempt=0, state=run.state, message=run.creation_message)
+    if run.state == State.QUEUED and enqueue:
         enqueue_run(run)
     return run
 
@@ -241,28 +244,12 @@ def _dispatch_batch(jobs: list[Job], plans: dict, now: datetime) -> list[Run]:
         for slot in slots:
             if (job.pk, slot) in existing or job.pk not in latest:
                 continue
-            skipped = job.pk in active and job.overlap == Job.Overlap.SKIP
             runs.append(
-                Run(
-                    job=job,
-                    version_id=latest[job.pk][0],
-                    trigger=Run.Trigger.SCHEDULE,
-                    scheduled_for=slot,
-                    parameters=dict(job.parameters),
-                    state=State.SKIPPED if skipped else State.QUEUED,
-                    state_reason="Skipped: the previous run was still active." if skipped else "",
-                    max_attempts=1 + job.max_retries,
-                    timeout_seconds=job.timeout_seconds,
-                    enqueued_at=None if skipped else now,
-                    finished_at=now if skipped else None,
-                )
+                Run.for_slot(job, slot, latest[job.pk][0], active=job.pk in active, now=now)
             )
     Run.objects.bulk_create(runs)
     RunEvent.objects.bulk_create(
-        RunEvent(
-            run=run, attempt=0, state=run.state, message=run.state_reason or "Created (Schedule)."
-        )
-        for run in runs
+        RunEvent(run=run, attempt=0, state=run.state, message=run.creation_message) for run in runs
     )
     Job.objects.bulk_update(jobs, ["next_run_at"])
     _enqueue_all([run.pk for run in runs if run.state == State.QUEUED])
@@ -272,27 +259,17 @@ def _dispatch_batch(jobs: list[Job], plans: dict, now: datetime) -> list[Run]:
 
 
 def _dispatch_job(job: Job, plan: tuple[list[datetime], datetime]) -> list[Run]:
+    """Dispatch one locked, due job slot by slot, each in its own savepoint: the path
+    taken when its batch met a slot that got a run meanwhile (the slot is skipped)."""
     slots, next_run_at = plan
     version = job.latest_version()
     active = job.runs.active().exists()
     runs = []
     for slot in slots:
-        state, reason = State.QUEUED, ""
-        if active and job.overlap == Job.Overlap.SKIP:
-            state, reason = State.SKIPPED, "Skipped: the previous run was still active."
         try:
             with transaction.atomic():
-                runs.append(
-                    _new_run(
-                        job,
-                        trigger=Run.Trigger.SCHEDULE,
-                        parameters=dict(job.parameters),
-                        version=version,
-                        scheduled_for=slot,
-                        state=state,
-                        reason=reason,
-                    )
-                )
+                run = Run.for_slot(job, slot, version.pk, active=active, now=timezone.now())
+                runs.append(_save_new_run(run))
         except IntegrityError:
             log.info("slot already has a run job=%s slot=%s", job.pk, slot.isoformat())
     job.next_run_at = next_run_at

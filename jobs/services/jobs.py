@@ -8,7 +8,6 @@ files of a deleted job are removed after commit.
 
 import logging
 import os
-from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
@@ -23,45 +22,27 @@ from jobs.models import Job, NotebookVersion, Run
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class JobSettings:
-    """Everything about a job except its notebook, as validated by a form or command."""
-
-    name: str
-    description: str = ""
-    schedule_kind: str = Job.ScheduleKind.MANUAL
-    cron: str = ""
-    timezone: str = "UTC"
-    parameters: dict | None = None
-    timeout_seconds: int = 3600
-    max_retries: int = 1
-    catchup: str = Job.CatchUp.LATEST
-    overlap: str = Job.Overlap.SKIP
-    visibility: str = Job.Visibility.PRIVATE
-    notify_on_failure: str = ""
-    notify_on_success: str = ""
-    enabled: bool = True
-    spark_target: str = Job.SparkTarget.LOCAL
-    cluster: object = None
-    cluster_size: int = 1
-
-
-def _validated_schedule(kind: str, cron: str, tz: str) -> str:
-    """Return the cron to store ('' for manual); raises ScheduleError."""
-    schedule.validate_timezone(tz)
-    if kind == Job.ScheduleKind.MANUAL:
-        return ""
-    return schedule.validate_cron(cron)
+def _validate(job: Job) -> None:
+    """Check and normalise ``job``'s schedule in place: the time zone must exist, the cron
+    expression is emptied for a manual job and normalised otherwise, and the timeout is
+    capped at JOB_MAX_TIMEOUT_SECONDS. Raises ScheduleError."""
+    schedule.validate_timezone(job.timezone)
+    if job.schedule_kind == Job.ScheduleKind.MANUAL:
+        job.cron = ""
+    else:
+        job.cron = schedule.validate_cron(job.cron)
+    job.timeout_seconds = min(job.timeout_seconds, settings.JOB_MAX_TIMEOUT_SECONDS)
 
 
 def create_job(
     owner,
-    spec: JobSettings,
+    job: Job,
     notebook_bytes: bytes,
     original_name: str = "",
     now: datetime | None = None,
 ) -> Job:
-    """Create a job with its first notebook version; returns the saved Job.
+    """Save ``job`` (an unsaved Job with its settings, e.g. from ``JobForm.save(commit=False)``)
+    as ``owner``'s, with its first notebook version; returns it.
 
     Validates everything before writing anything: raises NotebookError (not a usable
     notebook), ScheduleError (bad cron or time zone) or ParameterError (values that do not
@@ -71,30 +52,11 @@ def create_job(
     now = now or timezone.now()
     parsed = notebooks.read_notebook(notebook_bytes)
     param_schema = notebooks.inspect_parameters(parsed.nb)
-    cron = _validated_schedule(spec.schedule_kind, spec.cron, spec.timezone)
-    values = notebooks.coerce_parameters(param_schema, spec.parameters or {})
+    _validate(job)
+    job.parameters = notebooks.coerce_parameters(param_schema, job.parameters or {})
+    job.owner = owner
     with transaction.atomic():
-        job = Job(
-            owner=owner,
-            name=spec.name,
-            description=spec.description,
-            schedule_kind=spec.schedule_kind,
-            cron=cron,
-            timezone=spec.timezone,
-            parameters=values,
-            timeout_seconds=min(spec.timeout_seconds, settings.JOB_MAX_TIMEOUT_SECONDS),
-            max_retries=spec.max_retries,
-            catchup=spec.catchup,
-            overlap=spec.overlap,
-            visibility=spec.visibility,
-            notify_on_failure=spec.notify_on_failure,
-            notify_on_success=spec.notify_on_success,
-            enabled=spec.enabled,
-            spark_target=spec.spark_target,
-            cluster=spec.cluster,
-            cluster_size=spec.cluster_size,
-        )
-        job.next_run_at = job.next_slot_after(now) if job.enabled else None
+        job.reschedule(now)
         job.save()
         _store_version(job, owner, parsed, param_schema, notebook_bytes, original_name)
     log.info("created job=%s owner=%s cron=%r tz=%s", job.pk, owner.pk, job.cron, job.timezone)
@@ -152,47 +114,27 @@ def upload_version(
     return version, dropped
 
 
-def update_job(job: Job, spec: JobSettings, now: datetime | None = None) -> Job:
-    """Change a job's settings; recomputes its next slot when the schedule changed.
+def update_job(job: Job, now: datetime | None = None) -> Job:
+    """Save the settings (``Job.SETTINGS_FIELDS``) changed on ``job`` in memory, e.g. by
+    ``JobForm.save(commit=False)``; a changed schedule, zone or enabled flag moves the next
+    run. Returns the job.
 
-    Raises ScheduleError or ParameterError without writing anything.
+    Raises ScheduleError or ParameterError (checked against the latest notebook version)
+    without writing anything. Only the settings are written, so a slot the dispatcher
+    advanced meanwhile is kept.
     """
     now = now or timezone.now()
     version = job.latest_version()
-    cron = _validated_schedule(spec.schedule_kind, spec.cron, spec.timezone)
-    values = notebooks.coerce_parameters(
-        version.parameter_schema if version else {}, spec.parameters or {}
+    _validate(job)
+    job.parameters = notebooks.coerce_parameters(
+        version.parameter_schema if version else {}, job.parameters or {}
     )
     with transaction.atomic():
-        job = Job.objects.select_for_update().get(pk=job.pk)
-        schedule_changed = (cron, spec.timezone, spec.enabled) != (
-            job.cron,
-            job.timezone,
-            job.enabled,
-        )
-        for field in (
-            "name",
-            "description",
-            "schedule_kind",
-            "timezone",
-            "max_retries",
-            "catchup",
-            "overlap",
-            "visibility",
-            "notify_on_failure",
-            "notify_on_success",
-            "enabled",
-            "spark_target",
-            "cluster",
-            "cluster_size",
-        ):
-            setattr(job, field, getattr(spec, field))
-        job.cron = cron
-        job.parameters = values
-        job.timeout_seconds = min(spec.timeout_seconds, settings.JOB_MAX_TIMEOUT_SECONDS)
-        if schedule_changed:
-            job.next_run_at = job.next_slot_after(now) if job.enabled else None
-        job.save()
+        stored = Job.objects.select_for_update().get(pk=job.pk)
+        job.next_run_at = stored.next_run_at
+        if (job.cron, job.timezone, job.enabled) != (stored.cron, stored.timezone, stored.enabled):
+            job.reschedule(now)
+        job.save(update_fields=[*Job.SETTINGS_FIELDS, "next_run_at", "updated_at"])
     return job
 
 
@@ -204,7 +146,7 @@ def set_job_enabled(job: Job, enabled: bool, now: datetime | None = None) -> Job
         job = Job.objects.select_for_update().get(pk=job.pk)
         if job.enabled != enabled:
             job.enabled = enabled
-            job.next_run_at = job.next_slot_after(now) if enabled else None
+            job.reschedule(now)
             job.save(update_fields=["enabled", "next_run_at", "updated_at"])
     return job
 

@@ -30,6 +30,7 @@ import pytest
 from playwright.sync_api import expect
 
 from clusters.backends.local import listening
+from portal.procs import alive, kill_tree, tree
 from tests.conftest import notebook_bytes
 from tests.e2e.conftest import E2EWorker, login, wait_run_state
 from tests.processes import Beat, flush_broker, wait_for
@@ -117,19 +118,13 @@ def spark_leftovers(transactional_db):
     def snapshot(cluster_id: int) -> list[psutil.Process]:
         """Remember the recorded processes of the cluster and everything below them."""
         cluster = Cluster.objects.filter(pk=cluster_id).first()
-        procs = []
-        for pid in _recorded_pids(cluster.backend_info if cluster else {}):
-            try:
-                proc = psutil.Process(pid)
-                procs += [proc, *proc.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                pass
-        for proc in procs:
+        found = tree(_recorded_pids(cluster.backend_info if cluster else {}))
+        for proc in found:
             try:
                 seen.setdefault((proc.pid, proc.create_time()), proc)
             except psutil.NoSuchProcess:
                 pass
-        return procs
+        return found
 
     def register(cluster_id: int) -> None:
         registered.append(cluster_id)
@@ -141,13 +136,8 @@ def spark_leftovers(transactional_db):
     finally:
         for cluster_id in registered:
             snapshot(cluster_id)
-        left = [p for p in seen.values() if _running(p)]
-        for proc in left:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(left, timeout=10)
+        left = alive(seen.values())
+        kill_tree(left, grace=0)
         if left:
             print(f"killed {len(left)} Spark processes left by the test: {[p.pid for p in left]}")
 
@@ -201,7 +191,7 @@ class _SyncMidStop(threading.Thread):
                     return  # too late: the stop was already recorded
                 pids = _recorded_pids(cluster.backend_info)
                 wait_for(
-                    lambda: not [p for p in pids if _pid_alive(p)],
+                    lambda: not alive(pids),
                     timeout=30,
                     interval=0.05,
                     message="stop_cluster_task to stop the processes",
@@ -253,21 +243,6 @@ def _check_sync_mid_stop(thread: _SyncMidStop) -> None:
 def _recorded_pids(info: dict) -> list[int]:
     pids = (info or {}).get("pids") or {}
     return [p for p in [pids.get("master"), pids.get("connect"), *pids.get("workers", [])] if p]
-
-
-def _running(proc: psutil.Process) -> bool:
-    """The same process still runs (a zombie does not: it only waits to be reaped)."""
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _get_json(url: str):
@@ -347,8 +322,8 @@ def _assert_gone(info: dict, procs: list[psutil.Process], timeout: float = 15):
 
     def gone():
         return (
-            not [p for p in _recorded_pids(info) if _pid_alive(p)]
-            and not [p for p in procs if _running(p)]
+            not alive(_recorded_pids(info))
+            and not alive(procs)
             and not [n for n, port in checked.items() if listening(port)]
             and not Path(info["dir"]).exists()
         )
@@ -362,8 +337,8 @@ def _assert_gone(info: dict, procs: list[psutil.Process], timeout: float = 15):
         )
     except AssertionError:
         raise AssertionError(
-            f"still alive: recorded {[p for p in _recorded_pids(info) if _pid_alive(p)]}, "
-            f"descendants {[(p.pid, ' '.join(p.cmdline())[:120]) for p in procs if _running(p)]}; "
+            f"still alive: recorded {[p.pid for p in alive(_recorded_pids(info))]}, "
+            f"descendants {[(p.pid, ' '.join(p.cmdline())[:120]) for p in alive(procs)]}; "
             f"ports still open: {[n for n, port in checked.items() if listening(port)]}; "
             f"directory kept: {Path(info['dir']).exists()}"
         ) from None
@@ -386,7 +361,7 @@ def test_key_launch_run_terminate(
 ):
     from clusters.models import Cluster
     from jobs import services as job_services
-    from jobs.models import Run
+    from jobs.models import Job, Run
 
     console = []
     page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
@@ -449,9 +424,7 @@ def test_key_launch_run_terminate(
     # --- A job with this cluster as its Spark target; Run now in the browser.
     job = job_services.create_job(
         alice,
-        job_services.JobSettings(
-            name="Counts on my cluster", spark_target="cluster", cluster=cluster, max_retries=0
-        ),
+        Job(name="Counts on my cluster", spark_target="cluster", cluster=cluster, max_retries=0),
         notebook_bytes("spark_small.ipynb"),
         "spark_small.ipynb",
     )

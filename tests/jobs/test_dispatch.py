@@ -15,7 +15,7 @@ T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # a Monday
 
 
 def hourly_job(alice, now=T0, **fields):
-    spec = services.JobSettings(name="hourly", schedule_kind="cron", cron="0 * * * *", **fields)
+    spec = Job(name="hourly", schedule_kind="cron", cron="0 * * * *", **fields)
     return services.create_job(alice, spec, notebook_bytes("trivial.ipynb"), now=now)
 
 
@@ -109,9 +109,7 @@ def test_run_now_never_shifts_the_schedule(alice):
 
 
 def test_schedule_in_a_time_zone_across_dst(alice):
-    spec = services.JobSettings(
-        name="berlin", schedule_kind="daily", cron="0 6 * * *", timezone="Europe/Berlin"
-    )
+    spec = Job(name="berlin", schedule_kind="daily", cron="0 6 * * *", timezone="Europe/Berlin")
     job = services.create_job(
         alice, spec, notebook_bytes("trivial.ipynb"), now=datetime(2026, 3, 28, 12, tzinfo=UTC)
     )

@@ -98,7 +98,7 @@ class Command(BaseCommand):
             path = EXAMPLES / filename
             if not path.exists() or Job.objects.filter(owner=user, name=name).exists():
                 continue
-            spec = services.JobSettings(
+            spec = Job(
                 name=name,
                 description=description,
                 schedule_kind=Job.ScheduleKind.CRON,

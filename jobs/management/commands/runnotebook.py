@@ -109,7 +109,7 @@ class Command(BaseCommand):
         name = f"CLI: {path.name}"
         job = Job.objects.filter(owner=owner, name=name).order_by("pk").first()
         if job is None:
-            spec = services.JobSettings(
+            spec = Job(
                 name=name,
                 schedule_kind=Job.ScheduleKind.MANUAL,
                 timeout_seconds=timeout,
