@@ -1,7 +1,8 @@
 """Execute one notebook with papermill in the portal kernel, watched by a monitor thread.
 
 This module knows nothing of the database: ``jobs.services`` gives it a ``tick`` callback
-that records the heartbeat and progress and says whether to stop. The contract:
+that records the heartbeat and progress and says whether to stop (a ``TickAnswer``), and
+an ``on_monitor_exit`` callback for the monitor thread's own clean-up. The contract:
 
 - papermill runs the notebook in the calling thread, in the kernel of ``jobs.kernel``
   started inside ``sandbox`` (``jobs.provisioner``), with ``parameters`` injected after
@@ -12,10 +13,10 @@ that records the heartbeat and progress and says whether to stop. The contract:
   every ``partial_interval`` seconds;
 - a monitor thread calls ``tick(progress)`` every ``tick_interval`` seconds, and kills the
   whole sandbox (kernel, Spark driver JVM, Python workers, anything they started) when the run
-  passes ``timeout_seconds``, when ``tick`` answers "cancel" or "lost", or when ``tick``
+  passes ``timeout_seconds``, when ``tick`` answers CANCEL or LOST, or when ``tick``
   has failed for longer than ``lease_seconds`` (the database is unreachable, so another
   worker may already have taken the run over);
-- a kernel that the sandbox's cgroup killed for passing its memory limit ends "failed"
+- a kernel that the sandbox's cgroup killed for passing its memory limit ends FAILED
   with "memory limit exceeded (N GiB)": the notebook's doing, so not retried;
 - the result is an ``Outcome``; this function never raises for notebook or kernel
   failures.
@@ -27,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import nbformat
@@ -43,6 +45,44 @@ from portal.sandbox import Sandbox
 log = logging.getLogger(__name__)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class OutcomeStatus(StrEnum):
+    """How an attempt's execution ended."""
+
+    SUCCEEDED = "succeeded"
+    #: The notebook raised (or passed its memory limit): the notebook's doing, not retried.
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    #: The run was taken away from this worker (reaped, deleted, database unreachable).
+    LOST = "lost"
+    #: The kernel died or could not start, or the cluster failed: worth a retry.
+    INFRA_ERROR = "infra_error"
+
+
+class TickAnswer(StrEnum):
+    """What the run's owner (the database) answers to each heartbeat."""
+
+    CONTINUE = "continue"
+    CANCEL = "cancel"
+    LOST = "lost"
+
+
+#: The outcome a stopping answer leads to.
+STOPPED_BY = {TickAnswer.CANCEL: OutcomeStatus.CANCELLED, TickAnswer.LOST: OutcomeStatus.LOST}
+
+
+def stop_message(status: OutcomeStatus, timeout_seconds: float) -> str:
+    """The run's message when it was stopped (TIMED_OUT, CANCELLED or LOST), the same for
+    every executor."""
+    return {
+        OutcomeStatus.TIMED_OUT: f"Stopped after the timeout of {timeout_seconds:g} s.",
+        OutcomeStatus.CANCELLED: "Cancelled on request.",
+        OutcomeStatus.LOST: (
+            "This worker lost the run (it was reaped or the database was unreachable)."
+        ),
+    }[status]
 
 
 @dataclass
@@ -69,14 +109,12 @@ class Progress:
 class Outcome:
     """How an execution ended.
 
-    ``status`` is one of "succeeded", "failed" (the notebook raised), "timed_out",
-    "cancelled", "lost" (the run was taken away from this worker) or "infra_error" (the
-    kernel died or could not start: worth a retry). ``output_path`` is the executed
-    notebook when one was written. For "failed", ``error`` holds ``cell_index`` (in the
-    output notebook), ``ename``, ``evalue`` and ``traceback`` (plain text).
+    ``status`` is an ``OutcomeStatus``. ``output_path`` is the executed notebook when one
+    was written. For FAILED, ``error`` holds ``cell_index`` (in the output notebook),
+    ``ename``, ``evalue`` and ``traceback`` (plain text). ``message`` is for people.
     """
 
-    status: str
+    status: OutcomeStatus
     output_path: Path | None = None
     error: dict = field(default_factory=dict)
     message: str = ""
@@ -189,7 +227,8 @@ def execute(
     spark_master: str,
     sandbox: Sandbox,
     timeout_seconds: float,
-    tick: Callable[[Progress], str] | None = None,
+    tick: Callable[[Progress], TickAnswer] | None = None,
+    on_monitor_exit: Callable[[], None] | None = None,
     tick_interval: float = 1.0,
     lease_seconds: float = 45.0,
     partial_path: Path | None = None,
@@ -199,8 +238,11 @@ def execute(
     """Execute ``input_path`` into ``output_path`` and report how it ended (see module doc).
 
     ``sandbox`` is the run's prepared ``portal.sandbox.Sandbox``; the caller destroys it
-    afterwards. ``tick(progress)`` returns "continue", "cancel" or "lost"; it runs in the
-    monitor thread. ``timeout_seconds`` bounds the whole execution, kernel start included.
+    afterwards. ``tick(progress)`` returns a ``TickAnswer``; it runs in the monitor thread,
+    every ``tick_interval`` seconds, and an exception from it counts as CONTINUE until
+    ``lease_seconds`` pass without a good answer. ``on_monitor_exit()`` runs last in the
+    monitor thread (the services close that thread's database connections there).
+    ``timeout_seconds`` bounds the whole execution, kernel start included.
     """
     kernel.ensure_kernelspec()
     progress = Progress()
@@ -209,38 +251,30 @@ def execute(
     )
     session = _Session(env, sandbox, partial_path, partial_interval, progress)
     stop = threading.Event()
-    verdict: dict[str, str] = {}
+    verdict: dict[str, OutcomeStatus] = {}
 
     def monitor():
         try:
             watch()
         finally:
-            # ``tick`` used the database from this thread: close its connections, or
-            # they stay open until the process ends.
-            from django.db import connections
-
-            connections.close_all()
+            if on_monitor_exit is not None:
+                on_monitor_exit()
 
     def watch():
         last_ok = time.monotonic()
         while not stop.wait(tick_interval):
             reason = None
             if progress.elapsed > timeout_seconds:
-                reason = "timed_out"
+                reason = OutcomeStatus.TIMED_OUT
             elif tick is not None:
                 try:
-                    # This thread's connection may have broken (a database restart):
-                    # reconnect rather than fail every tick until the lease runs out.
-                    from portal.db import close_stale_connections
-
-                    close_stale_connections()
                     answer = tick(progress)
                     last_ok = time.monotonic()
                 except Exception:
                     log.exception("progress tick failed")
-                    answer = "lost" if time.monotonic() - last_ok > lease_seconds else "continue"
-                if answer in ("cancel", "lost"):
-                    reason = "cancelled" if answer == "cancel" else "lost"
+                    expired = time.monotonic() - last_ok > lease_seconds
+                    answer = TickAnswer.LOST if expired else TickAnswer.CONTINUE
+                reason = STOPPED_BY.get(answer)
             if reason:
                 verdict["reason"] = reason
                 pid = session.kernel_pid()
@@ -256,17 +290,17 @@ def execute(
             str(output_path),
             parameters=parameters,
             engine_name="portal",
-            kernel_name=kernel.settings.PORTAL_KERNEL_NAME,
+            kernel_name=kernel.kernel_name(),
             language="python",
             progress_bar=False,
             request_save_on_cell_execute=False,
             start_timeout=120,
             portal_session=session,
         )
-        outcome = Outcome("succeeded", output_path)
+        outcome = Outcome(OutcomeStatus.SUCCEEDED, output_path)
     except PapermillExecutionError as exc:
         outcome = Outcome(
-            "failed",
+            OutcomeStatus.FAILED,
             output_path if output_path.exists() else None,
             error={
                 "cell_index": exc.cell_index,
@@ -277,7 +311,8 @@ def execute(
             message=f"{exc.ename}: {exc.evalue}",
         )
     except Exception as exc:  # the kernel died, was killed, or never started
-        outcome = Outcome("infra_error", None, message=f"{type(exc).__name__}: {exc}"[:500])
+        message = f"{type(exc).__name__}: {exc}"[:500]
+        outcome = Outcome(OutcomeStatus.INFRA_ERROR, None, message=message)
         if session.nb_man is not None:
             try:
                 nbformat.write(session.nb_man.nb, str(output_path))
@@ -291,19 +326,18 @@ def execute(
         pid = session.kernel_pid()
         sandbox.kill([pid] if pid else [])
     reason = verdict.get("reason")
-    if reason and outcome.status != "succeeded":
-        messages = {
-            "timed_out": f"Stopped after the timeout of {timeout_seconds:g} s.",
-            "cancelled": "Cancelled on request.",
-            "lost": "This worker lost the run (it was reaped or the database was unreachable).",
-        }
-        outcome = Outcome(reason, outcome.output_path, outcome.error, messages[reason])
-    elif outcome.status in ("failed", "infra_error") and sandbox.oom_killed():
+    if reason and outcome.status != OutcomeStatus.SUCCEEDED:
+        message = stop_message(reason, timeout_seconds)
+        outcome = Outcome(reason, outcome.output_path, outcome.error, message)
+    elif (
+        outcome.status in (OutcomeStatus.FAILED, OutcomeStatus.INFRA_ERROR) and sandbox.oom_killed()
+    ):
         limit = sandbox.spec.limits.memory_bytes or 0
         message = f"memory limit exceeded ({limit / 2**30:g} GiB)"
         error = {**outcome.error, "ename": "MemoryLimitExceeded", "evalue": message}
         error.setdefault("traceback", "")
         error.setdefault("cell_index", progress.current_index)
-        outcome = Outcome("failed", outcome.output_path, error, f"MemoryLimitExceeded: {message}")
+        message = f"MemoryLimitExceeded: {message}"
+        outcome = Outcome(OutcomeStatus.FAILED, outcome.output_path, error, message)
     outcome.progress = progress
     return outcome

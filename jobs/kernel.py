@@ -59,6 +59,11 @@ spark.sql.session.timeZone UTC
 PROVISIONER_NAME = "portal-sandbox"
 
 
+def kernel_name() -> str:
+    """The name of the kernel every run uses (``settings.PORTAL_KERNEL_NAME``)."""
+    return settings.PORTAL_KERNEL_NAME
+
+
 def kernelspec_dir() -> Path:
     """Directory of the portal kernelspec inside the running Python's prefix."""
     return Path(sys.prefix) / "share" / "jupyter" / "kernels" / settings.PORTAL_KERNEL_NAME

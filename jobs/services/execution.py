@@ -19,7 +19,7 @@ import nbformat
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -198,6 +198,9 @@ def execute_run(run_id: int, worker: str | None = None) -> Run | None:
         uploaded = {"version": 0, "key": "", "next": 0.0}
 
         def tick(progress: executor.Progress) -> str:
+            # This thread's connection may have broken (a database restart): reconnect
+            # rather than fail every tick until the lease runs out.
+            close_stale_connections()
             # The heartbeat first: rendering the live view must never delay it.
             answer = record_progress(run, progress)
             now = time.monotonic()
@@ -315,6 +318,9 @@ def _execute_in_sandbox(
             partial_path=partial,
             partial_interval=settings.RUN_PARTIAL_SAVE_INTERVAL,
             kernel_extra_env=extra_env,
+            # ``tick`` used the database from the monitor thread: close its connections,
+            # or they stay open until the process ends.
+            on_monitor_exit=connections.close_all,
         )
     finally:
         sandbox.destroy()

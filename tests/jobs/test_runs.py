@@ -196,3 +196,23 @@ def test_retry_delay_grows_and_is_bounded(settings):
     assert 5 <= services.retry_delay(1) <= 10
     assert 10 <= services.retry_delay(2) <= 20
     assert services.retry_delay(30) <= 3600
+
+
+def test_the_executor_module_does_not_touch_the_database():
+    """jobs.executor runs papermill and takes callbacks for everything else: none of its
+    imports, at module level or inside functions, reaches Django's database layer, the
+    app registry or the portal's models."""
+    import ast
+
+    import jobs.executor
+
+    tree = ast.parse(Path(jobs.executor.__file__).read_text())
+    imported = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    forbidden = ("django", "portal.db", "jobs.models", "jobs.services", "clusters")
+    assert not {m for m in imported if m and m.startswith(forbidden)}, imported
