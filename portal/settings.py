@@ -42,8 +42,9 @@ SECRET_KEY = env_secret("SECRET_KEY") or _default_secret_key()
 
 #: The origin users browse the portal on, and the separate origin that serves untrusted
 #: notebook HTML. They must differ in host (ideally in registrable domain): the content
-#: origin sets no cookies and is only ever framed by the portal (DESIGN "Viewing untrusted
-#: output safely"). Locally: portal on localhost, content on 127.0.0.1.
+#: origin sets no cookies and is only ever framed by the portal (docs/security.md,
+#: "Notebook output: the user-content origin"). Locally: portal on localhost, content on
+#: 127.0.0.1.
 PORTAL_ORIGIN = env_str("PORTAL_ORIGIN", "http://localhost:8000").rstrip("/")
 USERCONTENT_ORIGIN = env_str("USERCONTENT_ORIGIN", "http://127.0.0.1:8000").rstrip("/")
 if urlsplit(PORTAL_ORIGIN).hostname == urlsplit(USERCONTENT_ORIGIN).hostname:
