@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 from dataclasses import dataclass
+from typing import Any, cast
 
 from django import forms
 from django.conf import settings
@@ -88,8 +89,9 @@ class ParametersForm(forms.Form):
             )
         return forms.CharField(initial=initial, required=False, strip=False, help_text=help_text)
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         for name, spec in self.schema.items():
             if spec["type"] == "list" and name in cleaned:
                 try:
@@ -186,39 +188,49 @@ class JobForm(forms.ModelForm):
             "notify_on_success": forms.TextInput,
         }
 
-    def __init__(self, *args, instance: Job | None = None, user=None, **kwargs):
+    def __init__(
+        self,
+        data=None,
+        files=None,
+        *,
+        instance: Job | None = None,
+        user=None,
+        initial: dict[str, Any] | None = None,
+    ):
         creating = instance is None
-        if creating:
-            instance = Job(owner=user, schedule_kind=Job.ScheduleKind.DAILY)
-        kwargs.setdefault("initial", {})
-        kwargs["initial"] = {**self._preset_initial(instance), **kwargs["initial"]}
-        super().__init__(*args, instance=instance, **kwargs)
+        job = (
+            Job(owner=user, schedule_kind=Job.ScheduleKind.DAILY) if instance is None else instance
+        )
+        initial = {**self._preset_initial(job), **(initial or {})}
+        super().__init__(data, files, instance=job, initial=initial)
         self.creating = creating
         self.fields["notebook"].required = creating
         limit = settings.JOB_MAX_TIMEOUT_SECONDS // 60
         self.fields["timeout_minutes"].validators.append(MaxValueValidator(limit))
         self.fields["timeout_minutes"].widget.attrs["max"] = limit
-        self.fields["max_retries"].min_value = 0
-        self.fields["max_retries"].widget.attrs.update(min=0, max=MAX_RETRIES)
+        retries = cast(forms.IntegerField, self.fields["max_retries"])
+        retries.min_value = 0
+        retries.widget.attrs.update(min=0, max=MAX_RETRIES)
         self.fields["spark_target"].required = False
-        self.fields["cluster"].queryset = (
-            Cluster.objects.filter(owner_id=instance.owner_id).live()
-            if instance.owner_id
+        cast(forms.ModelChoiceField, self.fields["cluster"]).queryset = (
+            Cluster.objects.filter(owner_id=job.owner_id).live()
+            if job.owner_id
             else Cluster.objects.none()
         )
-        self.fields["cluster_size"].required = False
-        self.fields["cluster_size"].min_value = 1
-        self.fields["cluster_size"].widget.attrs.update(min=1, max=settings.CLUSTER_MAX_SIZE)
-        self.fields["cluster_size"].validators.append(MaxValueValidator(settings.CLUSTER_MAX_SIZE))
-        latest = None if creating else instance.latest_version()
-        self.schema = latest.parameter_schema if latest else {}
-        self.params_form = None
+        size = cast(forms.IntegerField, self.fields["cluster_size"])
+        size.required = False
+        size.min_value = 1
+        size.widget.attrs.update(min=1, max=settings.CLUSTER_MAX_SIZE)
+        size.validators.append(MaxValueValidator(settings.CLUSTER_MAX_SIZE))
+        latest = None if creating else job.latest_version()
+        self.schema: dict[str, dict] = latest.parameter_schema if latest else {}
+        self.params_form: ParametersForm | None = None
 
     @staticmethod
     def _preset_initial(job: Job) -> dict:
         """Initial values of the fields that are not the model's: the schedule shown as
         its preset, and the timeout in minutes."""
-        preset = (
+        preset: dict[str, Any] = (
             schedule.cron_to_preset(job.cron)
             if job.cron
             else {"kind": job.schedule_kind, "minute": 0, "hour": 6, "weekday": 0, "day": 1}
@@ -261,8 +273,9 @@ class JobForm(forms.ModelForm):
     def clean_cluster_size(self):
         return self.cleaned_data.get("cluster_size") or 1
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         kind = cleaned.get("schedule_kind")
         try:
             if kind == Job.ScheduleKind.CRON:
@@ -287,17 +300,17 @@ class JobForm(forms.ModelForm):
         else:
             cleaned["cluster"] = None
         values = self.instance.parameters if not self.creating else {}
-        self.params_form = ParametersForm(self.schema, self.data, values=values)
-        if self.schema and not self.params_form.is_valid():
-            for name, errors in self.params_form.errors.items():
+        params = self.params_form = ParametersForm(self.schema, self.data, values=values)
+        if self.schema and not params.is_valid():
+            for name, errors in params.errors.items():
                 for error in errors:
                     self.add_error(
                         None, f"Parameter {name}: {error}" if name != "__all__" else error
                     )
         elif not self.schema:
-            self.params_form.is_valid()
-            if self.params_form.non_field_errors():
-                self.add_error(None, self.params_form.non_field_errors()[0])
+            params.is_valid()
+            if params.non_field_errors():
+                self.add_error(None, params.non_field_errors()[0])
         return cleaned
 
     def save(self, commit: bool = False) -> Job:
@@ -307,7 +320,8 @@ class JobForm(forms.ModelForm):
             raise ValueError("Save a job through jobs.services, not the form.")
         job = super().save(commit=False)
         job.timeout_seconds = self.cleaned_data["timeout_minutes"] * 60
-        job.parameters = self.params_form.json_values() if self.schema else {}
+        params = self.params_form
+        job.parameters = params.json_values() if self.schema and params is not None else {}
         return job
 
 

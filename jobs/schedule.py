@@ -181,6 +181,7 @@ def _slots_between(
         found.append(slot)
         if len(found) > limit:
             found.pop(0)
+    return tuple(found)  # not reached: a validated cron expression has endless slots
 
 
 def describe(expr: str, tz_name: str) -> str:

@@ -6,6 +6,7 @@ for objects the user may not see (never 403: it would leak their existence).
 
 import datetime as dt
 import json
+from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -135,7 +136,7 @@ def job_inspect(request):
         upload = form.cleaned_data["notebook"]
         params_form = ParametersForm(notebooks.inspect_parameters(upload.parsed.nb))
     else:
-        error = form.errors["notebook"][0]
+        error = str(form.errors["notebook"][0])
     return render(
         request, "jobs/_parameters.html", {"params_form": params_form, "inspect_error": error}
     )
@@ -148,7 +149,7 @@ def schedule_preview(request):
     form.is_valid()
     cron = form.cleaned_data.get("cron")
     tz = form.cleaned_data.get("timezone")
-    context = {"error": "", "words": "", "slots": []}
+    context: dict[str, Any] = {"error": "", "words": "", "slots": []}
     errors = [
         e
         for f in ("schedule_kind", "at_time", "minute", "weekday", "day", "cron", "timezone")
@@ -184,12 +185,11 @@ def job_detail(request, pk):
             "id": r["pk"],
             "state": r["state"],
             "label": Run.State(r["state"]).label,
-            "started": r["started_at"].isoformat(),
-            "seconds": round(
-                ((r["finished_at"] or timezone.now()) - r["started_at"]).total_seconds(), 1
-            ),
+            "started": started.isoformat(),
+            "seconds": round(((r["finished_at"] or timezone.now()) - started).total_seconds(), 1),
         }
         for r in reversed(chart_runs)
+        if (started := r["started_at"]) is not None
     ]
     latest = job.latest_version()
     return render(
@@ -287,7 +287,7 @@ def job_upload(request, pk):
     form = UploadVersionForm(request.POST, request.FILES)
     if not form.is_valid():
         for error in form.errors.get("notebook", []):
-            messages.error(request, error)
+            messages.error(request, str(error))
         return redirect(job)
     upload = form.cleaned_data["notebook"]
     version, dropped = services.upload_version(job, request.user, upload.data, upload.name)
@@ -315,6 +315,7 @@ def _attachment(key, filename, content_type, transform=None):
     if not key or not default_storage.exists(key):
         raise Http404("This file is not available.")
     filename = get_valid_filename(filename)
+    response: HttpResponse | FileResponse
     if transform is None:
         response = FileResponse(
             default_storage.open(key, "rb"),

@@ -168,6 +168,7 @@ def dispatch_due_runs(now: datetime | None = None, batch: int = 20) -> list[Run]
 def _slots_to_run(job: Job, now: datetime, grace: timedelta) -> list[datetime]:
     """The due slots of ``job`` that its catch-up policy runs, oldest first."""
     first = job.next_run_at
+    assert first is not None  # Job.objects.due: a due job has a next slot
     missed = [first] + schedule.slots_between(
         job.cron, job.timezone, first, now, settings.CATCHUP_MAX_SLOTS
     )
@@ -178,7 +179,9 @@ def _slots_to_run(job: Job, now: datetime, grace: timedelta) -> list[datetime]:
     return missed[-1:]
 
 
-def _plan(job: Job, now: datetime, grace: timedelta) -> tuple[list[datetime], datetime] | None:
+def _plan(
+    job: Job, now: datetime, grace: timedelta
+) -> tuple[list[datetime], datetime | None] | None:
     """``(slots to run, next slot after now)`` of a due job, or None when its schedule
     cannot be computed (a cron expression or zone that reached the row without the
     portal's validation, e.g. a raw SQL edit, and that croniter or zoneinfo rejects): then
@@ -258,7 +261,7 @@ def _dispatch_batch(jobs: list[Job], plans: dict, now: datetime) -> list[Run]:
     return runs
 
 
-def _dispatch_job(job: Job, plan: tuple[list[datetime], datetime]) -> list[Run]:
+def _dispatch_job(job: Job, plan: tuple[list[datetime], datetime | None]) -> list[Run]:
     """Dispatch one locked, due job slot by slot, each in its own savepoint: the path
     taken when its batch met a slot that got a run meanwhile (the slot is skipped)."""
     slots, next_run_at = plan
@@ -275,5 +278,5 @@ def _dispatch_job(job: Job, plan: tuple[list[datetime], datetime]) -> list[Run]:
     job.next_run_at = next_run_at
     job.save(update_fields=["next_run_at"])
     if runs:
-        log.info("dispatched job=%s slots=%s", job.pk, [r.scheduled_for.isoformat() for r in runs])
+        log.info("dispatched job=%s slots=%s", job.pk, [str(r.scheduled_for) for r in runs])
     return runs
