@@ -149,21 +149,19 @@ class Proc:
 
     def descendants(self) -> list[int]:
         """Pids now below the process; every one seen is remembered for ``stop()``."""
-        import psutil
+        from portal.procs import descendants
 
-        try:
-            found = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            found = []
+        found = descendants(self.proc.pid)
         for p in found:
             self.seen.setdefault(p.pid, p)
         return [p.pid for p in found]
 
     def stop(self, grace=20.0):
-        """SIGTERM (warm shutdown), then SIGKILL of the process and of everything ever seen
-        below it. Signals only go to pids this benchmark started or saw below one (psutil
-        refuses a pid that was reused by another process since)."""
-        import psutil
+        """SIGTERM to the process (a warm shutdown: a Celery worker stops its pool itself),
+        up to ``grace`` seconds to exit, then SIGKILL of the process and of everything ever
+        seen below it. Signals only go to pids this benchmark started or saw below one
+        (psutil refuses a pid that was reused by another process since)."""
+        from portal.procs import kill_tree
 
         self.descendants()
         if self.proc.poll() is None:
@@ -172,12 +170,8 @@ class Proc:
                 self.proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 self.descendants()
-                self.proc.kill()
-        for p in self.seen.values():
-            try:
-                p.kill()
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
+        main = [self.proc.pid] if self.proc.poll() is None else []  # not reaped: still ours
+        kill_tree([*main, *self.seen.values()], grace=0)
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

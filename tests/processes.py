@@ -15,6 +15,8 @@ from pathlib import Path
 import redis
 from django.conf import settings
 
+from portal.procs import descendants
+
 ROOT = Path(__file__).resolve().parent.parent
 _serial = itertools.count(1)
 
@@ -109,12 +111,13 @@ class Worker:
             return f"({exc})"
 
     def children(self) -> list[int]:
-        import psutil
-
-        return [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)]
+        """Pids below the worker now: its pool processes and whatever they started."""
+        return [p.pid for p in descendants(self.proc.pid)]
 
     def kill(self):
-        """SIGKILL the worker's whole process group (main process and pool children)."""
+        """SIGKILL the worker's whole process group (main process and pool children), as a
+        crash would: not the kernels it started, which must die by themselves (they have
+        sessions of their own); see tests/integration/test_worker_killed.py."""
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:

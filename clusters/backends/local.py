@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +42,7 @@ import pyspark
 from django.conf import settings
 
 from clusters.backends import BackendError, ClusterStatus
+from portal import procs
 from portal.sandbox import Limits, Sandbox, SandboxSpec, SandboxUnavailable, uid_for
 from portal.spark import log4j2_properties
 
@@ -122,16 +122,6 @@ def end_connect_session(cluster, session_id: str, user_id: str) -> None:
     finally:
         if client is not None:
             client.close()
-
-
-def alive(pid: int | None) -> bool:
-    """True if ``pid`` runs and is not a zombie."""
-    if not pid:
-        return False
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 class LocalBackend:
@@ -345,7 +335,7 @@ class LocalBackend:
         while time.monotonic() < deadline:
             if listening(port):
                 return
-            if not alive(pid):
+            if not procs.is_alive(pid):
                 raise OSError("the Spark master exited while starting")
             time.sleep(0.05)
         raise OSError(f"the Spark master did not listen on port {port} within {timeout:.0f} s")
@@ -366,13 +356,13 @@ class LocalBackend:
             return ClusterStatus("STARTING")
         if info.get("host") and info["host"] != socket.gethostname():
             raise BackendError(f"This cluster runs on {info['host']}; ask a worker there.")
-        if not alive(pids.get("master")):
+        if not procs.is_alive(pids.get("master")):
             return ClusterStatus(
                 "FAILED",
                 reason="The Spark master process exited; see its log.",
                 info={"log_tail": self.log_tail(cluster, "master")},
             )
-        if not alive(pids.get("connect")):
+        if not procs.is_alive(pids.get("connect")):
             return ClusterStatus(
                 "FAILED",
                 reason="The Spark Connect server exited; see its log.",
@@ -440,45 +430,23 @@ class LocalBackend:
         # Not bwrap itself: a sandbox's first process ends its whole namespace at once,
         # which would not give Spark its orderly shutdown.
         spark = [p for p in self._inside(info) if _name(p) != "bwrap"]
-        for proc in spark:
-            try:
-                proc.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(spark, timeout=grace)
+        procs.kill_tree(spark, grace=grace)
         if sandbox is not None:
-            sandbox.destroy(recorded)
-        else:  # started before clusters ran in sandboxes: its process groups
-            for pid in recorded:
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        deadline = time.monotonic() + 2
-        while any(alive(p) for p in recorded) and time.monotonic() < deadline:
-            time.sleep(0.05)
+            sandbox.destroy(recorded)  # the cgroup, and the bwrap processes
+        else:  # started before clusters ran in sandboxes
+            procs.kill_tree(recorded, grace=0)
+        procs.wait_gone(recorded, timeout=2)
         reap_children()  # ours, if this process started them; others reap theirs after a task
 
     def _inside(self, info: dict) -> list[psutil.Process]:
         """Every process of the cluster: the recorded ones, all they started, and the
         sandbox's cgroup."""
-        procs: dict[int, psutil.Process] = {}
         sandbox = self._sandbox_of(info)
-        pids = self._recorded(info) + (sandbox.processes() if sandbox else [])
-        for pid in pids:
-            try:
-                proc = psutil.Process(pid)
-                for p in [proc, *proc.children(recursive=True)]:
-                    procs[p.pid] = p
-            except psutil.NoSuchProcess:
-                continue
-        return list(procs.values())
+        return procs.tree(self._recorded(info) + (sandbox.processes() if sandbox else []))
 
     def processes_left(self, info: dict) -> list[int]:
         """Pids of the cluster still alive: recorded ones and any in its sandbox's cgroup
         (for checks and tests)."""
         sandbox = self._sandbox_of(info)
-        left = [p for p in self._recorded(info) if alive(p)]
-        return left + [
-            p for p in (sandbox.processes() if sandbox else []) if p not in left and alive(p)
-        ]
+        pids = self._recorded(info) + (sandbox.processes() if sandbox else [])
+        return [p.pid for p in procs.alive(pids)]

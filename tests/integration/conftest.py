@@ -8,12 +8,13 @@ test. Nothing else on the machine is touched.
 
 import os
 import signal
-import time
 
 import psutil
 import pytest
 
 from jobs.models import Run
+from portal.procs import alive, descendants, kill_tree
+from portal.procs import wait_gone as wait_gone  # the tests import it from here
 from tests.processes import Beat, Worker, flush_broker, wait_for
 
 
@@ -27,11 +28,7 @@ def _cmdline(proc: psutil.Process) -> str:
 def run_processes(worker: Worker) -> list[psutil.Process]:
     """The processes a worker started for runs: kernels and their children (Spark JVM,
     PySpark workers), i.e. every descendant that is not a Celery pool process."""
-    try:
-        below = psutil.Process(worker.proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-    return [p for p in below if "-m celery" not in _cmdline(p)]
+    return [p for p in descendants(worker.proc.pid) if "-m celery" not in _cmdline(p)]
 
 
 def kernels(worker: Worker) -> list[psutil.Process]:
@@ -39,29 +36,8 @@ def kernels(worker: Worker) -> list[psutil.Process]:
     return [p for p in run_processes(worker) if "launcher.py" in _cmdline(p)]
 
 
-def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
-    """Those of ``procs`` still running (the same process, not a reused pid; zombies count
-    as gone: they hold no resources and only wait for init to reap them)."""
-    left = []
-    for proc in procs:
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                left.append(proc)
-        except psutil.NoSuchProcess:
-            pass
-    return left
-
-
 def describe_procs(procs: list[psutil.Process]) -> str:
     return ", ".join(f"{p.pid} {_cmdline(p)[:80]!r}" for p in procs) or "none"
-
-
-def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
-    """Wait up to ``timeout`` s for ``procs`` to end; return those still alive."""
-    deadline = time.monotonic() + timeout
-    while alive(procs) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return alive(procs)
 
 
 class Procs:
@@ -115,11 +91,7 @@ class Procs:
                 beat.proc.wait(timeout=10)
         # Kernels die with their worker (PR_SET_PDEATHSIG) and Spark JVMs with their
         # kernel; whatever did not (a failure the test has reported) is ours to end.
-        for proc in alive(list(self.seen.values())):
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
+        kill_tree(alive(self.seen.values()), grace=0)
 
 
 @pytest.fixture
