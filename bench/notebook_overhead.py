@@ -113,23 +113,21 @@ def main():
 
     from jobs import services
     from jobs.models import Job, Run
-
-    sys.path.insert(0, str(_env.ROOT / "examples"))
-    from generate_pings import generate
+    from telemetry import sample
 
     owner = _env.user()
     notebooks = {"trivial": (_env.ROOT / "tests" / "notebooks" / "trivial.ipynb", {})}
     if not args.no_spark:
-        sample = _env.DATA_DIR / "sample" / "pings"
+        sample_dir = _env.DATA_DIR / "sample" / "pings"
         t = time.monotonic()
-        info = generate(sample, pings=args.pings)
+        info = sample.generate(sample_dir, pings=args.pings)
         print(
             f"sample: {info['rows']} pings, {info['partitions']} Parquet files "
             f"in {time.monotonic() - t:.1f} s"
         )
         notebooks["spark (telemetry_hello_world)"] = (
             _env.ROOT / "examples" / "telemetry_hello_world.ipynb",
-            {"data_path": str(sample)},
+            {"data_path": str(sample_dir)},
         )
 
     # Snapshot the notebooks: the job stores its own copy, and papermill must run the same

@@ -11,7 +11,6 @@ with ``--master local[2]`` (a new Spark JVM per run). Medians of --runs (default
 
 import os
 import subprocess
-import sys
 import time
 
 import _env
@@ -27,12 +26,10 @@ def main():
     from clusters import services as cluster_services
     from jobs import services
     from jobs.models import Job
+    from telemetry import sample
 
-    sys.path.insert(0, str(_env.ROOT / "examples"))
-    from generate_pings import generate
-
-    sample = _env.DATA_DIR / "sample" / "pings"
-    generate(str(sample), pings=args.pings, days=7)
+    sample_dir = _env.DATA_DIR / "sample" / "pings"
+    sample.generate(str(sample_dir), pings=args.pings, days=7)
     notebook = _env.ROOT / "examples" / "telemetry_hello_world.ipynb"
 
     user = get_user_model().objects.create_user("bench", "bench@example.com", is_staff=True)
@@ -42,7 +39,10 @@ def main():
     cluster_services.start_cluster(cluster.pk)
     cluster = cluster_services.wait_until_ready(cluster, timeout=300)
     spec = Job(
-        name="hello", spark_target="cluster", cluster=cluster, parameters={"data_path": str(sample)}
+        name="hello",
+        spark_target="cluster",
+        cluster=cluster,
+        parameters={"data_path": str(sample_dir)},
     )
     job = services.create_job(user, spec, notebook.read_bytes(), notebook.name)
     services.execute_run(
@@ -78,7 +78,7 @@ def main():
                 "python3",
                 "-p",
                 "data_path",
-                str(sample),
+                str(sample_dir),
                 "--no-progress-bar",
             ],
             env=env,

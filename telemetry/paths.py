@@ -132,7 +132,7 @@ class _LocalLister:
             raise TelemetryError(
                 f"data root {self.root.local} {what}. Pass data_root=..., set "
                 f"{DATA_ROOT_ENV}, or generate a sample there with "
-                f"`python examples/generate_pings.py --out {self.root.local}`"
+                f"`python -m telemetry.sample --out {self.root.local}`"
             )
 
     def entries(self, parts: tuple[str, ...]) -> tuple[list[str], bool]:

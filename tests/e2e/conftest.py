@@ -14,7 +14,6 @@ tail and the requests the server saw are attached to the report.
 import copy
 import os
 import re
-import sys
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from telemetry import sample
 from tests.processes import ROOT, Worker, flush_broker, wait_for
 
 ARTIFACTS = ROOT / "var" / "test"
@@ -219,15 +219,10 @@ def wait_run_state(run_id, states, timeout, worker=None):
 def pings_sample() -> Path:
     """A small synthetic pings dataset for examples/telemetry_hello_world.ipynb, where
     notebooks' sandboxes may read it."""
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        from generate_pings import generate
-    finally:
-        sys.path.remove(str(ROOT / "examples"))
     from tests.sandboxes import shared_dir
 
     out = shared_dir("pings") / "pings"
-    generate(str(out), pings=5000, days=3)
+    sample.generate(str(out), pings=5000, days=3)
     return out
 
 

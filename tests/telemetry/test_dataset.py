@@ -1,4 +1,4 @@
-"""The telemetry dataset API (telemetry/) and the sample generator (examples/generate_pings.py).
+"""The telemetry dataset API (telemetry/) and the sample generator (telemetry/sample.py).
 
 One sample (5,000 pings over 6 days, plus its JSON export and Talos series) is generated
 per module; tests marked slow share one local SparkSession.
@@ -6,11 +6,12 @@ per module; tests marked slow share one local SparkSession.
 
 import datetime as dt
 import hashlib
-import importlib.util
 import json
 import logging
 import os
 import re
+import subprocess
+import sys
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -22,6 +23,7 @@ import pyarrow.dataset as ds
 import pytest
 
 import telemetry
+import telemetry.sample
 from telemetry import Pings, TelemetryError, read_batch_view, select_pings, write_batch_view
 from telemetry.paths import Root, discover_layout, make_lister, walk_partitions
 
@@ -40,13 +42,8 @@ DATES = [
 
 @pytest.fixture(scope="module")
 def gen():
-    """examples/generate_pings.py as a module (examples/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "generate_pings_under_test", ROOT / "examples" / "generate_pings.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The sample generator, telemetry.sample."""
+    return telemetry.sample
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +177,22 @@ def test_generator_cli_writes_sibling_outputs(gen, tmp_path, capsys):
     with pytest.raises(gen.UnsafeOutputDir):
         gen.generate(tmp_path / "p2", pings=10, days=1, json_dir=tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_the_documented_command_still_writes_the_sample(tmp_path):
+    """``python examples/generate_pings.py`` (README) runs telemetry.sample's command line,
+    from any directory."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "generate_pings.py"), "--out", "pings"]
+        + ["--pings", "50", "--days", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows"] == 50
+    assert (tmp_path / "pings" / telemetry.sample.MARKER_NAME).exists()
 
 
 def test_sample_keeps_the_published_os_mix_and_old_columns(sample, table, gen):

@@ -7,7 +7,6 @@ static checks (valid notebooks, typed parameters, no stored outputs) are fast; t
 executions are marked slow (about a minute each on two cores).
 """
 
-import importlib.util
 import json
 import math
 import re
@@ -22,6 +21,7 @@ import pyarrow.dataset as ds
 import pytest
 
 import telemetry
+import telemetry.sample
 from jobs import notebooks
 from tests import sandboxes
 
@@ -77,13 +77,8 @@ EXPECTED_PARAMETERS = {
 
 @pytest.fixture(scope="module")
 def gen():
-    """examples/generate_pings.py as a module (examples/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "generate_pings_for_notebooks", EXAMPLES / "generate_pings.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The sample generator, telemetry.sample."""
+    return telemetry.sample
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ itself.
 """
 
 import datetime as dt
-import importlib.util
 import json
 import re
 import time
@@ -24,6 +23,7 @@ import pyarrow.dataset as ds
 import pytest
 
 import telemetry
+import telemetry.sample
 from jobs.notebooks import inspect_parameters
 from tests import sandboxes
 
@@ -46,15 +46,10 @@ PLOTLY = "application/vnd.plotly.v1+json"
 
 @pytest.fixture(scope="module")
 def sample():
-    """Pings and Talos series side by side, as ``generate_pings.py --talos`` lays them out."""
-    spec = importlib.util.spec_from_file_location(
-        "generate_pings_for_notebooks", EXAMPLES / "generate_pings.py"
-    )
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
+    """Pings and Talos series side by side, as ``telemetry.sample --talos`` lays them out."""
     base = sandboxes.shared_dir("notebooks")
-    gen.generate(base / "pings", pings=PINGS, days=DAYS, end_date=END)
-    gen.generate_talos(base / "talos")  # the defaults the notebook's prose reports on
+    telemetry.sample.generate(base / "pings", pings=PINGS, days=DAYS, end_date=END)
+    telemetry.sample.generate_talos(base / "talos")  # the defaults the notebook's prose reports on
     return base
 
 

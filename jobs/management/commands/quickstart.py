@@ -8,7 +8,6 @@ example analyses in ``examples/`` are scheduled after it (their runs start at th
 
 import json
 import secrets
-import sys
 from pathlib import Path
 
 from allauth.account.models import EmailAddress
@@ -19,6 +18,7 @@ from django.db import transaction
 
 from jobs import services
 from jobs.models import Job
+from telemetry import sample
 
 EXAMPLES = Path(settings.BASE_DIR) / "examples"
 DEMO_EMAIL = "demo@example.com"
@@ -82,17 +82,14 @@ class Command(BaseCommand):
         password = options["password"] or secrets.token_urlsafe(9)
         user = self._demo_user(password)
         data_dir = Path(settings.DATA_DIR) / "sample" / "pings"
-        sys.path.insert(0, str(EXAMPLES))
-        from generate_pings import FORMAT_VERSION, generate, generate_talos
-
-        marker = data_dir / "_generate_pings.json"
+        marker = data_dir / sample.MARKER_NAME
         current = json.loads(marker.read_text()).get("format_version") if marker.exists() else None
-        if current != FORMAT_VERSION:
+        if current != sample.FORMAT_VERSION:
             self.stdout.write(f"Generating {options['pings']:,} sample pings into {data_dir} ...")
-            summary = generate(
+            summary = sample.generate(
                 str(data_dir), pings=options["pings"], json_dir=str(data_dir.parent / "pings_json")
             )
-            generate_talos(str(data_dir.parent / "talos"))
+            sample.generate_talos(str(data_dir.parent / "talos"))
             self.stdout.write(f"  {summary.get('rows', options['pings']):,} pings written.")
         for number, (filename, name, description, cron) in enumerate(EXAMPLE_JOBS):
             path = EXAMPLES / filename
