@@ -32,8 +32,7 @@ def main():
             services.start_cluster(cluster.pk)
             cluster = services.wait_until_ready(cluster, timeout=300, interval=0.1)
             times.append(time.monotonic() - start)
-            services.terminate_cluster(cluster)
-            services.stop_cluster(cluster.pk)
+            services.terminate_now(cluster, "Benchmark run over.")
         runs = ", ".join(f"{t:.2f}" for t in times)
         print(f"  {size} worker(s): median {_env.median(times):.2f} s  runs {runs}")
 

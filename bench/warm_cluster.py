@@ -55,8 +55,7 @@ def main():
         run = services.execute_run(services.run_now(job, user, enqueue=False).pk)
         portal.append(time.monotonic() - start)
         assert run.state == "SUCCEEDED", run.state_reason
-    cluster_services.terminate_cluster(cluster)
-    cluster_services.stop_cluster(cluster.pk)
+    cluster_services.terminate_now(cluster, "Benchmark over.")
 
     env = dict(
         os.environ,

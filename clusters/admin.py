@@ -31,7 +31,7 @@ class ClusterAdmin(admin.ModelAdmin):
     @admin.action(description="Terminate")
     def terminate(self, request, queryset):
         for cluster in queryset:
-            services.terminate_cluster(cluster, reason=f"Terminated by {request.user} (admin).")
+            services.request_termination(cluster, reason=f"Terminated by {request.user} (admin).")
         self.message_user(request, f"Terminating {queryset.count()} cluster(s).", messages.SUCCESS)
 
     @admin.action(description="Extend by 2 hours")

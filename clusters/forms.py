@@ -1,7 +1,10 @@
 """Forms of clusters and SSH keys."""
 
+from typing import Any, cast
+
 from django import forms
 from django.conf import settings
+from django.http import QueryDict
 
 from clusters import keys
 from clusters.models import Cluster, EMRRelease, SSHKey
@@ -18,8 +21,9 @@ class SSHKeyForm(forms.Form):
     )
     key_file = forms.FileField(required=False, label="…or upload the .pub file")
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         upload = cleaned.get("key_file")
         text = cleaned.get("key") or ""
         if upload is not None:
@@ -33,8 +37,9 @@ class SSHKeyForm(forms.Form):
         except keys.SSHKeyError as exc:
             if keys.looks_private(text):
                 # Never send a private key back to the browser in the re-rendered form.
-                self.data = self.data.copy()
-                self.data["key"] = ""
+                data = cast(QueryDict, self.data).copy()
+                data["key"] = ""
+                self.data = data
             raise forms.ValidationError(str(exc)) from None
         cleaned["raw"] = text
         return cleaned
@@ -57,11 +62,11 @@ class ClusterForm(forms.Form):
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
         self.user = user
-        self.fields["backend"].choices = [
+        cast(forms.ChoiceField, self.fields["backend"]).choices = [
             c for c in Cluster.Backend.choices if c[0] in settings.CLUSTER_BACKENDS
         ]
         if not user.is_staff:
-            self.fields["size"].max_value = settings.CLUSTER_MAX_SIZE
+            cast(forms.IntegerField, self.fields["size"]).max_value = settings.CLUSTER_MAX_SIZE
             self.fields["size"].widget.attrs["max"] = settings.CLUSTER_MAX_SIZE
             self.fields["lifetime_hours"].widget.attrs["max"] = settings.CLUSTER_MAX_LIFETIME_HOURS
         self.fields["size"].help_text = (
@@ -72,11 +77,16 @@ class ClusterForm(forms.Form):
         self.fields[
             "lifetime_hours"
         ].help_text = f"1 to {settings.CLUSTER_MAX_LIFETIME_HOURS} hours; you can extend it later."
-        self.fields["emr_release"].queryset = EMRRelease.objects.offered()
-        self.fields["ssh_key"].queryset = SSHKey.objects.filter(owner=user)
+        cast(
+            forms.ModelChoiceField, self.fields["emr_release"]
+        ).queryset = EMRRelease.objects.offered()
+        cast(forms.ModelChoiceField, self.fields["ssh_key"]).queryset = SSHKey.objects.filter(
+            owner=user
+        )
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         if cleaned.get("backend") == Cluster.Backend.EMR:
             if not cleaned.get("emr_release"):
                 self.add_error("emr_release", "Choose an EMR release.")

@@ -6,6 +6,7 @@ the key blob, without padding, as ``ssh-keygen -l`` prints it.
 """
 
 import base64
+import binascii
 import hashlib
 from dataclasses import dataclass
 
@@ -82,7 +83,7 @@ def parse_public_key(raw: str) -> PublicKey:
     try:
         blob = base64.b64decode(blob_b64, validate=True)
         key = load_ssh_public_key(f"{key_type} {blob_b64}".encode())
-    except (ValueError, TypeError, base64.binascii.Error):
+    except (ValueError, TypeError, binascii.Error):
         raise SSHKeyError(
             "The key does not decode: it may be cut short or contain extra characters."
         ) from None

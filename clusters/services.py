@@ -1,25 +1,37 @@
 """The verbs of clusters and SSH keys: one domain action, one transaction each.
 
 No backend call happens in a request: views create or change rows and enqueue tasks;
-tasks call ``start_cluster``, ``sync_cluster``, ``stop_cluster`` here. Expiry warnings
-and terminations are periodic and exactly-once (row locks plus a sent-at column).
+tasks call ``start_cluster``, ``sync_clusters``, ``terminate_on_backend`` here. A run's
+worker calls ``launch_cluster_for_run`` and ``terminate_now`` itself. Backends are used
+only through their common interface (``clusters.backends.ClusterBackend``): nothing here
+depends on which backend a cluster has. Expiry warnings go out once per expiry (a task
+per cluster, a sent-at column under a row lock).
 """
 
+from __future__ import annotations
+
 import logging
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from django.template.loader import render_to_string
 from django.utils import timezone
 
 from clusters import keys
-from clusters.backends import BackendError, get_backend
+from clusters.backends import BackendError, ClusterStatus, get_backend
 from clusters.models import Cluster, SSHKey
+from portal.mail import send_templated
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from jobs.models import Run
 
 log = logging.getLogger(__name__)
 State = Cluster.State
@@ -32,7 +44,7 @@ class ClusterError(ValueError):
 # --- SSH keys ----------------------------------------------------------------------------
 
 
-def add_ssh_key(user, title: str, raw: str) -> SSHKey:
+def add_ssh_key(user: User, title: str, raw: str) -> SSHKey:
     """Parse and store a public key for ``user``; raises SSHKeyError (bad key or duplicate)."""
     parsed = keys.parse_public_key(raw)
     existing = SSHKey.objects.filter(owner=user, fingerprint=parsed.fingerprint).first()
@@ -68,7 +80,7 @@ class ClusterSpec:
     ssh_key: SSHKey | None = None
 
 
-def suggest_name(user) -> str:
+def suggest_name(user: User) -> str:
     """A readable name not used by the user's live clusters (e.g. "curie-2")."""
     names = [
         "curie",
@@ -92,10 +104,11 @@ def suggest_name(user) -> str:
     return f"cluster-{count + 1}"
 
 
-def check_launch(user, spec: ClusterSpec) -> None:
+def check_launch(user: User, spec: ClusterSpec) -> None:
     """Raise ClusterError unless ``user`` may launch ``spec`` now (sizes, lifetimes, limits)."""
     if spec.backend not in settings.CLUSTER_BACKENDS:
         raise ClusterError(f"The {spec.backend} backend is not enabled on this site.")
+    backend = get_backend(spec.backend)
     if spec.size < 1 or (spec.size > settings.CLUSTER_MAX_SIZE and not user.is_staff):
         raise ClusterError(f"A cluster has 1 to {settings.CLUSTER_MAX_SIZE} workers.")
     if spec.lifetime_hours < 1 or (
@@ -105,39 +118,41 @@ def check_launch(user, spec: ClusterSpec) -> None:
             f"A cluster lives 1 to {settings.CLUSTER_MAX_LIFETIME_HOURS} hours "
             "(extend it later if needed)."
         )
-    if spec.backend == Cluster.Backend.EMR and spec.ssh_key is None:
-        raise ClusterError("EMR clusters need an SSH key: add one first.")
+    if backend.requires_ssh_key and spec.ssh_key is None:
+        raise ClusterError(f"{backend.label} clusters need an SSH key: add one first.")
     if spec.ssh_key is not None and spec.ssh_key.owner_id != user.pk:
         raise ClusterError("That SSH key is not yours.")
-    if spec.backend == Cluster.Backend.LOCAL:
-        live = Cluster.objects.live().filter(backend=Cluster.Backend.LOCAL)
-        if (
-            live.filter(owner=user, for_run__isnull=True).count()
-            >= settings.LOCAL_CLUSTER_MAX_PER_USER
-            and not user.is_staff
-        ):
-            raise ClusterError(
-                f"You already have {settings.LOCAL_CLUSTER_MAX_PER_USER} live local clusters: "
-                "terminate one first."
-            )
-        if live.count() >= settings.LOCAL_CLUSTER_MAX_PER_HOST:
-            raise ClusterError(
-                "This host runs as many local clusters as it can; try again later or use EMR."
-            )
+    live = Cluster.objects.live().filter(backend=spec.backend)
+    per_user, per_host = backend.max_per_user, backend.max_per_host
+    if (
+        per_user is not None
+        and not user.is_staff
+        and live.filter(owner=user, for_run__isnull=True).count() >= per_user
+    ):
+        raise ClusterError(
+            f"You already have {per_user} live {backend.label.lower()} clusters: "
+            "terminate one first."
+        )
+    if per_host is not None and live.count() >= per_host:
+        raise ClusterError(
+            f"This host runs as many {backend.label.lower()} clusters as it can; "
+            "try again later or choose another backend."
+        )
 
 
-def launch_cluster(user, spec: ClusterSpec, for_run=None, now: datetime | None = None) -> Cluster:
-    """Create the cluster row (PENDING) and enqueue its start after commit.
+def launch_cluster(
+    user: User, spec: ClusterSpec, for_run: Run | None = None, now: datetime | None = None
+) -> Cluster:
+    """Create the cluster row (PENDING) and, unless it is for a run (whose worker starts
+    it), enqueue its start after commit.
 
-    Raises ClusterError for anything not allowed (see ``check_launch``) or a name already
-    used by one of the user's live clusters.
+    Raises ClusterError for anything not allowed (see ``check_launch``; not checked for a
+    run's cluster) or a name already used by one of the user's live clusters.
     """
     now = now or timezone.now()
     if for_run is None:
         check_launch(user, spec)
-    release = spec.release or (
-        settings.LOCAL_SPARK_VERSION if spec.backend == Cluster.Backend.LOCAL else ""
-    )
+    release = spec.release or get_backend(spec.backend).default_release()
     try:
         with transaction.atomic():
             cluster = Cluster.objects.create(
@@ -165,19 +180,46 @@ def launch_cluster(user, spec: ClusterSpec, for_run=None, now: datetime | None =
     return cluster
 
 
-def _enqueue_start(cluster):
-    from clusters.tasks import start_cluster_task
+def _enqueue_start(cluster: Cluster) -> None:
+    from clusters.tasks import start_cluster_task  # clusters.tasks imports this module
 
-    pk = cluster.pk
-    transaction.on_commit(lambda: start_cluster_task.delay(pk))
+    start_cluster_task.delay_on_commit(cluster.pk)
+
+
+def launch_cluster_for_run(
+    run: Run, backend: str, margin_seconds: int, reuse_ready: bool = False
+) -> Cluster:
+    """The cluster for the current attempt of ``run``, of ``run.job``'s size, on
+    ``backend``: launched PENDING (not started: the run's worker starts it), named
+    ``run-<run id>-a<attempt>`` and owned by the job's owner. It lives the run's timeout
+    plus ``margin_seconds``, rounded up to whole hours (at least one), so that expiry
+    ends it even if the worker dies.
+
+    A cluster an earlier attempt left is let go of (no longer the run's) and terminated,
+    unless ``reuse_ready`` and it is READY: then it is returned as it is.
+    """
+    previous = Cluster.objects.filter(for_run=run).first()
+    if previous is not None:
+        if reuse_ready and previous.state == State.READY:
+            return previous
+        request_termination(previous, "Replaced by a new attempt.")
+        Cluster.objects.filter(pk=previous.pk).update(for_run=None)
+    hours = max(1, math.ceil((run.timeout_seconds + margin_seconds) / 3600))
+    spec = ClusterSpec(
+        name=f"run-{run.pk}-a{run.attempt}",
+        backend=backend,
+        size=run.job.cluster_size,
+        lifetime_hours=hours,
+    )
+    return launch_cluster(run.job.owner, spec, for_run=run)
 
 
 def start_cluster(cluster_id: int) -> Cluster | None:
     """Start the backend cluster of a PENDING row; idempotent.
 
     The row is locked while the backend starts; a second delivery finds it STARTING with
-    its backend ids recorded and does nothing. On EMR a retry after a failure between the
-    AWS call and the save adopts the cluster tagged with this row's UUID instead of
+    its start recorded and does nothing. On EMR a retry after a failure between the AWS
+    call and the save adopts the cluster tagged with this row's UUID instead of
     launching another. A backend error ends the cluster FAILED.
     """
     with transaction.atomic():
@@ -189,11 +231,10 @@ def start_cluster(cluster_id: int) -> Cluster | None:
         )
         if cluster is None or cluster.state not in (State.PENDING, State.STARTING):
             return cluster
-        if cluster.backend_info.get("pids") or cluster.jobflow_id:
+        if cluster.started_at:  # a start was recorded: a duplicate delivery
             return cluster
-        backend = get_backend(cluster.backend)
         try:
-            info = backend.start(cluster)
+            fields = get_backend(cluster.backend).start(cluster)
         except BackendError as exc:
             cluster.state, cluster.state_reason, cluster.terminated_at = (
                 State.FAILED,
@@ -202,22 +243,19 @@ def start_cluster(cluster_id: int) -> Cluster | None:
             )
             cluster.save(update_fields=["state", "state_reason", "terminated_at"])
             return cluster
+        for name, value in fields.items():
+            setattr(cluster, name, value)
         cluster.state = State.STARTING
-        cluster.started_at = cluster.started_at or timezone.now()
-        if cluster.backend == Cluster.Backend.EMR:
-            cluster.jobflow_id = info["jobflow_id"]
-        else:
-            cluster.backend_info = info
-            cluster.master_url, cluster.ui_url = info["master_url"], info["ui_url"]
-            cluster.connect_url, cluster.app_ui_url = info["connect_url"], info["app_ui_url"]
+        cluster.started_at = timezone.now()
         cluster.save()
     return cluster
 
 
-def record_launch(cluster: Cluster, info: dict) -> Cluster:
-    """Store what an EMR launch returned (job flow id) and mark the cluster STARTING."""
+def record_launch(cluster: Cluster, fields: dict[str, Any]) -> Cluster:
+    """Store what a backend's ``start`` returned for a cluster started outside
+    ``start_cluster`` (a run's EMR cluster) and mark it STARTING."""
     Cluster.objects.filter(pk=cluster.pk).update(
-        jobflow_id=info["jobflow_id"], state=State.STARTING, started_at=timezone.now()
+        **fields, state=State.STARTING, started_at=timezone.now()
     )
     cluster.refresh_from_db()
     return cluster
@@ -226,6 +264,7 @@ def record_launch(cluster: Cluster, info: dict) -> Cluster:
 def sync_cluster(cluster: Cluster) -> Cluster:
     """Ask the backend for the cluster's state and record it. Backend errors are logged
     and leave the row as it was (the next sync tries again)."""
+    cluster.refresh_from_db()  # the backend reads the row's state: the latest one
     if cluster.state not in (State.STARTING, State.READY, State.TERMINATING):
         return cluster
     try:
@@ -233,49 +272,44 @@ def sync_cluster(cluster: Cluster) -> Cluster:
     except BackendError as exc:
         log.warning("sync failed cluster=%s: %s", cluster.pk, exc)
         return cluster
-    return _record_status(cluster, status.state, status)
+    return _record_status(cluster, status)
 
 
-def _record_status(cluster: Cluster, state: str, status=None) -> Cluster:
+def _record_status(described: Cluster, status: ClusterStatus) -> Cluster:
+    """Record ``status``, what the backend said of ``described`` (the row as it was when
+    asked). If the row changed state meanwhile (terminated, synced by another process)
+    the answer may be stale and is dropped: the next sync asks again."""
     now = timezone.now()
+    state = status.state
     with transaction.atomic():
-        cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
-        if cluster.state in Cluster.FINAL_STATES:
+        cluster = Cluster.objects.select_for_update().get(pk=described.pk)
+        if cluster.state in Cluster.FINAL_STATES or cluster.state != described.state:
             return cluster
         if cluster.state == State.TERMINATING and state in (State.STARTING, State.READY):
             state = State.TERMINATING  # asked to stop: never back to READY
-        if (
-            cluster.state == State.TERMINATING
-            and state == State.FAILED
-            and cluster.backend == Cluster.Backend.LOCAL
-        ):
-            # Processes exiting because we stopped them is the termination, not a failure;
-            # it is complete only when none of them is left.
-            from clusters.backends.local import LocalBackend
-
-            done = not LocalBackend().processes_left(cluster.backend_info or {})
-            state, status = (State.TERMINATED if done else State.TERMINATING), None
         fields = {"state"}
         cluster.state = state
-        if status is not None:
-            cluster.workers_registered, cluster.cores, cluster.memory_mb = (
-                status.workers,
-                status.cores,
-                status.memory_mb,
-            )
-            fields |= {"workers_registered", "cores", "memory_mb"}
-            if status.info.get("master_address"):
-                cluster.master_address = status.info["master_address"]
-                fields.add("master_address")
-            # Keep the portal's own reason ("Expired at ...") over EMR's "Terminated by user
-            # request"; a failure's reason always comes from the backend.
-            if (
-                status.reason
-                and state in Cluster.FINAL_STATES
-                and (state == State.FAILED or not cluster.state_reason)
-            ):
-                cluster.state_reason = status.reason[:500]
-                fields.add("state_reason")
+        counts = {
+            "workers_registered": status.workers,
+            "cores": status.cores,
+            "memory_mb": status.memory_mb,
+        }
+        for name, value in counts.items():
+            if value is not None:
+                setattr(cluster, name, value)
+                fields.add(name)
+        if status.info.get("master_address"):
+            cluster.master_address = status.info["master_address"]
+            fields.add("master_address")
+        # Keep the portal's own reason ("Expired at ...") over EMR's "Terminated by user
+        # request"; a failure's reason always comes from the backend.
+        if (
+            status.reason
+            and state in Cluster.FINAL_STATES
+            and (state == State.FAILED or not cluster.state_reason)
+        ):
+            cluster.state_reason = status.reason[:500]
+            fields.add("state_reason")
         if state == State.READY and not cluster.ready_at:
             cluster.ready_at = now
             fields.add("ready_at")
@@ -283,48 +317,40 @@ def _record_status(cluster: Cluster, state: str, status=None) -> Cluster:
             cluster.terminated_at = now
             fields.add("terminated_at")
         cluster.save(update_fields=sorted(fields))
-    if state == State.FAILED and cluster.backend == Cluster.Backend.LOCAL:
-        get_backend(cluster.backend).terminate(cluster)  # stop whatever half is left
+    if state == State.FAILED:
+        get_backend(cluster.backend).clean_up(cluster)  # stop whatever half is left
     return cluster
 
 
 def sync_clusters(backend: str) -> int:
-    """Sync every live cluster of ``backend``; EMR in one batched ``list_clusters`` call.
-    Returns the number synced."""
+    """Sync every live cluster of ``backend``, in as few backend calls as it allows (EMR:
+    one batched ``list_clusters``). Returns the number of live clusters."""
     clusters = list(
         Cluster.objects.filter(
             backend=backend, state__in=(State.STARTING, State.READY, State.TERMINATING)
         )
     )
-    if backend == Cluster.Backend.EMR and clusters:
-        engine = get_backend(backend)
-        try:
-            oldest = min(c.created_at for c in clusters) - timedelta(hours=1)
-            states = engine.states(
-                [c.jobflow_id for c in clusters if c.jobflow_id], created_after=oldest
-            )
-        except BackendError as exc:
-            log.warning("EMR sync failed: %s", exc)
-            return 0
-        from clusters.backends.emr import STATE_MAP
-
-        for cluster in clusters:
-            emr_state = states.get(cluster.jobflow_id)
-            if emr_state is None:
-                continue
-            new = STATE_MAP.get(emr_state, State.STARTING)
-            if new != cluster.state or (new == State.READY and not cluster.master_address):
-                sync_cluster(cluster)  # describe for the details (address, reason)
-        return len(clusters)
+    if not clusters:
+        return 0
+    try:
+        statuses = get_backend(backend).describe_many(clusters)
+    except BackendError as exc:
+        log.warning("%s sync failed: %s", backend, exc)
+        return 0
     for cluster in clusters:
-        sync_cluster(cluster)
+        if cluster.pk in statuses:
+            _record_status(cluster, statuses[cluster.pk])
     return len(clusters)
 
 
 def wait_until_ready(
-    cluster: Cluster, timeout: float, interval: float = 0.5, on_poll=None
+    cluster: Cluster,
+    timeout: float,
+    interval: float = 0.5,
+    on_poll: Callable[[], None] | None = None,
 ) -> Cluster:
-    """Sync ``cluster`` until it is READY; raises ClusterError on FAILED or timeout.
+    """Sync ``cluster`` until it is READY; raises ClusterError on FAILED or timeout
+    (``timeout`` and ``interval`` in seconds).
 
     ``on_poll()`` is called before every sync (the run waiting on the cluster beats its
     heartbeat there); an exception from it ends the wait.
@@ -347,7 +373,7 @@ def wait_until_ready(
 # --- Lifetime ------------------------------------------------------------------------------
 
 
-def extend_cluster(cluster: Cluster, hours: int, user) -> Cluster:
+def extend_cluster(cluster: Cluster, hours: int, user: User) -> Cluster:
     """Push the expiry back by ``hours``; a new warning will be sent before the new expiry.
 
     Raises ClusterError if the cluster is not live, ``hours`` is out of 1 to
@@ -374,24 +400,40 @@ def extend_cluster(cluster: Cluster, hours: int, user) -> Cluster:
     return cluster
 
 
-def terminate_cluster(cluster: Cluster, reason: str = "Terminated by its owner.") -> Cluster:
-    """Mark a live cluster TERMINATING and enqueue the backend termination after commit.
-    Terminating a cluster that already ended does nothing."""
-    from clusters.tasks import stop_cluster_task
-
-    with transaction.atomic():
-        moved = Cluster.objects.filter(
+def _mark_terminating(cluster: Cluster, reason: str) -> bool:
+    """Move a live cluster to TERMINATING with ``reason``; False if it was not live."""
+    return bool(
+        Cluster.objects.filter(
             pk=cluster.pk, state__in=(State.PENDING, State.STARTING, State.READY)
         ).update(state=State.TERMINATING, state_reason=reason[:500])
-        if moved:
-            pk = cluster.pk
-            transaction.on_commit(lambda: stop_cluster_task.delay(pk))
+    )
+
+
+def request_termination(cluster: Cluster, reason: str = "Terminated by its owner.") -> Cluster:
+    """Mark a live cluster TERMINATING and enqueue ``terminate_on_backend`` after commit
+    (what views, the admin and expiry do: no backend call in this process). Asking to
+    terminate a cluster that is already terminating or ended does nothing."""
+    from clusters.tasks import stop_cluster_task  # clusters.tasks imports this module
+
+    with transaction.atomic():
+        if _mark_terminating(cluster, reason):
+            stop_cluster_task.delay_on_commit(cluster.pk)
     return Cluster.objects.get(pk=cluster.pk)
 
 
-def stop_cluster(cluster_id: int) -> Cluster | None:
-    """Terminate a TERMINATING cluster on its backend (the task's body). Local clusters
-    are TERMINATED when their processes are gone; EMR ones when a sync sees it."""
+def terminate_now(cluster: Cluster, reason: str) -> Cluster | None:
+    """Mark a live cluster TERMINATING and terminate it on its backend here, before
+    returning (what a run's worker does with its own cluster); no task is enqueued. A
+    cluster already TERMINATING is terminated too; an ended one is left alone."""
+    _mark_terminating(cluster, reason)
+    return terminate_on_backend(cluster.pk)
+
+
+def terminate_on_backend(cluster_id: int) -> Cluster | None:
+    """Terminate a TERMINATING cluster on its backend (the body of ``stop_cluster_task``),
+    then record what the backend says: TERMINATED when its processes are gone (local),
+    or still TERMINATING until a sync sees the end (EMR). Backend errors are logged and
+    leave it TERMINATING. Does nothing to a cluster in another state."""
     cluster = Cluster.objects.select_related("owner").filter(pk=cluster_id).first()
     if cluster is None or cluster.state != State.TERMINATING:
         return cluster
@@ -400,55 +442,70 @@ def stop_cluster(cluster_id: int) -> Cluster | None:
     except BackendError as exc:
         log.warning("terminate failed cluster=%s: %s", cluster.pk, exc)
         return cluster
-    if (
-        cluster.jobflow_id
-        and not Cluster.objects.filter(pk=cluster.pk, jobflow_id=cluster.jobflow_id).exists()
-    ):
-        Cluster.objects.filter(pk=cluster.pk).update(jobflow_id=cluster.jobflow_id)
-    if cluster.backend == Cluster.Backend.LOCAL or not cluster.jobflow_id:
-        # Local processes are gone now; an EMR cluster that was never launched has nothing
-        # left to wait for (start_cluster holds the row lock while launching, and a crashed
-        # launch is adopted by find_existing, which terminate() just consulted).
-        return _record_status(cluster, State.TERMINATED)
+    if cluster.jobflow_id:  # store an EMR id that terminate() found (a lost launch save)
+        Cluster.objects.filter(pk=cluster.pk, jobflow_id="").update(jobflow_id=cluster.jobflow_id)
     return sync_cluster(cluster)
 
 
 def warn_expiring_clusters(now: datetime | None = None) -> int:
-    """E-mail owners whose clusters expire within CLUSTER_EXPIRY_WARNING_SECONDS, once per
-    expiry (an extension clears ``expiry_warning_sent_at``). Returns the number warned."""
+    """Enqueue, after commit, an expiry warning (``send_expiry_warning``) for every cluster
+    that expires within CLUSTER_EXPIRY_WARNING_SECONDS and was not warned for its current
+    expiry. Returns how many were enqueued (a cluster whose warning is not sent yet may
+    be enqueued again by the next pass: the task sends once)."""
+    from clusters.tasks import send_expiry_warning as task  # clusters.tasks imports this module
+
     now = now or timezone.now()
     before = now + timedelta(seconds=settings.CLUSTER_EXPIRY_WARNING_SECONDS)
-    sent = 0
+    ids = list(
+        Cluster.objects.expiring(before).filter(for_run__isnull=True).values_list("pk", flat=True)
+    )
+    for cluster_id in ids:
+        task.delay_on_commit(cluster_id)
+    return len(ids)
+
+
+def send_expiry_warning(cluster_id: int, now: datetime | None = None) -> bool:
+    """E-mail the owner of a cluster that expires within CLUSTER_EXPIRY_WARNING_SECONDS,
+    at most once per expiry (an extension clears ``expiry_warning_sent_at``).
+
+    The row stays locked from the check to the update of ``expiry_warning_sent_at``, so
+    repeated or concurrent calls send one message; a failed send (OSError, e.g. SMTP)
+    raises and leaves the cluster unwarned, for a retry. (A crash between the SMTP
+    hand-off and the commit would send it again: we accept that over losing a warning.)
+    Returns True if a message was sent.
+    """
+    now = now or timezone.now()
+    before = now + timedelta(seconds=settings.CLUSTER_EXPIRY_WARNING_SECONDS)
     with transaction.atomic():
-        for cluster in (
+        cluster = (
             Cluster.objects.expiring(before)
-            .filter(for_run__isnull=True)
-            .select_for_update(skip_locked=True)
+            .filter(pk=cluster_id, for_run__isnull=True)
+            .select_for_update(of=("self",))
             .select_related("owner")
-        ):
-            if cluster.owner.email:
-                context = {
-                    "cluster": cluster,
-                    "url": settings.PORTAL_ORIGIN + cluster.get_absolute_url(),
-                    "minutes": max(0, int((cluster.expires_at - now).total_seconds() // 60)),
-                }
-                send_mail(
-                    render_to_string("clusters/emails/expiry_subject.txt", context).strip(),
-                    render_to_string("clusters/emails/expiry.txt", context),
-                    None,
-                    [cluster.owner.email],
-                )
-                sent += 1
-            Cluster.objects.filter(pk=cluster.pk).update(expiry_warning_sent_at=now)
+            .first()
+        )
+        if cluster is None:  # warned already, extended, ended or gone
+            return False
+        sent = False
+        if cluster.owner.email:
+            context = {
+                "cluster": cluster,
+                "url": settings.PORTAL_ORIGIN + cluster.get_absolute_url(),
+                "minutes": max(0, int((cluster.expires_at - now).total_seconds() // 60)),
+            }
+            send_templated("clusters/emails/expiry", context, [cluster.owner.email])
+            sent = True
+        cluster.expiry_warning_sent_at = now
+        cluster.save(update_fields=["expiry_warning_sent_at"])
     return sent
 
 
 def terminate_expired_clusters(now: datetime | None = None) -> int:
-    """Terminate every live cluster past its expiry; returns how many."""
+    """Request the termination of every live cluster past its expiry; returns how many."""
     now = now or timezone.now()
     count = 0
     for cluster in Cluster.objects.expired(now):
-        terminate_cluster(cluster, reason=f"Expired at {cluster.expires_at:%Y-%m-%d %H:%M} UTC.")
+        request_termination(cluster, reason=f"Expired at {cluster.expires_at:%Y-%m-%d %H:%M} UTC.")
         count += 1
     return count
 

@@ -11,16 +11,15 @@ import logging
 from celery import shared_task, signals
 
 from clusters import services
+from clusters.backends import local
 from clusters.models import Cluster
 
 log = logging.getLogger(__name__)
 
 
 @signals.task_postrun.connect
-def _reap_cluster_processes(**_):
+def _reap_cluster_processes(**_) -> None:
     """After any task, wait for exited cluster processes this pool process started."""
-    from clusters.backends import local
-
     local.reap_children()
 
 
@@ -34,8 +33,8 @@ def start_cluster_task(cluster_id: int) -> str | None:
 
 @shared_task(ignore_result=True, soft_time_limit=120, time_limit=180)
 def stop_cluster_task(cluster_id: int) -> str | None:
-    """Terminate a TERMINATING cluster on its backend."""
-    cluster = services.stop_cluster(cluster_id)
+    """Terminate a TERMINATING cluster on its backend (after ``request_termination``)."""
+    cluster = services.terminate_on_backend(cluster_id)
     return cluster.state if cluster else None
 
 
@@ -53,8 +52,22 @@ def sync_emr_clusters() -> int:
 
 @shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
 def cluster_lifetimes() -> dict:
-    """Warn owners before expiry and terminate expired clusters; beat, every 30 s."""
+    """Enqueue expiry warnings and terminate expired clusters; beat, every 30 s."""
     return {
         "warned": services.warn_expiring_clusters(),
         "terminated": services.terminate_expired_clusters(),
     }
+
+
+@shared_task(
+    ignore_result=True,
+    soft_time_limit=50,
+    time_limit=60,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    retry_jitter=True,
+    max_retries=5,
+)
+def send_expiry_warning(cluster_id: int) -> bool:
+    """E-mail a cluster's owner before it expires, once; retried on mail-server errors."""
+    return services.send_expiry_warning(cluster_id)

@@ -6,7 +6,10 @@ Objects are fetched only through the scoped helpers below: others' clusters and 
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth.models import User
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from clusters import keys, services
@@ -15,20 +18,26 @@ from clusters.models import Cluster, SSHKey
 from portal.htmx import refresh_page
 
 
-def cluster_for_user(user, pk) -> Cluster:
+class AuthenticatedRequest(HttpRequest):
+    """A request of a signed-in user: LoginRequiredMiddleware admits no other here."""
+
+    user: User
+
+
+def cluster_for_user(user: User, pk: int) -> Cluster:
     """The cluster ``pk`` if ``user`` owns it (or is staff), else Http404."""
     return get_object_or_404(
         Cluster.objects.visible_to(user).select_related("owner", "ssh_key"), pk=pk
     )
 
 
-def key_for_user(user, pk) -> SSHKey:
+def key_for_user(user: User, pk: int) -> SSHKey:
     """The SSH key ``pk`` if ``user`` owns it, else Http404 (staff use the admin)."""
     return get_object_or_404(SSHKey, pk=pk, owner=user)
 
 
 @require_GET
-def cluster_list(request):
+def cluster_list(request: AuthenticatedRequest) -> HttpResponse:
     mine = Cluster.objects.filter(owner=request.user).select_related("ssh_key")
     return render(
         request,
@@ -42,7 +51,7 @@ def cluster_list(request):
 
 
 @require_http_methods(["GET", "POST"])
-def cluster_create(request):
+def cluster_create(request: AuthenticatedRequest) -> HttpResponse:
     has_key = SSHKey.objects.filter(owner=request.user).exists()
     if request.method == "POST":
         form = ClusterForm(request.POST, user=request.user)
@@ -85,14 +94,12 @@ def cluster_create(request):
     )
 
 
-def _url(name, *args):
-    from django.urls import reverse
-
+def _url(name: str, *args) -> str:
     return reverse(name, args=args)
 
 
 @require_GET
-def cluster_detail(request, pk):
+def cluster_detail(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     cluster = cluster_for_user(request.user, pk)
     return render(
         request,
@@ -107,7 +114,7 @@ def cluster_detail(request, pk):
 
 
 @require_GET
-def cluster_status(request, pk):
+def cluster_status(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     """htmx: the live status block; asks for a reload when the state changes."""
     cluster = cluster_for_user(request.user, pk)
     if request.GET.get("state") and request.GET["state"] != cluster.state:
@@ -116,7 +123,7 @@ def cluster_status(request, pk):
 
 
 @require_POST
-def cluster_extend(request, pk):
+def cluster_extend(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     cluster = cluster_for_user(request.user, pk)
     form = ExtendForm(request.POST)
     if form.is_valid():
@@ -135,24 +142,24 @@ def cluster_extend(request, pk):
 
 
 @require_http_methods(["GET", "POST"])
-def cluster_terminate(request, pk):
+def cluster_terminate(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     cluster = cluster_for_user(request.user, pk)
     if request.method == "POST":
-        services.terminate_cluster(cluster)
+        services.request_termination(cluster)
         messages.success(request, f"Cluster “{cluster.name}” is terminating.")
         return redirect(cluster)
     return render(request, "clusters/cluster_terminate.html", {"cluster": cluster})
 
 
 @require_GET
-def key_list(request):
+def key_list(request: AuthenticatedRequest) -> HttpResponse:
     return render(
         request, "clusters/key_list.html", {"keys": SSHKey.objects.filter(owner=request.user)}
     )
 
 
 @require_http_methods(["GET", "POST"])
-def key_create(request):
+def key_create(request: AuthenticatedRequest) -> HttpResponse:
     if request.method == "POST":
         form = SSHKeyForm(request.POST, request.FILES)
         if form.is_valid():
@@ -178,7 +185,7 @@ def key_create(request):
 
 
 @require_http_methods(["GET", "POST"])
-def key_delete(request, pk):
+def key_delete(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     key = key_for_user(request.user, pk)
     if request.method == "POST":
         key.delete()

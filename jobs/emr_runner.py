@@ -111,13 +111,12 @@ def execute_on_emr(
         elif time.monotonic() > deadline:
             reason = "timed_out"
         if reason:
-            cluster_services.terminate_cluster(
+            cluster_services.terminate_now(
                 cluster,
                 {"cancelled": "Run cancelled.", "timed_out": "Run timed out.", "lost": "Run lost."}[
                     reason
                 ],
             )
-            cluster_services.stop_cluster(cluster.pk)
             messages = {
                 "timed_out": f"Stopped after the timeout of {run.timeout_seconds} s.",
                 "cancelled": "Cancelled on request.",
@@ -125,17 +124,8 @@ def execute_on_emr(
             }
             return Outcome(reason, message=messages[reason])
         try:
-            if step_id is None:
-                steps = backend.client.list_steps(ClusterId=info["jobflow_id"])["Steps"]
-                step_id = steps[0]["Id"] if steps else None
-            state = (
-                backend.client.describe_step(ClusterId=info["jobflow_id"], StepId=step_id)["Step"][
-                    "Status"
-                ]["State"]
-                if step_id
-                else "PENDING"
-            )
-        except (ClientError, BotoCoreError) as exc:
+            step_id, state = backend.step_state(info["jobflow_id"], step_id)
+        except BackendError as exc:
             log.warning("EMR step poll failed run=%s: %s", run.pk, exc)
             state = "UNKNOWN"
         if state == "RUNNING":

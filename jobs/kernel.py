@@ -23,7 +23,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from portal.sandbox import Limits, Sandbox, SandboxSpec, uid_for
+from portal.sandbox import Limits, Sandbox, SandboxSpec, uid_for, views_root
 from portal.spark import log4j2_properties
 
 _LAUNCHER = '''\
@@ -153,15 +153,6 @@ def kernel_env(
         env["PYSPARK_SUBMIT_ARGS"] = f"--master {spark_master}{memory} pyspark-shell"
     env.update(extra or {})
     return env
-
-
-def views_root(owner_id: int) -> str:
-    """The batch-views root of one user: ``TELEMETRY_VIEWS_ROOT/<user id>`` (a local
-    directory writable only by that user's sandboxes, or a URI)."""
-    root = settings.TELEMETRY_VIEWS_ROOT
-    if "://" in root:
-        return f"{root.rstrip('/')}/{owner_id}"
-    return str(Path(root) / str(owner_id))
 
 
 def run_sandbox(name: str, owner_id: int, forward_port: int | None = None) -> Sandbox:

@@ -136,6 +136,15 @@ def uid_for(user_id: int) -> int:
     return uid
 
 
+def views_root(owner_id: int) -> str:
+    """The batch-views root of one user: ``TELEMETRY_VIEWS_ROOT/<user id>``, a local
+    directory that only that user's sandboxes (runs and clusters) may write, or a URI."""
+    root = settings.TELEMETRY_VIEWS_ROOT
+    if "://" in root:
+        return f"{root.rstrip('/')}/{owner_id}"
+    return str(Path(root) / str(owner_id))
+
+
 def enabled() -> bool:
     """True unless the operator switched the sandbox off (KERNEL_SANDBOX=none)."""
     return settings.KERNEL_SANDBOX != "none"

@@ -5,11 +5,17 @@ throttled call was retried): the Cluster row exists before any AWS call, the EMR
 is named and tagged with the row's UUID, and ``start`` first looks for a live cluster so
 tagged before calling ``run_job_flow``. Throttling and transient errors are retried by
 botocore's "standard" retry mode (exponential backoff with jitter, bounded attempts).
-States are synced in batches with one paginated ``list_clusters`` call.
+States are synced in batches with one paginated ``list_clusters`` call. Clusters started
+for runs execute the notebook as a step (``add_step``, ``step_state``; see jobs.emr_runner).
 """
+
+from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -17,7 +23,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
 from clusters.backends import BackendError, ClusterStatus
+from clusters.models import EMRRelease
 from portal.backoff import backoff
+
+if TYPE_CHECKING:
+    from clusters.models import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +72,7 @@ def emr_client(retries: bool = True):
     )
 
 
-def cluster_name(cluster) -> str:
+def cluster_name(cluster: Cluster) -> str:
     """EMR name: environment, owner and the row's UUID (readable, and unique)."""
     owner = (cluster.owner.email or cluster.owner.username).split("@")[0]
     return f"{settings.PORTAL_ENVIRONMENT}-{owner}-{cluster.name}-{cluster.uuid}"[:256]
@@ -73,9 +83,13 @@ def bootstrap_script_uri() -> str:
 
 
 class EmrBackend:
-    """Clusters on AWS EMR (see module docstring)."""
+    """Clusters on AWS EMR (see module docstring); a ClusterBackend."""
 
     name = "emr"
+    label = "EMR"
+    requires_ssh_key = True
+    max_per_user = None  # AWS quotas and the cost report bound them, not the portal
+    max_per_host = None
 
     def __init__(self, client=None, launch_client=None):
         self._client = client
@@ -94,11 +108,23 @@ class EmrBackend:
             self._launch_client = emr_client(retries=False)
         return self._launch_client
 
-    def job_flow_params(self, cluster, steps: list | None = None, keep_alive: bool = True) -> dict:
+    def default_release(self) -> str:
+        """The newest stable release staff offer, else EMR_DEFAULT_RELEASE."""
+        stable = (
+            EMRRelease.objects.offered()
+            .filter(status=EMRRelease.Status.STABLE)
+            .values_list("label", flat=True)
+            .first()
+        )
+        return stable or settings.EMR_DEFAULT_RELEASE
+
+    def job_flow_params(
+        self, cluster: Cluster, steps: list | None = None, keep_alive: bool = True
+    ) -> dict[str, Any]:
         """The exact ``run_job_flow`` arguments for ``cluster`` (contract-tested)."""
         core_market = "SPOT" if settings.EMR_CORE_SPOT else "ON_DEMAND"
         bootstrap = []
-        if cluster.ssh_key_id:
+        if cluster.ssh_key is not None:
             bootstrap.append(
                 {
                     "Name": "Install the owner's SSH key",
@@ -119,7 +145,7 @@ class EmrBackend:
                     },
                 }
             )
-        params = {
+        params: dict[str, Any] = {
             "Name": cluster_name(cluster),
             "LogUri": settings.EMR_LOG_URI,
             "ReleaseLabel": cluster.release,
@@ -164,7 +190,7 @@ class EmrBackend:
             params["SecurityConfiguration"] = settings.EMR_SECURITY_CONFIGURATION
         return params
 
-    def find_existing(self, cluster) -> str | None:
+    def find_existing(self, cluster: Cluster) -> str | None:
         """The id of a live EMR cluster already launched for this row, if any."""
         name = cluster_name(cluster)
         try:
@@ -183,15 +209,19 @@ class EmrBackend:
             raise BackendError(f"EMR did not answer: {exc}") from exc
         return None
 
-    def start(self, cluster, steps: list | None = None, keep_alive: bool = True) -> dict:
-        """Launch (or find) the EMR cluster; returns ``{"jobflow_id": ...}``."""
+    def start(
+        self, cluster: Cluster, steps: list | None = None, keep_alive: bool = True
+    ) -> dict[str, Any]:
+        """Launch (or find) the EMR cluster; returns the field to store,
+        ``{"jobflow_id": ...}``. ``steps`` (with ``keep_alive=False``: a cluster that ends
+        with its steps) is how a run's notebook is executed."""
         params = self.job_flow_params(cluster, steps, keep_alive)
         last_error = None
         for attempt in range(max(1, settings.EMR_MAX_ATTEMPTS)):
             existing = self.find_existing(cluster)
             if existing:
-                log.info("found launched EMR cluster %s for cluster=%s", existing, cluster.pk)
-                return {"jobflow_id": existing, "adopted": True}
+                log.info("adopting launched EMR cluster %s for cluster=%s", existing, cluster.pk)
+                return {"jobflow_id": existing}
             try:
                 response = self.launch_client.run_job_flow(**params)
                 return {"jobflow_id": response["JobFlowId"]}
@@ -209,12 +239,41 @@ class EmrBackend:
             f"{last_error}"
         )
 
-    def describe(self, cluster) -> ClusterStatus:
+    def describe(self, cluster: Cluster) -> ClusterStatus:
+        """The cluster's state from ``describe_cluster``. A cluster asked to stop that
+        was never launched (no job flow id) is TERMINATED."""
+        if not cluster.jobflow_id:
+            state = "TERMINATED" if cluster.state == "TERMINATING" else "STARTING"
+            return ClusterStatus(state, workers=None, cores=None, memory_mb=None)
         try:
             info = self.client.describe_cluster(ClusterId=cluster.jobflow_id)["Cluster"]
         except (ClientError, BotoCoreError) as exc:
             raise BackendError(f"EMR did not answer: {exc}") from exc
         return self._status(info, cluster.size)
+
+    def describe_many(self, clusters: Sequence[Cluster]) -> dict[int, ClusterStatus]:
+        """The states of all ``clusters`` from one paginated ``list_clusters``; those whose
+        state changed (or READY ones without a master address yet) are then described
+        one by one for the details (address, reason). Unchanged clusters, and clusters
+        EMR does not list or not yet launched, are left out."""
+        launched = [c for c in clusters if c.jobflow_id]
+        if not launched:
+            return {}
+        oldest = min(c.created_at for c in launched) - timedelta(hours=1)
+        states = self.states([c.jobflow_id for c in launched], created_after=oldest)
+        found = {}
+        for cluster in launched:
+            emr_state = states.get(cluster.jobflow_id)
+            if emr_state is None:
+                continue
+            new = STATE_MAP.get(emr_state, "STARTING")
+            if new == cluster.state and (new != "READY" or cluster.master_address):
+                continue
+            try:
+                found[cluster.pk] = self.describe(cluster)
+            except BackendError as exc:
+                log.warning("sync failed cluster=%s: %s", cluster.pk, exc)
+        return found
 
     def _status(self, info: dict, size: int) -> ClusterStatus:
         status = info.get("Status", {})
@@ -228,13 +287,15 @@ class EmrBackend:
             info={"master_address": info.get("MasterPublicDnsName", ""), "emr_state": emr_state},
         )
 
-    def states(self, jobflow_ids: list[str], created_after=None) -> dict[str, str]:
+    def states(
+        self, jobflow_ids: list[str], created_after: datetime | None = None
+    ) -> dict[str, str]:
         """EMR state of each id, from one paginated ``list_clusters`` (all states), limited to
         clusters created after ``created_after`` (an aware datetime) when given, so a busy
         account is not listed in full every minute."""
         wanted = set(jobflow_ids)
         found = {}
-        kwargs = {"CreatedAfter": created_after} if created_after else {}
+        kwargs: dict[str, Any] = {"CreatedAfter": created_after} if created_after else {}
         try:
             for page in self.client.get_paginator("list_clusters").paginate(**kwargs):
                 for summary in page["Clusters"]:
@@ -244,7 +305,10 @@ class EmrBackend:
             raise BackendError(f"EMR did not answer: {exc}") from exc
         return found
 
-    def terminate(self, cluster) -> None:
+    def terminate(self, cluster: Cluster) -> None:
+        """Ask EMR to terminate the cluster (a later ``describe`` sees it end). A cluster
+        without a job flow id is looked for first (a launch whose save was lost): found,
+        its id is set on ``cluster``; not found, there is nothing to terminate."""
         if not cluster.jobflow_id:
             existing = self.find_existing(cluster)
             if not existing:
@@ -255,6 +319,36 @@ class EmrBackend:
         except (ClientError, BotoCoreError) as exc:
             raise BackendError(f"EMR refused to terminate the cluster: {exc}") from exc
 
-    def add_step(self, cluster, step: dict) -> str:
-        response = self.client.add_job_flow_steps(JobFlowId=cluster.jobflow_id, Steps=[step])
+    def clean_up(self, cluster: Cluster) -> None:
+        """Nothing: EMR ended a FAILED (TERMINATED_WITH_ERRORS) cluster itself."""
+
+    def add_step(self, cluster: Cluster, step: dict) -> str:
+        """Add ``step`` to the running cluster; returns its step id."""
+        try:
+            response = self.client.add_job_flow_steps(JobFlowId=cluster.jobflow_id, Steps=[step])
+        except (ClientError, BotoCoreError) as exc:
+            raise BackendError(f"EMR refused the step: {exc}") from exc
         return response["StepIds"][0]
+
+    def step_state(
+        self, cluster_or_jobflow_id: Cluster | str, step_id: str | None = None
+    ) -> tuple[str | None, str]:
+        """``(step_id, state)`` of a step of the cluster: of ``step_id``, or without one
+        of the cluster's step (a run's cluster has one, given at launch); ``(None,
+        "PENDING")`` while EMR lists none. States are EMR's (PENDING, RUNNING, COMPLETED,
+        FAILED, CANCELLED, INTERRUPTED...). Raises BackendError when EMR does not answer."""
+        jobflow_id = (
+            cluster_or_jobflow_id
+            if isinstance(cluster_or_jobflow_id, str)
+            else cluster_or_jobflow_id.jobflow_id
+        )
+        try:
+            if step_id is None:
+                steps = self.client.list_steps(ClusterId=jobflow_id)["Steps"]
+                if not steps:
+                    return None, "PENDING"
+                step_id = steps[0]["Id"]
+            step = self.client.describe_step(ClusterId=jobflow_id, StepId=step_id)["Step"]
+        except (ClientError, BotoCoreError) as exc:
+            raise BackendError(f"EMR did not answer: {exc}") from exc
+        return step_id, step["Status"]["State"]

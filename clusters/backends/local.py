@@ -20,11 +20,14 @@ the cluster's own (``spark.authenticate``), written into its ``spark-defaults.co
 
 Process ids and ports are returned and stored on the cluster row. ``describe`` reads the
 master's JSON status (``/json/``): READY once every worker is registered and the Connect
-server answers. ``terminate`` asks every process to stop (SIGTERM), then ends everything
-left in the sandbox (its cgroup and pid namespaces, not only the recorded pids) and checks
-the ports are free. Everything binds to 127.0.0.1 unless ``LOCAL_CLUSTER_BIND_HOST`` says
+server answers; for a cluster asked to stop, its processes exiting is the termination
+(TERMINATED once none is left), not a failure. ``terminate`` asks every process to stop
+(SIGTERM), then ends everything left in the sandbox (its cgroup and pid namespaces, not
+only the recorded pids). Everything binds to 127.0.0.1 unless ``LOCAL_CLUSTER_BIND_HOST`` says
 otherwise (see README).
 """
+
+from __future__ import annotations
 
 import json
 import logging
@@ -35,7 +38,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import pyspark
@@ -43,8 +48,12 @@ from django.conf import settings
 
 from clusters.backends import BackendError, ClusterStatus
 from portal import procs
-from portal.sandbox import Limits, Sandbox, SandboxSpec, SandboxUnavailable, uid_for
+from portal.env import parse_bytes
+from portal.sandbox import Limits, Sandbox, SandboxSpec, SandboxUnavailable, uid_for, views_root
 from portal.spark import log4j2_properties
+
+if TYPE_CHECKING:
+    from clusters.models import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +98,7 @@ def _name(proc: psutil.Process) -> str:
         return ""
 
 
-def _bytes(size: str) -> int:
-    from portal.env import parse_bytes
-
-    return parse_bytes(size)
-
-
-def end_connect_session(cluster, session_id: str, user_id: str) -> None:
+def end_connect_session(cluster: Cluster, session_id: str, user_id: str) -> None:
     """Interrupt every operation of the Spark Connect session ``(user_id, session_id)`` on
     ``cluster`` and release it, so that no query outlives the run that started it. Errors
     are logged, never raised (the cluster may be gone). Works for clusters bound to
@@ -103,6 +106,7 @@ def end_connect_session(cluster, session_id: str, user_id: str) -> None:
     host, port = cluster.connect_address
     if not session_id or host not in ("127.0.0.1", "localhost", "::1"):
         return
+    # Not at the top: it loads grpc and pandas (0.7 s) into every process importing this.
     from pyspark.sql.connect.client import SparkConnectClient
 
     client = None
@@ -125,19 +129,31 @@ def end_connect_session(cluster, session_id: str, user_id: str) -> None:
 
 
 class LocalBackend:
-    """Spark standalone clusters on this host (see module docstring)."""
+    """Spark standalone clusters on this host (see module docstring); a ClusterBackend."""
 
     name = "local"
+    label = "Local"
+    requires_ssh_key = False
+
+    @property
+    def max_per_user(self) -> int | None:
+        return settings.LOCAL_CLUSTER_MAX_PER_USER
+
+    @property
+    def max_per_host(self) -> int | None:
+        return settings.LOCAL_CLUSTER_MAX_PER_HOST
+
+    def default_release(self) -> str:
+        """The pyspark version the clusters run (LOCAL_SPARK_VERSION)."""
+        return settings.LOCAL_SPARK_VERSION
 
     @staticmethod
-    def sandbox(cluster) -> Sandbox:
+    def sandbox(cluster: Cluster) -> Sandbox:
         """The cluster's sandbox: its owner's uid, the host network, a lifetime of its own
         (not tied to the Celery process that starts it), the data root to read, the owner's
         views to write, and limits sized for its workers."""
-        from jobs.kernel import views_root
-
         gib = 2**30
-        executor_memory = _bytes(settings.LOCAL_CLUSTER_EXECUTOR_MEMORY)
+        executor_memory = parse_bytes(settings.LOCAL_CLUSTER_EXECUTOR_MEMORY)
         spec = SandboxSpec(
             name=f"c{cluster.uuid.hex}",
             uid=uid_for(cluster.owner_id),
@@ -155,12 +171,12 @@ class LocalBackend:
         )
         return Sandbox(spec)
 
-    def cluster_dir(self, cluster) -> Path:
+    def cluster_dir(self, cluster: Cluster) -> Path:
         """Where the cluster's configuration, logs and work directories are (its sandbox's
         home)."""
         return self.sandbox(cluster).home
 
-    def _env(self, root: Path) -> dict:
+    def _env(self, root: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "JAVA_HOME")}
         env.update(
             SPARK_HOME=str(SPARK_HOME),
@@ -196,7 +212,7 @@ class LocalBackend:
             if uid is not None:
                 os.chown(path, uid, uid)
 
-    def _spawn(self, sandbox: Sandbox, argv, env, log: Path) -> int:
+    def _spawn(self, sandbox: Sandbox, argv: list[str], env: dict[str, str], log: Path) -> int:
         with open(log, "ab") as out:
             proc = sandbox.popen(
                 argv, env, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
@@ -204,14 +220,22 @@ class LocalBackend:
         _CHILDREN.append(proc)
         return proc.pid
 
-    def start(self, cluster) -> dict:
+    def start(self, cluster: Cluster) -> dict[str, Any]:
+        """Start master, workers and the Connect server in the cluster's sandbox; return
+        the Cluster fields to store: ``backend_info`` (what ``launch`` returns) and the
+        ``master_url``, ``ui_url``, ``connect_url`` and ``app_ui_url`` in it."""
+        info = self.launch(cluster)
+        urls = ("master_url", "ui_url", "connect_url", "app_ui_url")
+        return {"backend_info": info, **{name: info[name] for name in urls}}
+
+    def launch(self, cluster: Cluster) -> dict[str, Any]:
         """Start master, workers and the Connect server in the cluster's sandbox; return
         what to record.
 
-        Returns ``{"dir", "host", "sandbox", "pids": {"master", "workers": [...], "connect"},
-        "ports": {...}, "master_url", "ui_url", "connect_url", "app_ui_url"}``. Raises
-        BackendError if the sandbox or a process cannot be started; anything already
-        started is stopped again.
+        Returns ``{"dir", "host", "sandbox", "uid", "pids": {"master", "workers": [...],
+        "connect"}, "ports": {...}, "master_url", "ui_url", "connect_url", "app_ui_url"}``.
+        Raises BackendError if the sandbox or a process cannot be started; anything
+        already started is stopped again.
         """
         host = settings.LOCAL_CLUSTER_BIND_HOST
         sandbox = self.sandbox(cluster)
@@ -224,7 +248,7 @@ class LocalBackend:
         (root / "logs").mkdir()
         self._write_conf(root, sandbox.spec.uid if sandbox.enabled else None)
         env = self._env(root)
-        ports = {
+        ports: dict[str, Any] = {
             "master": free_port(host),
             "ui": free_port(host),
             "connect": free_port(host),
@@ -232,7 +256,7 @@ class LocalBackend:
             "workers_ui": [free_port(host) for _ in range(cluster.size)],
         }
         master_url = f"spark://{host}:{ports['master']}"
-        info = {
+        info: dict[str, Any] = {
             "dir": str(root),
             "host": socket.gethostname(),
             "sandbox": sandbox.spec.name,
@@ -348,8 +372,37 @@ class LocalBackend:
         except (OSError, ValueError):
             return None
 
-    def describe(self, cluster) -> ClusterStatus:
-        """The cluster's state from its processes and the master's JSON status."""
+    def describe(self, cluster: Cluster) -> ClusterStatus:
+        """The cluster's state from its processes and the master's JSON status.
+
+        A cluster asked to stop (TERMINATING) whose processes exit is not FAILED: that is
+        its termination, TERMINATED once none of its processes is left (TERMINATING until
+        then); one that never started is TERMINATED. Neither changes the recorded worker
+        counts (None). Raises BackendError for a cluster of another host."""
+        status = self._observe(cluster)
+        if cluster.state != "TERMINATING":
+            return status
+        if not cluster.backend_info:
+            return ClusterStatus("TERMINATED", workers=None, cores=None, memory_mb=None)
+        if status.state == "FAILED":
+            done = not self.processes_left(cluster.backend_info)
+            state = "TERMINATED" if done else "TERMINATING"
+            return ClusterStatus(state, workers=None, cores=None, memory_mb=None)
+        return status
+
+    def describe_many(self, clusters: Sequence[Cluster]) -> dict[int, ClusterStatus]:
+        """``describe`` of each cluster; one that cannot be described is logged and left
+        out."""
+        found = {}
+        for cluster in clusters:
+            try:
+                found[cluster.pk] = self.describe(cluster)
+            except BackendError as exc:
+                log.warning("sync failed cluster=%s: %s", cluster.pk, exc)
+        return found
+
+    def _observe(self, cluster: Cluster) -> ClusterStatus:
+        """What the processes and the master say, whatever the row's state."""
         info = cluster.backend_info or {}
         pids = info.get("pids") or {}
         if not info:
@@ -381,7 +434,7 @@ class LocalBackend:
             info={"applications": [app.get("name") for app in status.get("activeapps", [])]},
         )
 
-    def applications(self, cluster) -> list[dict]:
+    def applications(self, cluster: Cluster) -> list[dict]:
         """Active and completed applications from the master (id, name, state)."""
         status = self.master_json(cluster.backend_info or {}) or {}
         return [
@@ -389,16 +442,21 @@ class LocalBackend:
             for a in status.get("activeapps", []) + status.get("completedapps", [])
         ]
 
-    def log_tail(self, cluster, name: str, lines: int = 20) -> str:
+    def log_tail(self, cluster: Cluster, name: str, lines: int = 20) -> str:
         path = self.cluster_dir(cluster) / "logs" / f"{name}.log"
         try:
             return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
 
-    def terminate(self, cluster) -> None:
-        """Stop every process of the cluster and remove its sandbox (directories, cgroup)."""
+    def terminate(self, cluster: Cluster) -> None:
+        """Stop every process of the cluster and remove its sandbox (directories, cgroup);
+        they are gone when it returns. Raises BackendError for a cluster of another host."""
         self.terminate_info(cluster.backend_info or {})
+
+    def clean_up(self, cluster: Cluster) -> None:
+        """Stop what is left of a FAILED cluster (``terminate``)."""
+        self.terminate(cluster)
 
     @staticmethod
     def _sandbox_of(info: dict) -> Sandbox | None:

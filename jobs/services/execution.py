@@ -26,7 +26,7 @@ from django.utils import timezone
 from clusters import services as cluster_services
 from clusters.backends import get_backend
 from clusters.backends.local import end_connect_session
-from clusters.models import Cluster, EMRRelease
+from clusters.models import Cluster
 from jobs import emr_runner, executor, kernel, render
 from jobs.models import Job, Run, RunEvent
 from jobs.services.alerts import send_alert_on_commit
@@ -139,17 +139,11 @@ def spark_target_for(run: Run):
             )
         return cluster.connect_url, cluster, False
     if job.spark_target == Job.SparkTarget.NEW_CLUSTER:
-        previous = Cluster.objects.filter(for_run=run).first()
-        if previous and previous.state == Cluster.State.READY:
-            return previous.connect_url, previous, True
-        if previous:
-            cluster_services.terminate_cluster(previous, "Replaced by a new attempt.")
-            Cluster.objects.filter(pk=previous.pk).update(for_run=None)
-        hours = max(1, -(-(run.timeout_seconds + 600) // 3600))
-        spec = cluster_services.ClusterSpec(
-            name=f"run-{run.pk}-a{run.attempt}", size=job.cluster_size, lifetime_hours=hours
+        cluster = cluster_services.launch_cluster_for_run(
+            run, Cluster.Backend.LOCAL, margin_seconds=600, reuse_ready=True
         )
-        cluster = cluster_services.launch_cluster(job.owner, spec, for_run=run)
+        if cluster.state == Cluster.State.READY:  # left by a previous attempt
+            return cluster.connect_url, cluster, True
         cluster_services.start_cluster(cluster.pk)
 
         def still_mine():
@@ -168,8 +162,7 @@ def spark_target_for(run: Run):
                 cluster, timeout=settings.CLUSTER_START_TIMEOUT, on_poll=still_mine
             )
         except cluster_services.ClusterError as exc:
-            cluster_services.terminate_cluster(cluster, str(exc))
-            cluster_services.stop_cluster(cluster.pk)
+            cluster_services.terminate_now(cluster, str(exc))
             raise SparkTargetError(str(exc), retry=True) from exc
         return cluster.connect_url, cluster, True
     return settings.LOCAL_SPARK_MASTER, None, False
@@ -240,8 +233,7 @@ def execute_run(run_id: int, worker: str | None = None) -> Run | None:
         finally:
             close_stale_connections()  # idle for the whole notebook: it may have been cut meanwhile
             if owned:
-                cluster_services.terminate_cluster(cluster, "The run it was started for ended.")
-                cluster_services.stop_cluster(cluster.pk)
+                cluster_services.terminate_now(cluster, "The run it was started for ended.")
         return finish_run(run, outcome)
 
 
@@ -330,26 +322,7 @@ def _execute_in_sandbox(
 
 def _execute_on_emr(run: Run, source: bytes, tick, workdir: Path) -> executor.Outcome:
     """Run the notebook as the step of a transient EMR cluster started for this run."""
-    job = run.job
-    release = (
-        EMRRelease.objects.offered()
-        .filter(status=EMRRelease.Status.STABLE)
-        .values_list("label", flat=True)
-        .first()
-    )
-    hours = max(1, -(-(run.timeout_seconds + 1800) // 3600))
-    spec = cluster_services.ClusterSpec(
-        name=f"run-{run.pk}-a{run.attempt}",
-        backend=Cluster.Backend.EMR,
-        size=job.cluster_size,
-        lifetime_hours=hours,
-        release=release or settings.EMR_DEFAULT_RELEASE,
-    )
-    previous = Cluster.objects.filter(for_run=run).first()
-    if previous:  # a cluster of an earlier attempt: stop it and let go of it
-        cluster_services.terminate_cluster(previous, "Replaced by a new attempt.")
-        Cluster.objects.filter(pk=previous.pk).update(for_run=None)
-    cluster = cluster_services.launch_cluster(job.owner, spec, for_run=run)
+    cluster = cluster_services.launch_cluster_for_run(run, Cluster.Backend.EMR, margin_seconds=1800)
     Run.objects.filter(pk=run.pk).update(cluster=cluster)
     parameters = {
         **run.parameters,

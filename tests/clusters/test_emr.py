@@ -307,41 +307,42 @@ def test_extension_moves_expiry_within_bounds_and_staff_may_exceed(ready, staff)
     assert cluster.expires_at == before + timedelta(hours=22) and cluster.extension_count == 3
 
 
-def test_expiry_warning_is_mailed_once_and_again_after_an_extension(ready, alice):
+def test_expiry_warning_is_mailed_once_and_again_after_an_extension(ready, alice, on_commit_tasks):
     """A cluster 30 min from expiry gets exactly one e-mail to its owner naming it; a
     second pass sends none; after an extension, one new warning goes out when the new
     expiry comes close."""
     now = timezone.now()
     Cluster.objects.filter(pk=ready.pk).update(expires_at=now + timedelta(minutes=30))
 
-    assert services.warn_expiring_clusters(now) == 1
+    assert on_commit_tasks(services.warn_expiring_clusters, now) == 1
     assert len(mail.outbox) == 1
     message = mail.outbox[0]
     assert message.to == [alice.email]
     assert "emr-one" in message.subject and "emr-one" in message.body
     assert ready.get_absolute_url() in message.body
-    assert services.warn_expiring_clusters(now) == 0 and len(mail.outbox) == 1
+    assert on_commit_tasks(services.warn_expiring_clusters, now) == 0 and len(mail.outbox) == 1
 
     cluster = services.extend_cluster(
         Cluster.objects.get(pk=ready.pk), 2, alice
     )  # expires at now + 2.5 h
-    assert services.warn_expiring_clusters(now) == 0  # not close to the new expiry yet
-    later = now + timedelta(hours=2)  # 30 min before the new expiry
-    assert services.warn_expiring_clusters(later) == 1
+    assert on_commit_tasks(services.warn_expiring_clusters, now) == 0  # not close yet
+    # Two hours later (the expiry moved instead of the clock): 30 min before the new expiry.
+    Cluster.objects.filter(pk=ready.pk).update(expires_at=timezone.now() + timedelta(minutes=30))
+    assert on_commit_tasks(services.warn_expiring_clusters) == 1
     assert (
         len(mail.outbox) == 2
         and mail.outbox[1].to == [alice.email]
         and "emr-one" in mail.outbox[1].subject
     )
-    assert services.warn_expiring_clusters(later) == 0
-    assert Cluster.objects.get(pk=cluster.pk).expiry_warning_sent_at == later
+    assert on_commit_tasks(services.warn_expiring_clusters) == 0
+    assert Cluster.objects.get(pk=cluster.pk).expiry_warning_sent_at > now
 
 
 def test_terminate_ends_the_emr_cluster(ready, aws):
-    """terminate_cluster marks TERMINATING (with the reason); stop_cluster calls EMR's
-    terminate_job_flows and, once EMR reports TERMINATED, records TERMINATED with
+    """request_termination marks TERMINATING (with the reason); terminate_on_backend calls
+    EMR's terminate_job_flows and, once EMR reports TERMINATED, records TERMINATED with
     terminated_at. Terminating again does nothing."""
-    cluster = services.terminate_cluster(ready)
+    cluster = services.request_termination(ready)
     assert (
         cluster.state == Cluster.State.TERMINATING
         and cluster.state_reason == "Terminated by its owner."
@@ -351,7 +352,7 @@ def test_terminate_ends_the_emr_cluster(ready, aws):
         == "WAITING"
     )
 
-    cluster = services.stop_cluster(cluster.pk)
+    cluster = services.terminate_on_backend(cluster.pk)
     assert (
         aws.emr.describe_cluster(ClusterId=cluster.jobflow_id)["Cluster"]["Status"]["State"]
         == "TERMINATED"
@@ -359,7 +360,7 @@ def test_terminate_ends_the_emr_cluster(ready, aws):
     assert cluster.state == Cluster.State.TERMINATED and cluster.terminated_at is not None
     assert cluster.state_reason == "Terminated by its owner."
 
-    again = services.terminate_cluster(cluster)
+    again = services.request_termination(cluster)
     assert again.state == Cluster.State.TERMINATED and again.terminated_at == cluster.terminated_at
 
 
@@ -377,7 +378,7 @@ def test_expired_emr_cluster_is_terminated(ready, aws, launch):
     )
     assert Cluster.objects.get(pk=other.pk).state == Cluster.State.STARTING
 
-    cluster = services.stop_cluster(cluster.pk)
+    cluster = services.terminate_on_backend(cluster.pk)
     assert cluster.state == Cluster.State.TERMINATED
     states = {c["Id"]: c["Status"]["State"] for c in aws.emr.list_clusters()["Clusters"]}
     assert states == {cluster.jobflow_id: "TERMINATED", other.jobflow_id: "WAITING"}
@@ -399,8 +400,8 @@ def test_pending_emr_cluster_terminated_before_start_ends(aws, launch):
     """A cluster terminated (or expired) while PENDING was never launched on EMR: stopping
     it must end it TERMINATED, and a late start task must not launch it."""
     cluster = launch()
-    services.terminate_cluster(cluster)
-    cluster = services.stop_cluster(cluster.pk)
+    services.request_termination(cluster)
+    cluster = services.terminate_on_backend(cluster.pk)
     services.sync_clusters("emr")
     assert services.start_cluster(cluster.pk).jobflow_id == ""
     assert aws.emr.list_clusters()["Clusters"] == []

@@ -78,21 +78,81 @@ def test_extension_moves_expiry_and_rearms_the_warning(alice, staff):
     assert services.extend_cluster(cluster, 4, staff).extension_count == 4
 
 
-def test_expiry_warning_is_sent_once_per_expiry(alice):
+def test_expiry_warning_is_sent_once_per_expiry(alice, on_commit_tasks):
     cluster = services.launch_cluster(alice, ClusterSpec(name="x", lifetime_hours=1))
     Cluster.objects.filter(pk=cluster.pk).update(
         state="READY", expires_at=timezone.now() + timedelta(minutes=30)
     )
-    assert services.warn_expiring_clusters() == 1
-    assert services.warn_expiring_clusters() == 0
+    assert on_commit_tasks(services.warn_expiring_clusters) == 1
+    assert on_commit_tasks(services.warn_expiring_clusters) == 0
     assert (
         len(mail.outbox) == 1
         and "“x” expires in" in mail.outbox[0].subject
         and mail.outbox[0].to == [alice.email]
     )
     services.extend_cluster(Cluster.objects.get(pk=cluster.pk), 1, alice)
-    assert services.warn_expiring_clusters(timezone.now() + timedelta(minutes=50)) == 1
-    assert len(mail.outbox) == 2
+    assert on_commit_tasks(services.warn_expiring_clusters) == 0  # 90 minutes left
+    Cluster.objects.filter(pk=cluster.pk).update(expires_at=timezone.now() + timedelta(minutes=5))
+    assert on_commit_tasks(services.warn_expiring_clusters) == 1
+    assert len(mail.outbox) == 2 and "expires in 4 minutes" in mail.outbox[1].subject
+
+
+def test_an_expiry_warning_is_sent_once_even_when_its_task_runs_again(alice):
+    """The task may run twice (enqueued by two passes, or redelivered): one e-mail."""
+    cluster = services.launch_cluster(alice, ClusterSpec(name="x"))
+    Cluster.objects.filter(pk=cluster.pk).update(
+        state="READY", expires_at=timezone.now() + timedelta(minutes=30)
+    )
+    assert services.send_expiry_warning(cluster.pk) is True
+    assert services.send_expiry_warning(cluster.pk) is False
+    assert len(mail.outbox) == 1
+
+
+def test_a_failed_expiry_warning_is_retried_and_sent_once(alice, bob, monkeypatch):
+    """A mail server that fails for one owner fails that warning only (OSError, which the
+    task retries); a retry sends it, once; the owners already warned are not mailed again."""
+    from smtplib import SMTPServerDisconnected
+
+    from django.core.mail import EmailMessage
+
+    for owner in (alice, bob):
+        cluster = services.launch_cluster(owner, ClusterSpec(name="x"))
+        Cluster.objects.filter(pk=cluster.pk).update(
+            state="READY", expires_at=timezone.now() + timedelta(minutes=30)
+        )
+    mine, bobs = Cluster.objects.get(owner=alice), Cluster.objects.get(owner=bob)
+    send = EmailMessage.send
+
+    def flaky(message, *args, **kwargs):
+        if message.to == [bob.email]:
+            raise SMTPServerDisconnected("Connection unexpectedly closed")
+        return send(message, *args, **kwargs)
+
+    monkeypatch.setattr(EmailMessage, "send", flaky)
+    assert services.send_expiry_warning(mine.pk) is True
+    with pytest.raises(OSError):
+        services.send_expiry_warning(bobs.pk)
+    assert Cluster.objects.get(pk=bobs.pk).expiry_warning_sent_at is None
+
+    monkeypatch.setattr(EmailMessage, "send", send)
+    assert [services.send_expiry_warning(c.pk) for c in (mine, bobs)] == [False, True]
+    assert [m.to for m in mail.outbox] == [[alice.email], [bob.email]]
+
+
+def test_the_expiry_warning_task_retries_mail_server_errors():
+    from clusters.tasks import send_expiry_warning
+
+    assert send_expiry_warning.autoretry_for == (OSError,) and send_expiry_warning.max_retries
+
+
+def test_an_extended_cluster_gets_no_warning_for_its_old_expiry(alice):
+    """A warning enqueued before an extension finds the cluster no longer expiring."""
+    cluster = services.launch_cluster(alice, ClusterSpec(name="x", lifetime_hours=1))
+    Cluster.objects.filter(pk=cluster.pk).update(
+        state="READY", expires_at=timezone.now() + timedelta(minutes=30)
+    )
+    services.extend_cluster(Cluster.objects.get(pk=cluster.pk), 2, alice)
+    assert services.send_expiry_warning(cluster.pk) is False and not mail.outbox
 
 
 def test_expired_clusters_are_terminated(alice):
@@ -158,19 +218,80 @@ def test_terminate_needs_post_and_is_idempotent(alice_client, alice):
 
 
 def test_processes_exiting_during_termination_end_terminated_not_failed(alice):
+    """Local describe: a cluster asked to stop whose Spark processes exited is TERMINATED
+    once none is left (TERMINATING while one is), never FAILED; the same exit of a
+    running cluster is a failure. Worker counts stay as recorded."""
+    import socket
+    import subprocess
+
+    from clusters.backends.local import LocalBackend
+
+    left = subprocess.Popen(["sleep", "60"])  # a process of the cluster still alive
+    try:
+        info = {
+            "host": socket.gethostname(),
+            "pids": {"master": 2**22 + 1, "workers": [], "connect": left.pid},
+        }
+        cluster = services.launch_cluster(alice, ClusterSpec(name="x"))
+        Cluster.objects.filter(pk=cluster.pk).update(
+            state="READY", backend_info=info, workers_registered=1, cores=1
+        )
+        cluster.refresh_from_db()
+        assert LocalBackend().describe(cluster).state == "FAILED"
+
+        Cluster.objects.filter(pk=cluster.pk).update(
+            state="TERMINATING", state_reason="Terminated by its owner."
+        )
+        cluster.refresh_from_db()
+        status = LocalBackend().describe(cluster)
+        assert (status.state, status.workers, status.cores) == ("TERMINATING", None, None)
+    finally:
+        left.kill()
+        left.wait()
+    assert LocalBackend().describe(cluster).state == "TERMINATED"
+    cluster = services.sync_cluster(cluster)
+    assert (cluster.state, cluster.state_reason) == ("TERMINATED", "Terminated by its owner.")
+    assert (cluster.workers_registered, cluster.cores) == (1, 1)
+
+
+def test_a_local_cluster_stopped_before_it_started_ends_terminated(alice, on_commit_tasks):
+    """Terminated while PENDING: the start task finds it TERMINATING and starts nothing;
+    the stop task ends it TERMINATED (nothing ran)."""
+    cluster = services.launch_cluster(alice, ClusterSpec(name="x"))
+    cluster = on_commit_tasks(services.request_termination, cluster)
+    assert on_commit_tasks.enqueued == 1  # stop_cluster_task, run eagerly
+    cluster.refresh_from_db()
+    assert cluster.state == Cluster.State.TERMINATED and cluster.terminated_at
+    assert services.start_cluster(cluster.pk).backend_info == {}
+
+
+def test_terminate_now_terminates_here_and_enqueues_nothing(
+    alice, django_capture_on_commit_callbacks
+):
+    cluster = services.launch_cluster(alice, ClusterSpec(name="x"))
+    with django_capture_on_commit_callbacks() as enqueued:
+        cluster = services.terminate_now(cluster, "The run it was started for ended.")
+    assert enqueued == []
+    assert (cluster.state, cluster.state_reason) == (
+        Cluster.State.TERMINATED,
+        "The run it was started for ended.",
+    )
+    with django_capture_on_commit_callbacks() as enqueued:
+        services.request_termination(cluster)  # ended: nothing to do, nothing enqueued
+    assert enqueued == []
+
+
+def test_a_stale_answer_of_the_backend_is_not_recorded(alice):
+    """The row changed state while the backend was asked (here: terminated while a sync
+    described it READY): the answer is dropped, not written over the new state."""
     from clusters.backends import ClusterStatus
 
     cluster = services.launch_cluster(alice, ClusterSpec(name="x"))
-    Cluster.objects.filter(pk=cluster.pk).update(
-        state="TERMINATING", state_reason="Terminated by its owner."
-    )
-    cluster = services._record_status(
-        cluster, "FAILED", ClusterStatus("FAILED", reason="The Spark master process exited")
-    )
-    assert (
-        cluster.state == Cluster.State.TERMINATED
-        and cluster.state_reason == "Terminated by its owner."
-    )
+    Cluster.objects.filter(pk=cluster.pk).update(state="READY")
+    cluster.refresh_from_db()
+    Cluster.objects.filter(pk=cluster.pk).update(state="TERMINATING")
+    recorded = services._record_status(cluster, ClusterStatus("FAILED", reason="exited"))
+    assert (recorded.state, recorded.state_reason) == ("TERMINATING", "")
 
 
 def test_cluster_page_shows_connection_details_only_while_they_answer(alice_client, alice):

@@ -44,8 +44,7 @@ def test_a_job_runs_on_a_running_cluster_through_spark_connect(alice, make_job):
         assert any(a["name"].startswith("Spark Connect") for a in apps)
     finally:
         info = Cluster.objects.get(pk=cluster.pk).backend_info
-        services.terminate_cluster(cluster)
-        cluster = services.stop_cluster(cluster.pk)
+        cluster = services.terminate_now(cluster, "Test over.")
     assert cluster.state == Cluster.State.TERMINATED and cluster.terminated_at
     assert_gone(info)
 

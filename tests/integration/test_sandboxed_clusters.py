@@ -179,8 +179,7 @@ def test_a_local_cluster_is_its_owners_sandbox(alice, make_job, procs):
             )["error"]
         )
     finally:
-        services.terminate_cluster(Cluster.objects.get(pk=cluster.pk))
-        cluster = services.stop_cluster(cluster.pk)
+        cluster = services.terminate_now(Cluster.objects.get(pk=cluster.pk), "Test over.")
     assert cluster.state == Cluster.State.TERMINATED
     # Termination ends everything in the sandbox, the daemonized sleep included.
     wait_until(

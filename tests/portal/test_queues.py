@@ -12,6 +12,7 @@ EXPECTED = {
     "clusters.tasks.sync_local_clusters": "clusters",
     "clusters.tasks.sync_emr_clusters": "clusters",
     "clusters.tasks.cluster_lifetimes": "clusters",
+    "clusters.tasks.send_expiry_warning": "clusters",  # beside the lifetimes, as before
 }
 
 
