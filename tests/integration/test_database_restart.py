@@ -8,7 +8,7 @@ from jobs import services
 from jobs.models import Run
 from tests.integration.conftest import database_backends, wait_run
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
 def _terminate_backends_of(pids: list[int]) -> int:

@@ -13,7 +13,7 @@ from jobs import schedule, services
 from jobs.models import Job, Run
 from jobs.services import dispatch
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 JOBS = 30
 DISPATCHERS = 4

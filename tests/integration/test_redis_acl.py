@@ -17,7 +17,7 @@ from jobs.tasks import execute_run
 from portal.settings import _broker_url
 from tests.integration.conftest import wait_run
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

@@ -172,6 +172,7 @@ def test_admin_sign_in_goes_through_the_rate_limited_portal_sign_in(client, staf
     assert client.get("/admin/").status_code == 302
 
 
+@pytest.mark.redis
 def test_rate_limit_counters_live_in_redis(client, staff, settings):
     import redis
 

@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
+
+pytestmark = pytest.mark.redis  # starts a redis-server of its own (bin/redis)
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
