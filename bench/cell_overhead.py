@@ -5,7 +5,7 @@ in this process (no worker, no queue):
 
 - portal: ``services.execute_run(run_id)`` on a fresh QUEUED run of that job -- the real
   path: claim, ``jobs.executor.execute`` with the "portal" papermill engine, its nbclient
-  hooks and the monitor thread whose tick calls ``services.record_progress`` (heartbeat
+  hooks and the monitor thread whose tick calls ``record_progress`` (heartbeat
   and progress UPDATE, partial notebook rendered and stored), then ``finish_run`` (output
   stored, HTML rendered). The time of the ``executor.execute`` call itself is taken by
   wrapping it (a benchmark-side wrapper, nothing in the application changes); the
@@ -91,8 +91,10 @@ def main():
 
         setattr(owner, name, wrapper)
 
-    account(services, "_store_partial", "tick: _store_partial (render partial HTML + store)")
-    account(services, "record_progress", "tick: record_progress (UPDATE)")
+    from jobs.services import attempt, execution
+
+    account(attempt.PartialUploader, "_store", "tick: PartialUploader._store (render + store)")
+    account(execution, "record_progress", "tick: record_progress (UPDATE)")
     account(
         executor._Session,
         "save_partial",

@@ -621,6 +621,18 @@ class Run(models.Model):
         """The moment the run is "for": its slot, else its creation time (UTC)."""
         return self.scheduled_for or self.created_at
 
+    def injected_parameters(self, spark_master: str) -> dict:
+        """The run's parameters plus what the portal injects into every run
+        (``notebooks.RESERVED_PARAMETERS``): ``run_id`` (the run's UUID),
+        ``logical_date`` (ISO 8601, UTC) and ``spark_master`` (what the kernel's Spark
+        connects to)."""
+        return {
+            **self.parameters,
+            "run_id": str(self.uuid),
+            "logical_date": self.logical_date.isoformat(),
+            "spark_master": spark_master,
+        }
+
 
 class RunEvent(models.Model):
     """An audited change of a run's state: claims, retries, reaping, the end."""

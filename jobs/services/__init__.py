@@ -4,7 +4,9 @@ Split by responsibility; callers use the package (``from jobs import services``)
 
 - ``jobs``: job editing (create, settings, notebook versions, pause, resume, delete);
 - ``dispatch``: run creation and dispatch (Run now, re-run, due schedule slots, enqueue);
-- ``execution``: claim, Spark target, sandboxed execution, finish (store, publish, retry);
+- ``execution``: claim, execute, finish (retry, store the outputs, publish);
+- ``attempt`` and ``executors``: an attempt's state, and the local (sandboxed kernel) and
+  EMR executors behind one interface;
 - ``recovery``: cancel, and the reaper of lost workers and lost messages;
 - ``alerts``: the e-mail of a finished run.
 
@@ -13,18 +15,16 @@ docs/architecture.md describes how they fit together.
 
 from jobs import executor
 from jobs.services.alerts import send_run_alert
+from jobs.services.attempt import SparkTargetError
 from jobs.services.dispatch import dispatch_due_runs, rerun, run_now
 from jobs.services.execution import (
-    SANDBOX_CONNECT_PORT,
-    SparkTargetError,
     claim_run,
-    connect_user_id,
     execute_run,
     finish_run,
     record_progress,
-    spark_target_for,
     worker_name,
 )
+from jobs.services.executors import SANDBOX_CONNECT_PORT, connect_user_id
 from jobs.services.jobs import (
     create_job,
     delete_job,
@@ -53,7 +53,6 @@ __all__ = [
     "run_now",
     "send_run_alert",
     "set_job_enabled",
-    "spark_target_for",
     "update_job",
     "upload_version",
     "worker_name",

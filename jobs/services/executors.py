@@ -1,0 +1,276 @@
+"""The two ways an attempt executes, behind one interface.
+
+``LocalExecutor``: the kernel runs in a sandbox of its own on the worker's host
+(``portal.sandbox``, ``jobs.executor``), with the embedded local Spark, one of the owner's
+running clusters, or a fresh local cluster started for the run. ``EmrExecutor``: the
+notebook runs as the one step of a transient EMR cluster started for the run.
+
+Each executor acquires the attempt's Spark target, runs the notebook and releases the
+target; ``jobs.services.execution.execute_run`` calls the three in order and owns all the
+run's state changes. (Read the Docs' build environments are the model: one interface,
+one class per place a build can run.)
+"""
+
+import logging
+import time
+import uuid
+from typing import Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
+from django.db import connections
+
+from clusters import services as cluster_services
+from clusters.backends import BackendError
+from clusters.backends.emr import EmrBackend
+from clusters.backends.local import end_connect_session
+from clusters.models import Cluster
+from jobs import emr_runner, executor, kernel
+from jobs.executor import Outcome, OutcomeStatus, Progress, TickAnswer, stop_message
+from jobs.models import Job, Run
+from jobs.services.attempt import Attempt, SparkTarget, SparkTargetError
+from portal.sandbox import SandboxUnavailable
+
+log = logging.getLogger(__name__)
+
+#: The port of a cluster's Spark Connect endpoint on a sandbox's own loopback.
+SANDBOX_CONNECT_PORT = 15002
+
+
+class Executor(Protocol):
+    """Runs the notebook of an attempt somewhere. None of the methods changes the run's
+    state: they return what happened, and ``execute_run`` publishes it."""
+
+    def acquire_target(self, attempt: Attempt) -> SparkTarget:
+        """The Spark target of the attempt, started if it is the run's own. Raises
+        SparkTargetError."""
+        ...
+
+    def run(self, attempt: Attempt) -> Outcome:
+        """Execute the attempt's notebook on ``attempt.target``, calling
+        ``attempt.heartbeat`` at least every RUN_HEARTBEAT_INTERVAL seconds and stopping
+        when it says so. Never raises for notebook, kernel or cluster failures."""
+        ...
+
+    def release_target(self, attempt: Attempt, outcome: Outcome | None) -> None:
+        """Let go of the target: end a cluster started for the run. ``outcome`` is None
+        when the run never ran (the target could not be acquired)."""
+        ...
+
+
+def executor_for(job: Job) -> Executor:
+    """The executor of ``job``'s Spark target."""
+    if job.spark_target == Job.SparkTarget.EMR_CLUSTER:
+        return EmrExecutor()
+    return LocalExecutor()
+
+
+def connect_user_id(run: Run) -> str:
+    """The Spark Connect user id of ``run``'s sessions: its job owner's, ``u<user id>``."""
+    return f"u{run.job.owner_id}"
+
+
+def _record_cluster(run: Run, cluster: Cluster) -> None:
+    Run.objects.filter(pk=run.pk, attempt=run.attempt).update(cluster=cluster)
+
+
+class LocalExecutor:
+    """The kernel in a sandbox of its own on this worker's host.
+
+    The sandbox runs as the job owner's uid with no network; for a cluster target it
+    reaches exactly that cluster's Spark Connect endpoint, as ``sc://localhost:15002``
+    with the cluster's token and a Spark Connect session id of this attempt's own, whose
+    operations are interrupted and released on the server when the attempt ends, however
+    it ends. When no sandbox can be made the outcome is FAILED with the reason (fail
+    closed: nothing runs unsandboxed unless KERNEL_SANDBOX=none).
+    """
+
+    def acquire_target(self, attempt: Attempt) -> SparkTarget:
+        """The embedded local master; the job's cluster (READY, local, the owner's); or a
+        fresh local cluster started and awaited here, in the run's worker, reusing one a
+        previous attempt left READY. A fresh cluster lives the run's timeout plus ten
+        minutes, so expiry stops it even if this worker dies."""
+        run, job = attempt.run, attempt.run.job
+        if job.spark_target == Job.SparkTarget.CLUSTER:
+            cluster = job.cluster
+            if cluster is None or cluster.state != Cluster.State.READY:
+                raise SparkTargetError(
+                    "The job's cluster is not running: start it, or choose another Spark target."
+                )
+            if cluster.backend != Cluster.Backend.LOCAL or cluster.owner_id != job.owner_id:
+                raise SparkTargetError(
+                    "A job can run on one of its owner's local clusters only; "
+                    "for EMR choose “a fresh EMR cluster”."
+                )
+            _record_cluster(run, cluster)
+            return SparkTarget(cluster.connect_url, cluster, owned=False)
+        if job.spark_target == Job.SparkTarget.NEW_CLUSTER:
+            cluster = self._fresh_cluster(attempt)
+            _record_cluster(run, cluster)
+            return SparkTarget(cluster.connect_url, cluster, owned=True)
+        return SparkTarget(settings.LOCAL_SPARK_MASTER)
+
+    @staticmethod
+    def _fresh_cluster(attempt: Attempt) -> Cluster:
+        cluster = cluster_services.launch_cluster_for_run(
+            attempt.run, Cluster.Backend.LOCAL, margin_seconds=600, reuse_ready=True
+        )
+        if cluster.state == Cluster.State.READY:  # left by a previous attempt
+            return cluster
+        cluster_services.start_cluster(cluster.pk)
+
+        def still_mine() -> None:
+            # Keep the run's heartbeat going while the cluster starts, and give up at once
+            # if the run was cancelled or taken over meanwhile.
+            answer = attempt.heartbeat(Progress())
+            if answer == TickAnswer.CANCEL:
+                raise cluster_services.ClusterError(
+                    "The run was cancelled while its cluster was starting."
+                )
+            if answer == TickAnswer.LOST:
+                raise cluster_services.ClusterError("The run was taken over by another attempt.")
+
+        try:
+            return cluster_services.wait_until_ready(
+                cluster, timeout=settings.CLUSTER_START_TIMEOUT, on_poll=still_mine
+            )
+        except cluster_services.ClusterError as exc:
+            cluster_services.terminate_now(cluster, str(exc))
+            raise SparkTargetError(str(exc), retry=True) from exc
+
+    def run(self, attempt: Attempt) -> Outcome:
+        run, target = attempt.run, attempt.target
+        assert target is not None  # acquire_target ran
+        cluster = target.cluster
+        owner_id = run.job.owner_id
+        for earlier in range(1, run.attempt):  # what a killed worker's attempt left behind
+            kernel.run_sandbox(f"r{run.pk}-a{earlier}", owner_id).destroy()
+        session_id = str(uuid.uuid5(run.uuid, f"attempt-{run.attempt}"))
+        extra_env = {"TELEMETRY_VIEWS_ROOT": kernel.views_root(owner_id)}  # its only views
+        try:
+            sandbox = kernel.run_sandbox(
+                attempt.name,
+                owner_id,
+                forward_port=SANDBOX_CONNECT_PORT if cluster is not None else None,
+            )
+            sandbox.prepare()
+        except (SandboxUnavailable, OSError, ValueError) as exc:
+            log.error("no sandbox run=%s: %s", run.pk, exc)
+            return Outcome(OutcomeStatus.FAILED, message=str(exc))
+        master = target.master
+        try:
+            if cluster is not None:
+                host, port = cluster.connect_address
+                if sandbox.enabled:
+                    sandbox.relay(host, port)
+                    port = SANDBOX_CONNECT_PORT
+                # pyspark sends a token without TLS only to the host "localhost". A session
+                # is (user id, session id) on the server: name both, so the worker can end it.
+                user_id = connect_user_id(run)
+                master = f"sc://localhost:{port}/;session_id={session_id};user_id={user_id}"
+                extra_env["SPARK_CONNECT_AUTHENTICATE_TOKEN"] = cluster.connect_token
+        except (SandboxUnavailable, OSError) as exc:
+            sandbox.destroy()
+            message = f"Could not reach the cluster's Spark Connect endpoint: {exc}"
+            return Outcome(OutcomeStatus.FAILED, message=message)
+        try:
+            return executor.execute(
+                attempt.source,
+                attempt.output,
+                run.injected_parameters(master),
+                spark_master=master,
+                sandbox=sandbox,
+                timeout_seconds=run.timeout_seconds,
+                tick=attempt.heartbeat,
+                tick_interval=settings.RUN_HEARTBEAT_INTERVAL,
+                lease_seconds=settings.RUN_STALE_AFTER,
+                partial_path=attempt.partial.path,
+                partial_interval=settings.RUN_PARTIAL_SAVE_INTERVAL,
+                kernel_extra_env=extra_env,
+                # The heartbeat used the database from the monitor thread: close its
+                # connections, or they stay open until the process ends.
+                on_monitor_exit=connections.close_all,
+            )
+        finally:
+            sandbox.destroy()
+            if cluster is not None:
+                end_connect_session(cluster, session_id, connect_user_id(run))
+
+    def release_target(self, attempt: Attempt, outcome: Outcome | None) -> None:
+        target = attempt.target
+        if target is not None and target.owned and target.cluster is not None:
+            cluster_services.terminate_now(target.cluster, "The run it was started for ended.")
+
+
+class EmrExecutor:
+    """The notebook as the one step of a transient EMR cluster started for the run.
+
+    The cluster terminates itself when its step ends; a cancelled, timed-out or lost run
+    terminates it at once. The output notebook is read back from S3.
+    """
+
+    def acquire_target(self, attempt: Attempt) -> SparkTarget:
+        """A PENDING EMR cluster row for this attempt (launched by ``run``, with its
+        step), living the run's timeout plus half an hour."""
+        cluster = cluster_services.launch_cluster_for_run(
+            attempt.run, Cluster.Backend.EMR, margin_seconds=1800
+        )
+        _record_cluster(attempt.run, cluster)
+        return SparkTarget("yarn", cluster, owned=True)
+
+    def run(self, attempt: Attempt) -> Outcome:
+        run, target = attempt.run, attempt.target
+        assert target is not None and target.cluster is not None  # acquire_target ran
+        cluster = target.cluster
+        backend = EmrBackend()
+        files = emr_runner.StepFiles.for_attempt(run.uuid, run.attempt)
+        s3 = emr_runner.s3_client()
+        try:
+            files.upload(s3, attempt.source.read_bytes(), run.injected_parameters(target.master))
+            step = files.step(f"Run {run.pk} of job {run.job_id}")
+            info = backend.start(cluster, steps=[step], keep_alive=False)
+        except (ClientError, BotoCoreError, BackendError) as exc:
+            message = f"Could not launch the EMR job cluster: {exc}"[:500]
+            return Outcome(OutcomeStatus.INFRA_ERROR, message=message)
+        cluster_services.record_launch(cluster, info)
+        ended = self._wait_for_step(attempt, backend, info["jobflow_id"])
+        if isinstance(ended, OutcomeStatus):
+            return Outcome(ended, message=stop_message(ended, run.timeout_seconds))
+        cluster_services.sync_cluster(cluster)
+        return emr_runner.outcome_of_step(s3, files, ended, attempt.output)
+
+    @staticmethod
+    def _wait_for_step(
+        attempt: Attempt, backend: EmrBackend, jobflow_id: str
+    ) -> str | OutcomeStatus:
+        """Poll the step every EMR_STEP_POLL_INTERVAL seconds until it ends: its final
+        EMR state, or the OutcomeStatus that stopped the wait (cancel, lost, timeout)."""
+        progress = Progress(cells_total=1)
+        deadline = time.monotonic() + attempt.run.timeout_seconds
+        step_id = None
+        while True:
+            answer = attempt.heartbeat(progress)
+            if answer != TickAnswer.CONTINUE:
+                return executor.STOPPED_BY[answer]
+            if time.monotonic() > deadline:
+                return OutcomeStatus.TIMED_OUT
+            try:
+                step_id, state = backend.step_state(jobflow_id, step_id)
+            except BackendError as exc:
+                log.warning("EMR step poll failed run=%s: %s", attempt.run.pk, exc)
+                state = "UNKNOWN"
+            if state == "RUNNING":
+                progress.current_head = "EMR step running papermill"
+            if state in emr_runner.STEP_DONE | emr_runner.STEP_FAILED:
+                return state
+            time.sleep(settings.EMR_STEP_POLL_INTERVAL)
+
+    def release_target(self, attempt: Attempt, outcome: Outcome | None) -> None:
+        reasons = {
+            OutcomeStatus.CANCELLED: "Run cancelled.",
+            OutcomeStatus.TIMED_OUT: "Run timed out.",
+            OutcomeStatus.LOST: "Run lost.",
+        }
+        target = attempt.target
+        if outcome is not None and outcome.status in reasons and target and target.cluster:
+            cluster_services.terminate_now(target.cluster, reasons[outcome.status])
