@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import papermill
@@ -124,7 +125,14 @@ class Outcome:
 class _Session:
     """State of one execution, handed to the papermill engine below."""
 
-    def __init__(self, kernel_env, sandbox, partial_path, partial_interval, progress):
+    def __init__(
+        self,
+        kernel_env: dict[str, str],
+        sandbox: Sandbox,
+        partial_path: Path | None,
+        partial_interval: float,
+        progress: Progress,
+    ):
         self.kernel_env = kernel_env
         self.sandbox = sandbox
         self.partial_path = partial_path
@@ -141,24 +149,24 @@ class _Session:
             self.pid = getattr(provisioner, "pid", None)
         return self.pid
 
-    def begin(self, nb_man):
+    def begin(self, nb_man: Any) -> None:
         self.nb_man = nb_man
         self.progress.cells_total = sum(1 for c in nb_man.nb.cells if c.cell_type == "code")
 
-    def on_cell_start(self, cell, cell_index, **_):
+    def on_cell_start(self, cell: Any, cell_index: int, **_: Any) -> None:
         self.kernel_pid()  # remember it while the kernel manager still knows it
         self.progress.current_index = cell_index
         lines = [line for line in cell.source.splitlines() if line.strip()]
         self.progress.current_head = (lines[0] if lines else "")[:200]
 
-    def on_cell_executed(self, cell, cell_index, execute_reply, **_):
+    def on_cell_executed(self, cell: Any, cell_index: int, execute_reply: Any, **_: Any) -> None:
         self.progress.cells_done += 1
         now = time.monotonic()
         if self.partial_path and now - self.progress.partial_saved_at >= self.partial_interval:
             self.save_partial()
             self.progress.partial_saved_at = now
 
-    def save_partial(self):
+    def save_partial(self) -> None:
         """Write the notebook as executed so far (atomically) for the live view."""
         if not (self.partial_path and self.nb_man):
             return
@@ -178,15 +186,15 @@ class PortalEngine(NBClientEngine):
     @classmethod
     def execute_managed_notebook(
         cls,
-        nb_man,
-        kernel_name,
-        log_output=False,
-        stdout_file=None,
-        stderr_file=None,
-        start_timeout=60,
-        execution_timeout=None,
-        **kwargs,
-    ):
+        nb_man: Any,
+        kernel_name: str,
+        log_output: bool = False,
+        stdout_file: Any = None,
+        stderr_file: Any = None,
+        start_timeout: int = 60,
+        execution_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         session: _Session = kwargs.pop("portal_session")
         kwargs = remove_args(["input_path"], **kwargs)
         safe_kwargs = remove_args(["timeout", "startup_timeout"], **kwargs)
@@ -253,14 +261,14 @@ def execute(
     stop = threading.Event()
     verdict: dict[str, OutcomeStatus] = {}
 
-    def monitor():
+    def monitor() -> None:
         try:
             watch()
         finally:
             if on_monitor_exit is not None:
                 on_monitor_exit()
 
-    def watch():
+    def watch() -> None:
         last_ok = time.monotonic()
         while not stop.wait(tick_interval):
             reason = None

@@ -46,6 +46,7 @@ class SandboxProvisioner(LocalProvisioner):
                 "The portal kernel starts only inside a run's sandbox (jobs.executor)."
             )
         km = self.parent
+        assert km is not None  # set by jupyter_client before launch
         km.transport = "ipc"
         km.cache_ports = False
         km.ip = str(sandbox.ipc / "kernel")

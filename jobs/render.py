@@ -24,6 +24,7 @@ from pathlib import Path
 
 import nbformat
 import nh3
+from django.contrib.staticfiles import finders
 from nbconvert import HTMLExporter
 from traitlets.config import Config
 
@@ -181,8 +182,6 @@ def _csp_hash(code: bytes) -> str:
 def _inline_script(url: str) -> bytes | None:
     """The text of a static script, read once per process; None if it is not found.
     Raises ValueError if it holds ``</script`` (it could not be inlined safely)."""
-    from django.contrib.staticfiles import finders
-
     path = finders.find(url.removeprefix("/static/"))
     if path is None:
         return None

@@ -26,6 +26,7 @@ from jobs import notebooks, schedule, services
 from jobs.forms import InspectForm, JobForm, ParametersForm, UploadVersionForm
 from jobs.models import Job, Run
 from jobs.render import standalone_html
+from portal.celery import app
 from portal.htmx import refresh_page
 from portal.sandbox import FAILURE_PREFIX as SANDBOX_FAILURE_PREFIX
 from portal.usercontent import content_url
@@ -431,8 +432,6 @@ def run_download(request, pk, kind):
 def operations(request):
     """Staff only: queued and running runs, live workers, recent failures, clusters.
     Other signed-in users get a plain 403 page (not the admin's sign-in form)."""
-    from portal.celery import app
-
     if not request.user.is_staff:
         raise PermissionDenied("The operations page is for the portal's staff.")
     now = timezone.now()

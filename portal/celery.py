@@ -26,7 +26,7 @@ def _close_old_connections(sender=None, **_):
     that the fix-up leaves connections to this handler. An eager task (run inline by
     ``apply()``) is part of its caller's work and leaves the caller's connection alone.
     """
-    from portal.db import close_stale_connections
+    from portal.db import close_stale_connections  # this module loads before Django is set up
 
     if not getattr(getattr(sender, "request", None), "is_eager", False):
         close_stale_connections()
@@ -38,7 +38,7 @@ def sandbox(state):
     "reason": "..."}``, or ``{"ok": True, "off": True}`` when KERNEL_SANDBOX=none. Asked
     by the operations page (``app.control.broadcast("sandbox", reply=True)``), so staff
     see a worker that would fail every run before a user finds out."""
-    from portal import sandbox as sandboxes
+    from portal import sandbox as sandboxes  # as above: reads settings when imported
 
     if not sandboxes.enabled():
         return {"ok": True, "off": True}

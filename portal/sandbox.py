@@ -332,6 +332,8 @@ class Cgroup:
     def pids(self) -> list[int]:
         """Processes in the cgroup now (empty when it does not exist)."""
         path = self.dirs.get("memory") or self.dirs.get("unified")
+        if path is None:
+            return []
         try:
             return [int(line) for line in (path / "cgroup.procs").read_text().split()]
         except OSError:
@@ -342,6 +344,8 @@ class Cgroup:
         its memory limit (v1 ``memory.oom_control``, v2 ``memory.events``)."""
         path = self.dirs.get("memory") or self.dirs.get("unified")
         name = "memory.oom_control" if self.version == 1 else "memory.events"
+        if path is None:
+            return 0
         try:
             for line in (path / name).read_text().splitlines():
                 key, _, value = line.partition(" ")
@@ -370,7 +374,7 @@ class Cgroup:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            if frozen:
+            if frozen and freezer is not None:
                 self._set_freezer(freezer, "THAWED")
             time.sleep(0.02)
 
@@ -478,9 +482,9 @@ class Sandbox:
             os.chmod(path, 0o700)
         if self.enabled:
             self._write_identity()
-            for path in self.spec.writable:
-                if not _is_uri(path):
-                    self._own_dir(Path(path))
+            for writable in self.spec.writable:
+                if not _is_uri(writable):
+                    self._own_dir(Path(writable))
         if self.cgroup is not None:
             self._sweep_stale_cgroups()
             try:
@@ -498,9 +502,11 @@ class Sandbox:
         (A sandbox's directory is made before its cgroup and removed after it, so a live or
         starting sandbox always has its directory.)"""
         root = Path(settings.SANDBOX_ROOT)
-        for name in self.cgroup.siblings():
+        cgroup = self.cgroup
+        assert cgroup is not None  # prepare() calls this only with a cgroup
+        for name in cgroup.siblings():
             if not (root / name).exists():
-                stale = self.cgroup.sibling(name)
+                stale = cgroup.sibling(name)
                 stale.kill(timeout=2)
                 stale.remove()
 

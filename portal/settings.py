@@ -60,7 +60,10 @@ if not 0 < USERCONTENT_URL_MAX_AGE <= 120:
 
 ALLOWED_HOSTS = env_list(
     "ALLOWED_HOSTS",
-    sorted({"localhost", "127.0.0.1", "[::1]", urlsplit(PORTAL_ORIGIN).hostname, USERCONTENT_HOST}),
+    sorted(
+        {"localhost", "127.0.0.1", "[::1]", urlsplit(PORTAL_ORIGIN).hostname or "localhost"}
+        | {USERCONTENT_HOST or "127.0.0.1"}
+    ),
 )
 CSRF_TRUSTED_ORIGINS = [PORTAL_ORIGIN]  # never the user-content origin
 
@@ -353,7 +356,9 @@ JOB_MAX_TIMEOUT_SECONDS = env_int("JOB_MAX_TIMEOUT_SECONDS", 24 * 3600)
 # (Read the Docs had exactly that incident).
 CELERY_TASK_SOFT_TIME_LIMIT = JOB_MAX_TIMEOUT_SECONDS + 300
 CELERY_TASK_TIME_LIMIT = JOB_MAX_TIMEOUT_SECONDS + 600
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": JOB_MAX_TIMEOUT_SECONDS + 3600}
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, int | str] = {
+    "visibility_timeout": JOB_MAX_TIMEOUT_SECONDS + 3600
+}
 if env_str("REDIS_KEY_PREFIX"):
     # Lets several portals (or test sessions) share one Redis without sharing queues.
     CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = env_str("REDIS_KEY_PREFIX")

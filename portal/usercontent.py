@@ -64,7 +64,7 @@ def _harden(response):
 def serve(request):
     """Serve the signed file, or 404 for a bad, expired or unknown token, or a file that
     is no longer its run's current output (a newer attempt, a deleted run)."""
-    from jobs.models import Run
+    from jobs.models import Run  # this middleware module loads before the app registry
 
     if request.method not in ("GET", "HEAD"):
         return _harden(HttpResponse(status=405))
@@ -99,7 +99,7 @@ def serve(request):
 
 def viewer_static_paths() -> set[str]:
     """The URL paths of the only static files this origin serves: what the viewer loads."""
-    from jobs.render import PLOTLY_JS_URL, PLOTLY_LOADER_URL
+    from jobs.render import PLOTLY_JS_URL, PLOTLY_LOADER_URL  # loads models: see serve()
 
     return {PLOTLY_JS_URL, PLOTLY_LOADER_URL}
 

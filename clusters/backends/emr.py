@@ -54,7 +54,7 @@ RETRYABLE_CODES = {
 }
 
 
-def emr_client(retries: bool = True):
+def emr_client(retries: bool = True) -> Any:
     """A boto3 EMR client for the configured region (and endpoint, for moto).
 
     With ``retries`` botocore's "standard" mode retries throttling, 5xx and timeouts with
@@ -91,18 +91,18 @@ class EmrBackend:
     max_per_user = None  # AWS quotas and the cost report bound them, not the portal
     max_per_host = None
 
-    def __init__(self, client=None, launch_client=None):
+    def __init__(self, client: Any = None, launch_client: Any = None):
         self._client = client
         self._launch_client = launch_client or client
 
     @property
-    def client(self):
+    def client(self) -> Any:
         if self._client is None:
             self._client = emr_client()
         return self._client
 
     @property
-    def launch_client(self):
+    def launch_client(self) -> Any:
         """The client for ``run_job_flow``: no automatic retries (see ``emr_client``)."""
         if self._launch_client is None:
             self._launch_client = emr_client(retries=False)

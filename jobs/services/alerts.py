@@ -2,12 +2,11 @@
 sent once per run, after the commit that finished it."""
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
-from django.template.loader import render_to_string
 from django.utils import timezone
 
 from jobs.models import Run
+from portal.mail import send_templated
 
 State = Run.State
 
@@ -17,7 +16,7 @@ def send_alert_on_commit(run_id: int) -> None:
     commits."""
     from jobs.tasks import send_run_alert  # jobs.tasks imports this package
 
-    transaction.on_commit(lambda: send_run_alert.delay(run_id))
+    send_run_alert.delay_on_commit(run_id)
 
 
 def send_run_alert(run_id: int) -> bool:
@@ -52,9 +51,7 @@ def send_run_alert(run_id: int) -> bool:
                 "url": settings.PORTAL_ORIGIN + run.get_absolute_url(),
                 "traceback_head": "\n".join(run.error_traceback.splitlines()[-12:]),
             }
-            subject = render_to_string(f"jobs/emails/run_{kind}_subject.txt", context).strip()
-            body = render_to_string(f"jobs/emails/run_{kind}.txt", context)
-            EmailMultiAlternatives(subject, body, to=recipients).send()
+            send_templated(f"jobs/emails/run_{kind}", context, recipients)
             sent = True
         run.alert_sent_at = timezone.now()
         run.save(update_fields=["alert_sent_at"])

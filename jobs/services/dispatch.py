@@ -8,6 +8,7 @@ is lost leaves its run QUEUED for the reaper (``recovery.reap_runs``) to send ag
 
 import logging
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -15,6 +16,9 @@ from django.utils import timezone
 
 from jobs import notebooks, schedule
 from jobs.models import Job, NotebookVersion, Run, RunEvent
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,7 @@ def _enqueue_all(run_ids: list[int], countdown: float = 0) -> None:
     QUEUED: the reaper enqueues it again after RUN_QUEUED_TIMEOUT."""
     from jobs.tasks import execute_run  # jobs.tasks imports this package
 
-    def publish():
+    def publish() -> None:
         with execute_run.app.producer_or_acquire() as producer:
             for run_id in run_ids:
                 execute_run.apply_async((run_id,), countdown=countdown or None, producer=producer)
@@ -51,7 +55,7 @@ def _new_run(
     parameters: dict,
     version: NotebookVersion | None = None,
     scheduled_for: datetime | None = None,
-    created_by=None,
+    created_by: "User | None" = None,
     state: str = State.QUEUED,
     reason: str = "",
     enqueue: bool = True,
@@ -85,7 +89,7 @@ def _save_new_run(run: Run, enqueue: bool = True) -> Run:
 
 def run_now(
     job: Job,
-    user,
+    user: "User | None",
     parameters: dict | None = None,
     trigger: str = Run.Trigger.MANUAL,
     enqueue: bool = True,
@@ -113,7 +117,7 @@ def run_now(
     return run
 
 
-def rerun(run: Run, user) -> Run:
+def rerun(run: Run, user: "User") -> Run:
     """Start a new run with the same notebook version and parameters as ``run``."""
     with transaction.atomic():
         new = _new_run(

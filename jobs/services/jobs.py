@@ -9,6 +9,7 @@ files of a deleted job are removed after commit.
 import logging
 import os
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -18,6 +19,9 @@ from django.utils import timezone
 
 from jobs import notebooks, schedule
 from jobs.models import Job, NotebookVersion, Run
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,7 @@ def _validate(job: Job) -> None:
 
 
 def create_job(
-    owner,
+    owner: "User",
     job: Job,
     notebook_bytes: bytes,
     original_name: str = "",
@@ -63,7 +67,14 @@ def create_job(
     return job
 
 
-def _store_version(job, user, parsed, param_schema, data, original_name) -> NotebookVersion:
+def _store_version(
+    job: Job,
+    user: "User",
+    parsed: notebooks.ParsedNotebook,
+    param_schema: dict,
+    data: bytes,
+    original_name: str,
+) -> NotebookVersion:
     """Save the notebook file and its version row (inside the caller's transaction).
 
     The file is written first; if anything after it fails, the file is deleted again, so
@@ -90,7 +101,7 @@ def _store_version(job, user, parsed, param_schema, data, original_name) -> Note
 
 
 def upload_version(
-    job: Job, user, notebook_bytes: bytes, original_name: str = ""
+    job: Job, user: "User", notebook_bytes: bytes, original_name: str = ""
 ) -> tuple[NotebookVersion, list[str]]:
     """Add a new immutable notebook version to ``job``.
 

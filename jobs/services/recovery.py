@@ -7,6 +7,7 @@ other writer, it changes a run only through conditional UPDATEs fenced by the at
 
 import logging
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
@@ -16,6 +17,9 @@ from jobs.models import Run, RunEvent
 from jobs.services.alerts import send_alert_on_commit
 from jobs.services.dispatch import enqueue_run
 from portal.backoff import backoff
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +32,7 @@ def retry_delay(attempt: int) -> float:
     return backoff(attempt, base=settings.RUN_RETRY_BACKOFF, cap=3600.0)
 
 
-def cancel_run(run: Run, user=None) -> Run:
+def cancel_run(run: Run, user: "User | None" = None) -> Run:
     """Cancel a run: a QUEUED run ends CANCELLED at once; for a RUNNING run the request is
     recorded and its worker stops the kernel within a heartbeat. Final runs are left as
     they are. Returns the run as it now is."""
