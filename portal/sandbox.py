@@ -60,6 +60,8 @@ from pathlib import Path
 import psutil
 from django.conf import settings
 
+from portal.procs import is_alive
+
 log = logging.getLogger(__name__)
 
 #: Top-level directories that are symlinks into /usr on merged-/usr systems, or else
@@ -561,7 +563,7 @@ class Sandbox:
         # Dead is enough: a killed process that is not our child stays a zombie until its
         # new parent reaps it, which waiting for it to vanish would wait on.
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_running(p) for p in procs):
+        while time.monotonic() < deadline and any(is_alive(p) for p in procs):
             time.sleep(0.01)
         return [p.pid for p in procs]
 
@@ -726,20 +728,6 @@ class Sandbox:
             close_fds=True,
             **kwargs,
         )
-
-
-def _running(proc: psutil.Process) -> bool:
-    """True while ``proc`` runs (a zombie has ended; a child of ours is reaped here)."""
-    try:
-        proc.wait(timeout=0)
-        return False
-    except psutil.TimeoutExpired:
-        try:
-            return proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _is_uri(path: str) -> bool:
