@@ -143,3 +143,20 @@ def test_a_timed_out_step_terminates_its_cluster(aws, emr_job, alice):
         == "TERMINATED"
     )
     assert cluster.state == Cluster.State.TERMINATED
+
+
+def test_a_cancelled_step_ends_cancelled_and_terminates_its_cluster(aws, emr_job, alice):
+    """Cancel while the step runs: the executor stops polling at the next heartbeat, and
+    releasing its target terminates the run's own cluster at once."""
+    run = services.run_now(emr_job, alice, enqueue=False)
+    thread, result = start_in_thread(run)
+    cluster, _ = launched_step(aws, run)
+    services.cancel_run(Run.objects.get(pk=run.pk), alice)
+    thread.join(timeout=30)
+    done = result["run"]
+    assert (done.state, done.state_reason) == (Run.State.CANCELLED, "Cancelled on request.")
+    cluster.refresh_from_db()
+    assert cluster.state == Cluster.State.TERMINATED
+    assert cluster.state_reason == "Run cancelled."
+    emr_state = aws.emr.describe_cluster(ClusterId=cluster.jobflow_id)["Cluster"]["Status"]
+    assert emr_state["State"] == "TERMINATED"
