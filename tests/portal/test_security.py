@@ -1,6 +1,8 @@
 """Deployment settings and the kernel environment."""
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 def test_check_deploy_is_clean_with_production_settings():
     result = subprocess.run(
-        ["bin/check-deploy"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        ["bin/check-deploy"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHON": sys.executable},  # whichever venv runs the tests
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
