@@ -1,9 +1,9 @@
 """Celery tasks of clusters: thin wrappers around clusters.services.
 
 Local clusters are processes on the host of the worker that started them, so these tasks
-run on the "clusters" queue, consumed on the cluster host (see README, Scale-out), apart
-from the dispatcher's "control" queue: a cluster start takes seconds and must not delay a
-schedule slot.
+run on the "clusters" queue, consumed on the cluster host (README, "Growing a local
+cluster past one machine"), apart from the dispatcher's "control" queue: a cluster start
+takes seconds and must not delay a schedule slot.
 """
 
 import logging
@@ -13,6 +13,7 @@ from celery import shared_task, signals
 from clusters import services
 from clusters.backends import local
 from clusters.models import Cluster
+from portal.mail import MAIL_TASK_OPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +60,7 @@ def cluster_lifetimes() -> dict:
     }
 
 
-@shared_task(
-    ignore_result=True,
-    soft_time_limit=50,
-    time_limit=60,
-    autoretry_for=(OSError,),
-    retry_backoff=True,
-    retry_jitter=True,
-    max_retries=5,
-)
+@shared_task(**MAIL_TASK_OPTIONS)
 def send_expiry_warning(cluster_id: int) -> bool:
     """E-mail a cluster's owner before it expires, once; retried on mail-server errors."""
     return services.send_expiry_warning(cluster_id)

@@ -5,6 +5,7 @@ import logging
 from celery import shared_task
 
 from jobs import services
+from portal.mail import MAIL_TASK_OPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +32,7 @@ def reap_runs() -> dict:
     return counts
 
 
-@shared_task(
-    ignore_result=True,
-    soft_time_limit=50,
-    time_limit=60,
-    autoretry_for=(OSError,),
-    retry_backoff=True,
-    retry_jitter=True,
-    max_retries=5,
-)
+@shared_task(**MAIL_TASK_OPTIONS)
 def send_run_alert(run_id: int) -> bool:
     """E-mail a finished run's outcome once; retried on mail-server errors."""
     return services.send_run_alert(run_id)
