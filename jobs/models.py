@@ -169,6 +169,12 @@ class Job(models.Model):
         validators=[validate_address_list],
         help_text="Comma-separated e-mail addresses told when a run succeeds; empty means nobody.",
     )
+    output_retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Days each run's output is kept; empty for the portal's default "
+        "(RUN_OUTPUT_RETENTION_DAYS), 0 to keep outputs forever.",
+    )
     enabled = models.BooleanField(
         default=True, help_text="Paused jobs keep their schedule but start no runs."
     )
@@ -200,6 +206,7 @@ class Job(models.Model):
         "visibility",
         "notify_on_failure",
         "notify_on_success",
+        "output_retention_days",
         "enabled",
         "spark_target",
         "cluster",
@@ -484,6 +491,31 @@ class Run(models.Model):
     error_traceback = models.TextField(
         blank=True, help_text="Traceback of the failure, without colour codes."
     )
+    held_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Since when the QUEUED run waits, without a queue message, for one of its "
+        "owner's running runs to end (the owner's concurrency limit); empty otherwise.",
+    )
+    wall_seconds = models.FloatField(
+        null=True, blank=True, help_text="Wall-clock time of the attempts, in seconds."
+    )
+    cpu_seconds = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="CPU time (user + system) of the attempts' process trees, in seconds.",
+    )
+    node_hours = models.FloatField(
+        null=True, blank=True, help_text="Node-hours of the cluster started for this run."
+    )
+    output_bytes = models.BigIntegerField(
+        default=0, help_text="Bytes the run's stored files take (output .ipynb and HTML)."
+    )
+    output_expired_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the output was deleted by the retention policy (UTC).",
+    )
     alert_sent_at = models.DateTimeField(
         null=True, blank=True, help_text="When the outcome e-mail went out (UTC); sent once."
     )
@@ -508,7 +540,10 @@ class Run(models.Model):
                 name="unique_run_per_slot",
             )
         ]
-        indexes = [models.Index(fields=["state", "heartbeat_at"], name="run_state_heartbeat_idx")]
+        indexes = [
+            models.Index(fields=["state", "heartbeat_at"], name="run_state_heartbeat_idx"),
+            models.Index(fields=["job", "state"], name="run_job_state_idx"),
+        ]
 
     def __str__(self):
         return f"run {self.pk} of {self.job}"

@@ -184,6 +184,31 @@ def _slots_between(
     return tuple(found)  # not reached: a validated cron expression has endless slots
 
 
+def shortest_interval(expr: str, tz_name: str, below: float, samples: int = 1500) -> float:
+    """The shortest time (seconds) between two consecutive slots of ``expr`` in zone
+    ``tz_name``, among its first ``samples`` slots after 2001-01-01 (a Monday, so weekday
+    fields line up from the start), or over two years of slots when those end sooner.
+
+    Stops at the first gap shorter than ``below`` (seconds) and returns it: callers only ask
+    whether a schedule runs more often than a minimum. Cron patterns repeat at least
+    yearly, so the sample finds the shortest gap of every expression a person writes (e.g.
+    "*/5 0 * * *": 300 s, on the first day). Raises ScheduleError like ``upcoming_slots``.
+    """
+    start = datetime(2001, 1, 1, tzinfo=UTC)
+    horizon = start.replace(year=2003)
+    shortest = float("inf")
+    previous = None
+    for index, slot in enumerate(_slots(expr, tz_name, start)):
+        if previous is not None:
+            shortest = min(shortest, (slot - previous).total_seconds())
+            if shortest < below:
+                break
+        if index >= samples or slot > horizon:
+            break
+        previous = slot
+    return shortest
+
+
 def describe(expr: str, tz_name: str) -> str:
     """The schedule in words, e.g. "At 06:00, only on Monday (Europe/Berlin)"."""
     options = Options()

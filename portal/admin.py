@@ -4,6 +4,8 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 
+from quotas.admin import UserLimitsInline
+
 User = get_user_model()
 admin.site.unregister(User)
 
@@ -12,3 +14,4 @@ admin.site.unregister(User)
 class PortalUserAdmin(UserAdmin):
     list_display = ("username", "email", "is_staff", "is_active", "last_login", "date_joined")
     search_fields = ("username", "email", "first_name", "last_name")
+    inlines = [UserLimitsInline]

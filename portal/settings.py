@@ -84,6 +84,7 @@ INSTALLED_APPS = [
     "portal",
     "jobs",
     "clusters",
+    "quotas",
 ]
 
 MIDDLEWARE = [
@@ -542,6 +543,54 @@ EMR_PAPERMILL_BOOTSTRAP_KEY = env_str(
 )
 #: An idle EMR cluster terminates itself after this many seconds (a backstop to expiry).
 EMR_IDLE_TIMEOUT_SECONDS = env_int("EMR_IDLE_TIMEOUT_SECONDS", 3600)
+
+# --- Fair share: per-user limits, budgets, output caps, retention, metrics ---------------
+# Each per-user limit is a default here with an override per user in the admin (quotas app:
+# "User limits"). Staff are exempt from a limit unless their override sets it. 0 disables a
+# limit for everyone.
+#: Jobs a user may own.
+USER_MAX_JOBS = env_int("USER_MAX_JOBS", 50)
+#: Runs a user may have queued or running at once (backfills and sweeps count apart).
+USER_MAX_ACTIVE_RUNS = env_int("USER_MAX_ACTIVE_RUNS", 20)
+#: Runs of one user that execute at the same time; the rest wait QUEUED, holding no worker.
+USER_MAX_RUNNING_RUNS = env_int("USER_MAX_RUNNING_RUNS", 2)
+#: Shortest interval (seconds) between two slots of a non-staff user's schedule.
+USER_MIN_SCHEDULE_INTERVAL = env_int("USER_MIN_SCHEDULE_INTERVAL", 300)
+#: Missed slots a user's job runs at most per dispatcher pass (catch-up "all").
+USER_CATCHUP_MAX_SLOTS = env_int("USER_CATCHUP_MAX_SLOTS", 10)
+#: Rates of the actions a user may repeat ("COUNT/PERIOD", django-ratelimit's syntax:
+#: s, m, h, d, e.g. "20/m" or "100/2h"); counted in the shared cache (Redis).
+RATE_LIMITS = {
+    "run_now": env_str("RATE_LIMIT_RUN_NOW", "20/m"),
+    "rerun": env_str("RATE_LIMIT_RERUN", "20/m"),
+    "upload": env_str("RATE_LIMIT_UPLOAD", "10/m"),
+    "inspect": env_str("RATE_LIMIT_INSPECT", "30/m"),
+}
+RATELIMIT_USE_CACHE = "default"
+#: Monthly budgets per user: node-hours of clusters and per-run clusters, and their
+#: estimated cost (CLUSTER_PRICE_PER_NODE_HOUR). 0 means no budget.
+USER_MONTHLY_NODE_HOURS = env_float("USER_MONTHLY_NODE_HOURS", 500.0)
+USER_MONTHLY_COST = env_float("USER_MONTHLY_COST", 0.0)
+#: The owner is e-mailed once a month when their use passes this share of a budget (%).
+BUDGET_WARNING_PERCENT = env_int("BUDGET_WARNING_PERCENT", 80)
+#: Stream output (stdout, stderr) kept per cell, in bytes; the rest is cut with a marker.
+OUTPUT_STREAM_MAX_BYTES = env_bytes("OUTPUT_STREAM_MAX_BYTES", "10m")
+#: Output kept per notebook, in bytes; past it the run ends FAILED for output size.
+OUTPUT_NOTEBOOK_MAX_BYTES = env_bytes("OUTPUT_NOTEBOOK_MAX_BYTES", "100m")
+#: Output notebooks larger than this are not rendered to HTML: the viewer offers the .ipynb.
+OUTPUT_RENDER_MAX_BYTES = env_bytes("OUTPUT_RENDER_MAX_BYTES", "40m")
+#: Characters of a failure's exception value and traceback kept in the database.
+RUN_ERROR_MAX_CHARS = env_int("RUN_ERROR_MAX_CHARS", 20000)
+#: Alert recipients: addresses of portal users, or of these domains; at most this many per
+#: job; and at most ALERT_RATE e-mails per job ("COUNT/PERIOD").
+ALERT_ALLOWED_DOMAINS = [d.lower() for d in env_list("ALERT_ALLOWED_DOMAINS")]
+ALERT_MAX_RECIPIENTS = env_int("ALERT_MAX_RECIPIENTS", 10)
+ALERT_RATE = env_str("ALERT_RATE", "12/h")
+#: Days a run's output is kept (a job may override; 0 keeps outputs forever).
+RUN_OUTPUT_RETENTION_DAYS = env_int("RUN_OUTPUT_RETENTION_DAYS", 90)
+RETENTION_INTERVAL = env_float("RETENTION_INTERVAL", 3600.0)
+#: Bearer token of the Prometheus endpoint /metrics (empty: the endpoint answers 404).
+METRICS_TOKEN = env_secret("METRICS_TOKEN")
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "UTC"
