@@ -10,6 +10,7 @@ from django.utils.html import format_html
 
 from jobs import services
 from jobs.models import Job, NotebookVersion, Run, RunEvent
+from jobs.templatetags.retention import output_retention
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -54,6 +55,7 @@ class JobAdmin(admin.ModelAdmin):
         "enabled",
         "next_run_at",
         "visibility",
+        "outputs_kept",
     )
     list_filter = ("enabled", "schedule_kind", "visibility", "catchup", "overlap", "timezone")
     search_fields = ("name", "description", "owner__email", "owner__username")
@@ -66,6 +68,10 @@ class JobAdmin(admin.ModelAdmin):
         # A job starts from an uploaded notebook, validated and versioned by the portal's
         # own form (New job); the admin edits and operates existing jobs.
         return False
+
+    @admin.display(description="Outputs kept", ordering="output_retention_days")
+    def outputs_kept(self, job):
+        return output_retention(job)
 
     def save_model(self, request, obj, form, change):
         # A changed schedule, zone or enabled flag moves the next slot, as in the portal.
@@ -123,7 +129,12 @@ class RunAdmin(admin.ModelAdmin):
         "started_at",
         "finished_at",
     )
-    list_filter = ("state", "trigger", "job__owner")
+    list_filter = (
+        "state",
+        "trigger",
+        ("output_expired_at", admin.EmptyFieldListFilter),
+        "job__owner",
+    )
     search_fields = ("=id", "uuid", "job__name", "error_ename", "worker")
     date_hierarchy = "created_at"
     list_select_related = ("job",)

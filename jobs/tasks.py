@@ -36,3 +36,15 @@ def reap_runs() -> dict:
 def send_run_alert(run_id: int) -> bool:
     """E-mail a finished run's outcome once; retried on mail-server errors."""
     return services.send_run_alert(run_id)
+
+
+#: Seconds a retention pass may start new batches for; the pass then ends, within the task's
+#: soft time limit, and the next one (RETENTION_INTERVAL later) goes on.
+RETENTION_BUDGET_SECONDS = 240.0
+
+
+@shared_task(ignore_result=True, soft_time_limit=300, time_limit=330)
+def expire_run_outputs() -> int:
+    """Delete the outputs of runs past their job's retention (the rows stay); beat, every
+    RETENTION_INTERVAL s. Returns how many runs were expired."""
+    return services.expire_run_outputs(budget_seconds=RETENTION_BUDGET_SECONDS)

@@ -588,7 +588,14 @@ ALERT_MAX_RECIPIENTS = env_int("ALERT_MAX_RECIPIENTS", 10)
 ALERT_RATE = env_str("ALERT_RATE", "12/h")
 #: Days a run's output is kept (a job may override; 0 keeps outputs forever).
 RUN_OUTPUT_RETENTION_DAYS = env_int("RUN_OUTPUT_RETENTION_DAYS", 90)
+#: Seconds between retention passes (jobs.tasks.expire_run_outputs, on the control queue).
 RETENTION_INTERVAL = env_float("RETENTION_INTERVAL", 3600.0)
+# Beside its interval rather than in CELERY_BEAT_SCHEDULE above, which comes first.
+CELERY_BEAT_SCHEDULE["expire-run-outputs"] = {
+    "task": "jobs.tasks.expire_run_outputs",
+    "schedule": RETENTION_INTERVAL,
+    "options": {"expires": RETENTION_INTERVAL},
+}
 #: Bearer token of the Prometheus endpoint /metrics (empty: the endpoint answers 404).
 METRICS_TOKEN = env_secret("METRICS_TOKEN")
 

@@ -8,7 +8,8 @@ Split by responsibility; callers use the package (``from jobs import services``)
 - ``attempt`` and ``executors``: an attempt's state, and the local (sandboxed kernel) and
   EMR executors behind one interface;
 - ``recovery``: cancel, and the reaper of lost workers and lost messages;
-- ``alerts``: the e-mail of a finished run.
+- ``alerts``: the e-mail of a finished run;
+- ``retention``: deleting the outputs of runs past their job's retention.
 
 docs/architecture.md describes how they fit together.
 """
@@ -33,6 +34,7 @@ from jobs.services.jobs import (
     upload_version,
 )
 from jobs.services.recovery import cancel_run, reap_runs, retry_delay
+from jobs.services.retention import expire_run_outputs, retention_days
 
 __all__ = [
     "SANDBOX_CONNECT_PORT",
@@ -45,10 +47,12 @@ __all__ = [
     "dispatch_due_runs",
     "execute_run",
     "executor",
+    "expire_run_outputs",
     "finish_run",
     "reap_runs",
     "record_progress",
     "rerun",
+    "retention_days",
     "retry_delay",
     "run_now",
     "send_run_alert",

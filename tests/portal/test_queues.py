@@ -7,6 +7,7 @@ EXPECTED = {
     "jobs.tasks.dispatch_due_runs": "control",
     "jobs.tasks.reap_runs": "control",
     "jobs.tasks.send_run_alert": "control",
+    "jobs.tasks.expire_run_outputs": "control",
     "clusters.tasks.start_cluster_task": "clusters",
     "clusters.tasks.stop_cluster_task": "clusters",
     "clusters.tasks.sync_local_clusters": "clusters",
