@@ -11,6 +11,7 @@ from django.utils.html import format_html
 from jobs import services
 from jobs.models import Job, NotebookVersion, Run, RunEvent
 from jobs.templatetags.retention import output_retention
+from quotas.limits import LimitExceeded
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -82,9 +83,14 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Run now")
     def run_now(self, request, queryset):
+        started = 0
         for job in queryset:
-            services.run_now(job, request.user)
-        self.message_user(request, f"Started {queryset.count()} run(s).", messages.SUCCESS)
+            try:
+                services.run_now(job, request.user)
+                started += 1
+            except LimitExceeded as exc:
+                self.message_user(request, f"{job}: {exc.message}", messages.WARNING)
+        self.message_user(request, f"Started {started} run(s).", messages.SUCCESS)
 
     @admin.action(description="Pause")
     def pause(self, request, queryset):
@@ -160,6 +166,11 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-run")
     def rerun(self, request, queryset):
+        started = 0
         for run in queryset:
-            services.rerun(run, request.user)
-        self.message_user(request, f"Started {queryset.count()} re-run(s).", messages.SUCCESS)
+            try:
+                services.rerun(run, request.user)
+                started += 1
+            except LimitExceeded as exc:
+                self.message_user(request, f"{run}: {exc.message}", messages.WARNING)
+        self.message_user(request, f"Started {started} re-run(s).", messages.SUCCESS)

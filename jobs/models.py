@@ -346,11 +346,12 @@ class RunQuerySet(models.QuerySet):
         )
 
     def stuck_queued(self, now: datetime, queued_timeout: float):
-        """QUEUED runs unclaimed ``queued_timeout`` s after they were enqueued and became due."""
+        """QUEUED runs unclaimed ``queued_timeout`` s after they were enqueued and became due;
+        held runs (waiting for their owner's concurrency limit, without a message) are not."""
         cutoff = now - timedelta(seconds=queued_timeout)
-        return self.filter(state=Run.State.QUEUED, enqueued_at__lt=cutoff).filter(
-            Q(not_before__isnull=True) | Q(not_before__lt=cutoff)
-        )
+        return self.filter(
+            state=Run.State.QUEUED, enqueued_at__lt=cutoff, held_since__isnull=True
+        ).filter(Q(not_before__isnull=True) | Q(not_before__lt=cutoff))
 
 
 class Run(models.Model):
@@ -588,12 +589,20 @@ class Run(models.Model):
 
     @classmethod
     def for_slot(
-        cls, job: Job, slot: datetime, version_id: int, *, active: bool, now: datetime
+        cls,
+        job: Job,
+        slot: datetime,
+        version_id: int,
+        *,
+        active: bool,
+        now: datetime,
+        refused: str = "",
     ) -> "Run":
         """An unsaved run of ``job`` for its schedule slot ``slot`` (UTC), with the job's
-        parameters: QUEUED, or SKIPPED when a run of the job is ``active`` and its overlap
-        policy is "skip"."""
+        parameters: QUEUED; or SKIPPED when a run of the job is ``active`` and its overlap
+        policy is "skip", or when a limit ``refused`` it (the reason)."""
         skipped = active and job.overlap == Job.Overlap.SKIP
+        reason = refused or (cls.SKIPPED_WHILE_ACTIVE if skipped else "")
         return cls.build(
             job,
             trigger=cls.Trigger.SCHEDULE,
@@ -601,8 +610,8 @@ class Run(models.Model):
             parameters=dict(job.parameters),
             now=now,
             scheduled_for=slot,
-            state=cls.State.SKIPPED if skipped else cls.State.QUEUED,
-            reason=cls.SKIPPED_WHILE_ACTIVE if skipped else "",
+            state=cls.State.SKIPPED if reason else cls.State.QUEUED,
+            reason=reason,
         )
 
     @property

@@ -30,6 +30,8 @@ from portal.celery import app
 from portal.htmx import refresh_page
 from portal.sandbox import FAILURE_PREFIX as SANDBOX_FAILURE_PREFIX
 from portal.usercontent import content_url
+from quotas import limits
+from quotas.limits import LimitExceeded
 
 # --- Scoped fetch helpers ----------------------------------------------------------------
 
@@ -114,6 +116,8 @@ def job_create(request):
             upload = form.cleaned_data["notebook"]
             try:
                 job = services.create_job(request.user, form.save(), upload.data, upload.name)
+            except LimitExceeded as exc:
+                form.add_error(exc.field, exc.message)
             except (
                 notebooks.NotebookError,
                 notebooks.ParameterError,
@@ -131,6 +135,11 @@ def job_create(request):
 @require_POST
 def job_inspect(request):
     """htmx: read an uploaded notebook's parameters and answer the typed fields (a fragment)."""
+    try:
+        limits.throttle(request.user, "inspect")
+    except LimitExceeded as exc:
+        context = {"params_form": None, "inspect_error": exc.message}
+        return render(request, "jobs/_parameters.html", context)
     form = InspectForm(request.POST, request.FILES)
     error, params_form = "", None
     if form.is_valid():
@@ -235,6 +244,8 @@ def job_edit(request, pk):
                             + ", ".join(dropped),
                         )
                 job = services.update_job(form.save())
+            except LimitExceeded as exc:
+                form.add_error(exc.field, exc.message)
             except (
                 notebooks.NotebookError,
                 notebooks.ParameterError,
@@ -263,7 +274,11 @@ def job_delete(request, pk):
 @require_POST
 def job_run(request, pk):
     job = job_for_owner(request.user, pk)
-    run = services.run_now(job, request.user)
+    try:
+        run = services.run_now(job, request.user)
+    except LimitExceeded as exc:
+        messages.error(request, exc.message)
+        return redirect(job)
     messages.success(request, "Run queued: it starts as soon as a worker is free.")
     return redirect(run)
 
@@ -291,7 +306,11 @@ def job_upload(request, pk):
             messages.error(request, str(error))
         return redirect(job)
     upload = form.cleaned_data["notebook"]
-    version, dropped = services.upload_version(job, request.user, upload.data, upload.name)
+    try:
+        version, dropped = services.upload_version(job, request.user, upload.data, upload.name)
+    except LimitExceeded as exc:
+        messages.error(request, exc.message)
+        return redirect(job)
     messages.success(request, f"Uploaded version {version.number}.")
     if dropped:
         messages.warning(
@@ -403,7 +422,12 @@ def run_cancel(request, pk):
 
 @require_POST
 def run_rerun(request, pk):
-    run = services.rerun(run_for_owner(request.user, pk), request.user)
+    run = run_for_owner(request.user, pk)
+    try:
+        run = services.rerun(run, request.user)
+    except LimitExceeded as exc:
+        messages.error(request, exc.message)
+        return redirect(run)
     messages.success(request, "Re-run started with the same notebook version and parameters.")
     return redirect(run)
 

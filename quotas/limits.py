@@ -97,6 +97,15 @@ def limits_by_owner(owner_ids: set[int]) -> dict[int, Limits]:
     return {pk: resolve(staff.get(pk, False), overrides.get(pk)) for pk in owner_ids}
 
 
+def lock_user(user_id: int) -> None:
+    """Lock the row of user ``user_id`` until the caller's transaction ends (SELECT ... FOR
+    UPDATE; SQLite locks the whole database for a write anyway), so that checks counting
+    that user's jobs or runs and the writes after them happen one request at a time."""
+    from django.contrib.auth import get_user_model
+
+    list(get_user_model().objects.select_for_update().filter(pk=user_id).values_list("pk"))
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 

@@ -12,10 +12,13 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from jobs import notebooks, schedule
 from jobs.models import Job, NotebookVersion, Run, RunEvent
+from quotas import limits
+from quotas.limits import Limits
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -98,13 +101,17 @@ def run_now(
 
     Never moves the job's schedule. With ``enqueue=False`` no message is sent: the caller
     executes the run itself (``manage.py runnotebook --inline``). Raises ParameterError
-    for values that do not fit.
+    for values that do not fit, LimitExceeded past ``user``'s rate of "Run now" or the
+    owner's limit of queued and running runs.
     """
+    if user is not None:
+        limits.throttle(user, "run_now")
     version = job.latest_version()
     values = dict(job.parameters or {})
     if parameters:
         values.update(notebooks.coerce_parameters(version.parameter_schema, parameters))
     with transaction.atomic():
+        _check_room(job)
         run = _new_run(
             job,
             trigger=trigger,
@@ -117,9 +124,20 @@ def run_now(
     return run
 
 
+def _check_room(job: Job) -> None:
+    """Raise LimitExceeded if ``job``'s owner has as many runs queued or running as they
+    may. Locks the owner's row until the caller's transaction ends, so that concurrent
+    requests are counted one after the other."""
+    limits.lock_user(job.owner_id)
+    limits.check_active_runs(job.owner)
+
+
 def rerun(run: Run, user: "User") -> Run:
-    """Start a new run with the same notebook version and parameters as ``run``."""
+    """Start a new run with the same notebook version and parameters as ``run``. Raises
+    LimitExceeded like ``run_now`` (the action counted is "rerun")."""
+    limits.throttle(user, "rerun")
     with transaction.atomic():
+        _check_room(run.job)
         new = _new_run(
             run.job,
             trigger=Run.Trigger.RERUN,
@@ -143,11 +161,16 @@ def dispatch_due_runs(now: datetime | None = None, batch: int = 20) -> list[Run]
 
     Safe to call concurrently: due jobs are locked with SKIP LOCKED, and the unique
     constraint on (job, scheduled_for) makes a second run for a slot impossible anyway.
+
+    Per-user limits (``quotas.limits``): "all" runs at most the owner's
+    ``catchup_max_slots`` (never more than CATCHUP_MAX_SLOTS), and a slot that would take
+    its owner past their limit of queued and running runs is created SKIPPED, saying so.
     Returns the runs created (queued and skipped).
     """
     now = now or timezone.now()
     created: list[Run] = []
     grace = timedelta(seconds=max(settings.DISPATCH_INTERVAL * 2, 5))
+    owner_limits: dict[int, Limits] = {}  # for the whole pass: owners recur across batches
     while True:
         with transaction.atomic():
             jobs = list(
@@ -155,44 +178,82 @@ def dispatch_due_runs(now: datetime | None = None, batch: int = 20) -> list[Run]
                 .select_for_update(skip_locked=True)
                 .order_by("next_run_at", "id")[:batch]
             )
-            plans = {job.pk: plan for job in jobs if (plan := _plan(job, now, grace)) is not None}
+            if missing := {job.owner_id for job in jobs} - owner_limits.keys():
+                owner_limits.update(limits.limits_by_owner(missing))
+            plans = {
+                job.pk: plan
+                for job in jobs
+                if (plan := _plan(job, now, grace, owner_limits[job.owner_id])) is not None
+            }
             healthy = [job for job in jobs if job.pk in plans]
             try:
                 with transaction.atomic():
-                    created += _dispatch_batch(healthy, plans, now)
+                    created += _dispatch_batch(healthy, plans, now, owner_limits)
             except IntegrityError:
                 # A run for one of the slots appeared meanwhile (a dispatcher without row
                 # locks, e.g. on SQLite): fall back to one job, one savepoint at a time.
                 for job in healthy:
-                    created += _dispatch_job(job, plans[job.pk])
+                    created += _dispatch_job(job, plans[job.pk], owner_limits[job.owner_id])
         if len(jobs) < batch:
             return created
 
 
-def _slots_to_run(job: Job, now: datetime, grace: timedelta) -> list[datetime]:
-    """The due slots of ``job`` that its catch-up policy runs, oldest first."""
+def _slots_to_run(job: Job, now: datetime, grace: timedelta, cap: int) -> list[datetime]:
+    """The due slots of ``job`` that its catch-up policy runs, oldest first; "all" runs at
+    most the newest ``cap``."""
     first = job.next_run_at
     assert first is not None  # Job.objects.due: a due job has a next slot
     missed = [first] + schedule.slots_between(
         job.cron, job.timezone, first, now, settings.CATCHUP_MAX_SLOTS
     )
     if job.catchup == Job.CatchUp.ALL:
-        return missed[-settings.CATCHUP_MAX_SLOTS :]
+        return missed[-cap:]
     if job.catchup == Job.CatchUp.NONE:
         return [s for s in missed[-1:] if now - s <= grace]
     return missed[-1:]
 
 
+class _Room:
+    """How many more runs each owner may have queued or running, counted down as a pass
+    creates them; ``refusal`` is the reason a slot is skipped, or "" when it may run."""
+
+    def __init__(self, counts: dict[int, int], owner_limits: dict[int, Limits]) -> None:
+        self.counts = counts
+        self.owner_limits = owner_limits
+
+    def refusal(self, owner_id: int) -> str:
+        limit = self.owner_limits[owner_id].max_active_runs
+        active = self.counts.get(owner_id, 0)
+        if limit is not None and active >= limit:
+            return (
+                f"Skipped: the owner had {active} runs queued or running, their limit is {limit}."
+            )
+        self.counts[owner_id] = active + 1
+        return ""
+
+
+def _active_by_owner(owner_ids: set[int]) -> dict[int, int]:
+    """Runs QUEUED or RUNNING per owner id (one query)."""
+    rows = (
+        Run.objects.filter(job__owner_id__in=owner_ids, state__in=Run.ACTIVE_STATES)
+        .values("job__owner_id")
+        .annotate(n=Count("id"))
+        .values_list("job__owner_id", "n")
+    )
+    return dict(rows)
+
+
 def _plan(
-    job: Job, now: datetime, grace: timedelta
+    job: Job, now: datetime, grace: timedelta, owner: Limits
 ) -> tuple[list[datetime], datetime | None] | None:
     """``(slots to run, next slot after now)`` of a due job, or None when its schedule
     cannot be computed (a cron expression or zone that reached the row without the
     portal's validation, e.g. a raw SQL edit, and that croniter or zoneinfo rejects): then
     the job is paused and a FAILED run for its due slot says why, so that one bad row
     never stops the dispatcher for every job behind it."""
+    cap = min(settings.CATCHUP_MAX_SLOTS, owner.catchup_max_slots or settings.CATCHUP_MAX_SLOTS)
     try:
-        return _slots_to_run(job, now, grace), job.next_slot_after(now)
+        return _slots_to_run(job, now, grace, cap), job.next_slot_after(now)
     except (
         schedule.ScheduleError,
         ValueError,
@@ -222,12 +283,15 @@ def _plan(
         return None
 
 
-def _dispatch_batch(jobs: list[Job], plans: dict, now: datetime) -> list[Run]:
+def _dispatch_batch(
+    jobs: list[Job], plans: dict, now: datetime, owner_limits: dict[int, Limits]
+) -> list[Run]:
     """Dispatch a batch of locked, due jobs (``plans``: job id -> ``_plan``) with a
     handful of queries in all (latest versions, active runs, existing slots, bulk inserts,
     one bulk update) instead of several per job. Raises IntegrityError if a slot got a
     run meanwhile."""
     ids = [job.pk for job in jobs]
+    room = _Room(_active_by_owner({job.owner_id for job in jobs}), owner_limits)
     latest: dict[int, tuple[int, int]] = {}
     for version_id, job_id, number in NotebookVersion.objects.filter(job_id__in=ids).values_list(
         "id", "job_id", "number"
@@ -251,9 +315,12 @@ def _dispatch_batch(jobs: list[Job], plans: dict, now: datetime) -> list[Run]:
         for slot in slots:
             if (job.pk, slot) in existing or job.pk not in latest:
                 continue
-            runs.append(
-                Run.for_slot(job, slot, latest[job.pk][0], active=job.pk in active, now=now)
-            )
+            run = Run.for_slot(job, slot, latest[job.pk][0], active=job.pk in active, now=now)
+            if run.state == State.QUEUED and (refused := room.refusal(job.owner_id)):
+                run = Run.for_slot(
+                    job, slot, latest[job.pk][0], active=True, now=now, refused=refused
+                )
+            runs.append(run)
     Run.objects.bulk_create(runs)
     RunEvent.objects.bulk_create(
         RunEvent(run=run, attempt=0, state=run.state, message=run.creation_message) for run in runs
@@ -265,17 +332,24 @@ def _dispatch_batch(jobs: list[Job], plans: dict, now: datetime) -> list[Run]:
     return runs
 
 
-def _dispatch_job(job: Job, plan: tuple[list[datetime], datetime | None]) -> list[Run]:
+def _dispatch_job(
+    job: Job, plan: tuple[list[datetime], datetime | None], owner: Limits
+) -> list[Run]:
     """Dispatch one locked, due job slot by slot, each in its own savepoint: the path
     taken when its batch met a slot that got a run meanwhile (the slot is skipped)."""
     slots, next_run_at = plan
     version = job.latest_version()
     active = job.runs.active().exists()
+    room = _Room(_active_by_owner({job.owner_id}), {job.owner_id: owner})
     runs = []
     for slot in slots:
         try:
             with transaction.atomic():
                 run = Run.for_slot(job, slot, version.pk, active=active, now=timezone.now())
+                if run.state == State.QUEUED and (refused := room.refusal(job.owner_id)):
+                    run = Run.for_slot(
+                        job, slot, version.pk, active=True, now=timezone.now(), refused=refused
+                    )
                 runs.append(_save_new_run(run))
         except IntegrityError:
             log.info("slot already has a run job=%s slot=%s", job.pk, slot.isoformat())

@@ -22,6 +22,7 @@ from django.utils import timezone
 from jobs import render
 from jobs.executor import Outcome, OutcomeStatus, Progress, TickAnswer, stop_message
 from jobs.models import Run, RunEvent
+from jobs.services import fairshare
 from jobs.services.alerts import send_alert_on_commit
 from jobs.services.attempt import Attempt, SparkTargetError
 from jobs.services.dispatch import enqueue_run
@@ -51,16 +52,25 @@ def worker_name() -> str:
 def claim_run(run_id: int, worker: str, now: datetime | None = None) -> Run | None:
     """Move a QUEUED run to RUNNING for ``worker``; return it, or None if not claimable.
 
-    One conditional UPDATE: a second delivery of the same message, a cancelled run, a
-    run whose retry is not due yet or a run out of attempts all find nothing to claim.
+    The run claimed is the one fair share chooses (``fairshare.choose_run``): ``run_id``,
+    or an older held run of the same owner; None when the owner is at their concurrency
+    limit (``run_id`` then waits, held). The claim itself is one conditional UPDATE by id:
+    a second delivery of the same message, a cancelled run, a run whose retry is not due
+    yet or a run out of attempts all find nothing to claim.
     """
     now = now or timezone.now()
     with transaction.atomic():
+        chosen = fairshare.choose_run(run_id, now)
+        if chosen is None:
+            return None
+        run_id = chosen
         claimed = (
             Run.objects.filter(pk=run_id, state=State.QUEUED, attempt__lt=F("max_attempts"))
             .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
             .update(
                 state=State.RUNNING,
+                held_since=None,
+                state_reason="",
                 attempt=F("attempt") + 1,
                 worker=worker,
                 started_at=now,
@@ -120,6 +130,14 @@ def execute_run(run_id: int, worker: str | None = None) -> Run | None:
     log.info(
         "executing run=%s job=%s attempt=%s worker=%s", run.pk, run.job_id, run.attempt, worker
     )
+    try:
+        return _execute_claimed(run)
+    finally:
+        _release_waiting(run)
+
+
+def _execute_claimed(run: Run) -> Run | None:
+    """Run the attempt of a claimed ``run`` through its executor and finish it."""
     executor = executor_for(run.job)
     with Attempt.workspace(run, heartbeat) as attempt:
         try:
@@ -134,6 +152,18 @@ def execute_run(run_id: int, worker: str | None = None) -> Run | None:
             close_stale_connections()  # idle for the whole notebook: it may have been cut
             executor.release_target(attempt, outcome)
         return finish_run(run, outcome)
+
+
+def _release_waiting(run: Run) -> None:
+    """After an attempt of ``run`` ends (whatever its outcome), send its owner's held runs
+    to the queue as far as their concurrency limit now allows (``fairshare.release_held``).
+    A failure here is logged: the reaper releases them on its next pass."""
+    try:
+        close_stale_connections()
+        with transaction.atomic():
+            fairshare.release_held(run.job.owner_id, timezone.now())
+    except Exception:
+        log.exception("could not release the held runs of user=%s", run.job.owner_id)
 
 
 def heartbeat(attempt: Attempt, progress: Progress) -> TickAnswer:

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from jobs import notebooks, schedule
 from jobs.models import Job, NotebookVersion, Run
+from quotas import limits
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -49,17 +50,22 @@ def create_job(
     as ``owner``'s, with its first notebook version; returns it.
 
     Validates everything before writing anything: raises NotebookError (not a usable
-    notebook), ScheduleError (bad cron or time zone) or ParameterError (values that do not
-    fit the notebook's parameters). The notebook file and the rows are written in one
-    transaction, so a failure leaves neither.
+    notebook), ScheduleError (bad cron or time zone), ParameterError (values that do not
+    fit the notebook's parameters) or LimitExceeded (too many uploads, too many jobs, or a
+    schedule more frequent than the owner may have). The notebook file and the rows are
+    written in one transaction, so a failure leaves neither.
     """
     now = now or timezone.now()
+    limits.throttle(owner, "upload")
     parsed = notebooks.read_notebook(notebook_bytes)
     param_schema = notebooks.inspect_parameters(parsed.nb)
     _validate(job)
+    limits.check_schedule_interval(owner, job.cron, job.timezone)
     job.parameters = notebooks.coerce_parameters(param_schema, job.parameters or {})
     job.owner = owner
     with transaction.atomic():
+        limits.lock_user(owner.pk)  # two concurrent creations cannot both pass the count
+        limits.check_job_count(owner)
         job.reschedule(now)
         job.save()
         _store_version(job, owner, parsed, param_schema, notebook_bytes, original_name)
@@ -106,9 +112,10 @@ def upload_version(
     """Add a new immutable notebook version to ``job``.
 
     Returns ``(version, dropped)`` where ``dropped`` names the job's parameter values that
-    no longer fit the new notebook and were removed. Raises NotebookError for a bad file.
-    Runs already made keep their own version.
+    no longer fit the new notebook and were removed. Raises NotebookError for a bad file,
+    LimitExceeded past ``user``'s upload rate. Runs already made keep their own version.
     """
+    limits.throttle(user, "upload")
     parsed = notebooks.read_notebook(notebook_bytes)
     param_schema = notebooks.inspect_parameters(parsed.nb)
     kept, dropped = {}, []
@@ -130,9 +137,10 @@ def update_job(job: Job, now: datetime | None = None) -> Job:
     ``JobForm.save(commit=False)``; a changed schedule, zone or enabled flag moves the next
     run. Returns the job.
 
-    Raises ScheduleError or ParameterError (checked against the latest notebook version)
-    without writing anything. Only the settings are written, so a slot the dispatcher
-    advanced meanwhile is kept.
+    Raises ScheduleError, ParameterError (checked against the latest notebook version) or
+    LimitExceeded (a changed schedule more frequent than the owner may have) without writing
+    anything. Only the settings are written, so a slot the dispatcher advanced meanwhile is
+    kept.
     """
     now = now or timezone.now()
     version = job.latest_version()
@@ -142,6 +150,9 @@ def update_job(job: Job, now: datetime | None = None) -> Job:
     )
     with transaction.atomic():
         stored = Job.objects.select_for_update().get(pk=job.pk)
+        if (job.cron, job.timezone) != (stored.cron, stored.timezone):
+            # Only a changed schedule: a lowered limit must not block editing the rest.
+            limits.check_schedule_interval(job.owner, job.cron, job.timezone)
         job.next_run_at = stored.next_run_at
         if (job.cron, job.timezone, job.enabled) != (stored.cron, stored.timezone, stored.enabled):
             job.reschedule(now)

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from jobs.models import Run, RunEvent
+from jobs.services import fairshare
 from jobs.services.alerts import send_alert_on_commit
 from jobs.services.dispatch import enqueue_run
 from portal.backoff import backoff
@@ -63,9 +64,12 @@ def reap_runs(now: datetime | None = None) -> dict[str, int]:
     - RUNNING with a heartbeat older than RUN_STALE_AFTER: CANCELLED if a cancel was
       asked for; back to QUEUED (with backoff) while attempts remain; else LOST.
     - QUEUED and unclaimed for RUN_QUEUED_TIMEOUT: enqueued again (the claim makes any
-      duplicate message harmless).
+      duplicate message harmless). Held runs (``fairshare``) have no message to lose and
+      are not counted here:
+    - held runs of users below their concurrency limit are released
+      (``fairshare.release_all``), should a release at the end of a run have been missed.
 
-    Returns counts: {"cancelled", "retried", "lost", "requeued"}.
+    Returns counts: {"cancelled", "retried", "lost", "requeued", "released"}.
     """
     now = now or timezone.now()
     counts = {"cancelled": 0, "retried": 0, "lost": 0, "requeued": 0}
@@ -128,4 +132,6 @@ def reap_runs(now: datetime | None = None) -> dict[str, int]:
             Run.objects.filter(pk=run.pk, state=State.QUEUED).update(enqueued_at=now)
             enqueue_run(run)
             counts["requeued"] += 1
+    with transaction.atomic():
+        counts["released"] = fairshare.release_all(now)
     return counts

@@ -154,7 +154,13 @@ def test_cancelling_a_running_run_asks_its_worker(run):
 def test_reaper_retries_a_run_whose_worker_died(run, settings):
     claimed = services.claim_run(run.pk, "w1")
     later = timezone.now() + timedelta(seconds=settings.RUN_STALE_AFTER + 1)
-    assert services.reap_runs(later) == {"cancelled": 0, "retried": 1, "lost": 0, "requeued": 0}
+    assert services.reap_runs(later) == {
+        "cancelled": 0,
+        "retried": 1,
+        "lost": 0,
+        "requeued": 0,
+        "released": 0,
+    }
     current = Run.objects.get(pk=run.pk)
     assert current.state == Run.State.QUEUED and current.attempt == claimed.attempt
     assert RunEvent.objects.filter(run=run, state=Run.State.LOST).exists()
@@ -175,6 +181,7 @@ def test_reaper_leaves_live_runs_alone_and_requeues_lost_messages(run, settings)
         "retried": 0,
         "lost": 0,
         "requeued": 0,
+        "released": 0,
     }
     other = services.run_now(run.job, None)
     later = timezone.now() + timedelta(seconds=settings.RUN_QUEUED_TIMEOUT + 1)

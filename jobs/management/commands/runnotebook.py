@@ -25,6 +25,7 @@ from papermill.cli import _resolve_type
 
 from jobs import notebooks, services
 from jobs.models import Job, Run
+from quotas.limits import LimitExceeded
 
 SYSTEM_USERNAME = "portal-cli"
 
@@ -95,8 +96,13 @@ class Command(BaseCommand):
             values = notebooks.coerce_parameters(schema, raw)
         except notebooks.ParameterError as exc:
             raise CommandError(str(exc)) from None
-        job = self._job_for(owner, path, data, options["timeout"])
-        run = services.run_now(job, owner, values, trigger=Run.Trigger.CLI, enqueue=options["wait"])
+        try:
+            job = self._job_for(owner, path, data, options["timeout"])
+            run = services.run_now(
+                job, owner, values, trigger=Run.Trigger.CLI, enqueue=options["wait"]
+            )
+        except LimitExceeded as exc:
+            raise CommandError(exc.message) from None
         if options["wait"]:
             run = self._wait(run)
         else:
