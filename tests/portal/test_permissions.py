@@ -52,6 +52,8 @@ MATRIX = {
     "keys-delete": ("get", "key", {"alice": 200, "bob": 404, "staff": 404, "anon": LOGIN}),
     "operations": ("get", None, {"alice": 403, "bob": 403, "staff": 200, "anon": 302}),
     "health": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": 200}),
+    # Off without METRICS_TOKEN; with one, a bearer token and no session (test_metrics.py).
+    "metrics": ("get", None, {"alice": 404, "bob": 404, "staff": 404, "anon": 404}),
     "admin-login": ("get", None, {"alice": 403, "bob": 403, "staff": 302, "anon": LOGIN}),
 }
 
