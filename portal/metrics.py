@@ -34,6 +34,9 @@ from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
+from clusters.models import Cluster
+from jobs.models import Run
+
 log = logging.getLogger(__name__)
 
 #: Runs that finished (duration) or started (lag) this long before a scrape are in its
@@ -112,8 +115,6 @@ class PortalCollector:
         yield from self._users()
 
     def _runs(self, now: datetime) -> Iterator[Metric]:
-        from jobs.models import Run
-
         counts = {
             row["state"]: row["n"]
             for row in Run.objects.order_by().values("state").annotate(n=Count("id"))
@@ -188,8 +189,6 @@ class PortalCollector:
             yield depth
 
     def _clusters(self) -> Iterator[Metric]:
-        from clusters.models import Cluster
-
         live = GaugeMetricFamily(
             "portal_clusters", "Live clusters by backend and state.", labels=["backend", "state"]
         )
@@ -217,8 +216,6 @@ class PortalCollector:
         yield node_hours
 
     def _users(self) -> Iterator[Metric]:
-        from jobs.models import Run
-
         running = GaugeMetricFamily(
             "portal_user_running_runs",
             "Running runs of each user (by user id) who has any.",
