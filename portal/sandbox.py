@@ -258,15 +258,17 @@ def _write(path: Path, value: str) -> None:
 
 class Cgroup:
     """The cgroup of one sandbox, on cgroup v1 (one directory per controller: memory,
-    pids, cpu, freezer) or v2 (one directory). ``locate`` finds where this host lets us
-    create one; ``create`` makes it with the limits, ``join_self`` (called in the child
-    between fork and exec) moves a process in, ``kill`` ends every process in it.
+    pids, cpu, freezer, and cpuacct where the host mounts it apart and lets us write
+    there) or v2 (one directory). ``locate`` finds where this host lets us create one;
+    ``create`` makes it with the limits, ``join_self`` (called in the child between fork
+    and exec) moves a process in, ``kill`` ends every process in it, ``cpu_seconds``
+    reads the CPU time its processes used.
 
     Source of the interfaces: the kernel's Documentation/admin-guide/cgroup-v1/
-    (memory.rst, pids.rst, freezer-subsystem.rst) and cgroup-v2.rst.
+    (memory.rst, pids.rst, freezer-subsystem.rst, cpuacct.rst) and cgroup-v2.rst.
     """
 
-    V1 = ("memory", "pids", "cpu", "freezer")
+    V1 = ("memory", "pids", "cpu", "cpuacct", "freezer")
     BASE = Path("/sys/fs/cgroup")
 
     def __init__(self, version: int, dirs: dict[str, Path]):
@@ -282,6 +284,8 @@ class Cgroup:
         parent = "portal-" + hashlib.sha256(str(settings.SANDBOX_ROOT).encode()).hexdigest()[:8]
         if (cls.BASE / "memory" / "memory.limit_in_bytes").exists():
             dirs = {c: cls.BASE / c / parent / name for c in cls.V1 if (cls.BASE / c).is_dir()}
+            if "cpuacct" in dirs and not os.access(cls.BASE / "cpuacct", os.W_OK):
+                del dirs["cpuacct"]  # CPU accounting is a nicety: never a reason to go without
             if {"memory", "pids"} <= dirs.keys() and all(
                 os.access(d.parent.parent, os.W_OK) for d in dirs.values()
             ):
@@ -356,6 +360,30 @@ class Cgroup:
         except OSError:
             pass
         return 0
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) that the cgroup's processes used since it was made, in
+        seconds: v2 ``cpu.stat`` ``usage_usec``, v1 ``cpuacct.usage`` (nanoseconds; in the
+        cpuacct directory, or in the cpu one where the two are mounted together). None when
+        the host does not account it or the cgroup is gone: read it before ``remove``."""
+        if self.version == 2:
+            try:
+                for line in (self.dirs["unified"] / "cpu.stat").read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "usage_usec":
+                        return int(value) / 1e6
+            except (OSError, ValueError):
+                pass
+            return None
+        for controller in ("cpuacct", "cpu"):
+            path = self.dirs.get(controller)
+            if path is None:
+                continue
+            try:
+                return int((path / "cpuacct.usage").read_text()) / 1e9
+            except (OSError, ValueError):
+                continue
+        return None
 
     def kill(self, timeout: float = 10.0) -> None:
         """SIGKILL every process in the cgroup, a fork bomb included: v2's ``cgroup.kill``,
@@ -464,6 +492,9 @@ class Sandbox:
         self.cgroup = Cgroup.locate(spec.name) if self.enabled else None
         self._cgroup_ready = False
         self._relay: subprocess.Popen | None = None
+        #: CPU seconds its processes used, read by ``destroy`` from the cgroup just before
+        #: it is removed; None without a cgroup, or on a host that does not account CPU.
+        self.cpu_seconds: float | None = None
 
     # -- lifecycle
 
@@ -531,14 +562,17 @@ class Sandbox:
 
     def destroy(self, pids: list[int] | tuple[int, ...] = ()) -> None:
         """End every process of the sandbox (its cgroup, and the process trees of
-        ``pids``, e.g. the bwrap processes that started it), remove its cgroup and
-        directories. Idempotent."""
+        ``pids``, e.g. the bwrap processes that started it), record the CPU time they used
+        (``cpu_seconds``), remove its cgroup and directories. Idempotent."""
         if self._relay is not None:
             self._relay.kill()
             self._relay.wait(timeout=10)
             self._relay = None
         self.kill(pids)
         if self.cgroup is not None:
+            used = self.cgroup.cpu_seconds()  # everything is dead: the figure is final
+            if used is not None:
+                self.cpu_seconds = used
             self.cgroup.remove()
         shutil.rmtree(self.dir, ignore_errors=True)
 
