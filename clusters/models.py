@@ -240,6 +240,12 @@ class Cluster(models.Model):
     backend_info = models.JSONField(
         default=dict, blank=True, help_text="What the backend recorded: process ids, ports, host."
     )
+    price_per_node_hour = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Estimated price of a node-hour at its launch (CLUSTER_PRICE_PER_NODE_HOUR "
+        "then), so that its cost does not change with the setting; empty: today's setting.",
+    )
 
     objects = ClusterQuerySet.as_manager()
 
@@ -269,10 +275,16 @@ class Cluster(models.Model):
     def is_live(self) -> bool:
         return self.state in self.LIVE_STATES
 
+    @staticmethod
+    def nodes_for(backend: str, size: int) -> int:
+        """Machines billed for a cluster of ``size`` workers on ``backend``: the workers,
+        plus the master on EMR (a local master is a process beside the workers)."""
+        return size + (1 if backend == Cluster.Backend.EMR else 0)
+
     @property
     def nodes(self) -> int:
         """Machines billed: workers, plus the master on EMR."""
-        return self.size + (1 if self.backend == self.Backend.EMR else 0)
+        return self.nodes_for(self.backend, self.size)
 
     @property
     def duration(self) -> timedelta | None:
@@ -283,13 +295,23 @@ class Cluster(models.Model):
 
     @property
     def node_hours(self) -> float:
-        """Node-hours used so far (whole duration, not ATMO's timedelta.seconds bug)."""
+        """Node-hours used so far (whole duration, not ATMO's timedelta.seconds bug): nodes
+        × hours from its start to its end (to now while it lives). Once it ended (its
+        ``terminated_at`` is set with its final state) the figure no longer changes."""
         duration = self.duration
         return round(self.nodes * duration.total_seconds() / 3600, 3) if duration else 0.0
 
     @property
+    def price(self) -> float:
+        """Estimated price of one of its node-hours: the one in force at its launch."""
+        if self.price_per_node_hour is not None:
+            return self.price_per_node_hour
+        return settings.CLUSTER_PRICE_PER_NODE_HOUR
+
+    @property
     def estimated_cost(self) -> float:
-        return round(self.node_hours * settings.CLUSTER_PRICE_PER_NODE_HOUR, 2)
+        """``node_hours`` × ``price``, rounded to cents: final once it ended."""
+        return round(self.node_hours * self.price, 2)
 
     @property
     def progress_percent(self) -> int:

@@ -27,6 +27,7 @@ from clusters import keys
 from clusters.backends import BackendError, ClusterStatus, get_backend
 from clusters.models import Cluster, SSHKey
 from portal.mail import send_templated
+from quotas import limits, usage
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -38,7 +39,14 @@ State = Cluster.State
 
 
 class ClusterError(ValueError):
-    """A launch, extension or termination that is not allowed; the message says why."""
+    """A launch, extension or termination that is not allowed; the message says why.
+
+    ``retry`` is True when the same request may succeed later without anyone changing
+    anything (a per-user or per-host cap that frees up as clusters end)."""
+
+    def __init__(self, message: str, retry: bool = False) -> None:
+        super().__init__(message)
+        self.retry = retry
 
 
 # --- SSH keys ----------------------------------------------------------------------------
@@ -104,11 +112,48 @@ def suggest_name(user: User) -> str:
     return f"cluster-{count + 1}"
 
 
-def check_launch(user: User, spec: ClusterSpec) -> None:
-    """Raise ClusterError unless ``user`` may launch ``spec`` now (sizes, lifetimes, limits)."""
+def check_launch(user: User, spec: ClusterSpec, for_run: bool = False) -> None:
+    """Raise ClusterError unless ``user`` may launch ``spec`` now: the backend is enabled
+    (CLUSTER_BACKENDS), and the backend's per-user and per-host caps leave room (both
+    with ``retry`` set: they free up as clusters end). A cluster launched by hand must
+    also fit the size and lifetime bounds and have an SSH key of the user's where the
+    backend needs one; a run's cluster (``for_run``) has its job's size and the run's
+    lifetime, and no key.
+
+    The per-user cap counts every live cluster of the user on the backend, whether
+    launched by hand or for a run, and does not apply to staff; the per-host cap counts
+    everyone's. (The budget is checked by ``launch_cluster``, under a lock.)
+    """
     if spec.backend not in settings.CLUSTER_BACKENDS:
+        if for_run:
+            label = dict(Cluster.Backend.choices).get(spec.backend, spec.backend)
+            raise ClusterError(
+                f"This job runs on a fresh {label} cluster, but {label} is not enabled on "
+                "this site: choose another Spark target."
+            )
         raise ClusterError(f"The {spec.backend} backend is not enabled on this site.")
     backend = get_backend(spec.backend)
+    if not for_run:
+        _check_bounds(user, spec, backend.label, backend.requires_ssh_key)
+    live = Cluster.objects.live().filter(backend=spec.backend)
+    per_user, per_host = backend.max_per_user, backend.max_per_host
+    if per_user is not None and not user.is_staff and live.filter(owner=user).count() >= per_user:
+        raise ClusterError(
+            f"You already have {per_user} live {backend.label.lower()} clusters "
+            "(with those started for your runs): terminate one first.",
+            retry=True,
+        )
+    if per_host is not None and live.count() >= per_host:
+        raise ClusterError(
+            f"This host runs as many {backend.label.lower()} clusters as it can; "
+            "try again later or choose another backend.",
+            retry=True,
+        )
+
+
+def _check_bounds(user: User, spec: ClusterSpec, label: str, requires_ssh_key: bool) -> None:
+    """Raise ClusterError unless a cluster launched by hand fits the size and lifetime
+    bounds (staff may exceed them) and has the SSH key its backend needs."""
     if spec.size < 1 or (spec.size > settings.CLUSTER_MAX_SIZE and not user.is_staff):
         raise ClusterError(f"A cluster has 1 to {settings.CLUSTER_MAX_SIZE} workers.")
     if spec.lifetime_hours < 1 or (
@@ -118,43 +163,32 @@ def check_launch(user: User, spec: ClusterSpec) -> None:
             f"A cluster lives 1 to {settings.CLUSTER_MAX_LIFETIME_HOURS} hours "
             "(extend it later if needed)."
         )
-    if backend.requires_ssh_key and spec.ssh_key is None:
-        raise ClusterError(f"{backend.label} clusters need an SSH key: add one first.")
+    if requires_ssh_key and spec.ssh_key is None:
+        raise ClusterError(f"{label} clusters need an SSH key: add one first.")
     if spec.ssh_key is not None and spec.ssh_key.owner_id != user.pk:
         raise ClusterError("That SSH key is not yours.")
-    live = Cluster.objects.live().filter(backend=spec.backend)
-    per_user, per_host = backend.max_per_user, backend.max_per_host
-    if (
-        per_user is not None
-        and not user.is_staff
-        and live.filter(owner=user, for_run__isnull=True).count() >= per_user
-    ):
-        raise ClusterError(
-            f"You already have {per_user} live {backend.label.lower()} clusters: "
-            "terminate one first."
-        )
-    if per_host is not None and live.count() >= per_host:
-        raise ClusterError(
-            f"This host runs as many {backend.label.lower()} clusters as it can; "
-            "try again later or choose another backend."
-        )
 
 
 def launch_cluster(
     user: User, spec: ClusterSpec, for_run: Run | None = None, now: datetime | None = None
 ) -> Cluster:
-    """Create the cluster row (PENDING) and, unless it is for a run (whose worker starts
-    it), enqueue its start after commit.
+    """Create the cluster row (PENDING), at today's price per node-hour, and, unless it is
+    for a run (whose worker starts it), enqueue its start after commit.
 
-    Raises ClusterError for anything not allowed (see ``check_launch``; not checked for a
-    run's cluster) or a name already used by one of the user's live clusters.
+    Raises ClusterError for anything not allowed (``check_launch``) or a name already used
+    by one of the user's live clusters, and LimitExceeded when its nodes × lifetime would
+    pass the user's monthly budget (``quotas.usage.check_budget``, checked with the user's
+    row locked, so that concurrent launches are counted one after the other).
     """
     now = now or timezone.now()
-    if for_run is None:
-        check_launch(user, spec)
+    check_launch(user, spec, for_run=for_run is not None)
     release = spec.release or get_backend(spec.backend).default_release()
     try:
         with transaction.atomic():
+            limits.lock_user(user.pk)
+            usage.check_budget(
+                user, Cluster.nodes_for(spec.backend, spec.size) * spec.lifetime_hours, now
+            )
             cluster = Cluster.objects.create(
                 owner=user,
                 name=spec.name,
@@ -165,6 +199,7 @@ def launch_cluster(
                 ssh_key=spec.ssh_key,
                 expires_at=now + timedelta(hours=spec.lifetime_hours),
                 for_run=for_run,
+                price_per_node_hour=settings.CLUSTER_PRICE_PER_NODE_HOUR,
             )
             if for_run is None:
                 _enqueue_start(cluster)
@@ -186,6 +221,18 @@ def _enqueue_start(cluster: Cluster) -> None:
     start_cluster_task.delay_on_commit(cluster.pk)
 
 
+#: Seconds a run's cluster outlives the run's timeout, by backend: time to start (an EMR
+#: cluster also waits for its step's bootstrap) before expiry would end it.
+RUN_CLUSTER_MARGIN_SECONDS: dict[str, int] = {Cluster.Backend.LOCAL: 600, Cluster.Backend.EMR: 1800}
+
+
+def run_cluster_hours(timeout_seconds: int, backend: str) -> int:
+    """Lifetime in hours of a run's cluster on ``backend``: the run's timeout plus the
+    backend's margin (RUN_CLUSTER_MARGIN_SECONDS), rounded up to whole hours, at least one."""
+    margin = RUN_CLUSTER_MARGIN_SECONDS.get(backend, 0)
+    return max(1, math.ceil((timeout_seconds + margin) / 3600))
+
+
 def launch_cluster_for_run(
     run: Run, backend: str, margin_seconds: int, reuse_ready: bool = False
 ) -> Cluster:
@@ -197,6 +244,11 @@ def launch_cluster_for_run(
 
     A cluster an earlier attempt left is let go of (no longer the run's) and terminated,
     unless ``reuse_ready`` and it is READY: then it is returned as it is.
+
+    Obeys what a launch by hand obeys but the size and lifetime bounds (``check_launch``
+    with ``for_run``, and the owner's budget): raises ClusterError when the backend is not
+    enabled (the run should fail) or a cap is full (``retry``: a later attempt may find
+    room), LimitExceeded when the cluster would pass its owner's budget.
     """
     previous = Cluster.objects.filter(for_run=run).first()
     if previous is not None:
@@ -378,14 +430,17 @@ def extend_cluster(cluster: Cluster, hours: int, user: User) -> Cluster:
 
     Raises ClusterError if the cluster is not live, ``hours`` is out of 1 to
     CLUSTER_MAX_EXTENSION_HOURS, or the total lifetime would pass CLUSTER_MAX_LIFETIME_HOURS
-    (staff may exceed both).
+    (staff may exceed both); LimitExceeded if nodes × ``hours`` more would pass the owner's
+    monthly budget (``quotas.usage.check_budget``).
     """
     if hours < 1 or (hours > settings.CLUSTER_MAX_EXTENSION_HOURS and not user.is_staff):
         raise ClusterError(f"Extend by 1 to {settings.CLUSTER_MAX_EXTENSION_HOURS} hours.")
     with transaction.atomic():
+        limits.lock_user(cluster.owner_id)
         cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
         if cluster.state not in (State.PENDING, State.STARTING, State.READY):
             raise ClusterError("Only a live cluster can be extended.")
+        usage.check_budget(cluster.owner, cluster.nodes * hours)
         new_expiry = cluster.expires_at + timedelta(hours=hours)
         total = (new_expiry - cluster.created_at).total_seconds() / 3600
         if total > settings.CLUSTER_MAX_LIFETIME_HOURS and not user.is_staff:

@@ -16,6 +16,7 @@ from clusters import keys, services
 from clusters.forms import ClusterForm, ExtendForm, SSHKeyForm
 from clusters.models import Cluster, SSHKey
 from portal.htmx import refresh_page
+from quotas.limits import LimitExceeded
 
 
 class AuthenticatedRequest(HttpRequest):
@@ -71,6 +72,8 @@ def cluster_create(request: AuthenticatedRequest) -> HttpResponse:
                 cluster = services.launch_cluster(request.user, spec)
             except services.ClusterError as exc:
                 form.add_error(None, str(exc))
+            except LimitExceeded as exc:  # the monthly budget
+                form.add_error(None, exc.message)
             else:
                 messages.success(request, f"Cluster “{cluster.name}” is starting.")
                 return redirect(cluster)
@@ -134,6 +137,8 @@ def cluster_extend(request: AuthenticatedRequest, pk: int) -> HttpResponse:
             )
         except services.ClusterError as exc:
             messages.error(request, str(exc))
+        except LimitExceeded as exc:  # the monthly budget
+            messages.error(request, exc.message)
     else:
         messages.error(
             request, f"Enter a whole number of hours, 1 to {settings.CLUSTER_MAX_EXTENSION_HOURS}."

@@ -573,6 +573,15 @@ USER_MONTHLY_NODE_HOURS = env_float("USER_MONTHLY_NODE_HOURS", 500.0)
 USER_MONTHLY_COST = env_float("USER_MONTHLY_COST", 0.0)
 #: The owner is e-mailed once a month when their use passes this share of a budget (%).
 BUDGET_WARNING_PERCENT = env_int("BUDGET_WARNING_PERCENT", 80)
+#: Seconds between budget passes (quotas.tasks.warn_budgets): clusters launched by hand use
+#: node-hours while they live, so their owners' budgets are checked on a clock. Runs check
+#: their owner's budgets as they end.
+BUDGET_CHECK_INTERVAL = env_float("BUDGET_CHECK_INTERVAL", 600.0)
+CELERY_BEAT_SCHEDULE["warn-budgets"] = {
+    "task": "quotas.tasks.warn_budgets",
+    "schedule": BUDGET_CHECK_INTERVAL,
+    "options": {"expires": BUDGET_CHECK_INTERVAL},
+}
 #: Stream output (stdout, stderr) kept per cell, in bytes; the rest is cut with a marker.
 OUTPUT_STREAM_MAX_BYTES = env_bytes("OUTPUT_STREAM_MAX_BYTES", "10m")
 #: Output kept per notebook, in bytes; past it the run ends FAILED for output size.

@@ -17,4 +17,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("clusters.urls")),
     path("", include("jobs.urls")),
+    path("", include("quotas.urls")),
 ]

@@ -55,8 +55,8 @@ class ClusterBackend(Protocol):
 
     @property
     def max_per_user(self) -> int | None:
-        """Live clusters a user (not staff) may have on it, not counting those started for
-        runs; None: no limit."""
+        """Live clusters a user (not staff) may have on it, those started for their runs
+        included; None: no limit."""
         ...
 
     @property

@@ -106,7 +106,9 @@ class Attempt:
     ``workdir`` is a temporary directory of the worker's (never seen by the kernel, whose
     sandbox has its own scratch); ``source`` the notebook version copied into it;
     ``heartbeat(progress)`` records progress and says whether to go on (it also drives the
-    partial uploads); ``target`` is set once the attempt has a Spark target.
+    partial uploads); ``target`` is set once the attempt has a Spark target;
+    ``cpu_seconds`` by the executor once its sandbox is gone (None where the host does not
+    account CPU time, ``quotas.usage.record_run_usage``).
     """
 
     run: Run
@@ -115,6 +117,7 @@ class Attempt:
     partial: PartialUploader
     heartbeat: Callable[[Progress], TickAnswer]
     target: SparkTarget | None = None
+    cpu_seconds: float | None = None
 
     @classmethod
     @contextmanager

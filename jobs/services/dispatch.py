@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from jobs import notebooks, schedule
 from jobs.models import Job, NotebookVersion, Run, RunEvent
-from quotas import limits
+from quotas import limits, usage
 from quotas.limits import Limits
 
 if TYPE_CHECKING:
@@ -106,6 +106,7 @@ def run_now(
     """
     if user is not None:
         limits.throttle(user, "run_now")
+    usage.check_run_budget(job)  # LimitExceeded if its own cluster would pass the budget
     version = job.latest_version()
     values = dict(job.parameters or {})
     if parameters:

@@ -30,6 +30,7 @@ from jobs.services.executors import executor_for
 from jobs.services.jobs import delete_files
 from jobs.services.recovery import retry_delay
 from portal.db import close_stale_connections
+from quotas.usage import record_run_usage
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ def _execute_claimed(run: Run) -> Run | None:
         finally:
             close_stale_connections()  # idle for the whole notebook: it may have been cut
             executor.release_target(attempt, outcome)
+            record_run_usage(attempt)  # wall, CPU and node-hours, after the cluster ended
         return finish_run(run, outcome)
 
 

@@ -30,6 +30,7 @@ from jobs.executor import Outcome, OutcomeStatus, Progress, TickAnswer, stop_mes
 from jobs.models import Job, Run
 from jobs.services.attempt import Attempt, SparkTarget, SparkTargetError
 from portal.sandbox import SandboxUnavailable
+from quotas.limits import LimitExceeded
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,23 @@ def _record_cluster(run: Run, cluster: Cluster) -> None:
     Run.objects.filter(pk=run.pk, attempt=run.attempt).update(cluster=cluster)
 
 
+def _launch_for_run(attempt: Attempt, backend: str, reuse_ready: bool = False) -> Cluster:
+    """``launch_cluster_for_run`` on ``backend``; a refusal (backend not enabled, a cap
+    full, the owner's budget) is a SparkTargetError with its message, to be retried only
+    when a cap may free up."""
+    try:
+        return cluster_services.launch_cluster_for_run(
+            attempt.run,
+            backend,
+            margin_seconds=cluster_services.RUN_CLUSTER_MARGIN_SECONDS[backend],
+            reuse_ready=reuse_ready,
+        )
+    except cluster_services.ClusterError as exc:
+        raise SparkTargetError(str(exc), retry=exc.retry) from exc
+    except LimitExceeded as exc:
+        raise SparkTargetError(exc.message) from exc
+
+
 class LocalExecutor:
     """The kernel in a sandbox of its own on this worker's host.
 
@@ -112,9 +130,7 @@ class LocalExecutor:
 
     @staticmethod
     def _fresh_cluster(attempt: Attempt) -> Cluster:
-        cluster = cluster_services.launch_cluster_for_run(
-            attempt.run, Cluster.Backend.LOCAL, margin_seconds=600, reuse_ready=True
-        )
+        cluster = _launch_for_run(attempt, Cluster.Backend.LOCAL, reuse_ready=True)
         if cluster.state == Cluster.State.READY:  # left by a previous attempt
             return cluster
         cluster_services.start_cluster(cluster.pk)
@@ -193,6 +209,7 @@ class LocalExecutor:
             )
         finally:
             sandbox.destroy()
+            attempt.cpu_seconds = sandbox.cpu_seconds  # read from its cgroup by destroy()
             if cluster is not None:
                 end_connect_session(cluster, session_id, connect_user_id(run))
 
@@ -212,9 +229,7 @@ class EmrExecutor:
     def acquire_target(self, attempt: Attempt) -> SparkTarget:
         """A PENDING EMR cluster row for this attempt (launched by ``run``, with its
         step), living the run's timeout plus half an hour."""
-        cluster = cluster_services.launch_cluster_for_run(
-            attempt.run, Cluster.Backend.EMR, margin_seconds=1800
-        )
+        cluster = _launch_for_run(attempt, Cluster.Backend.EMR)
         _record_cluster(attempt.run, cluster)
         return SparkTarget("yarn", cluster, owned=True)
 

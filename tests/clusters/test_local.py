@@ -10,6 +10,7 @@ from clusters.backends.local import LocalBackend, listening
 from clusters.models import Cluster
 from jobs import services as job_services
 from jobs.models import Run
+from portal.sandbox import Cgroup
 
 pytestmark = [pytest.mark.slow, pytest.mark.sandbox, pytest.mark.django_db(transaction=True)]
 
@@ -56,6 +57,11 @@ def test_a_fresh_cluster_is_started_for_a_run_and_terminated_after_it(alice, mak
     cluster = Cluster.objects.get(pk=run.cluster_id)
     assert cluster.for_run_id == run.pk and cluster.state == Cluster.State.TERMINATED
     assert_gone(cluster.backend_info)
+    # What the run used: its own cluster's final node-hours, its time, its kernel's CPU.
+    assert run.node_hours == pytest.approx(cluster.node_hours) and run.node_hours > 0
+    assert run.wall_seconds > cluster.node_hours * 3600  # it waited for the cluster too
+    if Cgroup.locate("probe") is not None:  # a host that accounts CPU time
+        assert run.cpu_seconds > 0
 
 
 def test_exited_cluster_processes_are_reaped_not_left_as_zombies(tmp_path):

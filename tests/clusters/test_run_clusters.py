@@ -62,6 +62,7 @@ def test_a_run_cluster_is_the_jobs_owners_and_not_started_here(
 
 
 def test_an_emr_run_cluster_gets_the_newest_stable_release_offered(run, settings):
+    settings.CLUSTER_BACKENDS = ["local", "emr"]
     settings.EMR_DEFAULT_RELEASE = "emr-7.0.0"
     cluster = services.launch_cluster_for_run(run, "emr", margin_seconds=1800)
     assert (cluster.backend, cluster.release) == ("emr", "emr-7.0.0")

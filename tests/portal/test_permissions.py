@@ -51,6 +51,7 @@ MATRIX = {
     "keys-new": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
     "keys-delete": ("get", "key", {"alice": 200, "bob": 404, "staff": 404, "anon": LOGIN}),
     "operations": ("get", None, {"alice": 403, "bob": 403, "staff": 200, "anon": 302}),
+    "usage": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
     "health": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": 200}),
     # Off without METRICS_TOKEN; with one, a bearer token and no session (test_metrics.py).
     "metrics": ("get", None, {"alice": 404, "bob": 404, "staff": 404, "anon": 404}),

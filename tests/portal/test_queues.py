@@ -14,6 +14,8 @@ EXPECTED = {
     "clusters.tasks.sync_emr_clusters": "clusters",
     "clusters.tasks.cluster_lifetimes": "clusters",
     "clusters.tasks.send_expiry_warning": "clusters",  # beside the lifetimes, as before
+    "quotas.tasks.warn_budgets": "control",
+    "quotas.tasks.send_budget_warning": "control",
 }
 
 
@@ -22,7 +24,7 @@ def test_every_task_of_the_portal_has_a_queue_chosen_for_it():
     ours = {
         name
         for name in app.tasks
-        if name.split(".")[0] in {"jobs", "clusters", "portal", "telemetry"}
+        if name.split(".")[0] in {"jobs", "clusters", "quotas", "portal", "telemetry"}
     }
     assert ours == set(EXPECTED), "a new task: decide its queue here"
     routed = {name: app.amqp.router.route({}, name)["queue"].name for name in ours}

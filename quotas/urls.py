@@ -1,0 +1,7 @@
+from django.urls import path
+
+from quotas import views
+
+urlpatterns = [
+    path("usage/", views.usage_page, name="usage"),
+]
