@@ -12,24 +12,41 @@ from django.core.validators import MaxValueValidator
 from clusters.models import Cluster
 from jobs import notebooks, schedule
 from jobs.models import MAX_RETRIES, Job
-from jobs.validators import split_addresses
+from jobs.validators import split_addresses, validate_recipient_count
 
 PARAM_PREFIX = "param"
 
 
 @dataclass(frozen=True)
 class NotebookUpload:
-    """A validated notebook upload: its file name, its bytes and the parsed notebook."""
+    """A validated notebook upload: its file name and the parsed notebook (outputs dropped,
+    parameters read), which the services take as it is (``services.create_job``)."""
 
     name: str
-    data: bytes
     parsed: notebooks.ParsedNotebook
+
+
+def too_large_message(size: int, limit: int) -> str:
+    """The error of a file of ``size`` bytes over the ``limit`` (bytes) of a notebook."""
+    return (
+        f"The file is larger than {_megabytes(limit)} ({_megabytes(size)}): notebooks may be "
+        f"at most {_megabytes(limit)}. Clear its outputs in Jupyter and upload it again."
+    )
+
+
+def _megabytes(n: int) -> str:
+    mb = n / 1048576
+    return f"{mb:.0f} MB" if mb == int(mb) else f"{mb:.1f} MB"
 
 
 class NotebookField(forms.FileField):
     """A notebook file (.ipynb), checked for size (NOTEBOOK_MAX_BYTES) before it is read
-    and then parsed and validated (``notebooks.read_notebook``). Cleans to a
-    ``NotebookUpload``, or None when the field is optional and empty."""
+    and then parsed and validated once (``notebooks.read_notebook``). Cleans to a
+    ``NotebookUpload``, or None when the field is optional and empty.
+
+    A file past the size was never stored whole: ``jobs.uploads.NotebookSizeLimit`` stops
+    keeping it at the limit and hands over an empty file of the size that was sent.
+    """
 
     default_error_messages = {"required": "Choose a notebook file (.ipynb)."}
 
@@ -39,17 +56,16 @@ class NotebookField(forms.FileField):
             return None
         limit = settings.NOTEBOOK_MAX_BYTES
         if upload.size > limit:
-            raise forms.ValidationError(
-                f"The file is {upload.size / 1048576:.1f} MB; "
-                f"notebooks may be at most {limit / 1048576:.1f} MB.",
-                code="too_big",
-            )
-        raw = upload.read()
+            raise forms.ValidationError(too_large_message(upload.size, limit), code="too_big")
+        upload.seek(0)
+        raw = upload.read(limit + 1)
+        if len(raw) > limit:  # a file that said it was smaller
+            raise forms.ValidationError(too_large_message(len(raw), limit), code="too_big")
         try:
             parsed = notebooks.read_notebook(raw)
         except notebooks.NotebookError as exc:
             raise forms.ValidationError(str(exc), code="notebook") from None
-        return NotebookUpload(name=upload.name, data=raw, parsed=parsed)
+        return NotebookUpload(name=upload.name, parsed=parsed)
 
 
 class ParametersForm(forms.Form):
@@ -95,14 +111,9 @@ class ParametersForm(forms.Form):
         for name, spec in self.schema.items():
             if spec["type"] == "list" and name in cleaned:
                 try:
-                    value = json.loads(cleaned[name])
-                except json.JSONDecodeError:
-                    self.add_error(name, 'Enter a JSON list, e.g. [1, 2] or ["a", "b"].')
-                    continue
-                if not isinstance(value, list):
-                    self.add_error(name, "Enter a JSON list.")
-                else:
-                    cleaned[name] = value
+                    cleaned[name] = notebooks.json_list(cleaned[name])
+                except ValueError as exc:
+                    self.add_error(name, f"Enter a JSON list: {exc}.")
         unknown = sorted(
             key[len(PARAM_PREFIX) + 1 :]
             for key in self.data
@@ -252,7 +263,7 @@ class JobForm(forms.ModelForm):
     def clean_notebook(self):
         upload = self.cleaned_data.get("notebook")
         if upload is not None:
-            self.schema = notebooks.inspect_parameters(upload.parsed.nb)
+            self.schema = upload.parsed.parameter_schema
         return upload
 
     def clean_timezone(self):
@@ -294,6 +305,13 @@ class JobForm(forms.ModelForm):
                 )
         except schedule.ScheduleError as exc:
             self.add_error("cron" if kind == Job.ScheduleKind.CRON else "schedule_kind", str(exc))
+        if not {"notify_on_failure", "notify_on_success"} & set(self.errors):
+            try:
+                validate_recipient_count(
+                    cleaned.get("notify_on_failure", ""), cleaned.get("notify_on_success", "")
+                )
+            except forms.ValidationError as exc:
+                self.add_error(None, exc)
         if cleaned.get("spark_target") == Job.SparkTarget.CLUSTER:
             if not cleaned.get("cluster"):
                 self.add_error("cluster", "Choose one of your running clusters.")

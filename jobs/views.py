@@ -115,7 +115,7 @@ def job_create(request):
         if form.is_valid():
             upload = form.cleaned_data["notebook"]
             try:
-                job = services.create_job(request.user, form.save(), upload.data, upload.name)
+                job = services.create_job(request.user, form.save(), upload.parsed, upload.name)
             except LimitExceeded as exc:
                 form.add_error(exc.field, exc.message)
             except (
@@ -235,7 +235,7 @@ def job_edit(request, pk):
                 upload = form.cleaned_data.get("notebook")
                 if upload is not None:
                     _, dropped = services.upload_version(
-                        job, request.user, upload.data, upload.name
+                        job, request.user, upload.parsed, upload.name
                     )
                     if dropped:
                         messages.warning(
@@ -307,7 +307,7 @@ def job_upload(request, pk):
         return redirect(job)
     upload = form.cleaned_data["notebook"]
     try:
-        version, dropped = services.upload_version(job, request.user, upload.data, upload.name)
+        version, dropped = services.upload_version(job, request.user, upload.parsed, upload.name)
     except LimitExceeded as exc:
         messages.error(request, exc.message)
         return redirect(job)

@@ -285,6 +285,13 @@ NOTEBOOK_MAX_BYTES = env_int("NOTEBOOK_MAX_BYTES", 20 * 1024 * 1024)
 # Uploads larger than this go to a temporary file instead of memory (Django's default).
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 DATA_UPLOAD_MAX_NUMBER_FILES = 5
+# The first handler keeps no file past NOTEBOOK_MAX_BYTES (the form then says so), so a
+# 200 MB upload is never written whole to a temporary file; then Django's two.
+FILE_UPLOAD_HANDLERS = [
+    "jobs.uploads.NotebookSizeLimit",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
 # --- E-mail ---------------------------------------------------------------------------
 if env_str("EMAIL_HOST"):

@@ -1,14 +1,61 @@
 """Alerts: the e-mail a job's recipients get when one of its runs fails or succeeds,
-sent once per run, after the commit that finished it."""
+sent once per run, after the commit that finished it.
+
+Who may receive them is a fair-share rule (issue 10): addresses of portal users or of
+ALERT_ALLOWED_DOMAINS, at most ALERT_MAX_RECIPIENTS per job (``check_recipients``, run by
+the job services, so pages, the API and ``manage.py`` obey it), and at most ALERT_RATE
+e-mails per job (``send_run_alert``).
+"""
+
+import logging
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django_ratelimit.core import get_usage
 
-from jobs.models import Run
+from jobs.models import Job, Run, RunEvent
+from jobs.validators import refused_addresses, validate_recipients
 from portal.mail import send_templated
+from quotas.limits import LimitExceeded
 
 State = Run.State
+log = logging.getLogger(__name__)
+
+
+def check_recipients(job: Job) -> None:
+    """Raise LimitExceeded, with the field at fault ("notify_on_failure" or
+    "notify_on_success") and a message naming the refused address, unless both alert lists
+    of ``job`` hold only e-mail addresses of active portal users or of
+    ALERT_ALLOWED_DOMAINS, and at most ALERT_MAX_RECIPIENTS of them together."""
+    try:
+        validate_recipients(job.notify_on_failure, job.notify_on_success)
+    except ValidationError as exc:
+        field, messages = next(iter(exc.message_dict.items()))
+        raise LimitExceeded(messages[0], field=field) from None
+
+
+def _rate_usage(job_id: int, increment: bool) -> dict | None:
+    """django-ratelimit's usage of job ``job_id``'s alerts in the current ALERT_RATE window
+    (shared cache), counting one more if ``increment``; None when there is no rate."""
+    if not settings.ALERT_RATE:
+        return None
+    return get_usage(
+        None,
+        group="portal.alert",
+        key=lambda group, request: str(job_id),
+        rate=settings.ALERT_RATE,
+        increment=increment,
+    )
+
+
+def _rate_words(rate: str) -> str:
+    """ "12/h" -> "12 per hour", "30/2h" -> "30 per 2 hours"."""
+    count, period = rate.split("/")
+    unit = {"s": "second", "m": "minute", "h": "hour", "d": "day"}[period[-1]]
+    multiple = period[:-1]
+    return f"{count} per {multiple} {unit}s" if multiple not in ("", "1") else f"{count} per {unit}"
 
 
 def send_alert_on_commit(run_id: int) -> None:
@@ -27,6 +74,14 @@ def send_run_alert(run_id: int) -> bool:
     the same transaction that holds the row lock, so concurrent or repeated calls send
     one message. (A crash between the SMTP hand-off and the commit would send it again:
     we accept that over losing an alert.) Returns True if a message was sent.
+
+    Only recipients the portal still takes are e-mailed (``refused_addresses``: a user may
+    have left, a job may predate the rule), at most ALERT_MAX_RECIPIENTS. Past ALERT_RATE
+    e-mails for the job, nothing is sent: the run gets a RunEvent "alert suppressed: more
+    than 12 per hour for this job", and ``alert_sent_at`` is set all the same (the alert of
+    the run was dealt with). The count is taken after a successful hand-off, so a mail
+    server error and its retry count once; the rows locked here include the job's (on
+    PostgreSQL), so two runs of one job do not both take the last e-mail of the window.
     """
     with transaction.atomic():
         run = (
@@ -44,7 +99,16 @@ def send_run_alert(run_id: int) -> bool:
         else:
             recipients, kind = [], ""
         sent = False
-        if recipients:
+        refused = set(refused_addresses(recipients))
+        if refused:
+            log.warning("alert run=%s job=%s not sent to %s", run.pk, run.job_id, sorted(refused))
+        recipients = [a for a in recipients if a not in refused][: settings.ALERT_MAX_RECIPIENTS]
+        usage = _rate_usage(run.job_id, increment=False) if recipients else None
+        if usage is not None and usage["count"] >= usage["limit"]:
+            message = f"alert suppressed: more than {_rate_words(settings.ALERT_RATE)} for this job"
+            log.warning("%s run=%s job=%s", message, run.pk, run.job_id)
+            RunEvent.objects.create(run=run, attempt=run.attempt, state=run.state, message=message)
+        elif recipients:
             context = {
                 "run": run,
                 "job": run.job,
@@ -52,6 +116,7 @@ def send_run_alert(run_id: int) -> bool:
                 "traceback_head": "\n".join(run.error_traceback.splitlines()[-12:]),
             }
             send_templated(f"jobs/emails/run_{kind}", context, recipients)
+            _rate_usage(run.job_id, increment=True)
             sent = True
         run.alert_sent_at = timezone.now()
         run.save(update_fields=["alert_sent_at"])

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from jobs import notebooks, schedule
 from jobs.models import Job, NotebookVersion, Run
+from jobs.services.alerts import check_recipients
 from quotas import limits
 
 if TYPE_CHECKING:
@@ -42,25 +43,31 @@ def _validate(job: Job) -> None:
 def create_job(
     owner: "User",
     job: Job,
-    notebook_bytes: bytes,
+    notebook: notebooks.ParsedNotebook | bytes,
     original_name: str = "",
     now: datetime | None = None,
 ) -> Job:
     """Save ``job`` (an unsaved Job with its settings, e.g. from ``JobForm.save(commit=False)``)
     as ``owner``'s, with its first notebook version; returns it.
 
+    ``notebook`` is the file's bytes, or the notebook a form read from them already
+    (``NotebookUpload.parsed``), which is not read again. What is stored is the notebook
+    without its outputs (``notebooks.read_notebook``).
+
     Validates everything before writing anything: raises NotebookError (not a usable
     notebook), ScheduleError (bad cron or time zone), ParameterError (values that do not
-    fit the notebook's parameters) or LimitExceeded (too many uploads, too many jobs, or a
-    schedule more frequent than the owner may have). The notebook file and the rows are
+    fit the notebook's parameters) or LimitExceeded (too many uploads, too many jobs, a
+    schedule more frequent than the owner may have, or alert recipients the portal does not
+    take: ``alerts.check_recipients``). The notebook file and the rows are
     written in one transaction, so a failure leaves neither.
     """
     now = now or timezone.now()
     limits.throttle(owner, "upload")
-    parsed = notebooks.read_notebook(notebook_bytes)
-    param_schema = notebooks.inspect_parameters(parsed.nb)
+    parsed = notebooks.as_parsed(notebook)
+    param_schema = parsed.parameter_schema
     _validate(job)
     limits.check_schedule_interval(owner, job.cron, job.timezone)
+    check_recipients(job)
     job.parameters = notebooks.coerce_parameters(param_schema, job.parameters or {})
     job.owner = owner
     with transaction.atomic():
@@ -68,7 +75,7 @@ def create_job(
         limits.check_job_count(owner)
         job.reschedule(now)
         job.save()
-        _store_version(job, owner, parsed, param_schema, notebook_bytes, original_name)
+        _store_version(job, owner, parsed, original_name)
     log.info("created job=%s owner=%s cron=%r tz=%s", job.pk, owner.pk, job.cron, job.timezone)
     return job
 
@@ -77,8 +84,6 @@ def _store_version(
     job: Job,
     user: "User",
     parsed: notebooks.ParsedNotebook,
-    param_schema: dict,
-    data: bytes,
     original_name: str,
 ) -> NotebookVersion:
     """Save the notebook file and its version row (inside the caller's transaction).
@@ -87,7 +92,7 @@ def _store_version(
     a failed upload leaves neither a row nor a file.
     """
     number = (job.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
-    key = default_storage.save(f"notebooks/{job.pk}/{number}.ipynb", ContentFile(data))
+    key = default_storage.save(f"notebooks/{job.pk}/{number}.ipynb", ContentFile(parsed.data))
     try:
         return NotebookVersion.objects.create(
             job=job,
@@ -98,7 +103,7 @@ def _store_version(
             sha256=parsed.sha256,
             cell_count=parsed.cell_count,
             code_cell_count=parsed.code_cell_count,
-            parameter_schema=param_schema,
+            parameter_schema=parsed.parameter_schema,
             uploaded_by=user,
         )
     except Exception:
@@ -107,17 +112,21 @@ def _store_version(
 
 
 def upload_version(
-    job: Job, user: "User", notebook_bytes: bytes, original_name: str = ""
+    job: Job,
+    user: "User",
+    notebook: notebooks.ParsedNotebook | bytes,
+    original_name: str = "",
 ) -> tuple[NotebookVersion, list[str]]:
-    """Add a new immutable notebook version to ``job``.
+    """Add a new immutable notebook version to ``job``: ``notebook`` is the file's bytes or
+    the notebook a form read from them (as for ``create_job``).
 
     Returns ``(version, dropped)`` where ``dropped`` names the job's parameter values that
     no longer fit the new notebook and were removed. Raises NotebookError for a bad file,
     LimitExceeded past ``user``'s upload rate. Runs already made keep their own version.
     """
     limits.throttle(user, "upload")
-    parsed = notebooks.read_notebook(notebook_bytes)
-    param_schema = notebooks.inspect_parameters(parsed.nb)
+    parsed = notebooks.as_parsed(notebook)
+    param_schema = parsed.parameter_schema
     kept, dropped = {}, []
     for name, value in (job.parameters or {}).items():
         try:
@@ -126,7 +135,7 @@ def upload_version(
             dropped.append(name)
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
-        version = _store_version(job, user, parsed, param_schema, notebook_bytes, original_name)
+        version = _store_version(job, user, parsed, original_name)
         job.parameters = kept
         job.save(update_fields=["parameters", "updated_at"])
     return version, dropped
@@ -138,9 +147,9 @@ def update_job(job: Job, now: datetime | None = None) -> Job:
     run. Returns the job.
 
     Raises ScheduleError, ParameterError (checked against the latest notebook version) or
-    LimitExceeded (a changed schedule more frequent than the owner may have) without writing
-    anything. Only the settings are written, so a slot the dispatcher advanced meanwhile is
-    kept.
+    LimitExceeded (a changed schedule more frequent than the owner may have, or alert
+    recipients the portal does not take) without writing anything. Only the settings are
+    written, so a slot the dispatcher advanced meanwhile is kept.
     """
     now = now or timezone.now()
     version = job.latest_version()
@@ -148,6 +157,7 @@ def update_job(job: Job, now: datetime | None = None) -> Job:
     job.parameters = notebooks.coerce_parameters(
         version.parameter_schema if version else {}, job.parameters or {}
     )
+    check_recipients(job)
     with transaction.atomic():
         stored = Job.objects.select_for_update().get(pk=job.pk)
         if (job.cron, job.timezone) != (stored.cron, stored.timezone):

@@ -88,7 +88,7 @@ def test_killed_worker_run_without_retries_ends_lost_with_one_alert(make_job, al
         "sleepy.ipynb",
         parameters={"seconds": 8.0},
         max_retries=0,
-        notify_on_failure="oncall@example.com",
+        notify_on_failure="alice@example.com",
     )
     run = services.run_now(job, alice)
     _kill_mid_run(procs, run)
@@ -108,11 +108,11 @@ def test_killed_worker_run_without_retries_ends_lost_with_one_alert(make_job, al
     done = wait_run(
         run.pk, lambda r: r.alert_sent_at is not None, timeout=30, procs=procs, what="the alert"
     )
-    wait_log(rescuer.log_path, "To: oncall@example.com", timeout=10, procs=procs)
+    wait_log(rescuer.log_path, "To: alice@example.com", timeout=10, procs=procs)
     # Beat keeps reaping: two more passes change nothing and send no second alert.
     reaps = _reaper_passes(rescuer)
     wait_until(lambda: _reaper_passes(rescuer) >= reaps + 2, 20, "two more reaper passes", procs)
     log = rescuer.log_path.read_text()
-    assert log.count("To: oncall@example.com") == 1, log[-3000:]
+    assert log.count("To: alice@example.com") == 1, log[-3000:]
     assert f"[Analysis Portal] {job.name}: run lost" in log
     assert Run.objects.get(pk=run.pk).state == Run.State.LOST

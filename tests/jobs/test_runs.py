@@ -17,9 +17,10 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def run(make_job, alice):
+def run(make_job, alice, settings):
+    settings.ALERT_ALLOWED_DOMAINS = ["ops.example.com"]  # alerts go to users and this domain
     job = make_job(
-        "trivial.ipynb", max_retries=1, notify_on_failure="alice@example.com, ops@example.com"
+        "trivial.ipynb", max_retries=1, notify_on_failure="alice@example.com, on@ops.example.com"
     )
     return services.run_now(job, alice)
 
@@ -96,7 +97,7 @@ def test_failure_records_the_error_and_alerts_once(
         assert (done.error_cell_index, done.error_ename) == (3, "ZeroDivisionError")
         assert len(mail.outbox) == 1
         message = mail.outbox[0]
-        assert message.to == ["alice@example.com", "ops@example.com"]
+        assert message.to == ["alice@example.com", "on@ops.example.com"]
         assert (
             "ZeroDivisionError" in message.body
             and "Failing cell: In cell 4 of the output notebook" in message.body

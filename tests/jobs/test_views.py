@@ -384,8 +384,9 @@ def test_schedule_preview_reports_out_of_range_preset_values(alice_client):
 
 
 def test_a_shared_job_shows_its_results_not_its_owners_notification_lists(
-    client, make_job, alice, bob
+    client, make_job, alice, bob, settings
 ):
+    settings.ALERT_ALLOWED_DOMAINS = ["corp.example"]
     job = make_job(
         "trivial.ipynb",
         name="Shared report",

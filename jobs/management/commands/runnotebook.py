@@ -84,7 +84,7 @@ class Command(BaseCommand):
         data = path.read_bytes()
         try:
             parsed = notebooks.read_notebook(data)
-            schema = notebooks.inspect_parameters(parsed.nb)
+            schema = parsed.parameter_schema
         except notebooks.NotebookError as exc:
             raise CommandError(f"{path}: {exc}") from None
         raw = {}
@@ -97,7 +97,7 @@ class Command(BaseCommand):
         except notebooks.ParameterError as exc:
             raise CommandError(str(exc)) from None
         try:
-            job = self._job_for(owner, path, data, options["timeout"])
+            job = self._job_for(owner, path, parsed, options["timeout"])
             run = services.run_now(
                 job, owner, values, trigger=Run.Trigger.CLI, enqueue=options["wait"]
             )
@@ -111,7 +111,7 @@ class Command(BaseCommand):
         if run.state != Run.State.SUCCEEDED:
             raise SystemExit(1)
 
-    def _job_for(self, owner, path: Path, data: bytes, timeout: int) -> Job:
+    def _job_for(self, owner, path: Path, parsed: notebooks.ParsedNotebook, timeout: int) -> Job:
         name = f"CLI: {path.name}"
         job = Job.objects.filter(owner=owner, name=name).order_by("pk").first()
         if job is None:
@@ -121,10 +121,10 @@ class Command(BaseCommand):
                 timeout_seconds=timeout,
                 max_retries=0,
             )
-            return services.create_job(owner, spec, data, path.name)
+            return services.create_job(owner, spec, parsed, path.name)
         version = job.latest_version()
-        if version is None or version.sha256 != notebooks.read_notebook(data).sha256:
-            services.upload_version(job, owner, data, path.name)
+        if version is None or version.sha256 != parsed.sha256:
+            services.upload_version(job, owner, parsed, path.name)
         if job.timeout_seconds != timeout:
             Job.objects.filter(pk=job.pk).update(
                 timeout_seconds=min(timeout, settings.JOB_MAX_TIMEOUT_SECONDS)
