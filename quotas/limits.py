@@ -17,9 +17,7 @@ from jobs import schedule
 from quotas.models import UserLimits
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-
-    AnyUser = AbstractBaseUser | AnonymousUser
+    from django.contrib.auth.models import User as AnyUser
 
 
 class LimitExceeded(Exception):

@@ -31,7 +31,7 @@ from quotas.limits import LimitExceeded, Limits, limits_for
 from quotas.models import BudgetNotice
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
     from jobs.models import Job
     from jobs.services.attempt import Attempt
@@ -158,7 +158,7 @@ def budget_statuses(
     return [BudgetStatus(name, used[name], limit) for name, limit in budgets if limit]
 
 
-def check_budget(user: AbstractBaseUser, node_hours: float, now: datetime | None = None) -> None:
+def check_budget(user: User, node_hours: float, now: datetime | None = None) -> None:
     """Raise LimitExceeded if ``node_hours`` more of ``user``'s clusters (at today's price)
     would pass one of their monthly budgets.
 

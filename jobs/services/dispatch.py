@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from jobs import notebooks, schedule
 from jobs.models import Job, NotebookVersion, Run, RunEvent
+from jobs.services import fairshare
 from quotas import limits, usage
 from quotas.limits import Limits
 
@@ -62,22 +63,33 @@ def _new_run(
     state: str = State.QUEUED,
     reason: str = "",
     enqueue: bool = True,
+    held: str = "",
 ) -> Run:
     """Create a run of ``job`` (``Run.build``) and its first event in the caller's
-    transaction, and enqueue it after commit when it is QUEUED and ``enqueue``."""
+    transaction, and enqueue it after commit when it is QUEUED and ``enqueue``. A QUEUED
+    run with a ``held`` reason is created held instead (``fairshare``): no message."""
     version = version or job.latest_version()
+    now = timezone.now()
     run = Run.build(
         job,
         trigger=trigger,
         version_id=version.pk,
         parameters=parameters,
-        now=timezone.now(),
+        now=now,
         scheduled_for=scheduled_for,
         created_by=created_by,
         state=state,
         reason=reason,
     )
+    _hold_new(run, held, now)
     return _save_new_run(run, enqueue=enqueue)
+
+
+def _hold_new(run: Run, reason: str, now: datetime) -> None:
+    """Make the unsaved QUEUED ``run`` held, saying ``reason`` (nothing when it is "")."""
+    if reason and run.state == State.QUEUED:
+        run.held_since = now
+        run.state_reason = reason
 
 
 def _save_new_run(run: Run, enqueue: bool = True) -> Run:
@@ -85,7 +97,7 @@ def _save_new_run(run: Run, enqueue: bool = True) -> Run:
     after commit when it is QUEUED and ``enqueue``."""
     run.save()
     RunEvent.objects.create(run=run, attempt=0, state=run.state, message=run.creation_message)
-    if run.state == State.QUEUED and enqueue:
+    if run.state == State.QUEUED and enqueue and run.held_since is None:
         enqueue_run(run)
     return run
 
@@ -112,7 +124,7 @@ def run_now(
     if parameters:
         values.update(notebooks.coerce_parameters(version.parameter_schema, parameters))
     with transaction.atomic():
-        _check_room(job)
+        held = _check_room(job)
         run = _new_run(
             job,
             trigger=trigger,
@@ -120,17 +132,20 @@ def run_now(
             version=version,
             created_by=user,
             enqueue=enqueue,
+            held=held if enqueue else "",  # the caller executes it itself: claim decides
         )
     log.info("run now run=%s job=%s user=%s", run.pk, job.pk, getattr(user, "pk", None))
     return run
 
 
-def _check_room(job: Job) -> None:
+def _check_room(job: Job) -> str:
     """Raise LimitExceeded if ``job``'s owner has as many runs queued or running as they
-    may. Locks the owner's row until the caller's transaction ends, so that concurrent
-    requests are counted one after the other."""
+    may; else return why a new run of theirs must be held (``fairshare.hold_reason``), or
+    "" when it may be sent to the queue. Locks the owner's row until the caller's
+    transaction ends, so that concurrent requests are counted one after the other."""
     limits.lock_user(job.owner_id)
     limits.check_active_runs(job.owner)
+    return fairshare.hold_reason(job.owner_id)
 
 
 def rerun(run: Run, user: "User") -> Run:
@@ -138,13 +153,14 @@ def rerun(run: Run, user: "User") -> Run:
     LimitExceeded like ``run_now`` (the action counted is "rerun")."""
     limits.throttle(user, "rerun")
     with transaction.atomic():
-        _check_room(run.job)
+        held = _check_room(run.job)
         new = _new_run(
             run.job,
             trigger=Run.Trigger.RERUN,
             parameters=dict(run.parameters),
             version=run.version,
             created_by=user,
+            held=held,
         )
     return new
 
@@ -215,33 +231,48 @@ def _slots_to_run(job: Job, now: datetime, grace: timedelta, cap: int) -> list[d
 
 
 class _Room:
-    """How many more runs each owner may have queued or running, counted down as a pass
-    creates them; ``refusal`` is the reason a slot is skipped, or "" when it may run."""
+    """What each owner may still start in a dispatcher pass, counted as the pass creates
+    runs: ``counts`` maps an owner id to ``[active, unheld]`` (runs QUEUED or RUNNING; of
+    them, those not held)."""
 
-    def __init__(self, counts: dict[int, int], owner_limits: dict[int, Limits]) -> None:
+    def __init__(self, counts: dict[int, list[int]], owner_limits: dict[int, Limits]) -> None:
         self.counts = counts
         self.owner_limits = owner_limits
 
     def refusal(self, owner_id: int) -> str:
+        """Why a new run of ``owner_id`` must be SKIPPED (their limit of queued and running
+        runs), or "" after counting it in."""
         limit = self.owner_limits[owner_id].max_active_runs
-        active = self.counts.get(owner_id, 0)
-        if limit is not None and active >= limit:
+        counts = self.counts.setdefault(owner_id, [0, 0])
+        if limit is not None and counts[0] >= limit:
             return (
-                f"Skipped: the owner had {active} runs queued or running, their limit is {limit}."
+                f"Skipped: the owner had {counts[0]} runs queued or running, "
+                f"their limit is {limit}."
             )
-        self.counts[owner_id] = active + 1
+        counts[0] += 1
+        return ""
+
+    def hold(self, owner_id: int) -> str:
+        """Why the new run of ``owner_id`` just counted in must be held (their concurrency
+        limit, ``fairshare``), or "" when it may be sent to the queue."""
+        counts = self.counts.setdefault(owner_id, [0, 0])
+        limit = self.owner_limits[owner_id].max_running_runs
+        if limit is not None and counts[1] >= limit:
+            return fairshare.waiting_reason(counts[1], limit, queued=True)
+        counts[1] += 1
         return ""
 
 
-def _active_by_owner(owner_ids: set[int]) -> dict[int, int]:
-    """Runs QUEUED or RUNNING per owner id (one query)."""
+def _active_by_owner(owner_ids: set[int]) -> dict[int, list[int]]:
+    """``[active, unheld]`` runs per owner id: QUEUED or RUNNING, and of them those that are
+    not held (one query)."""
     rows = (
         Run.objects.filter(job__owner_id__in=owner_ids, state__in=Run.ACTIVE_STATES)
         .values("job__owner_id")
-        .annotate(n=Count("id"))
-        .values_list("job__owner_id", "n")
+        .annotate(n=Count("id"), unheld=Count("id", filter=Q(held_since__isnull=True)))
+        .values_list("job__owner_id", "n", "unheld")
     )
-    return dict(rows)
+    return {owner_id: [n, unheld] for owner_id, n, unheld in rows}
 
 
 def _plan(
@@ -321,13 +352,15 @@ def _dispatch_batch(
                 run = Run.for_slot(
                     job, slot, latest[job.pk][0], active=True, now=now, refused=refused
                 )
+            if run.state == State.QUEUED:
+                _hold_new(run, room.hold(job.owner_id), now)
             runs.append(run)
     Run.objects.bulk_create(runs)
     RunEvent.objects.bulk_create(
         RunEvent(run=run, attempt=0, state=run.state, message=run.creation_message) for run in runs
     )
     Job.objects.bulk_update(jobs, ["next_run_at"])
-    _enqueue_all([run.pk for run in runs if run.state == State.QUEUED])
+    _enqueue_all([run.pk for run in runs if run.state == State.QUEUED and not run.held_since])
     if runs:
         log.info("dispatched %s runs for %s jobs", len(runs), len(jobs))
     return runs
@@ -351,6 +384,8 @@ def _dispatch_job(
                     run = Run.for_slot(
                         job, slot, version.pk, active=True, now=timezone.now(), refused=refused
                     )
+                if run.state == State.QUEUED:
+                    _hold_new(run, room.hold(job.owner_id), timezone.now())
                 runs.append(_save_new_run(run))
         except IntegrityError:
             log.info("slot already has a run job=%s slot=%s", job.pk, slot.isoformat())

@@ -14,10 +14,16 @@ overridden per user; staff unlimited unless overridden). When a worker receives
   ("Waiting: 2 of your runs are running, limit 2."). The worker moves on to the next
   message, so other users' runs go ahead.
 
-When one of the user's runs ends, ``release_held`` sends the oldest held runs of the user
-to the queue again, as many as the user now has room for. The reaper calls
-``release_all`` every pass as a safety net (a worker killed between a run's end and its
-release; a limit raised in the admin), and never re-enqueues a held run as "stuck".
+A run is also held when it is created (``hold_reason``: Run now, Re-run, a schedule
+slot) if its owner's runs RUNNING or QUEUED with a message already fill their limit: a
+flood of one user's runs then never enters the queue everyone shares, and the worker
+meets only as many of their messages as they may run.
+
+When one of the user's runs ends (or a queued one is cancelled), ``release_held`` sends
+the oldest held runs of the user to the queue again, as many as the user now has room
+for. The reaper calls ``release_all`` every pass as a safety net (a worker killed between
+a run's end and its release; a limit raised in the admin), and never re-enqueues a held
+run as "stuck".
 
 Every step happens under a lock on the user's row (``quotas.limits.lock_user``), so two
 workers claiming for one user, or a claim racing a release, see each other's writes; the
@@ -28,11 +34,10 @@ is claimed twice. See docs/run-states.md.
 import logging
 from datetime import datetime
 
-from django.db.models import DateTimeField, F, Q
+from django.db.models import DateTimeField, F, Q, QuerySet
 from django.db.models.functions import Coalesce
 
 from jobs.models import Run, RunEvent
-from jobs.services.dispatch import _enqueue_all
 from quotas.limits import limits_by_owner, lock_user
 
 log = logging.getLogger(__name__)
@@ -49,17 +54,34 @@ def _running_limit(owner_id: int) -> int | None:
     return limits_by_owner({owner_id})[owner_id].max_running_runs
 
 
-def _eligible(now: datetime):
+def _eligible(now: datetime) -> "QuerySet[Run]":
     """QUEUED runs that a claim could take at ``now``: attempts left, retry delay over."""
     return Run.objects.filter(state=State.QUEUED, attempt__lt=F("max_attempts")).filter(
         Q(not_before__isnull=True) | Q(not_before__lte=now)
     )
 
 
-def waiting_reason(running: int, limit: int) -> str:
-    """The reason shown on a held run, e.g. "Waiting: 2 of your runs are running, limit 2."."""
+def waiting_reason(running: int, limit: int, queued: bool = False) -> str:
+    """The reason shown on a held run, e.g. "Waiting: 2 of your runs are running, limit 2."
+    (``queued``: "... are queued or running ..." for a run held when it was created)."""
     runs = "run is" if running == 1 else "runs are"
-    return f"Waiting: {running} of your {runs} running, limit {limit}."
+    doing = "queued or running" if queued else "running"
+    return f"Waiting: {running} of your {runs} {doing}, limit {limit}."
+
+
+def hold_reason(owner_id: int) -> str:
+    """Why a run of ``owner_id`` created now must be held rather than sent to the queue
+    ("" if it may be sent): their runs QUEUED with a message or RUNNING already fill their
+    concurrency limit, so a message would only be consumed to hold it. Holding at creation
+    keeps a flood of one user's runs out of the queue that everyone shares. Call under
+    the owner's lock (``lock_user``)."""
+    limit = _running_limit(owner_id)
+    if limit is None:
+        return ""
+    unheld = Run.objects.filter(
+        job__owner_id=owner_id, state__in=Run.ACTIVE_STATES, held_since__isnull=True
+    ).count()
+    return waiting_reason(unheld, limit, queued=True) if unheld >= limit else ""
 
 
 def choose_run(run_id: int, now: datetime) -> int | None:
@@ -112,8 +134,9 @@ def _hold(run_id: int, running: int, limit: int, now: datetime) -> None:
 
 def release_held(owner_id: int, now: datetime) -> list[int]:
     """Send the oldest held runs of ``owner_id`` to the queue again, as many as the owner has
-    room for under their limit (all of them when they have no limit any more). Call inside
-    a transaction; messages go out after commit. Returns the ids released."""
+    room for under their limit beside their runs RUNNING or QUEUED with a message (all of
+    them when they have no limit any more). Call inside a transaction; messages go out
+    after commit. Returns the ids released."""
     lock_user(owner_id)
     held = Run.objects.filter(job__owner_id=owner_id, state=State.QUEUED, held_since__isnull=False)
     limit = _running_limit(owner_id)
@@ -121,10 +144,14 @@ def release_held(owner_id: int, now: datetime) -> list[int]:
     if limit is None:
         ids = list(ordered.values_list("pk", flat=True))
     else:
-        running = Run.objects.filter(job__owner_id=owner_id, state=State.RUNNING).count()
-        room = max(limit - running, 0)
+        in_flight = Run.objects.filter(
+            job__owner_id=owner_id, state__in=Run.ACTIVE_STATES, held_since__isnull=True
+        ).count()
+        room = max(limit - in_flight, 0)
         ids = list(ordered.values_list("pk", flat=True)[:room]) if room else []
     if ids:
+        from jobs.services.dispatch import _enqueue_all  # dispatch holds runs through here
+
         Run.objects.filter(pk__in=ids, state=State.QUEUED).update(
             held_since=None, enqueued_at=now, state_reason=""
         )

@@ -18,6 +18,7 @@ from jobs.services import fairshare
 from jobs.services.alerts import send_alert_on_commit
 from jobs.services.dispatch import enqueue_run
 from portal.backoff import backoff
+from quotas.limits import lock_user
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -39,6 +40,8 @@ def cancel_run(run: Run, user: "User | None" = None) -> Run:
     they are. Returns the run as it now is."""
     now = timezone.now()
     with transaction.atomic():
+        # The owner's row first, as the claim locks it before the run's: one lock order.
+        lock_user(run.job.owner_id)
         if Run.objects.filter(pk=run.pk, state=State.QUEUED).update(
             state=State.CANCELLED,
             finished_at=now,
@@ -51,6 +54,7 @@ def cancel_run(run: Run, user: "User | None" = None) -> Run:
                 state=State.CANCELLED,
                 message="Cancelled before it started.",
             )
+            fairshare.release_held(run.job.owner_id, now)  # it may have had room in flight
         else:
             Run.objects.filter(
                 pk=run.pk, state=State.RUNNING, cancel_requested_at__isnull=True

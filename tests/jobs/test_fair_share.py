@@ -34,19 +34,40 @@ def release(owner, captured):
     return released, callbacks
 
 
-def test_a_user_at_the_limit_waits_and_others_go_ahead(limit_two, make_job, alice, bob):
-    r1, r2, r3 = queue(make_job(), alice, 3)
-    assert services.claim_run(r1.pk, "w1").pk == r1.pk
-    assert services.claim_run(r2.pk, "w2").pk == r2.pk
-    assert services.claim_run(r3.pk, "w3") is None  # the worker is free for the next message
+def test_a_user_at_the_limit_waits_and_others_go_ahead(
+    limit_two, make_job, alice, bob, django_capture_on_commit_callbacks
+):
+    job = make_job()
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        r1, r2, r3 = queue(job, alice, 3)
+    assert len(sent) == 2  # the third run never enters the shared queue
     held = Run.objects.get(pk=r3.pk)
     assert held.state == State.QUEUED and held.held_since is not None
+    reason = "Waiting: 2 of your runs are queued or running, limit 2."
+    assert held.state_reason == reason and held.events.get().message == reason
+    assert services.claim_run(r1.pk, "w1").pk == r1.pk
+    assert services.claim_run(r2.pk, "w2").pk == r2.pk
+    assert services.claim_run(r3.pk, "w3") is None  # a stray message: the worker moves on
+    held.refresh_from_db()
     assert held.state_reason == "Waiting: 2 of your runs are running, limit 2."
-    assert held.events.filter(message=held.state_reason).count() == 1
-    assert services.claim_run(r3.pk, "w3") is None  # a second try adds no second event
-    assert held.events.filter(message=held.state_reason).count() == 1
     theirs = services.run_now(make_job(owner=bob), bob)
     assert services.claim_run(theirs.pk, "w3").state == State.RUNNING
+
+
+def test_a_message_of_a_user_at_the_limit_holds_its_run_when_claimed(settings, make_job, alice):
+    """Runs sent to the queue before the owner filled their limit (here: the limit was
+    lowered) are held by the claim itself, once, saying why."""
+    settings.USER_MAX_RUNNING_RUNS = 3
+    r1, r2, r3 = queue(make_job(), alice, 3)
+    settings.USER_MAX_RUNNING_RUNS = 2
+    for run in (r1, r2):
+        services.claim_run(run.pk, "w")
+    assert services.claim_run(r3.pk, "w") is None
+    held = Run.objects.get(pk=r3.pk)
+    assert held.held_since is not None
+    assert held.state_reason == "Waiting: 2 of your runs are running, limit 2."
+    assert services.claim_run(r3.pk, "w") is None  # a second try adds no second event
+    assert held.events.filter(message=held.state_reason).count() == 1
 
 
 def test_the_run_page_shows_the_waiting_reason(limit_two, make_job, alice, alice_client):
@@ -137,3 +158,14 @@ def test_staff_are_not_held(settings, make_job, staff):
     settings.USER_MAX_RUNNING_RUNS = 1
     runs = queue(make_job(owner=staff), staff, 3)
     assert all(services.claim_run(run.pk, "w") for run in runs)
+
+
+def test_scheduled_slots_past_the_concurrency_limit_are_held_at_creation(limit_two, alice):
+    t0 = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    for name in ("a", "b", "c"):
+        spec = Job(name=name, schedule_kind="cron", cron="0 * * * *")
+        services.create_job(alice, spec, notebook_bytes("trivial.ipynb"), now=t0)
+    runs = services.dispatch_due_runs(t0 + timedelta(hours=1, seconds=1))
+    assert [r.state for r in runs] == [State.QUEUED] * 3
+    assert [bool(r.held_since) for r in runs] == [False, False, True]
+    assert runs[2].state_reason == "Waiting: 2 of your runs are queued or running, limit 2."
