@@ -223,6 +223,13 @@ class JobForm(forms.ModelForm):
         retries.min_value = 0
         retries.widget.attrs.update(min=0, max=MAX_RETRIES)
         self.fields["spark_target"].required = False
+        # Offer only the per-run clusters this portal can start (Job.check_spark_target).
+        target = cast(forms.ChoiceField, self.fields["spark_target"])
+        target.choices = [
+            (value, label)
+            for value, label in target.choices
+            if Job.RUN_CLUSTER_BACKENDS.get(value) in (None, *settings.CLUSTER_BACKENDS)
+        ]
         cast(forms.ModelChoiceField, self.fields["cluster"]).queryset = (
             Cluster.objects.filter(owner_id=job.owner_id).live()
             if job.owner_id

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import Q
@@ -230,9 +231,25 @@ class Job(models.Model):
         return bool(self.cron)
 
     def clean(self) -> None:
-        """Normalise the cron expression to single spaces (the form and the admin call
-        this after the fields' validators)."""
+        """Normalise the cron expression to single spaces, and refuse a fresh cluster per
+        run on a backend this portal does not offer (CLUSTER_BACKENDS). The form and the
+        admin call this after the fields' validators; ``services.create_job`` and
+        ``update_job`` call ``check_spark_target``. Raises ValidationError."""
         self.cron = " ".join(self.cron.split())
+        self.check_spark_target()
+
+    #: The cluster backend each per-run Spark target starts its cluster on.
+    RUN_CLUSTER_BACKENDS = {SparkTarget.NEW_CLUSTER: "local", SparkTarget.EMR_CLUSTER: "emr"}
+
+    def check_spark_target(self) -> None:
+        """Raise ValidationError (field "spark_target") if the job's per-run cluster needs a
+        backend that is not enabled in CLUSTER_BACKENDS."""
+        backend = self.RUN_CLUSTER_BACKENDS.get(self.spark_target)
+        if backend is not None and backend not in settings.CLUSTER_BACKENDS:
+            label = self.SparkTarget(self.spark_target).label
+            raise ValidationError(
+                {"spark_target": f"“{label}” is not offered by this portal: choose another."}
+            )
 
     def can_change(self, user) -> bool:
         """Whether ``user`` may change the job and act on its runs: its owner and staff

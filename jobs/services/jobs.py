@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 def _validate(job: Job) -> None:
     """Check and normalise ``job``'s schedule in place: the time zone must exist, the cron
     expression is emptied for a manual job and normalised otherwise, and the timeout is
-    capped at JOB_MAX_TIMEOUT_SECONDS. Raises ScheduleError."""
+    capped at JOB_MAX_TIMEOUT_SECONDS. Raises ScheduleError, or ValidationError for a
+    per-run cluster on a backend that is not enabled (``Job.check_spark_target``)."""
+    job.check_spark_target()
     schedule.validate_timezone(job.timezone)
     if job.schedule_kind == Job.ScheduleKind.MANUAL:
         job.cron = ""

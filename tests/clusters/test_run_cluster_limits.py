@@ -41,16 +41,19 @@ def live_cluster(owner, name, backend="local"):
 
 
 def test_an_emr_run_fails_when_emr_is_not_enabled(run_of, settings):
-    settings.CLUSTER_BACKENDS = ["local"]
-    run = job_services.execute_run(run_of("emr_cluster", max_retries=2).pk)
+    settings.CLUSTER_BACKENDS = ["local", "emr"]
+    queued = run_of("emr_cluster", max_retries=2)
+    settings.CLUSTER_BACKENDS = ["local"]  # turned off after the job was made
+    run = job_services.execute_run(queued.pk)
     assert run.state == Run.State.FAILED and run.attempt == 1  # not retried
     assert "fresh AWS EMR cluster, but AWS EMR is not enabled" in run.state_reason
     assert not Cluster.objects.exists()
 
 
 def test_a_local_run_fails_when_local_clusters_are_not_enabled(run_of, settings):
+    queued = run_of()
     settings.CLUSTER_BACKENDS = ["emr"]
-    run = job_services.execute_run(run_of().pk)
+    run = job_services.execute_run(queued.pk)
     assert run.state == Run.State.FAILED and "Local Spark standalone is not" in run.state_reason
 
 

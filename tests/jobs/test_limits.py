@@ -4,6 +4,7 @@ shortest schedule interval, catch-up slots, and rates; staff exempt unless overr
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from jobs import schedule, services
@@ -182,3 +183,20 @@ def test_scheduled_slots_past_the_queued_limit_are_skipped_saying_why(alice, set
         "Skipped: the owner had 2 runs queued or running, their limit is 2."
     )
     assert skipped.events.get().message == skipped.state_reason
+
+
+def test_a_per_run_cluster_on_a_backend_not_offered_is_a_form_error(alice_client, alice, settings):
+    settings.CLUSTER_BACKENDS = ["local"]
+    response = alice_client.post(reverse("jobs-new"), new_job(spark_target="emr_cluster"))
+    assert response.status_code == 200
+    assert "emr_cluster is not one of the available choices" in response.content.decode()
+    assert not Job.objects.exists()
+    with pytest.raises(ValidationError):
+        services.create_job(
+            alice, Job(name="emr", spark_target="emr_cluster"), notebook_bytes("trivial.ipynb")
+        )
+    settings.CLUSTER_BACKENDS = ["local", "emr"]
+    response = alice_client.post(
+        reverse("jobs-new"), new_job(spark_target="emr_cluster", cluster_size="1")
+    )
+    assert response.status_code == 302
