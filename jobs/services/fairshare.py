@@ -64,7 +64,7 @@ def _eligible(now: datetime) -> "QuerySet[Run]":
 def waiting_reason(running: int, limit: int, queued: bool = False) -> str:
     """The reason shown on a held run, e.g. "Waiting: 2 of your runs are running, limit 2."
     (``queued``: "... are queued or running ..." for a run held when it was created)."""
-    runs = "run is" if running == 1 else "runs are"
+    runs = "runs is" if running == 1 else "runs are"
     doing = "queued or running" if queued else "running"
     return f"Waiting: {running} of your {runs} {doing}, limit {limit}."
 
