@@ -227,7 +227,7 @@ class JobForm(forms.ModelForm):
         target = cast(forms.ChoiceField, self.fields["spark_target"])
         target.choices = [
             (value, label)
-            for value, label in target.choices
+            for value, label in Job.SparkTarget.choices
             if Job.RUN_CLUSTER_BACKENDS.get(value) in (None, *settings.CLUSTER_BACKENDS)
         ]
         cast(forms.ModelChoiceField, self.fields["cluster"]).queryset = (

@@ -239,7 +239,10 @@ class Job(models.Model):
         self.check_spark_target()
 
     #: The cluster backend each per-run Spark target starts its cluster on.
-    RUN_CLUSTER_BACKENDS = {SparkTarget.NEW_CLUSTER: "local", SparkTarget.EMR_CLUSTER: "emr"}
+    RUN_CLUSTER_BACKENDS: dict[str, str] = {
+        SparkTarget.NEW_CLUSTER: "local",
+        SparkTarget.EMR_CLUSTER: "emr",
+    }
 
     def check_spark_target(self) -> None:
         """Raise ValidationError (field "spark_target") if the job's per-run cluster needs a

@@ -15,6 +15,7 @@ urlpatterns = [
     # Before the admin's own URLs: its sign-in form has no rate limit (portal.views.admin_login).
     path("admin/login/", views.admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
+    path("api/", include("api.urls")),
     path("", include("clusters.urls")),
     path("", include("jobs.urls")),
     path("", include("quotas.urls")),

@@ -22,12 +22,16 @@ if TYPE_CHECKING:
 
 class LimitExceeded(Exception):
     """A request refused by a fair-share limit. ``message`` says which limit and what to do;
-    ``field`` names the form field at fault, if one is ("cron"), else None."""
+    ``field`` names the form field at fault, if one is ("cron"), else None; ``code`` is
+    "rate_limited" for a rate (the API answers 429) or "limit_exceeded" (403)."""
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    def __init__(
+        self, message: str, field: str | None = None, code: str = "limit_exceeded"
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,8 @@ def throttle(user: "AnyUser", action: str) -> None:
     if usage is not None and usage["should_limit"]:
         wait = max(int(usage["time_left"]), 1)
         raise LimitExceeded(
-            f"Too many requests: at most {_rate_words(rate)}. Try again in {_duration(wait)}."
+            f"Too many requests: at most {_rate_words(rate)}. Try again in {_duration(wait)}.",
+            code="rate_limited",
         )
 
 
