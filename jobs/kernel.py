@@ -19,6 +19,7 @@ secrets, database URL and AWS keys never reach user code.
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -53,6 +54,25 @@ spark.driver.bindAddress 127.0.0.1
 spark.ui.showConsoleProgress false
 spark.sql.session.timeZone UTC
 """
+
+
+@dataclass(frozen=True)
+class OutputLimits:
+    """The output limits of one execution, in bytes: ``stream`` per cell, ``notebook``
+    for the whole output notebook, ``render`` above which no partial is written."""
+
+    stream: int
+    notebook: int
+    render: int
+
+    @classmethod
+    def from_settings(cls) -> "OutputLimits":
+        """OUTPUT_STREAM_MAX_BYTES, OUTPUT_NOTEBOOK_MAX_BYTES and OUTPUT_RENDER_MAX_BYTES."""
+        return cls(
+            settings.OUTPUT_STREAM_MAX_BYTES,
+            settings.OUTPUT_NOTEBOOK_MAX_BYTES,
+            settings.OUTPUT_RENDER_MAX_BYTES,
+        )
 
 
 #: Entry point name of jobs.provisioner.SandboxProvisioner (pyproject.toml).
