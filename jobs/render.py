@@ -17,10 +17,13 @@ origin, with a sandbox CSP, inside a sandboxed iframe (``portal.usercontent``).
 
 import base64
 import hashlib
+import io
 import json
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 import nbformat
 import nh3
@@ -163,6 +166,12 @@ def standalone_html(html: bytes) -> bytes:
         if code is not None and tag in html:
             html = html.replace(tag, b"<script>" + code + b"</script>", 1)
             hashes.append(_csp_hash(code))
+    return _with_policy(html, hashes)
+
+
+def _with_policy(html: bytes, hashes: list[str]) -> bytes:
+    """``html`` with the download's ``<meta>`` Content-Security-Policy after its first
+    ``<head>``, allowing the scripts of ``hashes`` and nothing else."""
     # Opened from disk the file has no server to send it a CSP: it carries its own, which
     # runs only these two scripts (no inline handler, nothing fetched from anywhere).
     policy = (
@@ -171,6 +180,43 @@ def standalone_html(html: bytes) -> bytes:
     )
     meta = f'<meta http-equiv="Content-Security-Policy" content="{policy}">'.encode()
     return re.sub(rb"<head(?:\s[^>]*)?>", lambda m: m.group(0) + meta, html, count=1)
+
+
+#: The parts of a page that ``standalone_chunks`` rewrites: ``<head>`` in its first bytes,
+#: the footer's two script elements in its last bytes (a rendered page is far longer).
+_EDGE_BYTES = 64 * 2**10
+
+
+def standalone_chunks(page: BinaryIO, chunk_bytes: int = 2**20) -> Iterator[bytes]:
+    """``standalone_html`` of the page in the seekable binary file ``page``, as chunks of
+    about ``chunk_bytes``, holding at most two chunks in memory whatever the page's size.
+
+    The ``<meta>`` policy goes after ``<head>`` in the first ``_EDGE_BYTES`` and the two
+    script elements are inlined where they are last found in the final ``_EDGE_BYTES``
+    (``render_html`` writes them at the end of the body); the policy names both scripts
+    whether or not they are found (it allows only their exact text). A page too short to
+    have a middle is rewritten whole by ``standalone_html``."""
+    size = page.seek(0, io.SEEK_END)
+    page.seek(0)
+    if size <= 2 * _EDGE_BYTES:
+        yield standalone_html(page.read())
+        return
+    codes = {url: _inline_script(url) for url in (PLOTLY_JS_URL, PLOTLY_LOADER_URL)}
+    yield _with_policy(page.read(_EDGE_BYTES), [_csp_hash(c) for c in codes.values() if c])
+    left = size - 2 * _EDGE_BYTES
+    while left > 0:
+        data = page.read(min(chunk_bytes, left))
+        if not data:
+            break
+        left -= len(data)
+        yield data
+    tail = page.read()
+    for url, code in codes.items():
+        tag = f'<script src="{url}"></script>'.encode()
+        at = tail.rfind(tag)
+        if code is not None and at >= 0:
+            tail = tail[:at] + b"<script>" + code + b"</script>" + tail[at + len(tag) :]
+    yield tail
 
 
 def _csp_hash(code: bytes) -> str:

@@ -8,12 +8,13 @@ import datetime as dt
 import json
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.db.models import OuterRef, Subquery
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.http import content_disposition_header
@@ -25,7 +26,7 @@ from clusters.models import Cluster
 from jobs import notebooks, schedule, services
 from jobs.forms import InspectForm, JobForm, ParametersForm, UploadVersionForm
 from jobs.models import Job, Run
-from jobs.render import standalone_html
+from jobs.render import standalone_chunks
 from portal.celery import app
 from portal.htmx import refresh_page
 from portal.sandbox import FAILURE_PREFIX as SANDBOX_FAILURE_PREFIX
@@ -330,12 +331,12 @@ def version_download(request, pk, number):
 
 
 def _attachment(key, filename, content_type, transform=None):
-    """The stored file ``key`` as a download; ``transform`` (bytes -> bytes), if given,
-    rewrites it first (read whole), else it is streamed."""
+    """The stored file ``key`` as a download, streamed from storage (never read whole):
+    as it is, or through ``transform`` (a binary file -> an iterator of bytes chunks)."""
     if not key or not default_storage.exists(key):
         raise Http404("This file is not available.")
     filename = get_valid_filename(filename)
-    response: HttpResponse | FileResponse
+    response: StreamingHttpResponse | FileResponse
     if transform is None:
         response = FileResponse(
             default_storage.open(key, "rb"),
@@ -344,11 +345,21 @@ def _attachment(key, filename, content_type, transform=None):
             content_type=content_type,
         )
     else:
-        with default_storage.open(key, "rb") as stored:
-            response = HttpResponse(transform(stored.read()), content_type=content_type)
+        response = StreamingHttpResponse(
+            _transformed(default_storage.open(key, "rb"), transform), content_type=content_type
+        )
         response["Content-Disposition"] = content_disposition_header(True, filename)
     response["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+def _transformed(stored, transform):
+    """The chunks of ``transform(stored)``; closes ``stored`` when the response is done
+    (Django closes a streaming response's generator)."""
+    try:
+        yield from transform(stored)
+    finally:
+        stored.close()
 
 
 # --- Runs ------------------------------------------------------------------------------------
@@ -357,6 +368,14 @@ def _attachment(key, filename, content_type, transform=None):
 def _frame_url(run: Run) -> str:
     key = run.html_key if run.is_final else run.partial_key
     return content_url(key, run.pk, run.attempt) if key else ""
+
+
+def _too_large_to_render(run: Run) -> bool:
+    """Whether the run's output notebook was kept without HTML for its size
+    (OUTPUT_RENDER_MAX_BYTES; ``output_bytes`` is then the .ipynb alone)."""
+    return bool(
+        run.output_key and not run.html_key and run.output_bytes > settings.OUTPUT_RENDER_MAX_BYTES
+    )
 
 
 @require_GET
@@ -374,6 +393,7 @@ def run_detail(request, pk):
             "run": run,
             "job": run.job,
             "frame_url": _frame_url(run),
+            "too_large": _too_large_to_render(run),
             "can_change": run.job.can_change(request.user),
             "events": run.events.all(),
             "parameters": json.dumps(effective, indent=1),
@@ -444,7 +464,7 @@ def run_download(request, pk, kind):
             run.html_key,
             f"{run.job.name}-run-{run.pk}.html",
             "application/octet-stream",
-            standalone_html,
+            standalone_chunks,
         )
     raise Http404
 

@@ -11,9 +11,11 @@ import logging
 import os
 import socket
 from datetime import datetime, timedelta
+from typing import Any
 
 import nbformat
-from django.core.files.base import ContentFile
+from django.conf import settings
+from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import F, Q
@@ -243,55 +245,85 @@ def _retry(run: Run, outcome: Outcome) -> bool:
     return bool(moved)
 
 
-def _store_outputs(run: Run, outcome: Outcome) -> dict[str, str]:
+def _store_outputs(run: Run, outcome: Outcome) -> dict[str, Any]:
     """Store the output notebook and its rendered HTML under ``runs/<uuid>/``; returns
-    ``{"output_key", "html_key"}`` (empty strings for what there is not). A notebook that
-    cannot be rendered is logged and keeps its .ipynb."""
-    keys = {"output_key": "", "html_key": ""}
-    if not (outcome.output_path and outcome.output_path.exists()):
+    ``{"output_key", "html_key", "output_bytes"}`` (empty keys for what there is not; the
+    bytes of both files). The .ipynb is copied to storage in chunks, never read whole. A
+    notebook over OUTPUT_RENDER_MAX_BYTES is not rendered (rendering costs the worker
+    about three times its size in memory: the viewer offers the .ipynb instead); one that
+    cannot be rendered is logged. Either way it keeps its .ipynb."""
+    keys: dict[str, Any] = {"output_key": "", "html_key": "", "output_bytes": 0}
+    path = outcome.output_path
+    if not (path and path.exists()):
         return keys
-    data = outcome.output_path.read_bytes()
-    keys["output_key"] = default_storage.save(f"runs/{run.uuid}/output.ipynb", ContentFile(data))
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        keys["output_key"] = default_storage.save(f"runs/{run.uuid}/output.ipynb", File(fh))
+    keys["output_bytes"] = size
+    if size > settings.OUTPUT_RENDER_MAX_BYTES:
+        log.info("output too large to render run=%s bytes=%s", run.pk, size)
+        return keys
     try:
-        nb = nbformat.reads(data.decode("utf-8"), as_version=4)
-        html = render.render_html(nb, title=run.job.name)
-        keys["html_key"] = default_storage.save(
-            f"runs/{run.uuid}/output.html", ContentFile(html.encode("utf-8"))
-        )
+        nb = nbformat.read(str(path), as_version=4)
+        html = render.render_html(nb, title=run.job.name).encode("utf-8")
+        keys["html_key"] = default_storage.save(f"runs/{run.uuid}/output.html", ContentFile(html))
+        keys["output_bytes"] += len(html)
     except Exception:
         log.exception("rendering failed run=%s", run.pk)
     return keys
 
 
-def _publish(run: Run, outcome: Outcome, keys: dict[str, str], finished_at: datetime) -> Run | None:
+def _clip(text: str, limit: int, keep_end: bool = False) -> str:
+    """``text`` cut to at most ``limit`` characters, saying how much was cut; the end is
+    kept for a traceback (where the exception is), the start otherwise."""
+    if len(text) <= limit:
+        return text
+    note = f"[{len(text) - limit:,} characters cut]"
+    room = max(limit - len(note) - 1, 0)
+    return f"{note}\n{text[-room:] if room else ''}" if keep_end else f"{text[:room]}\n{note}"
+
+
+def _publish(run: Run, outcome: Outcome, keys: dict[str, Any], finished_at: datetime) -> Run | None:
     """The fenced final UPDATE of an attempt, its event and its alert (after commit);
-    None, with ``keys``' files removed after commit, if the attempt lost the run."""
+    None, with ``keys``' files removed after commit, if the attempt lost the run.
+
+    The error's name, value and traceback are cut to RUN_ERROR_MAX_CHARS (a notebook may
+    raise with a message of any size). The live view's partial HTML is deleted after
+    commit and its key cleared: the output replaces it."""
     state = OUTCOME_STATE.get(outcome.status, State.FAILED)
     error = outcome.error or {}
+    most = settings.RUN_ERROR_MAX_CHARS
     progress = {}
     if outcome.progress is not None:
         progress = {
             "cells_done": outcome.progress.cells_done,
             "cells_total": outcome.progress.cells_total,
         }
+    files = [key for key in (keys["output_key"], keys["html_key"]) if key]
     with transaction.atomic():
-        finished = Run.objects.filter(pk=run.pk, attempt=run.attempt, state=State.RUNNING).update(
+        mine = Run.objects.filter(pk=run.pk, attempt=run.attempt, state=State.RUNNING)
+        # The heartbeat that stored the partial has stopped: its key cannot change now.
+        partial = mine.values_list("partial_key", flat=True).first()
+        finished = mine.update(
             **progress,
             state=state,
             finished_at=finished_at,
             state_reason=("" if state == State.SUCCEEDED else outcome.message[:300]),
             error_cell_index=error.get("cell_index"),
-            error_ename=(error.get("ename") or "")[:200],
-            error_evalue=error.get("evalue") or "",
-            error_traceback=error.get("traceback") or "",
+            error_ename=(error.get("ename") or "")[: min(200, most)],
+            error_evalue=_clip(error.get("evalue") or "", most),
+            error_traceback=_clip(error.get("traceback") or "", most, keep_end=True),
             current_cell_index=None,
             current_cell_head="",
+            partial_key="",
             **keys,
         )
         if not finished:
-            transaction.on_commit(lambda: delete_files([k for k in keys.values() if k]))
+            transaction.on_commit(lambda: delete_files(files))
             log.warning("stale attempt discarded run=%s attempt=%s", run.pk, run.attempt)
             return None
+        if partial and partial not in files:
+            transaction.on_commit(lambda: delete_files([partial]))
         if state == State.SUCCEEDED:
             Run.objects.filter(pk=run.pk).update(cells_done=F("cells_total"))
         RunEvent.objects.create(
