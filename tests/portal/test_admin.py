@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from django.contrib import admin
 from django.urls import reverse
 
+from api.models import ApiToken
 from clusters import services as cluster_services
 from clusters.models import EMRRelease
 from jobs import services
@@ -21,6 +22,7 @@ NOT_ADDED_IN_THE_ADMIN = {
     "jobs.run",
     "clusters.cluster",
     "clusters.sshkey",
+    "api.apitoken",
 }
 
 
@@ -38,6 +40,7 @@ def objects(make_job, alice):
     )
     cluster_services.add_ssh_key(alice, "laptop", public + " alice@laptop")
     EMRRelease.objects.get_or_create(label="emr-7.5.0", defaults={"spark_version": "3.5.2"})
+    ApiToken.issue(alice, "CI", ["read"])
 
 
 def test_every_admin_page_opens(client, staff, objects):

@@ -11,9 +11,11 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
+from api.models import ApiToken
 from clusters.models import Cluster, SSHKey
 from jobs import services
 from jobs.executor import Outcome
+from notify.models import NotificationTarget
 
 pytestmark = pytest.mark.django_db
 
@@ -41,6 +43,11 @@ MATRIX = {
     "runs-cancel": ("post", "run", OWNER_POST),
     "runs-rerun": ("post", "run", OWNER_POST),
     "runs-download": ("get", "download", OWNER_GET),
+    "targets-new": ("get", "job", OWNER_GET),
+    "targets-edit": ("get", "target", OWNER_GET),
+    "targets-delete": ("get", "target", OWNER_GET),
+    # Shows a new secret, once: a page, not a redirect.
+    "targets-secret": ("post", "target", {"alice": 200, "bob": 404, "staff": 200, "anon": LOGIN}),
     "clusters-list": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
     "clusters-new": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
     "clusters-detail": ("get", "cluster", OWNER_GET),
@@ -56,6 +63,9 @@ MATRIX = {
     # Off without METRICS_TOKEN; with one, a bearer token and no session (test_metrics.py).
     "metrics": ("get", None, {"alice": 404, "bob": 404, "staff": 404, "anon": 404}),
     "admin-login": ("get", None, {"alice": 403, "bob": 403, "staff": 302, "anon": LOGIN}),
+    "tokens-list": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
+    # Staff revoke others' tokens in the admin, not here.
+    "tokens-revoke": ("get", "token", {"alice": 200, "bob": 404, "staff": 404, "anon": LOGIN}),
 }
 
 
@@ -86,6 +96,9 @@ def objects(make_job, alice, tmp_path):
     out = tmp_path / "o.ipynb"
     nbformat.write(nbformat.v4.new_notebook(), str(out))
     run = services.finish_run(run, Outcome("succeeded", out))
+    target = NotificationTarget.objects.create(
+        job=job, kind="webhook", url="http://127.0.0.1:9/hook", events=["run.failed"], secret="s"
+    )
     cluster = Cluster.objects.create(
         owner=alice, name="c1", expires_at=timezone.now() + timedelta(hours=1)
     )
@@ -97,7 +110,9 @@ def objects(make_job, alice, tmp_path):
         bits=256,
         fingerprint="SHA256:x",
     )
+    token, _ = ApiToken.issue(alice, "CI", ["read"])
     return {
+        "token": [token.pk],
         "cluster": [cluster.pk],
         "key": [key.pk],
         None: [],
@@ -105,6 +120,7 @@ def objects(make_job, alice, tmp_path):
         "version": [job.pk, job.latest_version().number],
         "run": [run.pk],
         "download": [run.pk, "ipynb"],
+        "target": [target.pk],
     }
 
 
