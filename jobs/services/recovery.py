@@ -17,6 +17,7 @@ from jobs.models import Run, RunEvent
 from jobs.services import fairshare
 from jobs.services.alerts import send_alert_on_commit
 from jobs.services.dispatch import enqueue_run
+from jobs.services.jobs import delete_files
 from portal.backoff import backoff
 from quotas.limits import lock_user
 
@@ -62,6 +63,14 @@ def cancel_run(run: Run, user: "User | None" = None) -> Run:
     return Run.objects.get(pk=run.pk)
 
 
+def _delete_partial_on_commit(run: Run) -> None:
+    """Delete the live view's partial output of a run the reaper ended, after commit (the
+    worker that stored it is gone, so its key cannot change any more)."""
+    if run.partial_key:
+        key = run.partial_key
+        transaction.on_commit(lambda: delete_files([key]))
+
+
 def reap_runs(now: datetime | None = None) -> dict[str, int]:
     """Recover runs whose worker vanished and messages that were lost.
 
@@ -91,7 +100,9 @@ def reap_runs(now: datetime | None = None) -> dict[str, int]:
                     state=State.CANCELLED,
                     finished_at=now,
                     state_reason="Cancelled (the worker had gone).",
+                    partial_key="",
                 )
+                _delete_partial_on_commit(run)
                 RunEvent.objects.create(
                     run=run,
                     attempt=run.attempt,
@@ -118,7 +129,10 @@ def reap_runs(now: datetime | None = None) -> dict[str, int]:
                 enqueue_run(run, countdown=delay)
                 counts["retried"] += 1
             else:
-                mine.update(state=State.LOST, finished_at=now, state_reason=message[:300])
+                mine.update(
+                    state=State.LOST, finished_at=now, state_reason=message[:300], partial_key=""
+                )
+                _delete_partial_on_commit(run)
                 RunEvent.objects.create(
                     run=run,
                     attempt=run.attempt,

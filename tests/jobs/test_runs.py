@@ -224,3 +224,18 @@ def test_the_executor_module_does_not_touch_the_database():
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     forbidden = ("django", "portal.db", "jobs.models", "jobs.services", "clusters")
     assert not {m for m in imported if m and m.startswith(forbidden)}, imported
+
+
+def test_the_reaper_deletes_the_partial_output_of_a_run_it_ends(
+    run, settings, django_capture_on_commit_callbacks
+):
+    from django.core.files.base import ContentFile
+
+    services.claim_run(run.pk, "w1")
+    key = default_storage.save(f"runs/{run.uuid}/partial.html", ContentFile(b"<p>half</p>"))
+    Run.objects.filter(pk=run.pk).update(partial_key=key, attempt=run.max_attempts)
+    later = timezone.now() + timedelta(seconds=settings.RUN_STALE_AFTER + 1)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.reap_runs(later)["lost"] == 1
+    assert Run.objects.get(pk=run.pk).partial_key == ""
+    assert not default_storage.exists(key)
