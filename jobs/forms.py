@@ -185,6 +185,7 @@ class JobForm(forms.ModelForm):
             "enabled": "Enabled (uncheck to pause)",
             "spark_target": "Spark",
             "cluster_size": "Workers of the fresh cluster",
+            "expected_duration_seconds": "Expected duration (seconds)",
         }
         help_texts = {
             "cron": "5 fields: minute hour day month weekday, e.g. */15 8-18 * * 1-5",
@@ -192,6 +193,8 @@ class JobForm(forms.ModelForm):
             "notify_on_failure": "Comma-separated addresses",
             "notify_on_success": "Comma-separated addresses",
             "cluster": "For “one of my running clusters”.",
+            "expected_duration_seconds": "A run going past it notifies the targets that chose "
+            "“ran longer than expected”, once per run. Empty: never.",
         }
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),

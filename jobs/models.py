@@ -116,6 +116,12 @@ class Job(models.Model):
     timeout_seconds = models.PositiveIntegerField(
         default=3600, help_text="A run still going after this many seconds ends TIMED_OUT."
     )
+    expected_duration_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Seconds a run usually takes; a run going past it fires the notification "
+        "“ran longer than expected” (once per run). Empty: no such notification.",
+    )
     max_retries = models.PositiveSmallIntegerField(
         default=1,
         validators=[MaxValueValidator(MAX_RETRIES)],
@@ -201,6 +207,7 @@ class Job(models.Model):
         "timezone",
         "parameters",
         "timeout_seconds",
+        "expected_duration_seconds",
         "max_retries",
         "catchup",
         "overlap",
