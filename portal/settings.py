@@ -7,6 +7,7 @@ Production sets at least SECRET_KEY, DATABASE_URL, REDIS_URL, ALLOWED_HOSTS, POR
 and USERCONTENT_ORIGIN.
 """
 
+import ipaddress
 import secrets
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -89,6 +90,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "api",
+    "notify",
 ]
 
 MIDDLEWARE = [
@@ -654,6 +656,54 @@ IDEMPOTENCY_KEY_HOURS = env_int("IDEMPOTENCY_KEY_HOURS", 24)
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "UTC"
+# --- Notifications (notify: chat through Apprise, signed webhooks) ---------------------------
+#: Apprise schemes a target may use: chat services, and generic JSON. Apprise knows about
+#: a hundred services (SMS, push, e-mail...); each one allowed is a way out of the portal,
+#: and e-mail always goes through the portal's own, with its recipient rules. Microsoft
+#: Teams is "workflow(s)://" (Power Automate) since Microsoft retired Office 365 connectors.
+NOTIFY_APPRISE_SCHEMES = [
+    s.lower()
+    for s in env_list(
+        "NOTIFY_APPRISE_SCHEMES",
+        ["slack", "discord", "mmost", "mmosts", "workflow", "workflows", "json", "jsons"],
+    )
+]
+#: Networks (CIDR) notifications may reach although they are not public, e.g. an internal
+#: chat server's "10.1.2.0/24". Empty by default: webhook and Apprise URLs that resolve to
+#: loopback, private, link-local (cloud metadata) or other non-global addresses are refused.
+NOTIFY_ALLOWED_NETWORKS = env_list("NOTIFY_ALLOWED_NETWORKS")
+for _network in NOTIFY_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"NOTIFY_ALLOWED_NETWORKS: {_exc}") from None
+#: Seconds each of connect, send and read may take per attempt; at most 20 (the delivery
+#: task's time limits assume it).
+NOTIFY_TIMEOUT = env_float("NOTIFY_TIMEOUT", 10.0)
+if not 0 < NOTIFY_TIMEOUT <= 20:
+    raise ImproperlyConfigured(f"NOTIFY_TIMEOUT={NOTIFY_TIMEOUT}: between 0 and 20 seconds")
+#: Attempts per delivery, and the exponential backoff between them (portal.backoff: base
+#: and cap, in seconds): 30 s, 1, 2, 4, 8 min... a receiver may be down for a while.
+NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", 8)
+NOTIFY_RETRY_BACKOFF = env_float("NOTIFY_RETRY_BACKOFF", 30.0)
+NOTIFY_RETRY_MAX_DELAY = env_float("NOTIFY_RETRY_MAX_DELAY", 3600.0)
+#: Targets per job besides e-mail (fair share: each is outbound traffic for the portal).
+NOTIFY_MAX_TARGETS_PER_JOB = env_int("NOTIFY_MAX_TARGETS_PER_JOB", 5)
+#: Seconds between passes that notice runs past their expected duration and resend
+#: deliveries whose message was lost.
+NOTIFY_TICK_INTERVAL = env_float("NOTIFY_TICK_INTERVAL", 30.0)
+CELERY_BEAT_SCHEDULE["notify-tick"] = {
+    "task": "notify.tasks.notify_tick",
+    "schedule": NOTIFY_TICK_INTERVAL,
+    "options": {"expires": NOTIFY_TICK_INTERVAL},
+}
+# A delivery waits on someone else's server (seconds): beside the other outbound calls on
+# "clusters", never in front of the dispatcher's ticks on "control".
+CELERY_TASK_ROUTES["notify.tasks.deliver_notification"] = {"queue": "clusters"}
+# The webhook payload in the schema; webhooks are an OpenAPI 3.1 feature.
+SPECTACULAR_SETTINGS["OAS_VERSION"] = "3.1.0"
+SPECTACULAR_SETTINGS["WEBHOOKS"] = ["notify.schema.portal_event"]
+
 USE_I18N = False
 USE_TZ = True
 

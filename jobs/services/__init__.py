@@ -29,7 +29,9 @@ from jobs.services.executors import SANDBOX_CONNECT_PORT, connect_user_id
 from jobs.services.jobs import (
     create_job,
     delete_job,
+    job_for_notebook,
     set_job_enabled,
+    sync_version,
     update_job,
     upload_version,
 )
@@ -49,6 +51,7 @@ __all__ = [
     "executor",
     "expire_run_outputs",
     "finish_run",
+    "job_for_notebook",
     "reap_runs",
     "record_progress",
     "rerun",
@@ -57,6 +60,7 @@ __all__ = [
     "run_now",
     "send_run_alert",
     "set_job_enabled",
+    "sync_version",
     "update_job",
     "upload_version",
     "worker_name",

@@ -143,6 +143,72 @@ def upload_version(
     return version, dropped
 
 
+def sync_version(
+    job: Job,
+    user: "User",
+    notebook: notebooks.ParsedNotebook | bytes,
+    original_name: str = "",
+) -> tuple[NotebookVersion | None, list[str]]:
+    """Upload ``notebook`` as a new version of ``job`` only if it differs from the latest
+    version (by the SHA-256 of the stored file, which ignores outputs).
+
+    Returns ``(version, dropped)`` as ``upload_version`` does, or ``(None, [])`` when the
+    latest version is that notebook already. Raises NotebookError or LimitExceeded (the
+    upload rate) only when it uploads.
+    """
+    parsed = notebooks.as_parsed(notebook)
+    latest = job.latest_version()
+    if latest is not None and latest.sha256 == parsed.sha256:
+        return None, []
+    return upload_version(job, user, parsed, original_name)
+
+
+#: The name of the manual job of a notebook file run from a client: "CLI: report.ipynb".
+NOTEBOOK_JOB_PREFIX = "CLI: "
+
+
+def job_for_notebook(
+    owner: "User",
+    notebook: notebooks.ParsedNotebook | bytes,
+    file_name: str,
+    timeout_seconds: int | None = None,
+) -> Job:
+    """The one manual job of ``owner`` for the notebook file ``file_name`` (its base name:
+    the job is named "CLI: <file name>"), as ``manage.py runnotebook`` and ``POST
+    /api/runs/`` use it: created on first use (manual, no retries), and given a new version
+    when ``notebook`` differs from its latest one. Returns the job.
+
+    ``timeout_seconds``, if given, becomes the job's timeout (capped at
+    JOB_MAX_TIMEOUT_SECONDS); None keeps it (3600 s for a new job).
+
+    Raises NotebookError, or LimitExceeded (upload rate, number of jobs) as ``create_job``
+    and ``upload_version`` do. The owner's row is locked while the job is looked up and
+    made, so that two first uses at once make one job, not two.
+    """
+    parsed = notebooks.as_parsed(notebook)
+    base = os.path.basename(file_name) or "notebook.ipynb"
+    name = f"{NOTEBOOK_JOB_PREFIX}{base}"[: Job._meta.get_field("name").max_length]
+    with transaction.atomic():
+        limits.lock_user(owner.pk)
+        job = Job.objects.filter(owner=owner, name=name).order_by("pk").first()
+        if job is None:
+            spec = Job(
+                name=name,
+                schedule_kind=Job.ScheduleKind.MANUAL,
+                timeout_seconds=timeout_seconds or Job._meta.get_field("timeout_seconds").default,
+                max_retries=0,
+            )
+            return create_job(owner, spec, parsed, base)
+        sync_version(job, owner, parsed, base)
+        if timeout_seconds is not None:
+            timeout = min(timeout_seconds, settings.JOB_MAX_TIMEOUT_SECONDS)
+            if job.timeout_seconds != timeout:
+                job.timeout_seconds = timeout
+                job.save(update_fields=["timeout_seconds", "updated_at"])
+    job.refresh_from_db()  # parameters may have changed with the new version
+    return job
+
+
 def update_job(job: Job, now: datetime | None = None) -> Job:
     """Save the settings (``Job.SETTINGS_FIELDS``) changed on ``job`` in memory, e.g. by
     ``JobForm.save(commit=False)``; a changed schedule, zone or enabled flag moves the next

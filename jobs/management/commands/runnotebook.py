@@ -24,7 +24,7 @@ from django.core.management.base import BaseCommand, CommandError
 from papermill.cli import _resolve_type
 
 from jobs import notebooks, services
-from jobs.models import Job, Run
+from jobs.models import Run
 from quotas.limits import LimitExceeded
 
 SYSTEM_USERNAME = "portal-cli"
@@ -97,7 +97,9 @@ class Command(BaseCommand):
         except notebooks.ParameterError as exc:
             raise CommandError(str(exc)) from None
         try:
-            job = self._job_for(owner, path, parsed, options["timeout"])
+            job = services.job_for_notebook(
+                owner, parsed, path.name, timeout_seconds=options["timeout"]
+            )
             run = services.run_now(
                 job, owner, values, trigger=Run.Trigger.CLI, enqueue=options["wait"]
             )
@@ -110,27 +112,6 @@ class Command(BaseCommand):
         self._report(run, options["json"])
         if run.state != Run.State.SUCCEEDED:
             raise SystemExit(1)
-
-    def _job_for(self, owner, path: Path, parsed: notebooks.ParsedNotebook, timeout: int) -> Job:
-        name = f"CLI: {path.name}"
-        job = Job.objects.filter(owner=owner, name=name).order_by("pk").first()
-        if job is None:
-            spec = Job(
-                name=name,
-                schedule_kind=Job.ScheduleKind.MANUAL,
-                timeout_seconds=timeout,
-                max_retries=0,
-            )
-            return services.create_job(owner, spec, parsed, path.name)
-        version = job.latest_version()
-        if version is None or version.sha256 != parsed.sha256:
-            services.upload_version(job, owner, parsed, path.name)
-        if job.timeout_seconds != timeout:
-            Job.objects.filter(pk=job.pk).update(
-                timeout_seconds=min(timeout, settings.JOB_MAX_TIMEOUT_SECONDS)
-            )
-            job.refresh_from_db()
-        return job
 
     def _wait(self, run: Run) -> Run:
         deadline = time.monotonic() + run.timeout_seconds + 300
