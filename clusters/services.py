@@ -26,6 +26,7 @@ from django.utils import timezone
 from clusters import keys
 from clusters.backends import BackendError, ClusterStatus, get_backend
 from clusters.models import Cluster, SSHKey
+from notify import services as notify
 from portal.mail import send_templated
 from quotas import limits, usage
 
@@ -521,7 +522,9 @@ def warn_expiring_clusters(now: datetime | None = None) -> int:
 
 def send_expiry_warning(cluster_id: int, now: datetime | None = None) -> bool:
     """E-mail the owner of a cluster that expires within CLUSTER_EXPIRY_WARNING_SECONDS,
-    at most once per expiry (an extension clears ``expiry_warning_sent_at``).
+    and record the event for the owner's notification targets that chose it
+    (``notify.services.record_cluster_expiring``), at most once per expiry (an extension
+    clears ``expiry_warning_sent_at``).
 
     The row stays locked from the check to the update of ``expiry_warning_sent_at``, so
     repeated or concurrent calls send one message; a failed send (OSError, e.g. SMTP)
@@ -550,6 +553,9 @@ def send_expiry_warning(cluster_id: int, now: datetime | None = None) -> bool:
             }
             send_templated("clusters/emails/expiry", context, [cluster.owner.email])
             sent = True
+        # The owner's chat and webhook targets that chose "cluster about to expire", sent
+        # by their own tasks after commit (a failed e-mail above rolls these back too).
+        notify.record_cluster_expiring(cluster, now)
         cluster.expiry_warning_sent_at = now
         cluster.save(update_fields=["expiry_warning_sent_at"])
     return sent

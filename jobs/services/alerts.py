@@ -1,5 +1,7 @@
 """Alerts: the e-mail a job's recipients get when one of its runs fails or succeeds,
-sent once per run, after the commit that finished it.
+sent once per run, after the commit that finished it. The same moment queues the job's
+other targets (chat, webhooks: the ``notify`` app), which e-mail's rules below do not
+concern.
 
 Who may receive them is a fair-share rule (issue 10): addresses of portal users or of
 ALERT_ALLOWED_DOMAINS, at most ALERT_MAX_RECIPIENTS per job (``check_recipients``, run by
@@ -59,11 +61,15 @@ def _rate_words(rate: str) -> str:
 
 
 def send_alert_on_commit(run_id: int) -> None:
-    """Queue the ``send_run_alert`` task for ``run_id`` once the current transaction
-    commits."""
+    """Once the current transaction commits, queue the outcome of finished run ``run_id``
+    to every target of its job: the e-mail (``send_run_alert``) and, as a task of its own,
+    the chat and webhook targets (``notify.tasks.notify_run``), so that neither waits for
+    or breaks the other, and the run's finish waits for neither."""
     from jobs.tasks import send_run_alert  # jobs.tasks imports this package
+    from notify.tasks import notify_run  # notify imports jobs' models
 
     send_run_alert.delay_on_commit(run_id)
+    notify_run.delay_on_commit(run_id)
 
 
 def send_run_alert(run_id: int) -> bool:

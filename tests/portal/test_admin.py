@@ -13,6 +13,7 @@ from api.models import ApiToken
 from clusters import services as cluster_services
 from clusters.models import EMRRelease
 from jobs import services
+from notify.models import Delivery, NotificationTarget
 
 pytestmark = pytest.mark.django_db
 
@@ -23,6 +24,8 @@ NOT_ADDED_IN_THE_ADMIN = {
     "clusters.cluster",
     "clusters.sshkey",
     "api.apitoken",
+    "notify.notificationtarget",
+    "notify.delivery",
 }
 
 
@@ -41,6 +44,10 @@ def objects(make_job, alice):
     cluster_services.add_ssh_key(alice, "laptop", public + " alice@laptop")
     EMRRelease.objects.get_or_create(label="emr-7.5.0", defaults={"spark_version": "3.5.2"})
     ApiToken.issue(alice, "CI", ["read"])
+    target = NotificationTarget.objects.create(
+        job=job, kind="webhook", url="http://127.0.0.1:9/hook", events=["run.failed"]
+    )
+    Delivery.objects.create(target=target, job=job, event="run.failed", key="k", body="{}")
 
 
 def test_every_admin_page_opens(client, staff, objects):

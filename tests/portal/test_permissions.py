@@ -15,6 +15,7 @@ from api.models import ApiToken
 from clusters.models import Cluster, SSHKey
 from jobs import services
 from jobs.executor import Outcome
+from notify.models import NotificationTarget
 
 pytestmark = pytest.mark.django_db
 
@@ -42,6 +43,11 @@ MATRIX = {
     "runs-cancel": ("post", "run", OWNER_POST),
     "runs-rerun": ("post", "run", OWNER_POST),
     "runs-download": ("get", "download", OWNER_GET),
+    "targets-new": ("get", "job", OWNER_GET),
+    "targets-edit": ("get", "target", OWNER_GET),
+    "targets-delete": ("get", "target", OWNER_GET),
+    # Shows a new secret, once: a page, not a redirect.
+    "targets-secret": ("post", "target", {"alice": 200, "bob": 404, "staff": 200, "anon": LOGIN}),
     "clusters-list": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
     "clusters-new": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
     "clusters-detail": ("get", "cluster", OWNER_GET),
@@ -90,6 +96,9 @@ def objects(make_job, alice, tmp_path):
     out = tmp_path / "o.ipynb"
     nbformat.write(nbformat.v4.new_notebook(), str(out))
     run = services.finish_run(run, Outcome("succeeded", out))
+    target = NotificationTarget.objects.create(
+        job=job, kind="webhook", url="http://127.0.0.1:9/hook", events=["run.failed"], secret="s"
+    )
     cluster = Cluster.objects.create(
         owner=alice, name="c1", expires_at=timezone.now() + timedelta(hours=1)
     )
@@ -111,6 +120,7 @@ def objects(make_job, alice, tmp_path):
         "version": [job.pk, job.latest_version().number],
         "run": [run.pk],
         "download": [run.pk, "ipynb"],
+        "target": [target.pk],
     }
 
 

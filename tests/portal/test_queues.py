@@ -16,6 +16,10 @@ EXPECTED = {
     "clusters.tasks.send_expiry_warning": "clusters",  # beside the lifetimes, as before
     "quotas.tasks.warn_budgets": "control",
     "quotas.tasks.send_budget_warning": "control",
+    "notify.tasks.notify_run": "control",
+    "notify.tasks.notify_tick": "control",
+    # Waits on other people's servers: beside the other outbound calls.
+    "notify.tasks.deliver_notification": "clusters",
 }
 
 
@@ -24,7 +28,7 @@ def test_every_task_of_the_portal_has_a_queue_chosen_for_it():
     ours = {
         name
         for name in app.tasks
-        if name.split(".")[0] in {"jobs", "clusters", "quotas", "portal", "telemetry"}
+        if name.split(".")[0] in {"jobs", "clusters", "quotas", "portal", "telemetry", "notify"}
     }
     assert ours == set(EXPECTED), "a new task: decide its queue here"
     routed = {name: app.amqp.router.route({}, name)["queue"].name for name in ours}
