@@ -8,11 +8,23 @@ method_not_allowed, unsupported_media_type, parse_error, conflict.
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from quotas.limits import LimitExceeded
+
+
+class ApiErrorSerializer(serializers.Serializer):
+    """The error body, for the OpenAPI schema (component "ApiError")."""
+
+    code = serializers.CharField(help_text="Stable error code, e.g. invalid, not_found.")
+    detail = serializers.CharField(help_text="What went wrong, for people.")
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Invalid input only: messages by field; non_field_errors for the whole.",
+    )
 
 
 class Conflict(exceptions.APIException):

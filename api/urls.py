@@ -36,6 +36,7 @@ urlpatterns = _exempt(
         path(
             "docs/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"
         ),
+        *jobs.URLS,
         *router.urls,
     ]
 )

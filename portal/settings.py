@@ -650,6 +650,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Runs and clusters both have a "state": name each set of states after its model.
+    "ENUM_NAME_OVERRIDES": {"RunStateEnum": "jobs.models.Run.State"},
 }
 #: Hours an ``Idempotency-Key`` of "Run now" is remembered, per user.
 IDEMPOTENCY_KEY_HOURS = env_int("IDEMPOTENCY_KEY_HOURS", 24)
