@@ -451,9 +451,15 @@ class RunDetailSerializer(RunSerializer):
 class RunFilterSerializer(serializers.Serializer):
     """Filters of the runs list (query parameters)."""
 
-    job = serializers.IntegerField(required=False, help_text="Runs of this job only.")
+    # Bounded by the id columns (jobs: 64-bit, users: Django's 32-bit AutoField), so that
+    # an id no column can hold is a 400, not a database error.
+    job = serializers.IntegerField(
+        required=False, min_value=1, max_value=2**63 - 1, help_text="Runs of this job only."
+    )
     state = serializers.ChoiceField(Run.State.choices, required=False)
-    owner = serializers.IntegerField(required=False, help_text="Runs of this user's jobs only.")
+    owner = serializers.IntegerField(
+        required=False, min_value=1, max_value=2**31 - 1, help_text="Runs of this user's jobs only."
+    )
     created_after = serializers.DateTimeField(
         required=False, help_text="Created at or after (ISO 8601; UTC unless a zone is given)."
     )
