@@ -27,7 +27,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from api.errors import Conflict
+from api.errors import ApiErrorSerializer, Conflict
 from clusters import keys, services
 from clusters.forms import ClusterForm
 from clusters.models import Cluster, SSHKey
@@ -40,18 +40,6 @@ MAX_HOURS_OR_WORKERS = 32767
 State = Cluster.State
 
 
-class ErrorSerializer(serializers.Serializer):
-    """The body of every API error (api.errors): a stable code and a human message."""
-
-    code = serializers.CharField(help_text="Stable error code, e.g. invalid, not_found.")
-    detail = serializers.CharField(help_text="What went wrong, for people.")
-    errors = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField()),
-        required=False,
-        help_text="Messages by input field (invalid input only); non_field_errors for the whole.",
-    )
-
-
 def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
     """OpenAPI responses of the error ``codes`` (HTTP statuses), all in the error shape."""
     described = {
@@ -61,7 +49,7 @@ def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
         404: "No such object among those the caller may see.",
         409: "The cluster is no longer live.",
     }
-    return {code: OpenApiResponse(ErrorSerializer, described[code]) for code in codes}
+    return {code: OpenApiResponse(ApiErrorSerializer, described[code]) for code in codes}
 
 
 # --- Serializers ------------------------------------------------------------------------
