@@ -29,9 +29,7 @@ class TokenAuthentication(authentication.BaseAuthentication):
             return None
         if len(parts) != 2 or not parts[1].startswith(TOKEN_PREFIX):
             raise exceptions.AuthenticationFailed("Malformed Authorization header.")
-        token = (
-            ApiToken.objects.select_related("user").filter(digest=digest(parts[1])).first()
-        )
+        token = ApiToken.objects.select_related("user").filter(digest=digest(parts[1])).first()
         if token is None or not token.is_usable or not token.user.is_active:
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
         self._touch(token, request)

@@ -33,9 +33,7 @@ urlpatterns = _exempt(
         path("me/", views.me, name="api-me"),
         path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
         path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
-        path(
-            "docs/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"
-        ),
+        path("docs/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
         *jobs.URLS,
         *router.urls,
     ]

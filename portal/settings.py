@@ -656,8 +656,6 @@ SPECTACULAR_SETTINGS = {
 #: Hours an ``Idempotency-Key`` of "Run now" is remembered, per user.
 IDEMPOTENCY_KEY_HOURS = env_int("IDEMPOTENCY_KEY_HOURS", 24)
 
-LANGUAGE_CODE = "en-gb"
-TIME_ZONE = "UTC"
 # --- Notifications (notify: chat through Apprise, signed webhooks) ---------------------------
 #: Apprise schemes a target may use: chat services, and generic JSON. Apprise knows about
 #: a hundred services (SMS, push, e-mail...); each one allowed is a way out of the portal,
@@ -706,6 +704,8 @@ CELERY_TASK_ROUTES["notify.tasks.deliver_notification"] = {"queue": "clusters"}
 SPECTACULAR_SETTINGS["OAS_VERSION"] = "3.1.0"
 SPECTACULAR_SETTINGS["WEBHOOKS"] = ["notify.schema.portal_event"]
 
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 
