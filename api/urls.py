@@ -6,7 +6,7 @@ the API answers 401 in JSON itself.
 """
 
 from django.contrib.auth.decorators import login_not_required
-from django.urls import URLPattern, URLResolver, path
+from django.urls import URLPattern, URLResolver, path, re_path
 from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularRedocView,
@@ -36,5 +36,7 @@ urlpatterns = _exempt(
         path("docs/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
         *jobs.URLS,
         *router.urls,
+        # Last: any other path under /api/ (e.g. /api/runs/-1/) is a JSON 404, not a page.
+        re_path(r"^(?P<rest>.*)$", views.not_found, name="api-not-found"),
     ]
 )

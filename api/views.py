@@ -1,8 +1,9 @@
 """The API's own small endpoints: who am I (a token's check)."""
 
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers
-from rest_framework.decorators import api_view
+from rest_framework import exceptions, serializers
+from rest_framework.decorators import api_view, permission_classes, schema
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -29,3 +30,11 @@ def me(request: Request) -> Response:
     return Response(
         {"id": user.pk, "email": user.email, "is_staff": user.is_staff, "scopes": scopes}
     )
+
+
+@api_view(["GET", "POST", "PUT", "PATCH", "DELETE"])
+@permission_classes([AllowAny])
+@schema(None)
+def not_found(request: Request, rest: str = "") -> Response:
+    """Every path under /api/ that names no route: a JSON 404 like any other API error."""
+    raise exceptions.NotFound()
