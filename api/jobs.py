@@ -15,7 +15,6 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from io import BytesIO
 from typing import Any
 
 from django.conf import settings
@@ -23,10 +22,9 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import Max, QuerySet
-from django.http import FileResponse
+from django.http.response import HttpResponseBase
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.text import get_valid_filename
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -44,9 +42,10 @@ from api.errors import ApiErrorSerializer, Conflict
 from api.models import IdempotencyKey
 from clusters.models import Cluster
 from jobs import notebooks, schedule, services
+from jobs.downloads import attachment
 from jobs.forms import NotebookField, NotebookUpload
 from jobs.models import Job, NotebookVersion, Run, RunEvent
-from jobs.render import standalone_html
+from jobs.render import standalone_chunks
 from jobs.validators import split_addresses, validate_recipient_count
 
 # --- Errors --------------------------------------------------------------------------------
@@ -924,18 +923,12 @@ class RunViewSet(viewsets.GenericViewSet):
             **error_responses(404),
         },
     )
-    def output_ipynb(self, request: Request, pk: int) -> FileResponse:
+    def output_ipynb(self, request: Request, pk: int) -> HttpResponseBase:
         """The executed notebook, streamed. 404 ``no_output`` when the run has none (not
         finished, skipped, cancelled early) or it expired."""
         run = self.get_object()
         key = self._output_key(run, run.output_key)
-        response = FileResponse(
-            default_storage.open(key, "rb"),
-            as_attachment=True,
-            filename=get_valid_filename(f"{run.job.name}-run-{run.pk}.ipynb"),
-            content_type="application/x-ipynb+json",
-        )
-        return _download_headers(response)
+        return attachment(key, f"{run.job.name}-run-{run.pk}.ipynb", "application/x-ipynb+json")
 
     @extend_schema(
         summary="Download the output as HTML",
@@ -945,23 +938,18 @@ class RunViewSet(viewsets.GenericViewSet):
             **error_responses(404),
         },
     )
-    def output_html(self, request: Request, pk: int) -> FileResponse:
+    def output_html(self, request: Request, pk: int) -> HttpResponseBase:
         """The rendered output as one HTML file that draws its charts offline (plotly.js
         inlined, as the run page's download). Sent as a download, never as a page of the
         portal's origin. 404 ``no_output`` as for the notebook."""
         run = self.get_object()
         key = self._output_key(run, run.html_key)
-        # standalone_html needs the whole page (it inlines scripts in <head>); the stored
-        # page is bounded by OUTPUT_RENDER_MAX_BYTES plus plotly.js.
-        with default_storage.open(key, "rb") as stored:
-            page = standalone_html(stored.read())
-        response = FileResponse(
-            BytesIO(page),
-            as_attachment=True,
-            filename=get_valid_filename(f"{run.job.name}-run-{run.pk}.html"),
-            content_type="application/octet-stream",
+        return attachment(
+            key,
+            f"{run.job.name}-run-{run.pk}.html",
+            "application/octet-stream",
+            standalone_chunks,
         )
-        return _download_headers(response)
 
     @staticmethod
     def _output_key(run: Run, key: str) -> str:
@@ -974,13 +962,6 @@ class RunViewSet(viewsets.GenericViewSet):
                 raise NoOutput("The run has not finished: its output is not there yet.")
             raise NoOutput("The run has no such output.")
         return key
-
-
-def _download_headers(response: FileResponse) -> FileResponse:
-    """Untrusted notebook content: never sniffed, never run as a page of the portal."""
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Content-Security-Policy"] = "sandbox"
-    return response
 
 
 ROUTES = [("jobs", JobViewSet, "api-jobs"), ("runs", RunViewSet, "api-runs")]

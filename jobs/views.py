@@ -11,19 +11,17 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.db.models import OuterRef, Subquery
-from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.utils.http import content_disposition_header
-from django.utils.text import get_valid_filename
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from clusters import services as cluster_services
 from clusters.models import Cluster
 from jobs import notebooks, schedule, services
+from jobs.downloads import attachment
 from jobs.forms import InspectForm, JobForm, ParametersForm, UploadVersionForm
 from jobs.models import Job, Run
 from jobs.render import standalone_chunks
@@ -325,41 +323,9 @@ def job_upload(request, pk):
 def version_download(request, pk, number):
     job = job_for_viewer(request.user, pk)
     version = get_object_or_404(job.versions, number=number)
-    return _attachment(
+    return attachment(
         version.storage_key, f"{job.name}-v{version.number}.ipynb", "application/x-ipynb+json"
     )
-
-
-def _attachment(key, filename, content_type, transform=None):
-    """The stored file ``key`` as a download, streamed from storage (never read whole):
-    as it is, or through ``transform`` (a binary file -> an iterator of bytes chunks)."""
-    if not key or not default_storage.exists(key):
-        raise Http404("This file is not available.")
-    filename = get_valid_filename(filename)
-    response: StreamingHttpResponse | FileResponse
-    if transform is None:
-        response = FileResponse(
-            default_storage.open(key, "rb"),
-            as_attachment=True,
-            filename=filename,
-            content_type=content_type,
-        )
-    else:
-        response = StreamingHttpResponse(
-            _transformed(default_storage.open(key, "rb"), transform), content_type=content_type
-        )
-        response["Content-Disposition"] = content_disposition_header(True, filename)
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
-def _transformed(stored, transform):
-    """The chunks of ``transform(stored)``; closes ``stored`` when the response is done
-    (Django closes a streaming response's generator)."""
-    try:
-        yield from transform(stored)
-    finally:
-        stored.close()
 
 
 # --- Runs ------------------------------------------------------------------------------------
@@ -456,11 +422,11 @@ def run_rerun(request, pk):
 def run_download(request, pk, kind):
     run = run_for_viewer(request.user, pk)
     if kind == "ipynb":
-        return _attachment(
+        return attachment(
             run.output_key, f"{run.job.name}-run-{run.pk}.ipynb", "application/x-ipynb+json"
         )
     if kind == "html":
-        return _attachment(
+        return attachment(
             run.html_key,
             f"{run.job.name}-run-{run.pk}.html",
             "application/octet-stream",

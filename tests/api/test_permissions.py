@@ -144,7 +144,8 @@ def api_routes() -> set[tuple[str, str]]:
                 walk(p.url_patterns, prefix + str(p.pattern))
             elif isinstance(p, URLPattern) and prefix.startswith("api/"):
                 actions = getattr(p.callback, "actions", None)
-                for method in actions or ["get"]:
+                # DRF adds "head" beside "get" in a viewset's actions once it served one.
+                for method in set(actions or ["get"]) - {"head", "options"}:
                     routes.add((p.name, method))
 
     walk(get_resolver().url_patterns, "")
