@@ -655,6 +655,11 @@ SPECTACULAR_SETTINGS = {
 }
 #: Hours an ``Idempotency-Key`` of "Run now" is remembered, per user.
 IDEMPOTENCY_KEY_HOURS = env_int("IDEMPOTENCY_KEY_HOURS", 24)
+CELERY_BEAT_SCHEDULE["forget-idempotency-keys"] = {
+    "task": "api.tasks.forget_idempotency_keys",
+    "schedule": 3600.0,
+    "options": {"expires": 3600.0},
+}
 
 # --- Notifications (notify: chat through Apprise, signed webhooks) ---------------------------
 #: Apprise schemes a target may use: chat services, and generic JSON. Apprise knows about

@@ -508,3 +508,21 @@ def test_concurrent_retries_with_one_key_make_one_run(alice, make_job):
         thread.join()
     assert sorted(statuses) == [200, 201]
     assert Run.objects.filter(job=job).count() == 1
+
+
+def test_old_idempotency_keys_are_forgotten(client, alice, make_job, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from api.models import IdempotencyKey
+    from api.tasks import forget_idempotency_keys
+
+    job = make_job()
+    run_now(client, alice, job, key="old")
+    run_now(client, alice, job, key="new")
+    IdempotencyKey.objects.filter(key="old").update(
+        created_at=timezone.now() - timedelta(hours=settings.IDEMPOTENCY_KEY_HOURS, seconds=1)
+    )
+    assert forget_idempotency_keys() == 1
+    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["new"]

@@ -20,6 +20,7 @@ EXPECTED = {
     "notify.tasks.notify_tick": "control",
     # Waits on other people's servers: beside the other outbound calls.
     "notify.tasks.deliver_notification": "clusters",
+    "api.tasks.forget_idempotency_keys": "control",
 }
 
 
@@ -28,7 +29,8 @@ def test_every_task_of_the_portal_has_a_queue_chosen_for_it():
     ours = {
         name
         for name in app.tasks
-        if name.split(".")[0] in {"jobs", "clusters", "quotas", "portal", "telemetry", "notify"}
+        if name.split(".")[0]
+        in {"jobs", "clusters", "quotas", "portal", "telemetry", "notify", "api"}
     }
     assert ours == set(EXPECTED), "a new task: decide its queue here"
     routed = {name: app.amqp.router.route({}, name)["queue"].name for name in ours}
