@@ -24,6 +24,9 @@ EXPECTED = {
 }
 
 
+OUR_APPS = {"jobs", "clusters", "quotas", "portal", "telemetry", "notify", "api"}
+
+
 def test_every_task_of_the_portal_has_a_queue_chosen_for_it():
     app.loader.import_default_modules()
     ours = {
