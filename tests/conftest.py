@@ -176,6 +176,18 @@ def _empty_storage_per_test_on_sqlite(_clean_storage):
         _clean_storage.mkdir(parents=True)
 
 
+@pytest.fixture
+def new_stored_files(_clean_storage):
+    """A function listing the files stored since the test began: with PostgreSQL, storage
+    keeps the files of the session's earlier tests (their ids are never reused)."""
+    before = {p for p in _clean_storage.rglob("*") if p.is_file()}
+
+    def new() -> list[Path]:
+        return sorted(p for p in _clean_storage.rglob("*") if p.is_file() and p not in before)
+
+    return new
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     """Tests create many users; a deliberately slow hasher only costs time here."""

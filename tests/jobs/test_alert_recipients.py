@@ -33,13 +33,13 @@ def test_portal_users_are_taken_whatever_the_case(alice_client, bob):
     assert Job.objects.get().recipients("success") == ["BOB@example.COM"]
 
 
-def test_an_outside_address_is_refused_by_name(alice_client, _clean_storage):
+def test_an_outside_address_is_refused_by_name(alice_client, new_stored_files):
     response, page = post_new_job(
         alice_client, notify_on_failure="alice@example.com, someone@elsewhere.org"
     )
     assert response.status_code == 200
     assert "'someone@elsewhere.org' is not the address of a portal user" in page
-    assert Job.objects.count() == 0 and not list(_clean_storage.rglob("*.ipynb"))
+    assert Job.objects.count() == 0 and not new_stored_files()
 
 
 def test_an_inactive_user_is_refused(alice_client, bob):

@@ -95,14 +95,14 @@ MALFORMED = [
 ]
 
 
-def _nothing_written(storage) -> None:
+def _nothing_written(new_stored_files) -> None:
     assert Job.objects.count() == 0 and NotebookVersion.objects.count() == 0
-    assert not [p for p in storage.rglob("*") if p.is_file()]
+    assert not new_stored_files()
 
 
 @pytest.mark.parametrize(("content", "message"), MALFORMED)
 def test_malformed_notebooks_get_a_form_error_on_the_new_job_page(
-    alice_client, content, message, _clean_storage
+    alice_client, content, message, new_stored_files
 ):
     content = content.encode() if isinstance(content, str) else content
     data = form_data(notebook=SimpleUploadedFile("x.ipynb", content))
@@ -114,7 +114,7 @@ def test_malformed_notebooks_get_a_form_error_on_the_new_job_page(
     assert response.status_code == 200
     page = html.unescape(response.content.decode())
     assert message in page
-    _nothing_written(_clean_storage)
+    _nothing_written(new_stored_files)
 
 
 @pytest.mark.parametrize(("content", "message"), MALFORMED)
@@ -179,7 +179,7 @@ def counted_uploads(settings):
 
 
 def test_a_file_past_the_limit_is_not_kept_and_the_form_says_so(
-    alice_client, counted_uploads, _clean_storage
+    alice_client, counted_uploads, new_stored_files
 ):
     big = b"x" * (5 * 1024 * 1024)
     response = alice_client.post(
@@ -192,7 +192,7 @@ def test_a_file_past_the_limit_is_not_kept_and_the_form_says_so(
     assert 'value="My job"' in page
     # The handlers that keep files got no more than the limit of the 5 MB.
     assert counted_uploads and max(counted_uploads) <= 1024 * 1024
-    _nothing_written(_clean_storage)
+    _nothing_written(new_stored_files)
 
 
 def test_a_file_within_the_limit_goes_through(alice_client, counted_uploads):
