@@ -1,6 +1,6 @@
 from django.urls import path
 
-from clusters import views
+from clusters import ui_proxy, views
 
 urlpatterns = [
     path("clusters/", views.cluster_list, name="clusters-list"),
@@ -9,6 +9,17 @@ urlpatterns = [
     path("clusters/<int:pk>/status/", views.cluster_status, name="clusters-status"),
     path("clusters/<int:pk>/extend/", views.cluster_extend, name="clusters-extend"),
     path("clusters/<int:pk>/terminate/", views.cluster_terminate, name="clusters-terminate"),
+    # The cluster's Spark UI through its master's reverse proxy (clusters.ui_proxy).
+    path("clusters/<int:pk>/ui/", ui_proxy.cluster_ui, name="clusters-ui"),
+    path(
+        "clusters/<int:pk>/ui/static/<path:name>", ui_proxy.spark_static, name="clusters-ui-static"
+    ),
+    path(
+        "clusters/<int:pk>/ui/proxy/<str:target>/static/<path:name>",
+        ui_proxy.spark_static,
+        name="clusters-ui-proxied-static",
+    ),
+    path("clusters/<int:pk>/ui/<path:path>", ui_proxy.cluster_ui, name="clusters-ui-path"),
     path("keys/", views.key_list, name="keys-list"),
     path("keys/new/", views.key_create, name="keys-new"),
     path("keys/<int:pk>/delete/", views.key_delete, name="keys-delete"),

@@ -47,6 +47,7 @@ import pyspark
 from django.conf import settings
 
 from clusters.backends import BackendError, ClusterStatus
+from clusters.ui_proxy import reverse_proxy_url
 from portal import procs
 from portal.env import parse_bytes
 from portal.sandbox import Limits, Sandbox, SandboxSpec, SandboxUnavailable, uid_for, views_root
@@ -193,9 +194,12 @@ class LocalBackend:
         return env
 
     @staticmethod
-    def _write_conf(root: Path, uid: int | None) -> None:
+    def _write_conf(root: Path, uid: int | None, ui_proxy_url: str) -> None:
         """The cluster's Spark configuration: logging, and spark-defaults.conf with the
-        cluster's RPC secret (readable only by the cluster's uid)."""
+        cluster's RPC secret (readable only by the cluster's uid) and Spark's reverse-proxy
+        mode: the master's UI proxies its workers' and applications' UIs, and every link
+        starts with ``ui_proxy_url``, the portal path that proxies the master
+        (``clusters.ui_proxy``). Master, workers and applications all read this file."""
         conf = root / "conf"
         conf.mkdir(exist_ok=True)
         (conf / "log4j2.properties").write_text(log4j2_properties("warn"))
@@ -206,6 +210,8 @@ class LocalBackend:
             f"spark.authenticate.secret {secrets.token_hex(32)}\n"
             "spark.master.rest.enabled false\n"
             "spark.ui.killEnabled false\n"
+            "spark.ui.reverseProxy true\n"
+            f"spark.ui.reverseProxyUrl {ui_proxy_url}\n"
         )
         os.chmod(defaults, 0o600)
         for path in (conf, conf / "log4j2.properties", defaults, root / "logs"):
@@ -246,7 +252,9 @@ class LocalBackend:
             raise BackendError(str(exc)) from exc
         root = sandbox.home
         (root / "logs").mkdir()
-        self._write_conf(root, sandbox.spec.uid if sandbox.enabled else None)
+        self._write_conf(
+            root, sandbox.spec.uid if sandbox.enabled else None, reverse_proxy_url(cluster.pk)
+        )
         env = self._env(root)
         ports: dict[str, Any] = {
             "master": free_port(host),

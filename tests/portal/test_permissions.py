@@ -66,6 +66,25 @@ MATRIX = {
     "tokens-list": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
     # Staff revoke others' tokens in the admin, not here.
     "tokens-revoke": ("get", "token", {"alice": 200, "bob": 404, "staff": 404, "anon": LOGIN}),
+    # The Spark UI carries markup the cluster's user controls: its owner only, staff neither.
+    # Its cluster's UI is on a closed port here: the owner passes and gets 502.
+    "clusters-ui": ("get", "cluster-ui", {"alice": 502, "bob": 404, "staff": 404, "anon": LOGIN}),
+    "clusters-ui-path": (
+        "get",
+        "cluster-ui-path",
+        {"alice": 502, "bob": 404, "staff": 404, "anon": LOGIN},
+    ),
+    # Spark's own static files, the same for everyone (a sandboxed page sends no cookies).
+    "clusters-ui-static": (
+        "get",
+        "spark-static",
+        {"alice": 200, "bob": 200, "staff": 200, "anon": 200},
+    ),
+    "clusters-ui-proxied-static": (
+        "get",
+        "spark-proxied-static",
+        {"alice": 200, "bob": 200, "staff": 200, "anon": 200},
+    ),
 }
 
 
@@ -102,6 +121,13 @@ def objects(make_job, alice, tmp_path):
     cluster = Cluster.objects.create(
         owner=alice, name="c1", expires_at=timezone.now() + timedelta(hours=1)
     )
+    with_ui = Cluster.objects.create(
+        owner=alice,
+        name="c2",
+        state=Cluster.State.READY,
+        expires_at=timezone.now() + timedelta(hours=1),
+        ui_url="http://127.0.0.1:9",
+    )
     key = SSHKey.objects.create(
         owner=alice,
         title="k",
@@ -114,6 +140,10 @@ def objects(make_job, alice, tmp_path):
     return {
         "token": [token.pk],
         "cluster": [cluster.pk],
+        "cluster-ui": [with_ui.pk],
+        "cluster-ui-path": [with_ui.pk, "environment/"],
+        "spark-static": [with_ui.pk, "webui.js"],
+        "spark-proxied-static": [with_ui.pk, "app-1", "webui.js"],
         "key": [key.pk],
         None: [],
         "job": [job.pk],
