@@ -41,6 +41,7 @@ from rest_framework.response import Response
 from api.errors import ApiErrorSerializer, Conflict
 from api.models import IdempotencyKey
 from clusters.models import Cluster
+from jobs import logs as job_logs
 from jobs import notebooks, schedule, services
 from jobs.downloads import attachment
 from jobs.forms import NotebookField, NotebookUpload
@@ -437,6 +438,14 @@ class RunSerializer(serializers.ModelSerializer):
         return self.context["request"].build_absolute_uri(run.get_absolute_url())
 
 
+class RunLogSerializer(serializers.Serializer):
+    """One stored log of a run (``jobs.logs``): masked, its tail kept."""
+
+    name = serializers.CharField(help_text="kernel.log, driver.log or executor-W-N.log.")
+    bytes = serializers.IntegerField(help_text="Its size in bytes.")
+    url = serializers.URLField(help_text="Its text (text/plain).")
+
+
 class RunDetailSerializer(RunSerializer):
     """A run with its events: one per state change and attempt."""
 
@@ -789,13 +798,15 @@ class RunViewSet(viewsets.GenericViewSet):
     pagination_class = RunCursorPagination
     scopes = {"create": "run", "cancel": "run", "rerun": "run"}
     CHANGES = {"cancel", "rerun"}
-    DOWNLOADS = {"output_ipynb", "output_html"}
+    DOWNLOADS = {"output_ipynb", "output_html", "log_text"}
+    #: Reads for the job's owner and staff only, even of a shared job (``jobs.logs``).
+    OWNER_READS = {"logs", "log_text"}
 
     def get_queryset(self) -> QuerySet[Run]:
         user = self.request.user
         runs = (
             Run.objects.owned_by(user)
-            if self.action in self.CHANGES
+            if self.action in self.CHANGES | self.OWNER_READS
             else Run.objects.visible_to(user)
         )
         return runs.select_related("job").order_by("-id")
@@ -916,6 +927,48 @@ class RunViewSet(viewsets.GenericViewSet):
         return Response(RunEventSerializer(run.events.all(), many=True).data)
 
     @extend_schema(
+        summary="List a run's logs",
+        responses={200: RunLogSerializer(many=True), **error_responses(404)},
+    )
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def logs(self, request: Request, pk: int) -> Response:
+        """The run's stored logs: the kernel's stderr, the Spark driver's log and, on a
+        cluster, its executors' logs; live while the run runs (refreshed every few
+        seconds), stored with the run afterwards, until its output expires. Secrets the
+        portal knows are masked. For the job's owner and staff only: 404 for others, even
+        for a shared job."""
+        run = self.get_object()
+        return Response(
+            [
+                {
+                    "name": entry.name,
+                    "bytes": entry.bytes,
+                    "url": request.build_absolute_uri(
+                        reverse("api-runs-log", args=[run.pk, entry.name])
+                    ),
+                }
+                for entry in job_logs.stored_logs(run)
+            ]
+        )
+
+    @extend_schema(
+        summary="Get a run's log",
+        operation_id="runs_log_text",
+        responses={(200, "text/plain"): OpenApiTypes.STR, **error_responses(404)},
+    )
+    def log_text(self, request: Request, pk: int, name: str) -> HttpResponseBase:
+        """One log as text/plain (an attachment, ``nosniff``): untrusted text, masked.
+        404 ``no_output`` for a name the run has no log of."""
+        run = self.get_object()
+        try:
+            key = job_logs.storage_key(run, name)
+        except ValueError:
+            raise NoOutput("The run has no such log.") from None
+        if not default_storage.exists(key):
+            raise NoOutput("The run has no such log.")
+        return attachment(key, f"{run.job.name}-run-{run.pk}-{name}", "text/plain; charset=utf-8")
+
+    @extend_schema(
         summary="Download the output notebook",
         operation_id="runs_output_ipynb",
         responses={
@@ -978,5 +1031,10 @@ URLS = [
         "runs/<int:pk>/output.html",
         RunViewSet.as_view({"get": "output_html"}, detail=True),
         name="api-runs-output-html",
+    ),
+    path(
+        "runs/<int:pk>/logs/<str:name>",
+        RunViewSet.as_view({"get": "log_text"}, detail=True),
+        name="api-runs-log",
     ),
 ]

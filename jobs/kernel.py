@@ -24,8 +24,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from jobs.logs import logs_dir
 from portal.sandbox import Limits, Sandbox, SandboxSpec, uid_for, views_root
-from portal.spark import log4j2_properties
 
 _LAUNCHER = '''\
 """Start ipykernel, dying with the process that launched it (written by the portal)."""
@@ -53,6 +53,20 @@ spark.driver.host 127.0.0.1
 spark.driver.bindAddress 127.0.0.1
 spark.ui.showConsoleProgress false
 spark.sql.session.timeZone UTC
+"""
+
+#: The Spark driver's log4j configuration in notebook kernels: WARN and above into the file
+#: the kernel's environment names (``PORTAL_DRIVER_LOG``, in the sandbox's ``logs``
+#: directory; ``jobs.logs`` collects it), never into the notebook's outputs.
+_DRIVER_LOG4J2 = """\
+# The Spark driver's log at warn and above, to the run's driver log (written by the portal).
+rootLogger.level = warn
+rootLogger.appenderRef.file.ref = driverlog
+appender.driverlog.type = File
+appender.driverlog.name = driverlog
+appender.driverlog.fileName = ${env:PORTAL_DRIVER_LOG:-/dev/null}
+appender.driverlog.layout.type = PatternLayout
+appender.driverlog.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n
 """
 
 
@@ -124,7 +138,7 @@ def ensure_kernelspec() -> Path:
     files = {
         root / "kernel.json": json.dumps(spec, indent=1),
         root / "launcher.py": _LAUNCHER,
-        spark_conf_dir() / "log4j2.properties": log4j2_properties("error"),
+        spark_conf_dir() / "log4j2.properties": _DRIVER_LOG4J2,
         spark_conf_dir() / "spark-defaults.conf": _SPARK_DEFAULTS,
     }
     for path, text in files.items():
@@ -180,13 +194,14 @@ def run_sandbox(name: str, owner_id: int, forward_port: int | None = None) -> Sa
     prepared: it reads the data root (and SANDBOX_READ_ONLY_PATHS), writes its own
     scratch directory and the owner's views root, has no network (but ``forward_port``
     on its loopback when given: see ``Sandbox.relay``), and has the run limits of the
-    settings. Raises ValueError when the owner's uid is out of range."""
+    settings. Its processes also write their logs directory (``jobs.logs.logs_dir``: the
+    Spark driver's log). Raises ValueError when the owner's uid is out of range."""
     data_root = settings.TELEMETRY_DATA_ROOT
     spec = SandboxSpec(
         name=name,
         uid=uid_for(owner_id),
         read_only=(data_root, *settings.SANDBOX_READ_ONLY_PATHS),
-        writable=(views_root(owner_id),),
+        writable=(views_root(owner_id), str(logs_dir(settings.SANDBOX_ROOT, name))),
         forward_port=forward_port,
         limits=Limits.for_runs(),
     )

@@ -25,5 +25,7 @@ urlpatterns = [
     path("runs/<int:pk>/cancel/", views.run_cancel, name="runs-cancel"),
     path("runs/<int:pk>/rerun/", views.run_rerun, name="runs-rerun"),
     path("runs/<int:pk>/download/<str:kind>/", views.run_download, name="runs-download"),
+    path("runs/<int:pk>/logs/", views.run_logs, name="runs-logs"),
+    path("runs/<int:pk>/logs/<str:name>", views.run_log_download, name="runs-log-download"),
     path("ops/", views.operations, name="operations"),
 ]

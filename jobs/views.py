@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from clusters import services as cluster_services
 from clusters.models import Cluster
-from jobs import notebooks, schedule, services
+from jobs import logs, notebooks, schedule, services
 from jobs.downloads import attachment
 from jobs.forms import InspectForm, JobForm, ParametersForm, UploadVersionForm
 from jobs.models import Job, Run
@@ -364,6 +364,9 @@ def run_detail(request, pk):
             "events": run.events.all(),
             "parameters": json.dumps(effective, indent=1),
             "defaults_used": [name for name in schema if name not in run.parameters],
+            # The Logs tab, for the job's owner and staff only (see run_logs).
+            "logs": _logs_context(run)["logs"] if run.job.can_change(request.user) else None,
+            "log_shown_bytes": LOG_SHOWN_BYTES,
         },
     )
 
@@ -433,6 +436,42 @@ def run_download(request, pk, kind):
             standalone_chunks,
         )
     raise Http404
+
+
+# --- Logs ---------------------------------------------------------------------------------------
+
+#: Bytes of each log shown on the run page (its tail); the download has the whole log.
+LOG_SHOWN_BYTES = 64 * 2**10
+
+
+def _logs_context(run: Run) -> dict[str, Any]:
+    """The Logs tab's context: each stored log of ``run`` with the tail shown."""
+    shown = [
+        (entry, logs.read_stored(run, entry.name, LOG_SHOWN_BYTES))
+        for entry in logs.stored_logs(run)
+    ]
+    return {"run": run, "logs": shown, "shown_bytes": LOG_SHOWN_BYTES}
+
+
+@require_GET
+def run_logs(request, pk):
+    """htmx: the Logs tab of a run (kernel, Spark driver, executors), for its job's owner
+    and staff only (``jobs.logs``: logs are not shared with a shared job's output). Logs
+    are untrusted text: the template escapes them; they were masked when stored."""
+    run = run_for_owner(request.user, pk)
+    return render(request, "jobs/_run_logs.html", _logs_context(run))
+
+
+@require_GET
+def run_log_download(request, pk, name):
+    """A run's whole stored log as text/plain (``nosniff``, an attachment), for its job's
+    owner and staff; 404 for an unknown name."""
+    run = run_for_owner(request.user, pk)
+    try:
+        key = logs.storage_key(run, name)
+    except ValueError:
+        raise Http404 from None
+    return attachment(key, f"{run.job.name}-run-{run.pk}-{name}", "text/plain; charset=utf-8")
 
 
 # --- Operations --------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from jobs import render
+from jobs import logs, render
 from jobs.executor import Outcome, OutcomeStatus, Progress, TickAnswer, stop_message
 from jobs.models import Run, RunEvent
 from jobs.services import fairshare
@@ -191,7 +191,7 @@ def finish_run(run: Run, outcome: Outcome) -> Run | None:
     2. INFRA_ERROR while attempts remain: the run goes back to QUEUED after a backoff
        (``_retry``); a cancel asked for meanwhile turns it into CANCELLED instead.
     3. The output notebook and its HTML are stored (``_store_outputs``), for every
-       outcome that has an output.
+       outcome that has an output; ``output_bytes`` counts them and the run's logs.
     4. The run moves from RUNNING to its final state, with its event and, after commit,
        its alert (``_publish``). If the attempt no longer owns the run (reaped, cancelled
        while the worker was unreachable, deleted), the files just stored are removed and
@@ -213,6 +213,7 @@ def finish_run(run: Run, outcome: Outcome) -> Run | None:
         message = stop_message(OutcomeStatus.CANCELLED, run.timeout_seconds)
         outcome = Outcome(OutcomeStatus.CANCELLED, outcome.output_path, message=message)
     keys = _store_outputs(run, outcome)
+    keys["output_bytes"] += logs.stored_bytes(run)  # stored by the executor (jobs.logs)
     return _publish(run, outcome, keys, finished_at)
 
 

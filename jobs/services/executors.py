@@ -25,7 +25,7 @@ from clusters.backends import BackendError
 from clusters.backends.emr import EmrBackend
 from clusters.backends.local import end_connect_session
 from clusters.models import Cluster
-from jobs import emr_runner, executor, kernel
+from jobs import emr_runner, executor, kernel, logs
 from jobs.executor import Outcome, OutcomeStatus, Progress, TickAnswer, stop_message
 from jobs.models import Job, Run
 from jobs.services.attempt import Attempt, SparkTarget, SparkTargetError
@@ -174,6 +174,20 @@ class LocalExecutor:
             log.error("no sandbox run=%s: %s", run.pk, exc)
             return Outcome(OutcomeStatus.FAILED, message=str(exc))
         master = target.master
+        # The driver's log4j output goes to the sandbox's logs directory (jobs.kernel).
+        extra_env["PORTAL_DRIVER_LOG"] = str(logs.driver_log_path(sandbox))
+        try:
+            collector = logs.Collector.for_attempt(run, sandbox, cluster, fresh=target.owned)
+        except OSError as exc:
+            sandbox.destroy()
+            return Outcome(OutcomeStatus.INFRA_ERROR, message=f"Could not prepare the logs: {exc}")
+
+        def heartbeat(progress: Progress) -> TickAnswer:
+            answer = attempt.heartbeat(progress)
+            if answer == TickAnswer.CONTINUE:  # only while the attempt owns the run
+                collector.maybe_upload()
+            return answer
+
         try:
             if cluster is not None:
                 host, port = cluster.connect_address
@@ -197,7 +211,7 @@ class LocalExecutor:
                 spark_master=master,
                 sandbox=sandbox,
                 timeout_seconds=run.timeout_seconds,
-                tick=attempt.heartbeat,
+                tick=heartbeat,
                 tick_interval=settings.RUN_HEARTBEAT_INTERVAL,
                 lease_seconds=settings.RUN_STALE_AFTER,
                 partial_path=attempt.partial.path,
@@ -208,6 +222,12 @@ class LocalExecutor:
                 on_monitor_exit=connections.close_all,
             )
         finally:
+            try:
+                # Every process has had its last word: store the logs before the sandbox,
+                # and its files, go (``upload`` stores nothing for a lost attempt).
+                collector.upload(final=True)
+            except Exception:
+                log.exception("could not store the logs of run=%s", run.pk)
             sandbox.destroy()
             attempt.cpu_seconds = sandbox.cpu_seconds  # read from its cgroup by destroy()
             if cluster is not None:

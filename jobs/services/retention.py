@@ -1,8 +1,9 @@
 """Retention: the stored output of a run that ended long ago is deleted; the run row stays.
 
-A run's output (its ``.ipynb``, its rendered HTML, and a partial HTML an older run may have
-left behind) is kept for its job's ``output_retention_days``, or RUN_OUTPUT_RETENTION_DAYS
-when the job leaves that empty; 0 keeps it forever. Past that, ``expire_run_outputs``
+A run's output (its ``.ipynb``, its rendered HTML, its logs under ``runs/<uuid>/logs/``
+(``jobs.logs``), and a partial HTML an older run may have left behind) is kept for its
+job's ``output_retention_days``, or RUN_OUTPUT_RETENTION_DAYS when the job leaves that
+empty; 0 keeps it forever. Past that, ``expire_run_outputs``
 deletes the files, clears the keys, sets ``output_bytes`` to 0 and stamps
 ``output_expired_at``, and the run page says "output expired on DATE". Notebook versions
 (the uploads that runs execute) never expire: they are the job, not its output.
@@ -24,6 +25,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from jobs import logs
 from jobs.models import Job, Run
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,8 @@ def expirable_runs(now: datetime) -> QuerySet[Run]:
     any_due = due[0]
     for clause in due[1:]:
         any_due |= clause
-    has_files = ~Q(output_key="") | ~Q(html_key="") | ~Q(partial_key="")
+    # Logs have no key of their own: their bytes (in output_bytes) say they are there.
+    has_files = ~Q(output_key="") | ~Q(html_key="") | ~Q(partial_key="") | Q(output_bytes__gt=0)
     return Run.objects.filter(
         any_due,
         has_files,
@@ -134,7 +137,7 @@ def _expire_batch(now: datetime, batch_size: int, failed: set[int]) -> tuple[int
             .exclude(pk__in=failed)
             .select_for_update(skip_locked=True, of=("self",))
             .order_by("finished_at", "pk")
-            .only("pk", "job_id", "output_key", "html_key", "partial_key")[:batch_size]
+            .only("pk", "uuid", "job_id", "output_key", "html_key", "partial_key")[:batch_size]
         )
         expired = 0
         for run in runs:
@@ -142,6 +145,7 @@ def _expire_batch(now: datetime, batch_size: int, failed: set[int]) -> tuple[int
             try:
                 for key in keys:
                     default_storage.delete(key)
+                logs.delete_stored(run)
             except Exception:
                 log.exception("could not delete the output of run=%s job=%s", run.pk, run.job_id)
                 failed.add(run.pk)

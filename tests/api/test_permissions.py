@@ -11,6 +11,8 @@ from datetime import timedelta
 
 import nbformat
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
@@ -18,6 +20,7 @@ from django.utils import timezone
 from api.models import SCOPES, ApiToken
 from clusters import services as cluster_services
 from clusters.models import Cluster
+from jobs import logs as job_logs
 from jobs import services
 from jobs.executor import Outcome
 from tests.api.test_clusters import public_key
@@ -103,6 +106,8 @@ MATRIX = {
     "api-runs-events": ("get", "run", "read", None, OWNER_READ),
     "api-runs-output-ipynb": ("get", "run", "read", None, OWNER_READ),
     "api-runs-output-html": ("get", "run", "read", None, OWNER_READ),
+    "api-runs-logs": ("get", "run", "read", None, OWNER_READ),
+    "api-runs-log": ("get", "run_log", "read", None, OWNER_READ),
     "api-clusters-list": ("get", None, "read", None, EVERYONE),
     "api-clusters-list:post": (
         "post",
@@ -165,6 +170,7 @@ def test_every_api_route_is_in_the_matrix():
 def objects(make_job, alice, tmp_path):
     job = make_job("trivial.ipynb", name="private job")
     run = services.claim_run(services.run_now(job, alice).pk, "w")
+    default_storage.save(job_logs.storage_key(run, "kernel.log"), ContentFile(b"kernel says"))
     out = tmp_path / "o.ipynb"
     nbformat.write(nbformat.v4.new_notebook(), str(out))
     run = services.finish_run(run, Outcome("succeeded", out))
@@ -182,6 +188,7 @@ def objects(make_job, alice, tmp_path):
         "nowhere": ["runs/-1/"],
         "job": [job.pk],
         "run": [run.pk],
+        "run_log": [run.pk, "kernel.log"],
         "queued_run": [queued.pk],
         "cluster": [cluster.pk],
         "key": [key.pk],

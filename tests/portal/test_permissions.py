@@ -8,11 +8,14 @@ from datetime import timedelta
 
 import nbformat
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from api.models import ApiToken
 from clusters.models import Cluster, SSHKey
+from jobs import logs as job_logs
 from jobs import services
 from jobs.executor import Outcome
 from notify.models import NotificationTarget
@@ -43,6 +46,8 @@ MATRIX = {
     "runs-cancel": ("post", "run", OWNER_POST),
     "runs-rerun": ("post", "run", OWNER_POST),
     "runs-download": ("get", "download", OWNER_GET),
+    "runs-logs": ("get", "run", OWNER_GET),
+    "runs-log-download": ("get", "run-log", OWNER_GET),
     "targets-new": ("get", "job", OWNER_GET),
     "targets-edit": ("get", "target", OWNER_GET),
     "targets-delete": ("get", "target", OWNER_GET),
@@ -112,6 +117,7 @@ def test_every_url_is_in_the_matrix():
 def objects(make_job, alice, tmp_path):
     job = make_job("trivial.ipynb", name="private job")
     run = services.claim_run(services.run_now(job, alice).pk, "w")
+    default_storage.save(job_logs.storage_key(run, "kernel.log"), ContentFile(b"kernel says"))
     out = tmp_path / "o.ipynb"
     nbformat.write(nbformat.v4.new_notebook(), str(out))
     run = services.finish_run(run, Outcome("succeeded", out))
@@ -150,6 +156,7 @@ def objects(make_job, alice, tmp_path):
         "version": [job.pk, job.latest_version().number],
         "run": [run.pk],
         "download": [run.pk, "ipynb"],
+        "run-log": [run.pk, "kernel.log"],
         "target": [target.pk],
     }
 
