@@ -6,6 +6,7 @@ import json
 import stat
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -94,13 +95,20 @@ def client(cluster, token=None, actions=(), session_id=None, user_id=None) -> di
 
 
 def running_jobs(cluster) -> list:
-    """Spark jobs running now in the cluster's Spark Connect application (its UI's REST API)."""
-    with urllib.request.urlopen(f"{cluster.app_ui_url}/api/v1/applications", timeout=5) as response:
-        app = json.loads(response.read())[0]["id"]
-    with urllib.request.urlopen(
-        f"{cluster.app_ui_url}/api/v1/applications/{app}/jobs?status=running", timeout=5
-    ) as response:
-        return json.loads(response.read())
+    """Spark jobs running now in the cluster's Spark Connect application (its UI's REST API);
+    empty while the UI is too busy to answer within 5 s (a loaded 2-core machine): the
+    caller polls."""
+    try:
+        with urllib.request.urlopen(
+            f"{cluster.app_ui_url}/api/v1/applications", timeout=5
+        ) as response:
+            app = json.loads(response.read())[0]["id"]
+        with urllib.request.urlopen(
+            f"{cluster.app_ui_url}/api/v1/applications/{app}/jobs?status=running", timeout=5
+        ) as response:
+            return json.loads(response.read())
+    except (TimeoutError, urllib.error.URLError):
+        return []
 
 
 def uid_processes(uid: int) -> list[psutil.Process]:
