@@ -28,7 +28,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.errors import ApiErrorSerializer, Conflict
-from clusters import keys, services
+from clusters import gateway, keys, services
 from clusters.forms import ClusterForm
 from clusters.models import Cluster, SSHKey
 from clusters.views import cluster_for_user, key_for_user
@@ -68,6 +68,18 @@ class ClusterAccessSerializer(serializers.Serializer):
         help_text="Token the Spark Connect server requires (append ;token=... to connect_url). "
         "Only the owner gets it, and only from a browser session or a token with the "
         "clusters scope (it runs code on the cluster); null otherwise.",
+    )
+    gateway_url = serializers.CharField(
+        allow_null=True,
+        help_text="Connection string of the cluster through the portal's Spark Connect "
+        "gateway, with TLS and the cluster's gateway token, for a pyspark anywhere: "
+        "sc://HOST:PORT/;use_ssl=true;token=... (local clusters). Given as connect_token "
+        "is; null otherwise.",
+    )
+    gateway_ca_pem = serializers.CharField(
+        allow_null=True,
+        help_text="The gateway's self-signed certificate (PEM), for the client to trust "
+        "(GRPC_DEFAULT_SSL_ROOTS_FILE_PATH); null when the site has a configured one.",
     )
 
 
@@ -115,13 +127,18 @@ class ClusterSerializer(serializers.ModelSerializer):
         """The addresses of a READY cluster, else None (not up yet, or gone)."""
         if cluster.state != State.READY:
             return None
+        may_connect = self._may_connect(cluster)
         return {
             "master_url": cluster.master_url,
             "ui_url": cluster.ui_url,
             "app_ui_url": cluster.app_ui_url,
             "connect_url": cluster.connect_url,
             "master_address": cluster.master_address,
-            "connect_token": cluster.connect_token if self._may_connect(cluster) else None,
+            "connect_token": cluster.connect_token if may_connect else None,
+            "gateway_url": gateway.connection_string(cluster)
+            if may_connect and gateway.is_published(cluster)
+            else None,
+            "gateway_ca_pem": gateway.self_signed_pem() if gateway.is_published(cluster) else None,
         }
 
     def _may_connect(self, cluster: Cluster) -> bool:

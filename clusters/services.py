@@ -456,6 +456,31 @@ def extend_cluster(cluster: Cluster, hours: int, user: User) -> Cluster:
     return cluster
 
 
+def rotate_connect_token(cluster: Cluster, user: User) -> Cluster:
+    """Give a READY local cluster a new gateway token (``clusters.gateway.gateway_token``):
+    the connection string changes, and the gateway refuses the old token from its next
+    refresh (SPARK_CONNECT_GATEWAY_REFRESH seconds). Sessions opened with the old token
+    end with their next request.
+
+    The token the Connect server requires (``connect_token``, which the cluster's runs use
+    on loopback) stays: a running Connect server cannot change its token, and the gateway
+    puts the server's token on every request it passes. Raises ClusterError unless
+    ``user`` owns the cluster (staff included) and it is a READY local cluster."""
+    with transaction.atomic():
+        cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        if cluster.owner_id != user.pk:
+            raise ClusterError("Only the cluster's owner can rotate its token.")
+        if cluster.backend != Cluster.Backend.LOCAL or cluster.state != State.READY:
+            raise ClusterError("Only a ready local cluster has a token to rotate.")
+        # backend_info is written whole only at the start (before READY): this key stays.
+        info = dict(cluster.backend_info)
+        info["gateway_generation"] = int(info.get("gateway_generation", 0)) + 1
+        cluster.backend_info = info
+        cluster.save(update_fields=["backend_info"])
+    log.info("rotate gateway token cluster=%s owner=%s", cluster.pk, user.pk)
+    return cluster
+
+
 def _mark_terminating(cluster: Cluster, reason: str) -> bool:
     """Move a live cluster to TERMINATING with ``reason``; False if it was not live."""
     return bool(

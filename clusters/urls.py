@@ -9,6 +9,9 @@ urlpatterns = [
     path("clusters/<int:pk>/status/", views.cluster_status, name="clusters-status"),
     path("clusters/<int:pk>/extend/", views.cluster_extend, name="clusters-extend"),
     path("clusters/<int:pk>/terminate/", views.cluster_terminate, name="clusters-terminate"),
+    path(
+        "clusters/<int:pk>/rotate-token/", views.cluster_rotate_token, name="clusters-rotate-token"
+    ),
     # The cluster's Spark UI through its master's reverse proxy (clusters.ui_proxy).
     path("clusters/<int:pk>/ui/", ui_proxy.cluster_ui, name="clusters-ui"),
     path(

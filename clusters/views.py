@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from clusters import keys, services
+from clusters import gateway, keys, services
 from clusters.forms import ClusterForm, ExtendForm, SSHKeyForm
 from clusters.models import Cluster, SSHKey
 from portal.htmx import refresh_page
@@ -112,8 +112,21 @@ def cluster_detail(request: AuthenticatedRequest, pk: int) -> HttpResponse:
             "extend_form": ExtendForm(),
             "max_extension": settings.CLUSTER_MAX_EXTENSION_HOURS,
             "runs": cluster.runs.select_related("job").order_by("-created_at")[:20],
+            "gateway": gateway_context(request.user, cluster),
         },
     )
+
+
+def gateway_context(user: User, cluster: Cluster) -> dict | None:
+    """What the page shows of the Spark Connect gateway: to the cluster's owner only (not
+    even staff: the string runs code as the owner), once the gateway routes to it.
+    ``{"url", "fingerprint"}``; the fingerprint is "" with a configured certificate."""
+    if user.pk != cluster.owner_id or not gateway.is_published(cluster):
+        return None
+    return {
+        "url": gateway.connection_string(cluster),
+        "fingerprint": gateway.certificate_fingerprint() if gateway.self_signed() else "",
+    }
 
 
 @require_GET
@@ -154,6 +167,21 @@ def cluster_terminate(request: AuthenticatedRequest, pk: int) -> HttpResponse:
         messages.success(request, f"Cluster “{cluster.name}” is terminating.")
         return redirect(cluster)
     return render(request, "clusters/cluster_terminate.html", {"cluster": cluster})
+
+
+@require_POST
+def cluster_rotate_token(request: AuthenticatedRequest, pk: int) -> HttpResponse:
+    """Rotate the cluster's gateway token: its owner only, everyone else (staff too) 404."""
+    cluster = get_object_or_404(Cluster, pk=pk, owner=request.user)
+    try:
+        services.rotate_connect_token(cluster, request.user)
+    except services.ClusterError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request, "New token: the old connection string stops working within seconds."
+        )
+    return redirect(cluster.get_absolute_url() + "#connect")
 
 
 @require_GET

@@ -516,6 +516,26 @@ CLUSTER_PRICE_PER_NODE_HOUR = env_float("CLUSTER_PRICE_PER_NODE_HOUR", 0.0)
 #: Seconds a run waits for the fresh cluster it started to be READY.
 CLUSTER_START_TIMEOUT = env_float("CLUSTER_START_TIMEOUT", 180.0)
 
+# --- Spark Connect gateway (clusters.gateway, bin/gateway: nginx, TLS, one token a cluster)
+#: Host and port users connect to (the connection string's sc://HOST:PORT); by default the
+#: portal's host. The self-signed certificate is made for this host.
+SPARK_CONNECT_GATEWAY_HOST = env_str(
+    "SPARK_CONNECT_GATEWAY_HOST", urlsplit(PORTAL_ORIGIN).hostname or "localhost"
+)
+SPARK_CONNECT_GATEWAY_PORT = env_int("SPARK_CONNECT_GATEWAY_PORT", 15002)
+#: Address the gateway listens on: every interface in production (users connect from
+#: their machines); bin/quickstart sets 127.0.0.1.
+SPARK_CONNECT_GATEWAY_BIND = env_str("SPARK_CONNECT_GATEWAY_BIND", "0.0.0.0")
+#: Seconds between two looks at the READY clusters: a new cluster, a rotated token or a
+#: terminated cluster reaches the gateway's routes within this time.
+SPARK_CONNECT_GATEWAY_REFRESH = env_float("SPARK_CONNECT_GATEWAY_REFRESH", 2.0)
+#: The gateway's certificate and key (PEM). Without them a self-signed certificate is made
+#: under SPARK_CONNECT_GATEWAY_DIR, and the cluster page shows its fingerprint.
+GATEWAY_TLS_CERT = env_str("GATEWAY_TLS_CERT")
+GATEWAY_TLS_KEY = env_str("GATEWAY_TLS_KEY")
+#: The gateway's generated configuration (it names tokens: 0700, never in a sandbox).
+SPARK_CONNECT_GATEWAY_DIR = DATA_DIR / "gateway"
+
 #: Name of this deployment, in EMR cluster names and tags (keeps stage and prod apart).
 PORTAL_ENVIRONMENT = env_str("PORTAL_ENVIRONMENT", "dev")
 EMR_REGION = env_str("EMR_REGION", "us-west-2")

@@ -9,10 +9,13 @@ progress and messages always go to stderr.
 
 import functools
 import json
+import os
+import shlex
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -627,6 +630,63 @@ def clusters_terminate(
         emit_json(cluster)
     else:
         sys.stdout.write(f"cluster {cluster_id}: {cluster.get('state')}\n")
+
+
+def gateway_ca_path(gateway_url: str) -> Path:
+    """Where ``clusters connect`` keeps the self-signed certificate of the gateway of
+    ``gateway_url``: beside the configuration, one file per gateway host."""
+    host = urlsplit(gateway_url.replace("sc://", "https://", 1)).hostname or "gateway"
+    return settings.config_path().parent / "gateway-ca" / f"{host}.pem"
+
+
+def connect_environment(cluster: dict[str, Any]) -> dict[str, str]:
+    """The environment a local pyspark needs for ``cluster`` (an API cluster): SPARK_REMOTE,
+    plus GRPC_DEFAULT_SSL_ROOTS_FILE_PATH for a self-signed gateway, whose certificate is
+    saved (mode 0644, directory 0700) where that variable points. Exits 1 if the cluster
+    is not reachable through the gateway (not READY, not local, or no right to connect)."""
+    access = cluster.get("access") or {}
+    url = access.get("gateway_url")
+    if not url:
+        state = cluster.get("state")
+        why = (
+            "it is not READY"
+            if state != "READY"
+            else "only a local cluster's owner may connect, with a token of the clusters scope"
+        )
+        fail(f"cluster {cluster.get('name')} ({state}): {why}", code=EXIT_NOT_SUCCEEDED)
+    env = {"SPARK_REMOTE": url}
+    pem = access.get("gateway_ca_pem")
+    if pem:
+        path = gateway_ca_path(url)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_text(pem)
+        env["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = str(path)
+    return env
+
+
+@clusters_app.command("connect")
+@api_command
+def clusters_connect(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="Write the environment here (mode 0600) instead."),
+    ] = None,
+) -> None:
+    """Print the environment a local pyspark needs to reach your cluster NAME through the
+    portal's Spark Connect gateway: eval "$(portalctl clusters connect NAME)", then
+    pyspark --remote "$SPARK_REMOTE". The string holds the cluster's token."""
+    with client() as api:
+        cluster = api.cluster_named(name)
+    env = connect_environment(cluster)
+    text = "".join(f"export {key}={shlex.quote(value)}\n" for key, value in env.items())
+    if file is None:
+        sys.stdout.write(text)
+        return
+    fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    stderr().print(f"wrote {file}")
 
 
 def main() -> None:

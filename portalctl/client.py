@@ -311,6 +311,16 @@ class PortalClient:
     def cluster(self, cluster_id: int) -> dict[str, Any]:
         return self.call("GET", f"/api/clusters/{cluster_id}/")
 
+    def cluster_named(self, name: str) -> dict[str, Any]:
+        """The caller's live cluster called ``name`` (names are unique among one's live
+        clusters), else the newest of that name; raises ApiError (404) if none."""
+        mine = [c for c in self.clusters(limit=1000) if c.get("name") == name]
+        live = [c for c in mine if c.get("state") not in ("TERMINATED", "FAILED")]
+        found = (live or mine)[:1]
+        if not found:
+            raise ApiError(404, "not_found", f"You have no cluster named {name!r}.")
+        return found[0]
+
     def launch_cluster(self, spec: dict[str, Any]) -> dict[str, Any]:
         """POST /api/clusters/: launch. Not repeated after the server may have seen it (a
         repeat could launch a second cluster)."""

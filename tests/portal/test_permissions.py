@@ -59,6 +59,12 @@ MATRIX = {
     "clusters-status": ("get", "cluster", OWNER_GET),
     "clusters-extend": ("post", "cluster", OWNER_POST),
     "clusters-terminate": ("get", "cluster", OWNER_GET),
+    # The gateway token opens the cluster as its owner: nobody else, staff neither.
+    "clusters-rotate-token": (
+        "post",
+        "cluster",
+        {"alice": 302, "bob": 404, "staff": 404, "anon": LOGIN},
+    ),
     "keys-list": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
     "keys-new": ("get", None, {"alice": 200, "bob": 200, "staff": 200, "anon": LOGIN}),
     "keys-delete": ("get", "key", {"alice": 200, "bob": 404, "staff": 404, "anon": LOGIN}),
