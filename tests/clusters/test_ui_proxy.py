@@ -69,7 +69,7 @@ class FakeMaster(BaseHTTPRequestHandler):
 def master():
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeMaster)
     server.seen = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield server

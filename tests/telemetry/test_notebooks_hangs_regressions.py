@@ -305,6 +305,7 @@ def test_regression_notebook_draws_plotly_charts(regression_run):
     assert regression_run["elapsed"] < 300
 
 
+@pytest.mark.slow
 @pytest.mark.sandbox
 def test_hello_world_runs_with_its_defaults(sample):
     """The quick start schedules examples/telemetry_hello_world.ipynb with its defaults
