@@ -34,7 +34,7 @@ def test_a_new_token_is_shown_once_and_works(alice_client, alice):
     assert row.digest == digest(shown[0]) and row.scopes == ["read", "run"]
     assert row.expires_at is not None
     assert timedelta(days=29) < row.expires_at - timezone.now() <= timedelta(days=30)
-    assert 'id="copy-token"' in html and "api/token-copy" in html
+    assert 'id="copy-token"' in html and "portal/copy.js" in html
     # Never again: the list shows its prefix only.
     again = alice_client.get("/tokens/").content.decode()
     assert shown[0] not in again and row.prefix in again and not TOKEN.search(again)

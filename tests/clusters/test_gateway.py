@@ -220,7 +220,7 @@ def test_the_page_shows_the_string_and_fingerprint_to_the_owner_only(
     client.force_login(alice)
     page = client.get(url).content.decode()
     assert gateway.connection_string(cluster) in page
-    assert 'id="copy-gateway-url"' in page and "clusters/copy.js" in page
+    assert 'id="copy-gateway-url"' in page and "portal/copy.js" in page
     assert gateway.certificate_fingerprint(cert) in page
     client.force_login(staff)
     page = client.get(url).content.decode()
