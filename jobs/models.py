@@ -571,6 +571,8 @@ class Run(models.Model):
         indexes = [
             models.Index(fields=["state", "heartbeat_at"], name="run_state_heartbeat_idx"),
             models.Index(fields=["job", "state"], name="run_job_state_idx"),
+            # Retention (oldest finished first) and the metrics' last hour of runs.
+            models.Index(fields=["finished_at"], name="run_finished_idx"),
         ]
 
     def __str__(self):
