@@ -1,6 +1,6 @@
 from django.urls import path
 
-from clusters import ui_proxy, views
+from clusters import emr_logs, ui_proxy, views
 
 urlpatterns = [
     path("clusters/", views.cluster_list, name="clusters-list"),
@@ -23,6 +23,9 @@ urlpatterns = [
         name="clusters-ui-proxied-static",
     ),
     path("clusters/<int:pk>/ui/<path:path>", ui_proxy.cluster_ui, name="clusters-ui-path"),
+    # EMR's logs of a cluster, read from S3 (clusters.emr_logs).
+    path("clusters/<int:pk>/logs/", emr_logs.cluster_logs, name="clusters-logs"),
+    path("clusters/<int:pk>/logs/<path:path>", emr_logs.cluster_log, name="clusters-log"),
     path("keys/", views.key_list, name="keys-list"),
     path("keys/new/", views.key_create, name="keys-new"),
     path("keys/<int:pk>/delete/", views.key_delete, name="keys-delete"),

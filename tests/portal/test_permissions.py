@@ -4,6 +4,7 @@ Others' objects are 404, never 403. A new URL must get a row here:
 test_every_url_is_in_the_matrix fails otherwise.
 """
 
+import gzip
 from datetime import timedelta
 
 import pytest
@@ -17,6 +18,13 @@ from clusters.models import Cluster, SSHKey
 from jobs import logs as job_logs
 from jobs import services
 from notify.models import NotificationTarget
+from tests.clusters.test_emr import (  # noqa: F401 (moto fixtures, for the EMR logs rows)
+    LOG_BUCKET,
+    aws,
+    aws_env,
+    emr_settings,
+    moto_server,
+)
 from tests.conftest import succeeded_quickly
 
 pytestmark = pytest.mark.django_db
@@ -95,6 +103,10 @@ MATRIX = {
         "spark-proxied-static",
         {"alice": 200, "bob": 200, "staff": 200, "anon": 200},
     ),
+    # EMR's logs carry what the cluster's user wrote: its owner only, staff neither (read
+    # from moto's S3 here).
+    "clusters-logs": ("get", "emr-logs", {"alice": 200, "bob": 404, "staff": 404, "anon": LOGIN}),
+    "clusters-log": ("get", "emr-log", {"alice": 200, "bob": 404, "staff": 404, "anon": LOGIN}),
 }
 
 
@@ -145,8 +157,17 @@ def objects(make_job, alice, tmp_path):
         bits=256,
         fingerprint="SHA256:x",
     )
+    emr = Cluster.objects.create(
+        owner=alice,
+        name="e1",
+        backend=Cluster.Backend.EMR,
+        jobflow_id="j-MATRIX",
+        expires_at=timezone.now() + timedelta(hours=1),
+    )
     token, _ = ApiToken.issue(alice, "CI", ["read"])
     return {
+        "emr-logs": [emr.pk],
+        "emr-log": [emr.pk, "steps/s-1/stderr.gz"],
         "token": [token.pk],
         "cluster": [cluster.pk],
         "cluster-ui": [with_ui.pk],
@@ -166,8 +187,13 @@ def objects(make_job, alice, tmp_path):
 
 @pytest.mark.parametrize("persona", ["alice", "bob", "staff", "anon"])
 @pytest.mark.parametrize("name", sorted(MATRIX))
-def test_permission_matrix(name, persona, objects, client, alice, bob, staff):
+def test_permission_matrix(name, persona, objects, client, alice, bob, staff, request):
     method, kind, expected = MATRIX[name]
+    if kind in ("emr-logs", "emr-log"):
+        moto = request.getfixturevalue("aws")
+        request.getfixturevalue("emr_settings").EMR_S3_ENDPOINT_URL = moto.endpoint
+        key = "emr/j-MATRIX/steps/s-1/stderr.gz"
+        moto.s3.put_object(Bucket=LOG_BUCKET, Key=key, Body=gzip.compress(b"log"))
     users = {"alice": alice, "bob": bob, "staff": staff, "anon": None}
     if users[persona]:
         client.force_login(users[persona])
