@@ -21,6 +21,11 @@ What a run on this host logs (``LocalExecutor``):
   application is shared by the owner's sessions: only what was written during the
   attempt is collected, which may still hold lines of the owner's concurrent sessions.
 
+A run on EMR (``EmrExecutor``) is its cluster's one step: its logs are the step's
+``step-stderr.log`` (papermill's output, the kernel's and the driver's stderr),
+``step-stdout.log`` and ``step-controller.log``, read from where EMR copies them in S3
+(``StepLogCollector``, ``clusters.emr_logs``).
+
 Files are read by the worker (root) in directories user code can write, so they are
 opened beneath a known root without following any symlink, must be regular files, and
 must belong to the sandbox's uid or the worker's own (``_open_beneath``): user code
@@ -51,7 +56,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
@@ -89,8 +94,19 @@ _APP_ID = re.compile(r"^app-[0-9]{14}-[0-9]{4,}$")
 KERNEL = "kernel.log"
 DRIVER = "driver.log"
 
-#: Order on the page: kernel, driver, then executors by name.
-_ORDER = {KERNEL: 0, DRIVER: 1}
+#: A run on EMR: its step's logs (``StepLogCollector``), by EMR's file name.
+STEP_LOGS = {
+    "stderr": "step-stderr.log",
+    "stdout": "step-stdout.log",
+    "controller": "step-controller.log",
+}
+#: Seconds between two collections of a running EMR step's logs (each is S3 requests, and
+#: EMR copies the logs to S3 only every few minutes).
+STEP_UPLOAD_INTERVAL = 60.0
+
+#: Order on the page: kernel, driver (or the EMR step's stderr, stdout, controller), then
+#: executors by name.
+_ORDER = {KERNEL: 0, DRIVER: 1, **{name: i for i, name in enumerate(STEP_LOGS.values())}}
 
 
 # --- Masking ---------------------------------------------------------------------------------
@@ -275,6 +291,8 @@ class Collector:
     starts: dict[str, int] = field(default_factory=dict)
     uploaded_at: float = 0.0
     stored: set[str] = field(default_factory=set)
+    #: Seconds between two ``maybe_upload`` uploads.
+    upload_interval: ClassVar[float] = UPLOAD_INTERVAL
 
     @classmethod
     def for_attempt(
@@ -350,9 +368,9 @@ class Collector:
         return texts
 
     def maybe_upload(self) -> None:
-        """``upload`` if UPLOAD_INTERVAL seconds passed since the last one; errors are
+        """``upload`` if ``upload_interval`` seconds passed since the last one; errors are
         logged (the live view may lag, the run goes on)."""
-        if time.monotonic() - self.uploaded_at < UPLOAD_INTERVAL:
+        if time.monotonic() - self.uploaded_at < self.upload_interval:
             return
         self.uploaded_at = time.monotonic()
         try:
@@ -388,6 +406,60 @@ class Collector:
                     default_storage.delete(storage_key(self.run, entry.name))
         mine.update(output_bytes=total)
         return total
+
+
+@dataclass
+class StepLogCollector(Collector):
+    """Collects, masks and stores the logs of an attempt of ``run`` executed as step
+    ``step_id`` of EMR job flow ``jobflow_id`` (``jobs.services.executors.EmrExecutor``):
+    ``stderr``, ``stdout`` and ``controller`` from ``<EMR_LOG_URI><job flow id>/steps/<step
+    id>/`` (``clusters.emr_logs``), stored as STEP_LOGS names. Storing, fencing and
+    ``output_bytes`` are ``Collector``'s.
+
+    EMR copies a step's logs to S3 every few minutes and when the step ends, often after
+    the attempt has ended: what is not there yet when the attempt ends is not collected
+    (accepted: the cluster's page lists them all later, ``clusters.emr_logs``). Until the
+    step id is known (``step_id`` empty) nothing is collected."""
+
+    s3: Any = None
+    jobflow_id: str = ""
+    step_id: str = ""
+    upload_interval: ClassVar[float] = STEP_UPLOAD_INTERVAL
+
+    @classmethod
+    def for_step(cls, run: Run, cluster: Cluster, s3: Any, jobflow_id: str) -> StepLogCollector:
+        """The collector of ``run``'s attempt on ``cluster`` (EMR job flow
+        ``jobflow_id``), reading S3 with ``s3``; set ``step_id`` once EMR names it."""
+        return cls(
+            run=run,
+            masker=Masker(known_secrets(cluster)),
+            uids=set(),
+            s3=s3,
+            jobflow_id=jobflow_id,
+        )
+
+    def collect(self) -> dict[str, str]:
+        """Each step log's masked, capped text, by STEP_LOGS name (logs EMR has not
+        written yet, or that are empty, left out). Raises botocore's errors but NoSuchKey."""
+        from botocore.exceptions import ClientError
+
+        from clusters import emr_logs
+
+        if not self.step_id:
+            return {}
+        location = emr_logs.log_location(self.jobflow_id)
+        texts = {}
+        for emr_name, name in STEP_LOGS.items():
+            key = emr_logs.key_for(location, f"steps/{self.step_id}/{emr_name}.gz")
+            try:
+                text = emr_logs.log_text(self.s3, location.bucket, key, self.masker)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                    continue
+                raise
+            if text:
+                texts[name] = text
+        return texts
 
 
 def connect_app_id(cluster: Cluster) -> str:

@@ -268,18 +268,29 @@ class EmrExecutor:
             message = f"Could not launch the EMR job cluster: {exc}"[:500]
             return Outcome(OutcomeStatus.INFRA_ERROR, message=message)
         cluster_services.record_launch(cluster, info)
-        ended = self._wait_for_step(attempt, backend, info["jobflow_id"])
-        if isinstance(ended, OutcomeStatus):
-            return Outcome(ended, message=stop_message(ended, run.timeout_seconds))
-        cluster_services.sync_cluster(cluster)
-        return emr_runner.outcome_of_step(s3, files, ended, attempt.output)
+        collector = logs.StepLogCollector.for_step(run, cluster, s3, info["jobflow_id"])
+        try:
+            ended = self._wait_for_step(attempt, backend, collector)
+            if isinstance(ended, OutcomeStatus):
+                return Outcome(ended, message=stop_message(ended, run.timeout_seconds))
+            cluster_services.sync_cluster(cluster)
+            return emr_runner.outcome_of_step(s3, files, ended, attempt.output)
+        finally:
+            try:
+                # What EMR has copied of the step's logs so far (``upload`` stores nothing
+                # for a lost attempt).
+                collector.upload(final=True)
+            except Exception:
+                log.exception("could not store the logs of run=%s", run.pk)
 
     @staticmethod
     def _wait_for_step(
-        attempt: Attempt, backend: EmrBackend, jobflow_id: str
+        attempt: Attempt, backend: EmrBackend, collector: logs.StepLogCollector
     ) -> str | OutcomeStatus:
-        """Poll the step every EMR_STEP_POLL_INTERVAL seconds until it ends: its final
-        EMR state, or the OutcomeStatus that stopped the wait (cancel, lost, timeout)."""
+        """Poll the step of job flow ``collector.jobflow_id`` every EMR_STEP_POLL_INTERVAL
+        seconds until it ends: its final EMR state, or the OutcomeStatus that stopped the
+        wait (cancel, lost, timeout). Records the step id in ``collector`` once EMR names
+        it, and has it store the step's logs now and then while the attempt owns the run."""
         progress = Progress(cells_total=1)
         deadline = time.monotonic() + attempt.run.timeout_seconds
         step_id = None
@@ -289,11 +300,13 @@ class EmrExecutor:
                 return executor.STOPPED_BY[answer]
             if time.monotonic() > deadline:
                 return OutcomeStatus.TIMED_OUT
+            collector.maybe_upload()
             try:
-                step_id, state = backend.step_state(jobflow_id, step_id)
+                step_id, state = backend.step_state(collector.jobflow_id, step_id)
             except BackendError as exc:
                 log.warning("EMR step poll failed run=%s: %s", attempt.run.pk, exc)
                 state = "UNKNOWN"
+            collector.step_id = step_id or ""
             if state == "RUNNING":
                 progress.current_head = "EMR step running papermill"
             if state in emr_runner.STEP_DONE | emr_runner.STEP_FAILED:

@@ -5,16 +5,18 @@ state and the output notebook papermill would write) while ``execute_run`` runs 
 thread exactly as in a worker: upload, launch with the papermill step, poll, read back.
 """
 
+import gzip
 import json
 import threading
 
 import nbformat
 import pytest
+from django.urls import reverse
 
 from clusters.models import Cluster
-from jobs import services
+from jobs import logs, services
 from jobs.models import Run
-from tests.clusters.test_emr import IN_BUCKET, set_emr_state, set_emr_step_state
+from tests.clusters.test_emr import IN_BUCKET, LOG_BUCKET, set_emr_state, set_emr_step_state
 from tests.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -160,3 +162,35 @@ def test_a_cancelled_step_ends_cancelled_and_terminates_its_cluster(aws, emr_job
     assert cluster.state_reason == "Run cancelled."
     emr_state = aws.emr.describe_cluster(ClusterId=cluster.jobflow_id)["Cluster"]["Status"]
     assert emr_state["State"] == "TERMINATED"
+
+
+def test_a_run_keeps_its_steps_logs_masked(aws, emr_settings, emr_job, alice, client):
+    """The step's stderr and stdout, gzip'ed where EMR copies them
+    (``<EMR_LOG_URI><job flow id>/steps/<step id>/``), are stored with the run's logs
+    when the attempt ends: masked, counted in output_bytes, shown in the Logs tab."""
+    secret = "metrics-secret-4711"
+    emr_settings.METRICS_TOKEN = secret  # a secret the portal knows
+    run = services.run_now(emr_job, alice, enqueue=False)
+    thread, result = start_in_thread(run)
+    cluster, step = launched_step(aws, run)
+    steps = f"emr/{cluster.jobflow_id}/steps/{step['Id']}"
+    stderr = f"papermill: executing\nSPARK_TOKEN={secret}\nERROR: the step's own error\n"
+    aws.s3.put_object(
+        Bucket=LOG_BUCKET, Key=f"{steps}/stderr.gz", Body=gzip.compress(stderr.encode())
+    )
+    aws.s3.put_object(Bucket=LOG_BUCKET, Key=f"{steps}/stdout.gz", Body=gzip.compress(b"out\n"))
+    write_output(aws, run, nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 7")]))
+    set_emr_step_state(cluster.jobflow_id, step["Id"], "COMPLETED")
+    set_emr_state(cluster.jobflow_id, "TERMINATED", "Steps completed")
+    thread.join(timeout=30)
+    done = result["run"]
+    assert done.state == Run.State.SUCCEEDED, done.state_reason
+
+    stored = {entry.name: entry.bytes for entry in logs.stored_logs(done)}
+    assert list(stored) == ["step-stderr.log", "step-stdout.log"]  # no controller yet
+    text = logs.read_stored(done, "step-stderr.log")
+    assert text == f"papermill: executing\nSPARK_TOKEN={logs.MASK}\nERROR: the step's own error\n"
+    assert done.output_bytes >= sum(stored.values())
+    client.force_login(alice)
+    tab = client.get(reverse("runs-logs", args=[done.pk])).content.decode()
+    assert "step-stderr.log" in tab and "the step&#x27;s own error" in tab and secret not in tab
