@@ -14,6 +14,7 @@ refuse, with the same messages:
 
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.contrib.auth.models import User
 from drf_spectacular.utils import (
@@ -24,14 +25,16 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.errors import ApiErrorSerializer, Conflict
-from clusters import gateway, keys, services
+from clusters import emr_logs, gateway, keys, services
 from clusters.forms import ClusterForm
 from clusters.models import Cluster, SSHKey
 from clusters.views import cluster_for_user, key_for_user
+from jobs.emr_runner import s3_client
 from quotas.limits import LimitExceeded
 
 #: Largest size, lifetime or extension the API takes, whoever asks: the columns are small
@@ -81,6 +84,35 @@ class ClusterAccessSerializer(serializers.Serializer):
         help_text="The gateway's self-signed certificate (PEM), for the client to trust "
         "(GRPC_DEFAULT_SSL_ROOTS_FILE_PATH); null when the site has a configured one.",
     )
+
+
+class ClusterLogSerializer(serializers.Serializer):
+    """One log object EMR wrote for a cluster (``clusters.emr_logs``)."""
+
+    path = serializers.CharField(
+        help_text="Relative to the cluster's log location: steps/<step id>/stderr.gz, "
+        "containers/application_.../container_.../stderr.gz, node/<instance id>/..."
+    )
+    bytes = serializers.IntegerField(help_text="Size in S3 (compressed for .gz).")
+    modified = serializers.DateTimeField(help_text="When EMR wrote it (UTC).")
+
+
+class ClusterLogsSerializer(serializers.Serializer):
+    """Where EMR writes a cluster's logs, and the log objects there."""
+
+    location = serializers.CharField(help_text="s3://bucket/prefix/<job flow id>/")
+    logs = ClusterLogSerializer(many=True)
+    cut = serializers.BooleanField(
+        help_text=f"True when there were more than {emr_logs.MAX_LISTED} (only those are listed)."
+    )
+
+
+class LogsUnavailable(APIException):
+    """502 ``logs_unavailable``: S3 did not list an EMR cluster's logs."""
+
+    status_code = status.HTTP_502_BAD_GATEWAY
+    default_detail = "S3 did not list the logs."
+    default_code = "logs_unavailable"
 
 
 class ClusterSerializer(serializers.ModelSerializer):
@@ -368,6 +400,35 @@ class ClusterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         cluster = services.request_termination(self.get_object())
         body = ClusterSerializer(cluster, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        summary="List an EMR cluster's logs",
+        description="The log objects EMR copied to S3 for the cluster (at most 1000): "
+        "steps, then YARN containers, nodes and others, each in key order. For the "
+        "cluster's owner only: others, staff too, get 404, as for an EMR cluster that was "
+        "never launched. EMR copies logs a few minutes after they are written.",
+        responses={
+            200: ClusterLogsSerializer,
+            **error_responses(401, 403, 404),
+            502: OpenApiResponse(ApiErrorSerializer, "S3 did not answer (logs_unavailable)."),
+        },
+    )
+    @action(detail=True, methods=["get"])
+    def logs(self, request: Request, pk: int) -> Response:
+        cluster = emr_logs.cluster_for_owner(request.user, pk)
+        self.check_object_permissions(request, cluster)
+        location = emr_logs.log_location(cluster.jobflow_id)
+        try:
+            listing = emr_logs.list_logs(s3_client(), location, emr_logs.MAX_LISTED)
+        except (ClientError, BotoCoreError) as exc:
+            raise LogsUnavailable(f"S3 did not list the logs: {exc}") from None
+        found = [obj for objects in listing.groups.values() for obj in objects]
+        body = {
+            "location": location.uri,
+            "logs": [{"path": o.path, "bytes": o.bytes, "modified": o.modified} for o in found],
+            "cut": listing.cut,
+        }
+        return Response(ClusterLogsSerializer(body).data)
 
 
 @extend_schema_view(

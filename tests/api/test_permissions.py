@@ -22,6 +22,12 @@ from clusters.models import Cluster
 from jobs import logs as job_logs
 from jobs import services
 from tests.api.test_clusters import public_key
+from tests.clusters.test_emr import (  # noqa: F401 (moto fixtures, for the EMR logs row)
+    aws,
+    aws_env,
+    emr_settings,
+    moto_server,
+)
 from tests.conftest import notebook_bytes, succeeded_quickly
 
 pytestmark = pytest.mark.django_db
@@ -123,6 +129,8 @@ MATRIX = {
         statuses(200, 404, 200),
     ),
     "api-clusters-terminate": ("post", "cluster", "clusters", None, statuses(202, 404, 202)),
+    # EMR's logs of a cluster: its owner only, as on the pages (read from moto's S3 here).
+    "api-clusters-logs": ("get", "emr_cluster", "read", None, statuses(200, 404, 404)),
     "api-keys-list": ("get", None, "read", None, EVERYONE),
     "api-keys-list:post": (
         "post",
@@ -179,7 +187,15 @@ def objects(make_job, alice, tmp_path):
         expires_at=timezone.now() + timedelta(hours=1),
     )
     key = cluster_services.add_ssh_key(alice, "desk", public_key())
+    emr = Cluster.objects.create(
+        owner=alice,
+        name="e1",
+        backend=Cluster.Backend.EMR,
+        jobflow_id="j-MATRIX",
+        expires_at=timezone.now() + timedelta(hours=1),
+    )
     return {
+        "emr_cluster": [emr.pk],
         None: [],
         "nowhere": ["runs/-1/"],
         "job": [job.pk],
@@ -193,8 +209,11 @@ def objects(make_job, alice, tmp_path):
 
 @pytest.mark.parametrize("caller", CALLERS)
 @pytest.mark.parametrize("key", sorted(MATRIX))
-def test_api_permission_matrix(key, caller, objects, client, alice, bob, staff):
+def test_api_permission_matrix(key, caller, objects, client, alice, bob, staff, request):
     method, kind, scope, body, expected = MATRIX[key]
+    if kind == "emr_cluster":
+        moto = request.getfixturevalue("aws")
+        request.getfixturevalue("emr_settings").EMR_S3_ENDPOINT_URL = moto.endpoint
     name = key.partition(":")[0]
     user = {"owner": alice, "other": bob, "staff": staff, "wrong_scope": alice}.get(caller)
     headers = {}

@@ -205,3 +205,27 @@ def test_a_local_cluster_has_no_emr_logs(client, alice):
     )
     client.force_login(alice)
     assert client.get(logs_url(local)).status_code == 404
+
+
+def test_the_api_lists_the_logs_to_the_owner_only(aws, cluster, client, alice, bob, staff):
+    from api.models import ApiToken
+
+    put_log(aws, cluster.jobflow_id, "steps/s-1ABC/stderr.gz", "hello")
+    put_log(aws, cluster.jobflow_id, "node/i-0abc/daemons/x.log.gz", "node")
+    put_log(aws, "j-OTHER", "steps/s-2/stderr.gz", "not alice's")
+    url = reverse("api-clusters-logs", args=[cluster.pk])
+
+    def get(user):
+        _, token = ApiToken.issue(user, "t", ["read"])
+        return client.get(url, HTTP_AUTHORIZATION=f"Bearer {token}")
+
+    body = get(alice).json()
+    assert body["location"] == f"s3://{LOG_BUCKET}/emr/{cluster.jobflow_id}/"
+    assert [log["path"] for log in body["logs"]] == [
+        "steps/s-1ABC/stderr.gz",
+        "node/i-0abc/daemons/x.log.gz",
+    ]
+    assert body["logs"][0]["bytes"] > 0 and body["logs"][0]["modified"]
+    assert body["cut"] is False
+    assert get(bob).status_code == 404
+    assert get(staff).status_code == 404
