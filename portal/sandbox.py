@@ -104,7 +104,10 @@ class SandboxSpec:
     same path inside (missing ones are skipped). ``network`` False gives it a network
     namespace with loopback only; True keeps the host's network. ``forward_port``, for a
     sandbox without network, is a port on its loopback relayed to the one endpoint given
-    to ``Sandbox.relay`` (through a unix socket in its ``ipc`` directory). ``die_with_parent``
+    to ``Sandbox.relay`` (through a unix socket in its ``ipc`` directory). ``publish_port``,
+    for a sandbox without network, is a port on its loopback published the other way: the
+    sandbox's own socat accepts on the unix socket ``Sandbox.publish_socket`` in its
+    ``ipc`` directory and connects to that port inside (a run's Spark UI). ``die_with_parent``
     kills the sandbox when the process that launched it dies (kernels; not the detached
     processes of a local cluster).
     """
@@ -115,6 +118,7 @@ class SandboxSpec:
     writable: tuple[str, ...] = ()
     network: bool = False
     forward_port: int | None = None
+    publish_port: int | None = None
     die_with_parent: bool = True
     limits: Limits = field(default_factory=Limits)
 
@@ -625,6 +629,12 @@ class Sandbox:
         """The unix socket that the sandbox's forwarder connects to (see ``relay``)."""
         return self.ipc / "forward.sock"
 
+    @property
+    def publish_socket(self) -> Path:
+        """The unix socket on which the sandbox publishes ``spec.publish_port`` (0600, of
+        the sandbox's uid, in its 0700 ``ipc`` directory: only root reaches it outside)."""
+        return self.ipc / "publish.sock"
+
     def relay(self, host: str, port: int) -> None:
         """Relay the sandbox's ``forward_port`` to ``host:port``, and nowhere else.
 
@@ -663,13 +673,20 @@ class Sandbox:
         if not self.enabled:
             return list(argv)
         spec = self.spec
+        # The forwarders live and die with the sandbox; the command is exec'd in their place.
+        forwarders = []
         if spec.forward_port:
-            # The forwarder lives and dies with the sandbox; the kernel is exec'd in its place.
-            forward = (
+            forwarders.append(
                 f"socat TCP-LISTEN:{int(spec.forward_port)},bind=127.0.0.1,fork,reuseaddr "
-                f'UNIX-CONNECT:{self.forward_socket} & exec "$@"'
+                f"UNIX-CONNECT:{self.forward_socket} &"
             )
-            argv = ["sh", "-c", forward, "sandbox", *argv]
+        if spec.publish_port and not spec.network:
+            forwarders.append(
+                f"socat UNIX-LISTEN:{self.publish_socket},fork,unlink-early,mode=600 "
+                f"TCP:127.0.0.1:{int(spec.publish_port)} &"
+            )
+        if forwarders:
+            argv = ["sh", "-c", " ".join([*forwarders, 'exec "$@"']), "sandbox", *argv]
         args = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--new-session"]
         if not spec.network:
             args.append("--unshare-net")
