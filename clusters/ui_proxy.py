@@ -155,8 +155,10 @@ def location_for(location: str, upstream: httpx.URL, prefix: str) -> str | None:
 
     Spark answers redirects with absolute URLs on the address it was asked at (the
     master's loopback UI): those become the same path under ``prefix``. Server-relative
-    ones already under ``prefix`` (Spark's reverse-proxy mode wrote them) stay as they are.
-    Any other host, port or path is refused."""
+    ones already under ``prefix`` (Spark's reverse-proxy mode wrote them) stay as they are;
+    other server-relative ones (the History Server's) are the UI's own paths, and go under
+    ``prefix`` too. Any other host or port, and any path ``check_path`` refuses, is
+    refused."""
     target = urlsplit(location)
     query = f"?{target.query}" if target.query else ""
     if target.scheme or target.netloc:
@@ -173,6 +175,11 @@ def location_for(location: str, upstream: httpx.URL, prefix: str) -> str | None:
             return None
     if target.path == prefix or target.path.startswith(prefix + "/"):
         return location
+    if target.path.startswith("/"):
+        try:
+            return prefix + check_path(target.path.removeprefix("/")) + query
+        except PathRefused:
+            return None
     return None
 
 
@@ -193,7 +200,8 @@ def cluster_for_owner(user: User, pk: int) -> Cluster:
     )
 
 
-def _refused(message: str, status: int) -> HttpResponse:
+def refused(message: str, status: int) -> HttpResponse:
+    """A plain-text refusal under ``UI_POLICY``."""
     response = HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
     response["Content-Security-Policy"] = UI_POLICY
     return response
@@ -212,21 +220,45 @@ def cluster_ui(request: AuthenticatedRequest, pk: int, path: str = "") -> HttpRe
     try:
         upstream_path = check_path(path)
     except PathRefused:
-        return _refused("This path does not lead into the cluster's Spark UI.", 400)
+        return refused("This path does not lead into the cluster's Spark UI.", 400)
     url = upstream_url(cluster, upstream_path, request.META.get("QUERY_STRING", ""))
+    return forward(request, url, reverse_proxy_url(cluster.pk), what="cluster", ident=cluster.pk)
+
+
+def forward(
+    request: HttpRequest,
+    url: httpx.URL,
+    prefix: str,
+    *,
+    what: str,
+    ident: object,
+    transport: httpx.BaseTransport | None = None,
+    forwarded_context: bool = False,
+) -> HttpResponseBase:
+    """``request`` answered by the Spark UI at ``url`` (already checked), streamed back
+    under the guarantees of the module docstring; ``prefix`` is the portal path the UI
+    lives under (a ``Location`` is kept only within it). ``transport`` reaches the UI
+    another way than TCP (a unix socket); ``forwarded_context`` sends ``prefix`` as
+    ``X-Forwarded-Context``, with which a Spark UI not in reverse-proxy mode writes its
+    links under ``prefix`` (Spark's ``UIUtils.uiRoot``). ``what`` and ``ident`` name the
+    UI in the log. 502 when the UI does not answer."""
     headers = {h: request.headers[h] for h in FORWARDED_REQUEST_HEADERS if h in request.headers}
     # Uncompressed: the body goes back byte for byte, and loopback needs no compression.
     headers["Accept-Encoding"] = "identity"
+    if forwarded_context:
+        headers["X-Forwarded-Context"] = prefix
     # trust_env=False: no HTTP(S)_PROXY variable may send this request anywhere else.
-    client = httpx.Client(trust_env=False, follow_redirects=False, timeout=TIMEOUT)
+    client = httpx.Client(
+        trust_env=False, follow_redirects=False, timeout=TIMEOUT, transport=transport
+    )
     try:
         upstream = client.send(
             client.build_request(request.method or "GET", url, headers=headers), stream=True
         )
     except httpx.HTTPError as exc:
         client.close()
-        log.info("spark ui unreachable cluster=%s: %s", cluster.pk, exc)
-        return _refused("The cluster's Spark UI does not answer.", 502)
+        log.info("spark ui unreachable %s=%s: %s", what, ident, exc)
+        return refused("This Spark UI does not answer.", 502)
 
     def body() -> Iterator[bytes]:
         try:
@@ -240,14 +272,14 @@ def cluster_ui(request: AuthenticatedRequest, pk: int, path: str = "") -> HttpRe
         if name in upstream.headers:
             response[name] = upstream.headers[name]
     if "Location" in upstream.headers:
-        target = location_for(upstream.headers["Location"], url, reverse_proxy_url(cluster.pk))
+        target = location_for(upstream.headers["Location"], url, prefix)
         if target is not None:
             response["Location"] = target
     policies = [UI_POLICY]
     if "Content-Security-Policy" in upstream.headers:
         policies.append(upstream.headers["Content-Security-Policy"])
     response["Content-Security-Policy"] = ", ".join(policies)
-    # Nothing from the cluster's pages needs to know where the owner came from.
+    # Nothing from the UI's pages needs to know where the owner came from.
     response["Referrer-Policy"] = "no-referrer"
     return response
 

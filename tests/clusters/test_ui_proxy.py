@@ -5,13 +5,14 @@ import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 from django.urls import reverse
 from django.utils import timezone
 
 from clusters.backends.local import LocalBackend
 from clusters.models import Cluster
-from clusters.ui_proxy import UI_POLICY, check_path, reverse_proxy_url
+from clusters.ui_proxy import UI_POLICY, check_path, location_for, reverse_proxy_url
 
 pytestmark = pytest.mark.django_db
 
@@ -246,3 +247,21 @@ def test_local_clusters_run_sparks_reverse_proxy_under_their_portal_path(tmp_pat
     assert "spark.ui.reverseProxyUrl /clusters/42/ui" in conf
     # Spark refuses a reverseProxyUrl with a "proxy" or "history" segment.
     assert not {"proxy", "history"} & set(reverse_proxy_url(42).split("/"))
+
+
+@pytest.mark.parametrize(
+    "location, expected",
+    [
+        ("http://127.0.0.1:4040/jobs/?id=1", "/runs/1/history/jobs/?id=1"),
+        ("/history/app/jobs/", "/runs/1/history/history/app/jobs/"),  # the History Server's
+        ("/runs/1/history/stages/", "/runs/1/history/stages/"),
+        ("/history/../admin/", None),
+        ("//evil.example/x", None),
+        ("http://127.0.0.1:9/jobs/", None),
+        ("https://127.0.0.1:4040/jobs/", None),
+        ("jobs/", None),
+    ],
+)
+def test_where_a_redirect_may_lead(location, expected):
+    upstream = httpx.URL("http://127.0.0.1:4040/")
+    assert location_for(location, upstream, "/runs/1/history") == expected
