@@ -618,6 +618,7 @@ def execute(
     partial_path: Path | None = None,
     partial_interval: float = 5.0,
     kernel_extra_env: dict | None = None,
+    spark_conf: dict[str, str] | None = None,
     limits: OutputLimits | None = None,
 ) -> Outcome:
     """Execute ``input_path`` into ``output_path`` and report how it ended (see module doc).
@@ -630,12 +631,16 @@ def execute(
     ``timeout_seconds`` bounds the whole execution, kernel start included. ``limits``
     (default: ``OutputLimits.from_settings()``) bounds the output the worker keeps
     (``PortalNotebookClient``); a run whose output passed them ends FAILED with
-    "output exceeded 100 MB", its output notebook holding what was kept.
+    "output exceeded 100 MB", its output notebook holding what was kept. ``spark_conf``
+    gives a local driver Spark settings (``kernel.kernel_env``).
     """
     kernel.ensure_kernelspec()
     progress = Progress()
     env = kernel.kernel_env(
-        spark_master, kernel_extra_env, memory_bytes=sandbox.spec.limits.memory_bytes
+        spark_master,
+        kernel_extra_env,
+        memory_bytes=sandbox.spec.limits.memory_bytes,
+        spark_conf=spark_conf,
     )
     limits = limits or OutputLimits.from_settings()
     session = _Session(env, sandbox, partial_path, partial_interval, progress, limits)

@@ -52,8 +52,16 @@ _SPARK_DEFAULTS = """\
 spark.driver.host 127.0.0.1
 spark.driver.bindAddress 127.0.0.1
 spark.ui.showConsoleProgress false
+spark.ui.port 4040
+spark.ui.killEnabled false
 spark.sql.session.timeZone UTC
 """
+
+#: The port of the Spark UI of a run's embedded local Spark inside its sandbox (Spark's
+#: default ``spark.ui.port``, always free in the sandbox's own network namespace), which
+#: the sandbox publishes on a unix socket (``Sandbox.publish_socket``) for the portal's
+#: proxy (``jobs.spark_ui``).
+RUN_SPARK_UI_PORT = 4040
 
 #: The Spark driver's log4j configuration in notebook kernels: WARN and above into the file
 #: the kernel's environment names (``PORTAL_DRIVER_LOG``, in the sandbox's ``logs``
@@ -151,7 +159,11 @@ def ensure_kernelspec() -> Path:
 
 
 def kernel_env(
-    spark_master: str, extra: dict[str, str] | None = None, *, memory_bytes: int | None = None
+    spark_master: str,
+    extra: dict[str, str] | None = None,
+    *,
+    memory_bytes: int | None = None,
+    spark_conf: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of a notebook kernel (the sandbox adds HOME and TMPDIR).
 
@@ -160,8 +172,9 @@ def kernel_env(
     are stored as JSON and drawn by the portal's own plotly.js), the data root, and the
     Spark target that a plain ``SparkSession.builder.getOrCreate()`` reaches: a Spark
     Connect URL (``sc://``) or a master for a local driver, whose memory is half of
-    ``memory_bytes`` (the sandbox's limit; the Python side needs the rest). ``extra`` is
-    added last.
+    ``memory_bytes`` (the sandbox's limit; the Python side needs the rest), with
+    ``spark_conf`` as ``--conf`` defaults a notebook may still override. ``extra`` is added
+    last.
     """
     env = {name: os.environ[name] for name in settings.KERNEL_ENV_ALLOWLIST if name in os.environ}
     env.setdefault("PATH", os.defpath)
@@ -184,25 +197,38 @@ def kernel_env(
         env["SPARK_REMOTE"] = spark_master
     else:
         memory = f" --driver-memory {max(512, memory_bytes // 2 // 2**20)}m" if memory_bytes else ""
-        env["PYSPARK_SUBMIT_ARGS"] = f"--master {spark_master}{memory} pyspark-shell"
+        confs = "".join(f" --conf {k}={v}" for k, v in (spark_conf or {}).items())
+        env["PYSPARK_SUBMIT_ARGS"] = f"--master {spark_master}{memory}{confs} pyspark-shell"
     env.update(extra or {})
     return env
 
 
-def run_sandbox(name: str, owner_id: int, forward_port: int | None = None) -> Sandbox:
+def event_log_dir(name: str) -> Path:
+    """Where the embedded local Spark of sandbox ``name`` writes its event logs
+    (``spark.eventLog.dir``), inside its logs directory; ``jobs.spark_ui`` collects them."""
+    return logs_dir(settings.SANDBOX_ROOT, name) / "spark-events"
+
+
+def run_sandbox(
+    name: str, owner_id: int, forward_port: int | None = None, *, spark_ui: bool = False
+) -> Sandbox:
     """The sandbox of one attempt of a notebook run owned by user ``owner_id``, not yet
     prepared: it reads the data root (and SANDBOX_READ_ONLY_PATHS), writes its own
     scratch directory and the owner's views root, has no network (but ``forward_port``
-    on its loopback when given: see ``Sandbox.relay``), and has the run limits of the
+    on its loopback when given: see ``Sandbox.relay``; and with ``spark_ui`` its Spark
+    UI's port published on ``Sandbox.publish_socket``), and has the run limits of the
     settings. Its processes also write their logs directory (``jobs.logs.logs_dir``: the
-    Spark driver's log). Raises ValueError when the owner's uid is out of range."""
+    Spark driver's log, its event logs). Raises ValueError when the owner's uid is out of
+    range."""
     data_root = settings.TELEMETRY_DATA_ROOT
+    logs = logs_dir(settings.SANDBOX_ROOT, name)
     spec = SandboxSpec(
         name=name,
         uid=uid_for(owner_id),
         read_only=(data_root, *settings.SANDBOX_READ_ONLY_PATHS),
-        writable=(views_root(owner_id), str(logs_dir(settings.SANDBOX_ROOT, name))),
+        writable=(views_root(owner_id), str(logs), str(event_log_dir(name))),
         forward_port=forward_port,
+        publish_port=RUN_SPARK_UI_PORT if spark_ui else None,
         limits=Limits.for_runs(),
     )
     return Sandbox(spec)

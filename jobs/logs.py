@@ -28,7 +28,7 @@ A run on EMR (``EmrExecutor``) is its cluster's one step: its logs are the step'
 
 Files are read by the worker (root) in directories user code can write, so they are
 opened beneath a known root without following any symlink, must be regular files, and
-must belong to the sandbox's uid or the worker's own (``_open_beneath``): user code
+must belong to the sandbox's uid or the worker's own (``open_beneath``): user code
 cannot make the worker read another user's file, or a root-only one, into its logs.
 
 Each log keeps at most ``MAX_BYTES``: its tail, after a line saying how much was cut.
@@ -169,7 +169,7 @@ class Masker:
 # --- Reading files user code can write ------------------------------------------------------
 
 
-def _open_beneath(root: Path, parts: Iterable[str], uids: set[int]) -> int | None:
+def open_beneath(root: Path, parts: Iterable[str], uids: set[int]) -> int | None:
     """A read-only descriptor of ``root/<parts...>``, reached without following a symlink
     at any step below ``root``, if it is a regular file owned by one of ``uids``; None
     otherwise (missing, a symlink, a FIFO, another uid's file)."""
@@ -199,7 +199,7 @@ def _open_beneath(root: Path, parts: Iterable[str], uids: set[int]) -> int | Non
 
 
 def _size_beneath(root: Path, parts: Iterable[str], uids: set[int]) -> int:
-    fd = _open_beneath(root, parts, uids)
+    fd = open_beneath(root, parts, uids)
     if fd is None:
         return 0
     try:
@@ -356,7 +356,7 @@ class Collector:
         """Each log's masked, capped text, by name (logs with nothing to show left out)."""
         texts = {}
         for source in [*self.sources, *self.executor_sources()]:
-            fd = _open_beneath(source.root, source.parts, self.uids)
+            fd = open_beneath(source.root, source.parts, self.uids)
             if fd is None:
                 continue
             try:

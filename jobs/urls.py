@@ -1,6 +1,7 @@
 from django.urls import path
 
-from jobs import views
+from clusters import ui_proxy
+from jobs import spark_ui, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -27,5 +28,16 @@ urlpatterns = [
     path("runs/<int:pk>/download/<str:kind>/", views.run_download, name="runs-download"),
     path("runs/<int:pk>/logs/", views.run_logs, name="runs-logs"),
     path("runs/<int:pk>/logs/<str:name>", views.run_log_download, name="runs-log-download"),
+    # The run's Spark UI while it runs, and its history after (jobs.spark_ui).
+    path("runs/<int:pk>/ui/", spark_ui.run_ui, name="runs-ui"),
+    path("runs/<int:pk>/ui/static/<path:name>", ui_proxy.spark_static, name="runs-ui-static"),
+    path("runs/<int:pk>/ui/<path:path>", spark_ui.run_ui, name="runs-ui-path"),
+    path("runs/<int:pk>/history/", spark_ui.run_history, name="runs-history"),
+    path(
+        "runs/<int:pk>/history/static/<path:name>",
+        ui_proxy.spark_static,
+        name="runs-history-static",
+    ),
+    path("runs/<int:pk>/history/<path:path>", spark_ui.run_history, name="runs-history-path"),
     path("ops/", views.operations, name="operations"),
 ]

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from clusters import services as cluster_services
 from clusters.models import Cluster
-from jobs import logs, notebooks, schedule, services
+from jobs import logs, notebooks, schedule, services, spark_ui
 from jobs.downloads import attachment
 from jobs.forms import InspectForm, JobForm, ParametersForm, UploadVersionForm
 from jobs.models import Job, Run
@@ -367,8 +367,29 @@ def run_detail(request, pk):
             # The Logs tab, for the job's owner and staff only (see run_logs).
             "logs": _logs_context(run)["logs"] if run.job.can_change(request.user) else None,
             "log_shown_bytes": LOG_SHOWN_BYTES,
+            **_spark_ui_links(request.user, run),
         },
     )
+
+
+def _spark_ui_links(user, run: Run) -> dict[str, bool]:
+    """Which Spark UIs of ``run`` its page offers ``user``: the job's owner only, like the
+    proxies (jobs.spark_ui, clusters.ui_proxy): ``spark_ui_live`` while it runs on the
+    embedded local Spark, ``spark_history`` once finished with an event log,
+    ``cluster_ui`` while its local cluster is live."""
+    if run.job.owner_id != user.pk:
+        return {}
+    cluster = run.cluster
+    return {
+        "spark_ui_live": spark_ui.has_live_ui(run),
+        "spark_history": run.is_final and spark_ui.has_event_log(run),
+        "cluster_ui": bool(
+            cluster
+            and cluster.backend == Cluster.Backend.LOCAL
+            and cluster.owner_id == user.pk
+            and cluster.is_live
+        ),
+    }
 
 
 @require_GET

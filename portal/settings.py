@@ -536,6 +536,19 @@ GATEWAY_TLS_KEY = env_str("GATEWAY_TLS_KEY")
 #: The gateway's generated configuration (it names tokens: 0700, never in a sandbox).
 SPARK_CONNECT_GATEWAY_DIR = DATA_DIR / "gateway"
 
+# --- Spark UI of runs (jobs.spark_ui) and the Spark History Server (bin/spark-history) ----
+#: A run's Spark event log is stored with it up to this size (bytes); a larger one is not
+#: stored, and the run offers no history view.
+SPARK_EVENT_LOG_MAX_BYTES = env_int("SPARK_EVENT_LOG_MAX_BYTES", 64 * 2**20)
+#: Where the History Server reads event logs: the portal copies a run's stored log here
+#: when its owner first opens its history. A cache: deleting it loses nothing.
+SPARK_HISTORY_DIR = Path(env_str("SPARK_HISTORY_DIR", str(DATA_DIR / "spark-history")))
+#: The History Server's address (loopback: only the portal's proxy talks to it).
+SPARK_HISTORY_HOST = env_str("SPARK_HISTORY_HOST", "127.0.0.1")
+SPARK_HISTORY_PORT = env_int("SPARK_HISTORY_PORT", 18080)
+#: Seconds a first visit waits for the History Server to list a run's application.
+SPARK_HISTORY_WAIT = env_float("SPARK_HISTORY_WAIT", 30.0)
+
 #: Name of this deployment, in EMR cluster names and tags (keeps stage and prod apart).
 PORTAL_ENVIRONMENT = env_str("PORTAL_ENVIRONMENT", "dev")
 EMR_REGION = env_str("EMR_REGION", "us-west-2")

@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from jobs import logs, render
+from jobs import logs, render, spark_ui
 from jobs.executor import Outcome, OutcomeStatus, Progress, TickAnswer, stop_message
 from jobs.models import Run, RunEvent
 from jobs.services import fairshare
@@ -213,7 +213,8 @@ def finish_run(run: Run, outcome: Outcome) -> Run | None:
         message = stop_message(OutcomeStatus.CANCELLED, run.timeout_seconds)
         outcome = Outcome(OutcomeStatus.CANCELLED, outcome.output_path, message=message)
     keys = _store_outputs(run, outcome)
-    keys["output_bytes"] += logs.stored_bytes(run)  # stored by the executor (jobs.logs)
+    # Stored by the executor (jobs.logs, jobs.spark_ui).
+    keys["output_bytes"] += logs.stored_bytes(run) + spark_ui.event_log_bytes(run)
     return _publish(run, outcome, keys, finished_at)
 
 

@@ -25,7 +25,7 @@ from clusters.backends import BackendError
 from clusters.backends.emr import EmrBackend
 from clusters.backends.local import end_connect_session
 from clusters.models import Cluster
-from jobs import emr_runner, executor, kernel, logs
+from jobs import emr_runner, executor, kernel, logs, spark_ui
 from jobs.executor import Outcome, OutcomeStatus, Progress, TickAnswer, stop_message
 from jobs.models import Job, Run
 from jobs.services.attempt import Attempt, SparkTarget, SparkTargetError
@@ -168,8 +168,11 @@ class LocalExecutor:
                 attempt.name,
                 owner_id,
                 forward_port=SANDBOX_CONNECT_PORT if cluster is not None else None,
+                spark_ui=cluster is None,
             )
             sandbox.prepare()
+            # The embedded local Spark keeps an event log: the run's Spark history.
+            spark_conf = spark_ui.event_log_conf(sandbox) if cluster is None else None
         except (SandboxUnavailable, OSError, ValueError) as exc:
             log.error("no sandbox run=%s: %s", run.pk, exc)
             return Outcome(OutcomeStatus.FAILED, message=str(exc))
@@ -217,6 +220,7 @@ class LocalExecutor:
                 partial_path=attempt.partial.path,
                 partial_interval=settings.RUN_PARTIAL_SAVE_INTERVAL,
                 kernel_extra_env=extra_env,
+                spark_conf=spark_conf,
                 # The heartbeat used the database from the monitor thread: close its
                 # connections, or they stay open until the process ends.
                 on_monitor_exit=connections.close_all,
@@ -226,6 +230,8 @@ class LocalExecutor:
                 # Every process has had its last word: store the logs before the sandbox,
                 # and its files, go (``upload`` stores nothing for a lost attempt).
                 collector.upload(final=True)
+                if cluster is None:
+                    spark_ui.store_event_log(run, sandbox, collector.masker)
             except Exception:
                 log.exception("could not store the logs of run=%s", run.pk)
             sandbox.destroy()

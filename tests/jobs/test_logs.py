@@ -102,11 +102,11 @@ def test_symlinks_fifos_and_others_files_are_never_read(tmp_path):
     (root / "link").symlink_to(secret)
     (root / "linked-dir").symlink_to(tmp_path)
     os.mkfifo(root / "fifo")
-    assert logs._open_beneath(root, ["plain"], me) is not None
-    assert logs._open_beneath(root, ["link"], me) is None
-    assert logs._open_beneath(root, ["linked-dir", "root-only"], me) is None
-    assert logs._open_beneath(root, ["fifo"], me) is None  # and it did not block
-    assert logs._open_beneath(root, ["plain"], {os.geteuid() + 1}) is None
+    assert logs.open_beneath(root, ["plain"], me) is not None
+    assert logs.open_beneath(root, ["link"], me) is None
+    assert logs.open_beneath(root, ["linked-dir", "root-only"], me) is None
+    assert logs.open_beneath(root, ["fifo"], me) is None  # and it did not block
+    assert logs.open_beneath(root, ["plain"], {os.geteuid() + 1}) is None
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
@@ -115,7 +115,7 @@ def test_a_file_of_another_uid_is_not_read(tmp_path):
     root.mkdir()
     (root / "theirs").write_text("another user's")
     os.chown(root / "theirs", 54321, 54321)
-    assert logs._open_beneath(root, ["theirs"], {os.geteuid(), 54320}) is None
+    assert logs.open_beneath(root, ["theirs"], {os.geteuid(), 54320}) is None
 
 
 def fake_cluster_dir(root: Path, app: str, other: str) -> None:

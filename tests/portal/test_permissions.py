@@ -16,7 +16,7 @@ from django.utils import timezone
 from api.models import ApiToken
 from clusters.models import Cluster, SSHKey
 from jobs import logs as job_logs
-from jobs import services
+from jobs import services, spark_ui
 from notify.models import NotificationTarget
 from tests.clusters.test_emr import (  # noqa: F401 (moto fixtures, for the EMR logs rows)
     LOG_BUCKET,
@@ -107,6 +107,32 @@ MATRIX = {
     # from moto's S3 here).
     "clusters-logs": ("get", "emr-logs", {"alice": 200, "bob": 404, "staff": 404, "anon": LOGIN}),
     "clusters-log": ("get", "emr-log", {"alice": 200, "bob": 404, "staff": 404, "anon": LOGIN}),
+    # A run's Spark UI carries markup its notebook controls: the job's owner only, staff
+    # neither. The run here has finished: no live UI, even for its owner.
+    "runs-ui": ("get", "run", {"alice": 404, "bob": 404, "staff": 404, "anon": LOGIN}),
+    "runs-ui-path": (
+        "get",
+        "run-history-path",
+        {"alice": 404, "bob": 404, "staff": 404, "anon": LOGIN},
+    ),
+    # Its history: the owner is sent to the application's page; a path that leaves the
+    # application is refused (400) before any History Server is asked.
+    "runs-history": ("get", "run", {"alice": 302, "bob": 404, "staff": 404, "anon": LOGIN}),
+    "runs-history-path": (
+        "get",
+        "run-history-path",
+        {"alice": 400, "bob": 404, "staff": 404, "anon": LOGIN},
+    ),
+    "runs-ui-static": (
+        "get",
+        "run-spark-static",
+        {"alice": 200, "bob": 200, "staff": 200, "anon": 200},
+    ),
+    "runs-history-static": (
+        "get",
+        "run-spark-static",
+        {"alice": 200, "bob": 200, "staff": 200, "anon": 200},
+    ),
 }
 
 
@@ -165,7 +191,10 @@ def objects(make_job, alice, tmp_path):
         expires_at=timezone.now() + timedelta(hours=1),
     )
     token, _ = ApiToken.issue(alice, "CI", ["read"])
+    default_storage.save(spark_ui.event_log_key(run), ContentFile(b"{}"))
     return {
+        "run-history-path": [run.pk, f"history/{spark_ui.history_app_id(run)}/../x/"],
+        "run-spark-static": [run.pk, "webui.js"],
         "emr-logs": [emr.pk],
         "emr-log": [emr.pk, "steps/s-1/stderr.gz"],
         "token": [token.pk],
