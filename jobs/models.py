@@ -399,6 +399,9 @@ class Run(models.Model):
         MANUAL = "manual", "Run now"
         RERUN = "rerun", "Re-run"
         CLI = "cli", "Command line"
+        BACKFILL = "backfill", "Backfill"
+        BACKFILL_RERUN = "backfill-rerun", "Backfill re-run"
+        SWEEP = "sweep", "Sweep"
 
     ACTIVE_STATES = (State.QUEUED, State.RUNNING)
     FINAL_STATES = (
@@ -429,7 +432,7 @@ class Run(models.Model):
         help_text="The notebook version executed.",
     )
     trigger = models.CharField(
-        max_length=10, choices=Trigger.choices, help_text="What started the run."
+        max_length=16, choices=Trigger.choices, help_text="What started the run."
     )
     scheduled_for = models.DateTimeField(
         null=True,
@@ -554,6 +557,25 @@ class Run(models.Model):
         on_delete=models.SET_NULL,
         related_name="runs",
         help_text="The Spark cluster the run used; empty for the embedded local Spark.",
+    )
+    group = models.ForeignKey(
+        "RunGroup",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        help_text="The backfill or sweep the run belongs to; empty otherwise.",
+    )
+    waits_for_group = models.BooleanField(
+        default=False,
+        help_text="Held until its backfill or sweep has room under its own concurrency "
+        "limit (then it is held, or not, like any run of its owner).",
+    )
+    logical_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The slot (UTC) a backfill re-run is for; the slot's own run keeps "
+        "scheduled_for.",
     )
 
     objects = RunQuerySet.as_manager()
@@ -691,8 +713,9 @@ class Run(models.Model):
 
     @property
     def logical_date(self) -> datetime:
-        """The moment the run is "for": its slot, else its creation time (UTC)."""
-        return self.scheduled_for or self.created_at
+        """The moment the run is "for": its slot (or the slot a backfill re-runs), else its
+        creation time (UTC)."""
+        return self.scheduled_for or self.logical_at or self.created_at
 
     def injected_parameters(self, spark_master: str) -> dict:
         """The run's parameters plus what the portal injects into every run
@@ -726,3 +749,71 @@ class RunEvent(models.Model):
 
     def __str__(self):
         return f"{self.run_id} attempt {self.attempt}: {self.state}"
+
+
+class RunGroup(models.Model):
+    """Runs started together: a backfill (one run per schedule slot of a time range) or
+    a parameter sweep (one run per combination of values), run at most
+    ``max_concurrent`` at a time (``jobs.services.groups``)."""
+
+    class Kind(models.TextChoices):
+        BACKFILL = "backfill", "Backfill"
+        SWEEP = "sweep", "Sweep"
+
+    class Combine(models.TextChoices):
+        GRID = "grid", "Every combination (grid)"
+        ZIP = "zip", "Side by side (zip)"
+
+    job = models.ForeignKey(
+        Job,
+        on_delete=models.CASCADE,
+        related_name="groups",
+        help_text="The job whose runs these are.",
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices, help_text="Backfill or sweep.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who started it.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When it started (UTC).")
+    max_concurrent = models.PositiveSmallIntegerField(
+        default=2, help_text="At most this many of its runs are queued or running at once."
+    )
+    parameters = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Backfill: the values that override the job's for every run. Sweep: each "
+        "swept parameter's list of values.",
+    )
+    combine = models.CharField(
+        max_length=4,
+        choices=Combine.choices,
+        blank=True,
+        help_text="Sweep: how the lists of values combine.",
+    )
+    range_start = models.DateTimeField(
+        null=True, blank=True, help_text="Backfill: the first instant of the range (UTC)."
+    )
+    range_end = models.DateTimeField(
+        null=True, blank=True, help_text="Backfill: the last instant of the range (UTC)."
+    )
+    rerun_existing = models.BooleanField(
+        default=False,
+        help_text="Backfill: slots that already had a run get a backfill re-run (else skipped).",
+    )
+    skipped_slots = models.PositiveIntegerField(
+        default=0, help_text="Backfill: slots of the range left out because they had a run."
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.get_kind_display().lower()} {self.pk} of {self.job}"
+
+    def get_absolute_url(self):
+        return reverse("groups-detail", args=[self.pk])

@@ -536,6 +536,12 @@ GATEWAY_TLS_KEY = env_str("GATEWAY_TLS_KEY")
 #: The gateway's generated configuration (it names tokens: 0700, never in a sandbox).
 SPARK_CONNECT_GATEWAY_DIR = DATA_DIR / "gateway"
 
+# --- Backfills and sweeps (jobs.services.groups) ------------------------------------------
+#: Most slots one backfill may run, runs one sweep may start, and runs of either at once.
+BACKFILL_MAX_SLOTS = env_int("BACKFILL_MAX_SLOTS", 2000)
+SWEEP_MAX_RUNS = env_int("SWEEP_MAX_RUNS", 200)
+GROUP_MAX_CONCURRENT = env_int("GROUP_MAX_CONCURRENT", 20)
+
 # --- Spark UI of runs (jobs.spark_ui) and the Spark History Server (bin/spark-history) ----
 #: A run's Spark event log is stored with it up to this size (bytes); a larger one is not
 #: stored, and the run offers no history view.

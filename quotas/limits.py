@@ -149,10 +149,13 @@ def _duration(seconds: float) -> str:
 
 
 def active_runs(user_id: int) -> int:
-    """Runs of ``user_id``'s jobs that are QUEUED or RUNNING."""
+    """Runs of ``user_id``'s jobs that are QUEUED or RUNNING, but for runs of a backfill or
+    sweep that wait for room in it (its own limit keeps those out of the queue)."""
     from jobs.models import Run
 
-    return Run.objects.filter(job__owner_id=user_id, state__in=Run.ACTIVE_STATES).count()
+    return Run.objects.filter(
+        job__owner_id=user_id, state__in=Run.ACTIVE_STATES, waits_for_group=False
+    ).count()
 
 
 def check_active_runs(user: "AnyUser", adding: int = 1) -> None:

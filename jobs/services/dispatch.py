@@ -267,7 +267,9 @@ def _active_by_owner(owner_ids: set[int]) -> dict[int, list[int]]:
     """``[active, unheld]`` runs per owner id: QUEUED or RUNNING, and of them those that are
     not held (one query)."""
     rows = (
-        Run.objects.filter(job__owner_id__in=owner_ids, state__in=Run.ACTIVE_STATES)
+        Run.objects.filter(
+            job__owner_id__in=owner_ids, state__in=Run.ACTIVE_STATES, waits_for_group=False
+        )
         .values("job__owner_id")
         .annotate(n=Count("id"), unheld=Count("id", filter=Q(held_since__isnull=True)))
         .values_list("job__owner_id", "n", "unheld")
@@ -330,10 +332,11 @@ def _dispatch_batch(
     ):
         if job_id not in latest or number > latest[job_id][1]:
             latest[job_id] = (version_id, number)
+    # Backfill and sweep runs do not count for the overlap policy of the regular slots.
     active = set(
-        Run.objects.filter(job_id__in=ids, state__in=Run.ACTIVE_STATES).values_list(
-            "job_id", flat=True
-        )
+        Run.objects.filter(
+            job_id__in=ids, state__in=Run.ACTIVE_STATES, group__isnull=True
+        ).values_list("job_id", flat=True)
     )
     earliest = min((slots[0] for slots, _ in plans.values() if slots), default=now)
     existing = set(
@@ -373,7 +376,7 @@ def _dispatch_job(
     taken when its batch met a slot that got a run meanwhile (the slot is skipped)."""
     slots, next_run_at = plan
     version = job.latest_version()
-    active = job.runs.active().exists()
+    active = job.runs.active().filter(group__isnull=True).exists()
     room = _Room(_active_by_owner({job.owner_id}), {job.owner_id: owner})
     runs = []
     for slot in slots:

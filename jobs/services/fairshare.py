@@ -21,7 +21,13 @@ meets only as many of their messages as they may run.
 
 When one of the user's runs ends (or a queued one is cancelled), ``release_held`` sends
 the oldest held runs of the user to the queue again, as many as the user now has room
-for. The reaper calls ``release_all`` every pass as a safety net (a worker killed between
+for.
+
+A backfill or sweep (``RunGroup``) has a concurrency limit of its own: its runs beyond it
+are created held *and* ``waits_for_group``, which no claim takes and no user-level release
+sends. ``release_held`` first lets each of the user's groups move its oldest waiting runs
+up to its limit (``_make_room_in_groups``); from then on they are held runs like any
+other. The reaper calls ``release_all`` every pass as a safety net (a worker killed between
 a run's end and its release; a limit raised in the admin), and never re-enqueues a held
 run as "stuck".
 
@@ -37,7 +43,7 @@ from datetime import datetime
 from django.db.models import DateTimeField, F, Q, QuerySet
 from django.db.models.functions import Coalesce
 
-from jobs.models import Run, RunEvent
+from jobs.models import Run, RunEvent, RunGroup
 from quotas.limits import limits_by_owner, lock_user
 
 log = logging.getLogger(__name__)
@@ -46,8 +52,9 @@ State = Run.State
 
 
 def slot_order() -> Coalesce:
-    """The expression runs of one user start in: their slot, or creation time, in UTC."""
-    return Coalesce("scheduled_for", "created_at", output_field=DateTimeField())
+    """The expression runs of one user start in: their slot (or the slot a backfill re-run
+    is for), or creation time, in UTC."""
+    return Coalesce("scheduled_for", "logical_at", "created_at", output_field=DateTimeField())
 
 
 def _running_limit(owner_id: int) -> int | None:
@@ -55,10 +62,11 @@ def _running_limit(owner_id: int) -> int | None:
 
 
 def _eligible(now: datetime) -> "QuerySet[Run]":
-    """QUEUED runs that a claim could take at ``now``: attempts left, retry delay over."""
-    return Run.objects.filter(state=State.QUEUED, attempt__lt=F("max_attempts")).filter(
-        Q(not_before__isnull=True) | Q(not_before__lte=now)
-    )
+    """QUEUED runs that a claim could take at ``now``: attempts left, retry delay over,
+    not waiting for room in their backfill or sweep."""
+    return Run.objects.filter(
+        state=State.QUEUED, attempt__lt=F("max_attempts"), waits_for_group=False
+    ).filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
 
 
 def waiting_reason(running: int, limit: int, queued: bool = False) -> str:
@@ -138,7 +146,13 @@ def release_held(owner_id: int, now: datetime) -> list[int]:
     them when they have no limit any more). Call inside a transaction; messages go out
     after commit. Returns the ids released."""
     lock_user(owner_id)
-    held = Run.objects.filter(job__owner_id=owner_id, state=State.QUEUED, held_since__isnull=False)
+    _make_room_in_groups(owner_id)
+    held = Run.objects.filter(
+        job__owner_id=owner_id,
+        state=State.QUEUED,
+        held_since__isnull=False,
+        waits_for_group=False,
+    )
     limit = _running_limit(owner_id)
     ordered = held.annotate(order=slot_order()).order_by("order", "id")
     if limit is None:
@@ -158,6 +172,27 @@ def release_held(owner_id: int, now: datetime) -> list[int]:
         _enqueue_all(ids)
         log.info("released runs=%s of user=%s", ids, owner_id)
     return ids
+
+
+def _make_room_in_groups(owner_id: int) -> None:
+    """In each of ``owner_id``'s groups with waiting runs, stop the oldest from waiting (in
+    slot order, then id), up to the group's ``max_concurrent`` beside its runs already
+    QUEUED or RUNNING without waiting. Call under the owner's lock."""
+    waiting = Run.objects.filter(job__owner_id=owner_id, state=State.QUEUED, waits_for_group=True)
+    for group_id in set(waiting.values_list("group_id", flat=True)):
+        in_group = Run.objects.filter(group_id=group_id)
+        limit = RunGroup.objects.filter(pk=group_id).values_list("max_concurrent", flat=True)
+        in_flight = in_group.filter(state__in=Run.ACTIVE_STATES, waits_for_group=False).count()
+        room = max((limit.first() or 1) - in_flight, 0)
+        if not room:
+            continue
+        ids = list(
+            in_group.filter(state=State.QUEUED, waits_for_group=True)
+            .annotate(order=slot_order())
+            .order_by("order", "id")
+            .values_list("pk", flat=True)[:room]
+        )
+        Run.objects.filter(pk__in=ids).update(waits_for_group=False)
 
 
 def release_all(now: datetime) -> int:
