@@ -91,6 +91,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "api",
     "notify",
+    "recorded",
 ]
 
 MIDDLEWARE = [
@@ -747,6 +748,19 @@ CELERY_TASK_ROUTES["notify.tasks.deliver_notification"] = {"queue": "clusters"}
 # The webhook payload in the schema; webhooks are an OpenAPI 3.1 feature.
 SPECTACULAR_SETTINGS["OAS_VERSION"] = "3.1.0"
 SPECTACULAR_SETTINGS["WEBHOOKS"] = ["notify.schema.portal_event"]
+#: Values a notebook records with scrapbook's ``glue`` (recorded.extract), read from the
+#: output notebook as a run ends. They are user data kept in the database, so each is
+#: bounded; what passes a bound is cut or dropped with a note, never failing the run.
+RECORDED_MAX_VALUES = env_int("RECORDED_MAX_VALUES", 100)
+RECORDED_NAME_MAX_CHARS = env_int("RECORDED_NAME_MAX_CHARS", 200)
+RECORDED_TEXT_MAX_CHARS = env_int("RECORDED_TEXT_MAX_CHARS", 10_000)
+RECORDED_TABLE_MAX_ROWS = env_int("RECORDED_TABLE_MAX_ROWS", 200)
+RECORDED_TABLE_MAX_COLUMNS = env_int("RECORDED_TABLE_MAX_COLUMNS", 50)
+#: A glued DataFrame is Parquet in base64: larger encoded ones are not decoded at all.
+RECORDED_TABLE_MAX_BYTES = env_bytes("RECORDED_TABLE_MAX_BYTES", "2m")
+RECORDED_FIGURE_MAX_BYTES = env_bytes("RECORDED_FIGURE_MAX_BYTES", "2m")
+#: Output notebooks larger than this are not read for values (the worker parses it whole).
+RECORDED_NOTEBOOK_MAX_BYTES = env_bytes("RECORDED_NOTEBOOK_MAX_BYTES", "40m")
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "UTC"

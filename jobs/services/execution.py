@@ -33,6 +33,7 @@ from jobs.services.jobs import delete_files
 from jobs.services.recovery import retry_delay
 from portal.db import close_stale_connections
 from quotas.usage import record_run_usage
+from recorded import extract as recorded_values
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,8 @@ def finish_run(run: Run, outcome: Outcome) -> Run | None:
        its alert (``_publish``). If the attempt no longer owns the run (reaped, cancelled
        while the worker was unreachable, deleted), the files just stored are removed and
        None is returned.
+    5. In the same transaction, the values the notebook recorded (scrapbook's ``glue``)
+       replace the run's earlier ones (recorded.extract); they never fail the run.
     """
     if outcome.status == OutcomeStatus.LOST:
         log.warning("attempt lost run=%s attempt=%s", run.pk, run.attempt)
@@ -215,7 +218,9 @@ def finish_run(run: Run, outcome: Outcome) -> Run | None:
     keys = _store_outputs(run, outcome)
     # Stored by the executor (jobs.logs, jobs.spark_ui).
     keys["output_bytes"] += logs.stored_bytes(run) + spark_ui.event_log_bytes(run)
-    return _publish(run, outcome, keys, finished_at)
+    # Read before the final write's transaction: it may decode a glued DataFrame.
+    values = recorded_values.read_output_values(outcome.output_path)
+    return _publish(run, outcome, keys, finished_at, values)
 
 
 def _retry(run: Run, outcome: Outcome) -> bool:
@@ -285,9 +290,17 @@ def _clip(text: str, limit: int, keep_end: bool = False) -> str:
     return f"{note}\n{text[-room:] if room else ''}" if keep_end else f"{text[:room]}\n{note}"
 
 
-def _publish(run: Run, outcome: Outcome, keys: dict[str, Any], finished_at: datetime) -> Run | None:
-    """The fenced final UPDATE of an attempt, its event and its alert (after commit);
-    None, with ``keys``' files removed after commit, if the attempt lost the run.
+def _publish(
+    run: Run,
+    outcome: Outcome,
+    keys: dict[str, Any],
+    finished_at: datetime,
+    values: recorded_values.Extraction | None = None,
+) -> Run | None:
+    """The fenced final UPDATE of an attempt, its event, its recorded ``values`` (in a
+    savepoint: an error there is logged and leaves the run's earlier values) and its alert
+    (after commit); None, with ``keys``' files removed after commit, if the attempt lost
+    the run.
 
     The error's name, value and traceback are cut to RUN_ERROR_MAX_CHARS (a notebook may
     raise with a message of any size). The live view's partial HTML is deleted after
@@ -328,6 +341,7 @@ def _publish(run: Run, outcome: Outcome, keys: dict[str, Any], finished_at: date
             transaction.on_commit(lambda: delete_files([partial]))
         if state == State.SUCCEEDED:
             Run.objects.filter(pk=run.pk).update(cells_done=F("cells_total"))
+        recorded_values.record_values(run, values or recorded_values.Extraction())
         RunEvent.objects.create(
             run=run,
             attempt=run.attempt,
