@@ -174,7 +174,8 @@ def test_an_output_file_that_is_missing_large_or_not_json_has_no_values(tmp_path
 
 @pytest.mark.django_db
 def test_a_runs_values_replace_its_earlier_ones(glued, make_job, alice):
-    run = Run.objects.create(job=make_job(), version=make_job().latest_version())
+    job = make_job()
+    run = Run.objects.create(job=job, version=job.latest_version())
     glued("a", 1)
     glued("b", "text")
     assert record_values(run, read_notebook_values(glued.notebook())) == 2
