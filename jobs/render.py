@@ -48,8 +48,8 @@ def nh3_clean(html: str, **_ignored) -> str:
     return nh3.clean(html)
 
 
-@lru_cache(maxsize=1)
-def _exporter() -> HTMLExporter:
+@lru_cache(maxsize=2)
+def _exporter(template_name: str = "portal") -> HTMLExporter:
     config = Config()
     config.NbConvertBase.display_data_priority = [
         "application/vnd.plotly.v1+json",
@@ -63,8 +63,10 @@ def _exporter() -> HTMLExporter:
     ]
     exporter = HTMLExporter(
         config=config,
-        template_name="portal",
+        template_name=template_name,
         extra_template_basedirs=[str(TEMPLATE_DIR)],
+        # So that portal_compare can extend "portal/index.html.j2" by name.
+        extra_template_paths=[str(TEMPLATE_DIR)],
         sanitize_html=True,
         embed_images=False,  # CVE-2026-39378: never read local files into the page
     )
@@ -73,8 +75,11 @@ def _exporter() -> HTMLExporter:
     return exporter
 
 
-def render_html(nb: nbformat.NotebookNode, title: str = "") -> str:
+def render_html(nb: nbformat.NotebookNode, title: str = "", template: str = "portal") -> str:
     """Return the viewer HTML (a full document, UTF-8 text) of an executed notebook.
+
+    ``template`` names a template of ``nbconvert_templates``: "portal", or
+    "portal_compare" (which extends it) for two runs side by side (``jobs.compare``).
 
     ``nb`` is sanitised in place first (``sanitize_dimensions``), and the finished page
     goes through ``drop_event_handlers``.
@@ -85,7 +90,7 @@ def render_html(nb: nbformat.NotebookNode, title: str = "") -> str:
         "metadata": {"name": title or "Notebook"},
     }
     sanitize_dimensions(nb)
-    html, _ = _exporter().from_notebook_node(nb, resources=resources)
+    html, _ = _exporter(template).from_notebook_node(nb, resources=resources)
     return drop_event_handlers(html)
 
 

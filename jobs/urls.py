@@ -1,7 +1,7 @@
 from django.urls import path
 
 from clusters import ui_proxy
-from jobs import spark_ui, views
+from jobs import compare_views, spark_ui, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -21,6 +21,9 @@ urlpatterns = [
         name="jobs-version-download",
     ),
     path("runs/<int:pk>/", views.run_detail, name="runs-detail"),
+    # Two runs side by side (jobs.compare_views); the job page's picker redirects there.
+    path("runs/<int:pk>/compare/<int:other>/", compare_views.run_compare, name="runs-compare"),
+    path("jobs/<int:pk>/compare/", compare_views.job_compare_pick, name="jobs-compare"),
     path("runs/<int:pk>/progress/", views.run_progress, name="runs-progress"),
     path("runs/<int:pk>/partial/", views.run_partial, name="runs-partial"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="runs-cancel"),

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from clusters import services as cluster_services
 from clusters.models import Cluster
-from jobs import logs, notebooks, schedule, services, spark_ui
+from jobs import compare, logs, notebooks, schedule, services, spark_ui
 from jobs.downloads import attachment
 from jobs.forms import InspectForm, JobForm, ParametersForm, UploadVersionForm
 from jobs.models import Job, Run
@@ -364,6 +364,8 @@ def run_detail(request, pk):
             "events": run.events.all(),
             "parameters": json.dumps(effective, indent=1),
             "defaults_used": [name for name in schema if name not in run.parameters],
+            # A failed run links to its comparison with the job's last success before it.
+            "last_success": compare.last_success_before(run) if run.is_failure else None,
             # The Logs tab, for the job's owner and staff only (see run_logs).
             "logs": _logs_context(run)["logs"] if run.job.can_change(request.user) else None,
             "log_shown_bytes": LOG_SHOWN_BYTES,

@@ -33,6 +33,16 @@ def content_url(storage_key: str, run_id: int, attempt: int) -> str:
     return f"{settings.USERCONTENT_ORIGIN}{PREFIX}{token}/"
 
 
+def comparison_url(storage_key: str, a_id: int, a_attempt: int, b_id: int, b_attempt: int) -> str:
+    """An absolute, signed URL on the user-content origin for the stored page comparing
+    runs ``a_id`` and ``b_id`` at those attempts (``jobs.compare``). Valid as long as a
+    ``content_url``, and only while both attempts are current and have their output. The
+    caller must have checked that the viewer may see both runs."""
+    claims = {"k": storage_key, "c": [a_id, a_attempt, b_id, b_attempt]}
+    token = signing.dumps(claims, salt=SALT, compress=True)
+    return f"{settings.USERCONTENT_ORIGIN}{PREFIX}{token}/"
+
+
 def content_security_policy() -> str:
     origin = settings.USERCONTENT_ORIGIN
     return "; ".join(
@@ -71,6 +81,8 @@ def serve(request):
     token = request.path[len(PREFIX) :].strip("/")
     try:
         claims = signing.loads(token, salt=SALT, max_age=settings.USERCONTENT_URL_MAX_AGE)
+        if "c" in claims:
+            return _serve_comparison(claims["k"], [int(n) for n in claims["c"]])
         key, run_id, attempt = claims["k"], int(claims["r"]), int(claims["a"])
     except (signing.BadSignature, KeyError, TypeError, ValueError):
         return _harden(
@@ -89,6 +101,22 @@ def serve(request):
         or current is None
         or key not in current
         or not default_storage.exists(key)
+    ):
+        return _harden(HttpResponseNotFound("Not found.", content_type="text/plain"))
+    response = FileResponse(
+        default_storage.open(key, "rb"), content_type="text/html; charset=utf-8"
+    )
+    return _harden(response)
+
+
+def _serve_comparison(key: str, ids: list[int]):
+    """Serve the stored comparison page ``key`` of ``comparison_url``, or 404 when it is
+    no longer current (``jobs.compare.is_current_comparison``)."""
+    from jobs.compare import is_current_comparison  # loads models: see serve()
+
+    a_id, a_attempt, b_id, b_attempt = ids
+    if not is_current_comparison(key, a_id, a_attempt, b_id, b_attempt) or not (
+        default_storage.exists(key)
     ):
         return _harden(HttpResponseNotFound("Not found.", content_type="text/plain"))
     response = FileResponse(

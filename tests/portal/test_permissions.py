@@ -55,6 +55,9 @@ MATRIX = {
     "runs-download": ("get", "download", OWNER_GET),
     "runs-logs": ("get", "run", OWNER_GET),
     "runs-log-download": ("get", "run-log", OWNER_GET),
+    # Both runs must be visible (here a run beside itself); the picker redirects.
+    "runs-compare": ("get", "run-pair", OWNER_GET),
+    "jobs-compare": ("get", "job", {"alice": 302, "bob": 404, "staff": 302, "anon": LOGIN}),
     "targets-new": ("get", "job", OWNER_GET),
     "targets-edit": ("get", "target", OWNER_GET),
     "targets-delete": ("get", "target", OWNER_GET),
@@ -208,6 +211,7 @@ def objects(make_job, alice, tmp_path):
         "job": [job.pk],
         "version": [job.pk, job.latest_version().number],
         "run": [run.pk],
+        "run-pair": [run.pk, run.pk],
         "download": [run.pk, "ipynb"],
         "run-log": [run.pk, "kernel.log"],
         "target": [target.pk],
