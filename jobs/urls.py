@@ -1,7 +1,7 @@
 from django.urls import path
 
 from clusters import ui_proxy
-from jobs import compare_views, spark_ui, views
+from jobs import compare_views, group_views, spark_ui, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -42,5 +42,11 @@ urlpatterns = [
         name="runs-history-static",
     ),
     path("runs/<int:pk>/history/<path:path>", spark_ui.run_history, name="runs-history-path"),
+    # Backfills and sweeps (jobs.group_views).
+    path("jobs/<int:pk>/backfill/", group_views.backfill_new, name="jobs-backfill"),
+    path("jobs/<int:pk>/sweep/", group_views.sweep_new, name="jobs-sweep"),
+    path("groups/<int:pk>/", group_views.group_detail, name="groups-detail"),
+    path("groups/<int:pk>/cancel/", group_views.group_cancel, name="groups-cancel"),
+    path("groups/<int:pk>/retry/", group_views.group_retry, name="groups-retry"),
     path("ops/", views.operations, name="operations"),
 ]

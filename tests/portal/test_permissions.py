@@ -17,6 +17,7 @@ from api.models import ApiToken
 from clusters.models import Cluster, SSHKey
 from jobs import logs as job_logs
 from jobs import services, spark_ui
+from jobs.services import groups
 from notify.models import NotificationTarget
 from tests.clusters.test_emr import (  # noqa: F401 (moto fixtures, for the EMR logs rows)
     LOG_BUCKET,
@@ -136,6 +137,11 @@ MATRIX = {
         "run-spark-static",
         {"alice": 200, "bob": 200, "staff": 200, "anon": 200},
     ),
+    "jobs-backfill": ("get", "scheduled-job", OWNER_GET),
+    "jobs-sweep": ("get", "job", OWNER_GET),
+    "groups-detail": ("get", "group", OWNER_GET),
+    "groups-cancel": ("post", "group", OWNER_POST),
+    "groups-retry": ("post", "group", OWNER_POST),
 }
 
 
@@ -195,7 +201,11 @@ def objects(make_job, alice, tmp_path):
     )
     token, _ = ApiToken.issue(alice, "CI", ["read"])
     default_storage.save(spark_ui.event_log_key(run), ContentFile(b"{}"))
+    scheduled = make_job("trivial.ipynb", name="scheduled", cron="0 6 * * *", enabled=False)
+    group = groups.create_sweep(job, alice, {"x": [1, 2]})
     return {
+        "scheduled-job": [scheduled.pk],
+        "group": [group.pk],
         "run-history-path": [run.pk, f"history/{spark_ui.history_app_id(run)}/../x/"],
         "run-spark-static": [run.pk, "webui.js"],
         "emr-logs": [emr.pk],
