@@ -48,6 +48,7 @@ from jobs.forms import NotebookField, NotebookUpload
 from jobs.models import Job, NotebookVersion, Run, RunEvent
 from jobs.render import standalone_chunks
 from jobs.validators import split_addresses, validate_recipient_count
+from recorded.models import RecordedValue
 
 # --- Errors --------------------------------------------------------------------------------
 
@@ -350,6 +351,17 @@ class RunOutputsSerializer(serializers.Serializer):
 
     ipynb = serializers.URLField(allow_null=True)
     html = serializers.URLField(allow_null=True)
+
+
+class RecordedValueSerializer(serializers.ModelSerializer):
+    """A value the run's notebook recorded with scrapbook's ``glue`` (recorded.models):
+    ``number`` for a number, ``text`` for a string, ``data`` for a table
+    (``{"columns", "rows"}``), a figure's Plotly JSON or other JSON; untrusted content."""
+
+    class Meta:
+        model = RecordedValue
+        fields = ["name", "kind", "number", "text", "data", "note"]
+        read_only_fields = fields
 
 
 class RunEventSerializer(serializers.ModelSerializer):
@@ -925,6 +937,17 @@ class RunViewSet(viewsets.GenericViewSet):
         """Every state change of the run, oldest first, with its attempt and worker."""
         run = self.get_object()
         return Response(RunEventSerializer(run.events.all(), many=True).data)
+
+    @extend_schema(
+        summary="List a run's recorded values",
+        responses={200: RecordedValueSerializer(many=True), **error_responses(404)},
+    )
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def values(self, request: Request, pk: int) -> Response:
+        """The values the run's notebook recorded with scrapbook's ``glue``, in the order it
+        recorded them (at most RECORDED_MAX_VALUES), stored as the run ended."""
+        run = self.get_object()
+        return Response(RecordedValueSerializer(run.recorded_values.all(), many=True).data)
 
     @extend_schema(
         summary="List a run's logs",

@@ -108,6 +108,7 @@ MATRIX = {
     "api-runs-cancel": ("post", "queued_run", "run", None, statuses(200, 404, 200)),
     "api-runs-rerun": ("post", "run", "run", None, statuses(201, 404, 201)),
     "api-runs-events": ("get", "run", "read", None, OWNER_READ),
+    "api-runs-values": ("get", "run", "read", None, OWNER_READ),
     "api-runs-output-ipynb": ("get", "run", "read", None, OWNER_READ),
     "api-runs-output-html": ("get", "run", "read", None, OWNER_READ),
     "api-runs-logs": ("get", "run", "read", None, OWNER_READ),

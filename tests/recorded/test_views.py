@@ -76,3 +76,22 @@ def test_the_job_page_charts_numbers_by_logical_date(job, alice_client, bob, cli
     # A private job's page (and its values) is a 404 for another user.
     client.force_login(bob)
     assert client.get(reverse("jobs-detail", args=[job.pk])).status_code == 404
+
+
+def test_the_api_lists_a_runs_values_in_order(job, alice_client):
+    run = make_run(job, None)
+    value(run, "b", Kind.NUMBER, number=2, position=0)
+    value(run, "a", Kind.TABLE, data={"columns": ["x"], "rows": [[1]]}, position=1)
+    response = alice_client.get(f"/api/runs/{run.pk}/values/")
+    assert response.status_code == 200
+    assert response.json() == [
+        {"name": "b", "kind": "number", "number": 2.0, "text": "", "data": None, "note": ""},
+        {
+            "name": "a",
+            "kind": "table",
+            "number": None,
+            "text": "",
+            "data": {"columns": ["x"], "rows": [[1]]},
+            "note": "",
+        },
+    ]
