@@ -29,6 +29,7 @@ from portalctl.client import (
     PortalClient,
     new_idempotency_key,
 )
+from portalctl.compare import format_comparison
 from portalctl.progress import RunProgress, cells, describe, elapsed, format_elapsed
 
 EXIT_OK, EXIT_NOT_SUCCEEDED, EXIT_ERROR = 0, 1, 2
@@ -548,6 +549,22 @@ def runs_output(
         emit_json({"run": run_id, "path": str(dest), "bytes": size})
     else:
         sys.stdout.write(f"{dest}\n")
+
+
+@runs_app.command("compare")
+@api_command
+def runs_compare(
+    a: Annotated[int, typer.Argument(metavar="A", help="Run A, e.g. the last success.")],
+    b: Annotated[int, typer.Argument(metavar="B", help="Run B, e.g. a failure.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Compare two runs: parameters, notebook version, and the cells that changed."""
+    with client() as api:
+        data = api.call("GET", f"/api/runs/{a}/compare/{b}/")
+    if as_json:
+        emit_json(data)
+    else:
+        sys.stdout.write(format_comparison(data))
 
 
 # --- clusters ---------------------------------------------------------------------------------

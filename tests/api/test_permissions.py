@@ -113,6 +113,8 @@ MATRIX = {
     "api-runs-output-html": ("get", "run", "read", None, OWNER_READ),
     "api-runs-logs": ("get", "run", "read", None, OWNER_READ),
     "api-runs-log": ("get", "run_log", "read", None, OWNER_READ),
+    # Both runs must be visible to the caller (here a run beside itself).
+    "api-runs-compare": ("get", "run_pair", "read", None, OWNER_READ),
     "api-clusters-list": ("get", None, "read", None, EVERYONE),
     "api-clusters-list:post": (
         "post",
@@ -201,6 +203,7 @@ def objects(make_job, alice, tmp_path):
         "nowhere": ["runs/-1/"],
         "job": [job.pk],
         "run": [run.pk],
+        "run_pair": [run.pk, run.pk],
         "run_log": [run.pk, "kernel.log"],
         "queued_run": [queued.pk],
         "cluster": [cluster.pk],
