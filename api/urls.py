@@ -14,10 +14,10 @@ from drf_spectacular.views import (
 )
 from rest_framework.routers import SimpleRouter
 
-from api import clusters, compare, jobs, views
+from api import clusters, compare, groups, jobs, views
 
 router = SimpleRouter(use_regex_path=False)
-for prefix, viewset, basename in [*jobs.ROUTES, *clusters.ROUTES]:
+for prefix, viewset, basename in [*jobs.ROUTES, *clusters.ROUTES, *groups.ROUTES]:
     router.register(prefix, viewset, basename=basename)
 
 
@@ -36,6 +36,7 @@ urlpatterns = _exempt(
         path("docs/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
         *jobs.URLS,
         *compare.URLS,
+        *groups.URLS,
         *router.urls,
         # Last: any other path under /api/ (e.g. /api/runs/-1/) is a JSON 404, not a page.
         re_path(r"^(?P<rest>.*)$", views.not_found, name="api-not-found"),

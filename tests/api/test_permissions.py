@@ -21,6 +21,7 @@ from clusters import services as cluster_services
 from clusters.models import Cluster
 from jobs import logs as job_logs
 from jobs import services
+from jobs.services import groups
 from tests.api.test_clusters import public_key
 from tests.clusters.test_emr import (  # noqa: F401 (moto fixtures, for the EMR logs row)
     aws,
@@ -145,6 +146,24 @@ MATRIX = {
     # SSH keys are their owner's alone, as on the pages: staff too get 404.
     "api-keys-detail": ("get", "key", "read", None, statuses(200, 404, 404)),
     "api-keys-detail:delete": ("delete", "key", "clusters", None, statuses(204, 404, 404)),
+    "api-jobs-backfill": (
+        "post",
+        "scheduled_job",
+        "run",
+        lambda: ({"start": "2026-03-01T00:00", "end": "2026-03-02T23:00"}, "json"),
+        statuses(201, 404, 201),
+    ),
+    "api-jobs-sweep": (
+        "post",
+        "job",
+        "run",
+        lambda: ({"parameters": {"x": [1, 2]}}, "json"),
+        statuses(201, 404, 201),
+    ),
+    "api-groups-list": ("get", None, "read", None, EVERYONE),
+    "api-groups-detail": ("get", "group", "read", None, OWNER_READ),
+    "api-groups-cancel": ("post", "group", "run", None, statuses(200, 404, 200)),
+    "api-groups-retry": ("post", "group", "run", None, statuses(200, 404, 200)),
 }
 
 
@@ -197,7 +216,11 @@ def objects(make_job, alice, tmp_path):
         jobflow_id="j-MATRIX",
         expires_at=timezone.now() + timedelta(hours=1),
     )
+    scheduled = make_job("trivial.ipynb", name="scheduled", cron="0 6 * * *", enabled=False)
+    group = groups.create_sweep(job, alice, {"x": [1, 2]})
     return {
+        "scheduled_job": [scheduled.pk],
+        "group": [group.pk],
         "emr_cluster": [emr.pk],
         None: [],
         "nowhere": ["runs/-1/"],
