@@ -2,8 +2,9 @@
 
 Both runs go through ``Run.objects.visible_to`` (a run the caller may not see is a 404,
 never a 403); the token needs the ``read`` scope. The answer is plain data: parameters,
-whether the notebook versions differ, and a summary of each aligned cell. Cell contents
-(untrusted notebook output) are not in it: the page's sandboxed frame shows them.
+recorded values, whether the notebook versions differ, and a summary of each aligned
+cell. Cell contents (untrusted notebook output) are not in it: the page's sandboxed frame
+shows them.
 """
 
 from django.shortcuts import get_object_or_404
@@ -40,6 +41,15 @@ class ParameterChangeSerializer(serializers.Serializer):
     changed = serializers.BooleanField()
 
 
+class ValueChangeSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    a = serializers.CharField(
+        allow_null=True, help_text="A's value as short text (null when A did not record it)."
+    )
+    b = serializers.CharField(allow_null=True, help_text="B's value, likewise.")
+    changed = serializers.BooleanField()
+
+
 class CellChangeSerializer(serializers.Serializer):
     index = serializers.IntegerField(help_text="The row of the alignment, from 0.")
     status = serializers.ChoiceField(
@@ -59,6 +69,7 @@ class ComparisonSerializer(serializers.Serializer):
     job = ComparedJobSerializer(allow_null=True, help_text="The job, when both runs share it.")
     version_changed = serializers.BooleanField()
     parameters = ParameterChangeSerializer(many=True)
+    values = ValueChangeSerializer(many=True, help_text="The values the runs recorded.")
     cells = CellChangeSerializer(
         many=True,
         allow_null=True,

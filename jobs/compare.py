@@ -1,7 +1,9 @@
-"""Compare two runs (A, B): parameters, notebook version, and the output notebooks cell by
-cell, on nbdime's diff engine (``nbdime.diff_notebooks``; its web app is never used).
+"""Compare two runs (A, B): parameters, notebook version, recorded values, and the output
+notebooks cell by cell, on nbdime's diff engine (``nbdime.diff_notebooks``; its web app
+is never used).
 
-Parameters are plain data that the portal page shows itself (escaped). Cells hold
+Parameters and recorded values (as short text) are plain data that the portal page shows
+itself (escaped). Cells hold
 untrusted notebook source and output: their side-by-side page is rendered by the portal's
 own pipeline (``jobs.render``, template ``portal_compare``: nh3, no JavaScript outputs,
 Plotly from inert JSON), stored next to run A's files, and served only from the
@@ -65,6 +67,17 @@ class ParameterRow:
 
 
 @dataclass(frozen=True)
+class ValueRow:
+    """One name recorded by either run (``recorded.RecordedValue``), each side's value as
+    short text (None where the run recorded no such name)."""
+
+    name: str
+    a: str | None
+    b: str | None
+    changed: bool
+
+
+@dataclass(frozen=True)
 class CellRow:
     """One row of the cell alignment: a cell of A matched with one of B by nbdime, or a
     cell only one run has. Indexes are 0-based positions in each output notebook."""
@@ -86,6 +99,7 @@ class Comparison:
     b: Run
     parameters: list[ParameterRow]
     version_changed: bool
+    values: list[ValueRow]
     #: None when either output notebook cannot be compared (``unavailable`` says why).
     cells: list[CellRow] | None
     unavailable: str = ""
@@ -117,6 +131,50 @@ def parameter_rows(a: Run, b: Run) -> list[ParameterRow]:
     return [
         ParameterRow(name, pa.get(name), pb.get(name), name in pa, name in pb) for name in names
     ]
+
+
+# --- Recorded values -----------------------------------------------------------------------
+
+#: Characters of a text or JSON value shown in the comparison.
+VALUE_SHOWN_CHARS = 200
+
+
+def _value_text(value) -> str:
+    """A recorded value as short text: a number, the text, a table's shape, "figure"."""
+    kind = value.kind
+    if kind == "number" and value.number is not None:
+        return f"{value.number:g}"
+    if kind == "table" and isinstance(value.data, dict):
+        rows, columns = value.data.get("rows") or [], value.data.get("columns") or []
+        return f"table, {len(rows)} rows × {len(columns)} columns"
+    if kind == "figure":
+        return "figure"
+    text = value.text if value.data is None else json.dumps(value.data, ensure_ascii=False)
+    return text if len(text) <= VALUE_SHOWN_CHARS else text[:VALUE_SHOWN_CHARS] + "…"
+
+
+def value_rows(a: Run, b: Run) -> list[ValueRow]:
+    """Every name either run recorded, A's order first; ``changed`` when only one run has
+    it or the values differ (kind, number, text or data)."""
+    va = {v.name: v for v in a.recorded_values.all()}
+    vb = {v.name: v for v in b.recorded_values.all()}
+    rows = []
+    for name in list(va) + [n for n in vb if n not in va]:
+        x, y = va.get(name), vb.get(name)
+        same = (
+            x is not None
+            and y is not None
+            and (x.kind, x.number, x.text, x.data) == (y.kind, y.number, y.text, y.data)
+        )
+        rows.append(
+            ValueRow(
+                name,
+                _value_text(x) if x is not None else None,
+                _value_text(y) if y is not None else None,
+                not same,
+            )
+        )
+    return rows
 
 
 # --- Output notebooks ------------------------------------------------------------------------
@@ -233,6 +291,7 @@ def compare_runs(a: Run, b: Run) -> Comparison:
         b=b,
         parameters=parameter_rows(a, b),
         version_changed=a.version_id != b.version_id,
+        values=value_rows(a, b),
         cells=None,
     )
     try:
@@ -374,6 +433,9 @@ def summary(comparison: Comparison) -> dict[str, Any]:
                 "changed": r.changed,
             }
             for r in comparison.parameters
+        ],
+        "values": [
+            {"name": r.name, "a": r.a, "b": r.b, "changed": r.changed} for r in comparison.values
         ],
         "cells": None
         if comparison.cells is None

@@ -39,6 +39,7 @@ def run_compare(request, pk, other):
             "comparison": comparison,
             "frame_url": frame_url,
             "unavailable": unavailable,
+            "values_changed": sum(1 for row in comparison.values if row.changed),
             "counts": {
                 status: sum(1 for row in cells if row.status == status)
                 for status in (compare.CHANGED, compare.ADDED, compare.REMOVED, compare.UNCHANGED)

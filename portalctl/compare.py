@@ -14,7 +14,8 @@ def _value(row: dict[str, Any], side: str) -> str:
 
 def format_comparison(data: dict[str, Any]) -> str:
     """A readable summary of the comparison ``data``: both runs, the notebook versions,
-    the changed parameters (``name: A → B``), and the cells that differ."""
+    the changed parameters and recorded values (``name: A → B``), and the cells that
+    differ."""
     a, b = data["a"], data["b"]
     lines = [
         f"A: run #{a['id']} {a['state']} (notebook v{a['version']})",
@@ -27,6 +28,15 @@ def format_comparison(data: dict[str, Any]) -> str:
         lines += [f"  {r['name']}: {_value(r, 'a')} → {_value(r, 'b')}" for r in changed]
     else:
         lines.append("parameters: the same")
+    values = [row for row in data.get("values", []) if row.get("changed")]
+    if values:
+        lines.append(f"recorded values: {len(values)} changed")
+        for row in values:
+            a = "(absent)" if row.get("a") is None else row["a"]
+            b = "(absent)" if row.get("b") is None else row["b"]
+            lines.append(f"  {row['name']}: {a} → {b}")
+    elif data.get("values"):
+        lines.append("recorded values: the same")
     cells = data.get("cells")
     if cells is None:
         lines.append(f"cells: not compared: {data.get('cells_unavailable', '')}")

@@ -36,6 +36,7 @@ def test_the_comparison_as_json(client, make_job, alice):
         "outputs_changed": True,
     }
     assert data["cells_unavailable"] == ""
+    assert data["values"] == []
     assert data["web_path"] == f"/runs/{a.pk}/compare/{b.pk}/"
 
 

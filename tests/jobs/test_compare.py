@@ -282,3 +282,42 @@ def test_the_management_command_prints_a_summary(job, alice, capsys):
         "in_b": True,
         "changed": True,
     }
+
+
+# --- Recorded values -------------------------------------------------------------------------
+
+
+def test_recorded_values_are_compared_and_shown_escaped(job, alice):
+    from recorded.models import RecordedValue
+
+    a = finished(job, alice, notebook())
+    b = finished(job, alice, notebook())
+    for run, rmse, label in ((a, 0.5, "ok"), (b, 0.75, "<b>bad</b>")):
+        RecordedValue.objects.create(run=run, name="rmse", kind="number", number=rmse)
+        RecordedValue.objects.create(run=run, name="label", kind="text", text=label)
+        RecordedValue.objects.create(run=run, name="same", kind="number", number=1)
+    RecordedValue.objects.create(
+        run=b, name="table", kind="table", data={"columns": ["x"], "rows": [[1], [2]]}
+    )
+    rows = {r.name: r for r in compare.compare_runs(a, b).values}
+    assert (rows["rmse"].a, rows["rmse"].b, rows["rmse"].changed) == ("0.5", "0.75", True)
+    assert not rows["same"].changed
+    assert (rows["table"].a, rows["table"].b) == (None, "table, 2 rows × 1 columns")
+    client = Client()
+    client.force_login(alice)
+    page = client.get(f"/runs/{a.pk}/compare/{b.pk}/").content.decode()
+    assert 'id="compare-values"' in page and "3 changed" in page
+    assert '<tr class="changed" data-name="rmse">' in page
+    assert "&lt;b&gt;bad&lt;/b&gt;" in page and "<b>bad</b>" not in page
+
+
+def test_the_summary_lists_changed_values(job, alice, capsys):
+    from recorded.models import RecordedValue
+
+    a = finished(job, alice, notebook())
+    b = finished(job, alice, notebook())
+    RecordedValue.objects.create(run=a, name="rmse", kind="number", number=0.5)
+    RecordedValue.objects.create(run=b, name="rmse", kind="number", number=0.75)
+    call_command("compareruns", str(a.pk), str(b.pk))
+    out = capsys.readouterr().out
+    assert "recorded values: 1 changed\n  rmse: 0.5 → 0.75\n" in out

@@ -19,6 +19,10 @@ COMPARISON = {
         {"name": "n", "a": 1, "b": 1, "in_a": True, "in_b": True, "changed": False},
         {"name": "new", "a": None, "b": 7, "in_a": False, "in_b": True, "changed": True},
     ],
+    "values": [
+        {"name": "rmse", "a": "0.5", "b": "0.75", "changed": True},
+        {"name": "n", "a": "3", "b": "3", "changed": False},
+    ],
     "cells": [
         {
             "index": 0,
@@ -64,6 +68,8 @@ def test_runs_compare_prints_a_summary(fake, portalctl):
         "parameters: 2 changed",
         '  day: "2026-01-01" → "2026-01-02"',
         "  new: (absent) → 7",
+        "recorded values: 1 changed",
+        "  rmse: 0.5 → 0.75",
         "cells: 1 changed, 1 added, 0 removed, 1 unchanged",
         "  changed  A 1 ↔ B 1 (source)",
         "  added    B 3",
