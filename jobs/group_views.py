@@ -16,10 +16,11 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from jobs import notebooks
 from jobs.forms import ParametersForm
-from jobs.models import Job, RunGroup
+from jobs.models import Job, Run, RunGroup
 from jobs.services import groups
 from jobs.views import job_for_owner
 from quotas.limits import LimitExceeded
+from recorded.models import RecordedValue
 
 #: How many runs a group page lists in its table (the progress counts all of them).
 TABLE_ROWS = 500
@@ -178,18 +179,65 @@ def group_for_owner(user, pk) -> RunGroup:
     )
 
 
+def recorded_by_run(runs: list[Run]) -> tuple[list[str], dict[int, dict[str, Any]]]:
+    """The names of the numbers and texts ``runs`` recorded (sorted), and each run's
+    ``{name: value}``."""
+    values: dict[int, dict[str, Any]] = {}
+    names: set[str] = set()
+    kinds = (RecordedValue.Kind.NUMBER, RecordedValue.Kind.TEXT)
+    for run_id, name, kind, number, text in RecordedValue.objects.filter(
+        run__in=runs, kind__in=kinds
+    ).values_list("run_id", "name", "kind", "number", "text"):
+        values.setdefault(run_id, {})[name] = number if kind == RecordedValue.Kind.NUMBER else text
+        names.add(name)
+    return sorted(names), values
+
+
 def group_context(group: RunGroup, user) -> dict[str, Any]:
     """What the group page and its polled part show: progress and the newest run of each
-    item (at most TABLE_ROWS), with the swept parameters' values of each."""
+    item (at most TABLE_ROWS), with the swept parameters' values and the recorded values
+    of each; for a sweep, the chart's data (``chart``: the swept names, the numeric
+    recorded names, and one point per finished run)."""
     runs = groups.latest_runs(group)
+    shown = runs[:TABLE_ROWS]
     swept = list(group.parameters) if group.kind == RunGroup.Kind.SWEEP else []
-    rows = [(run, [run.parameters.get(name) for name in swept]) for run in runs[:TABLE_ROWS]]
+    names, recorded = recorded_by_run(shown)
+    rows = [
+        (
+            run,
+            [run.parameters.get(name) for name in swept],
+            [recorded.get(run.pk, {}).get(name) for name in names],
+        )
+        for run in shown
+    ]
+    chart = None
+    if swept:
+        numeric = sorted(
+            {n for v in recorded.values() for n, x in v.items() if isinstance(x, float)}
+        )
+        chart = {
+            "parameters": swept,
+            "values": numeric,
+            "points": [
+                {
+                    "run": run.pk,
+                    "parameters": {name: run.parameters.get(name) for name in swept},
+                    "values": {
+                        n: x for n, x in recorded.get(run.pk, {}).items() if isinstance(x, float)
+                    },
+                }
+                for run in shown
+                if run.pk in recorded
+            ],
+        }
     return {
         "group": group,
         "job": group.job,
         "progress": groups.progress(group, runs),
         "rows": rows,
         "swept": swept,
+        "recorded_names": names,
+        "chart": chart,
         "cut": max(len(runs) - TABLE_ROWS, 0),
         "can_change": group.job.can_change(user),
     }

@@ -108,3 +108,18 @@ def test_others_cannot_start_or_see_a_private_jobs_groups(scheduled, alice, bob,
     for name in ("groups-cancel", "groups-retry"):
         assert client.post(reverse(name, args=[group.pk])).status_code == 404
     assert group.runs.filter(state=Run.State.QUEUED).count() == 1
+
+
+def test_a_sweeps_page_lists_recorded_values_and_charts_them(make_job, alice, alice_client):
+    from recorded.models import RecordedValue
+
+    group = groups.create_sweep(make_job(), alice, {"x": [1, 2]}, max_concurrent=2)
+    for run in group.runs.all():
+        x = run.parameters["x"]
+        RecordedValue.objects.create(run=run, name="score", kind="number", number=x * 10.0)
+        RecordedValue.objects.create(run=run, name="note", kind="text", text=f"<b>{x}</b>")
+    page = alice_client.get(group.get_absolute_url()).content.decode()
+    assert '<th class="recorded">score</th>' in page and "&lt;b&gt;1&lt;/b&gt;" in page
+    assert 'id="sweep-data"' in page and 'id="sweep-value"' in page
+    data = page[page.index('id="sweep-data"') :]
+    assert '"values": ["score"]' in data and '"score": 20.0' in data
