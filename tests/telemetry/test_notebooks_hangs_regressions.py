@@ -25,6 +25,7 @@ import pytest
 import telemetry
 import telemetry.sample
 from jobs.notebooks import inspect_parameters
+from recorded.extract import read_notebook_values
 from tests import sandboxes
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -269,6 +270,12 @@ def test_regression_notebook_finds_the_injected_shifts(regression_run, sample):
     assert results["precision"] == pytest.approx(precision, abs=1e-4) and results[
         "recall"
     ] == pytest.approx(recall, abs=1e-4)
+    # The same numbers are recorded with scrapbook's glue, as the portal reads them.
+    recorded = {v.name: v.number for v in read_notebook_values(regression_run["nb"]).values}
+    assert recorded == {
+        name: pytest.approx(results[name])
+        for name in ("precision", "recall", "alerts", "true_alerts", "shifts")
+    }
     alerts = results["alert_list"]
     assert (
         len(alerts) == results["alerts"]
@@ -322,3 +329,10 @@ def test_hello_world_runs_with_its_defaults(sample):
         if PLOTLY in o.get("data", {})
     ]
     assert figures, "no Plotly figure in the output"
+    # Its headline figures are recorded (scrapbook's glue): pings per OS, total, table.
+    recorded = {v.name: v for v in read_notebook_values(run["nb"]).values}
+    per_os = {n: v.number for n, v in recorded.items() if n.startswith("pings_") and v.number}
+    total = per_os.pop("pings_total")
+    table = recorded["pings_per_os"]
+    assert table.kind == "table" and len(table.data["rows"]) == len(per_os) > 1
+    assert 0 < sum(per_os.values()) <= total
