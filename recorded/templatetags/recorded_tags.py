@@ -35,6 +35,7 @@ def chart_series(job) -> dict[str, list[dict[str, Any]]]:
     runs = list(
         RecordedValue.objects.numbers_of_job(job)
         .values_list("run_id", "run__scheduled_for", "run__created_at")
+        .order_by()  # no default ordering columns in the DISTINCT: one row per run
         .distinct()
     )
     dated = sorted(((slot or created, run_id) for run_id, slot, created in runs), reverse=True)

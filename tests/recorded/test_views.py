@@ -95,3 +95,15 @@ def test_the_api_lists_a_runs_values_in_order(job, alice_client):
             "note": "",
         },
     ]
+
+
+def test_the_chart_keeps_the_latest_runs_by_logical_date(job, alice_client, monkeypatch):
+    from recorded.templatetags import recorded_tags
+
+    monkeypatch.setattr(recorded_tags, "CHART_RUNS", 2)
+    runs = [make_run(job, datetime(2026, 5, day, tzinfo=UTC)) for day in (3, 1, 2)]
+    for run in runs:
+        value(run, "a", Kind.NUMBER, number=run.scheduled_for.day, position=0)
+        value(run, "b", Kind.NUMBER, number=1, position=1)
+    series = recorded_tags.chart_series(job)
+    assert [p["y"] for p in series["a"]] == [2, 3]
