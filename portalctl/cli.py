@@ -13,6 +13,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 from urllib.parse import urlsplit
@@ -30,12 +31,22 @@ from portalctl.client import (
     new_idempotency_key,
 )
 from portalctl.compare import format_comparison
+from portalctl.groups import (
+    headline,
+    is_active,
+    list_rows,
+    parse_assignments,
+    parse_axes,
+    run_rows,
+    text_parameters,
+)
 from portalctl.progress import RunProgress, cells, describe, elapsed, format_elapsed
 
 EXIT_OK, EXIT_NOT_SUCCEEDED, EXIT_ERROR = 0, 1, 2
 #: Seconds between two polls of a run or cluster being waited for.
 POLL_SECONDS = 1.0
 CLUSTER_POLL_SECONDS = 2.0
+GROUP_POLL_SECONDS = 2.0
 
 #: How commands get their client; tests swap it for one on an httpx.MockTransport.
 make_client: Callable[[settings.Config], PortalClient] = PortalClient
@@ -52,8 +63,12 @@ app = typer.Typer(
 jobs_app = typer.Typer(help="Scheduled notebooks.", no_args_is_help=True)
 runs_app = typer.Typer(help="Runs of notebooks.", no_args_is_help=True)
 clusters_app = typer.Typer(help="Ad-hoc Spark clusters.", no_args_is_help=True)
+groups_app = typer.Typer(
+    help="Backfills and sweeps: groups of runs of one job.", no_args_is_help=True
+)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(runs_app, name="runs")
+app.add_typer(groups_app, name="groups")
 app.add_typer(clusters_app, name="clusters")
 
 JsonFlag = Annotated[
@@ -565,6 +580,276 @@ def runs_compare(
         emit_json(data)
     else:
         sys.stdout.write(format_comparison(data))
+
+
+# --- backfills and sweeps ---------------------------------------------------------------------
+
+
+ConcurrencyOption = Annotated[
+    int | None,
+    typer.Option("--concurrency", min=1, help="Runs at a time (default: the portal's, 2)."),
+]
+GroupWaitOption = Annotated[
+    bool,
+    typer.Option(
+        "--wait",
+        help="Wait until no run is queued or running, showing the progress; exit 1 unless "
+        "every run succeeded.",
+    ),
+]
+GROUP_COLUMNS = ["id", "job", "kind", "created_at", "progress"]
+
+
+def _instant(value: str, flag: str) -> str:
+    """``value`` as typed, once it reads as an ISO 8601 date and time (the portal reads a
+    value without an offset as a wall time in the job's time zone)."""
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO 8601 date and time, e.g. 2026-10-24T00:00", param_hint=flag
+        ) from None
+    return value
+
+
+def _parsed(parse: Callable[[], R]) -> R:
+    """``parse()``, its ValueError as a usage error of ``-p`` (exit 2, no request)."""
+    try:
+        return parse()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="-p") from None
+
+
+def follow_group(api: PortalClient, group: dict[str, Any]) -> dict[str, Any]:
+    """Poll the group every GROUP_POLL_SECONDS, printing its progress line on stderr each
+    time it changes, until none of its runs is queued or running; return its last state.
+    Ctrl-C stops watching (exit 130), not the runs."""
+    err = stderr()
+    shown = ""
+    try:
+        while True:
+            line = headline(group)
+            if line != shown:
+                err.print(line, markup=False)
+                shown = line
+            if not is_active(group):
+                return group
+            api.sleep(GROUP_POLL_SECONDS)
+            group = api.group(group["id"])
+    except KeyboardInterrupt:
+        fail(
+            f"stopped watching; group {group['id']} goes on "
+            f"(`portalctl groups cancel {group['id']}` stops it)",
+            code=130,
+        )
+
+
+def emit_group(group: dict[str, Any]) -> None:
+    """The group's progress line, then a table of the newest run of each slot or
+    combination, on stdout."""
+    sys.stdout.write(headline(group) + "\n")
+    rows, columns = run_rows(group)
+    emit_table(rows, columns)
+
+
+def _started(api: PortalClient, group: dict[str, Any], wait: bool, as_json: bool) -> None:
+    """Report a group just started; with ``wait``, follow it and exit 1 unless every one
+    of its items succeeded (the failed runs named on stderr)."""
+    total = (group.get("progress") or {}).get("total", 0)
+    skipped = group.get("skipped_slots") or 0
+    note = f", {skipped} slots with a run skipped" if skipped else ""
+    page = api.config.url + (group.get("web_url") or f"/groups/{group['id']}/")
+    stderr().print(f"{group['kind']} {group['id']}: {total} runs{note}: {page}", markup=False)
+    if not wait:
+        if as_json:
+            emit_json(group)
+        else:
+            sys.stdout.write(f"{group['id']}\n")
+        return
+    _settled(follow_group(api, group), as_json)
+
+
+def _settled(group: dict[str, Any], as_json: bool) -> None:
+    """Print a group that has no active run any more; exit 1 unless all succeeded."""
+    if as_json:
+        emit_json(group)
+    else:
+        emit_group(group)
+    unsuccessful = [r for r in group.get("runs") or [] if r.get("state") != "SUCCEEDED"]
+    if unsuccessful:
+        listed = ", ".join(f"run {r.get('id')} {r.get('state')}" for r in unsuccessful[:10])
+        more = f" and {len(unsuccessful) - 10} more" if len(unsuccessful) > 10 else ""
+        fail(
+            f"group {group['id']}: {len(unsuccessful)} did not succeed ({listed}{more}); "
+            f"`portalctl groups retry {group['id']}` retries the failed ones",
+            code=EXIT_NOT_SUCCEEDED,
+        )
+
+
+@jobs_app.command("backfill", no_args_is_help=True)
+@api_command
+def jobs_backfill(
+    job_id: Annotated[int, typer.Argument(metavar="JOB", help="The job's id.")],
+    start: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            metavar="WHEN",
+            help="Start of the range, ISO 8601 (2026-10-24T00:00); without an offset, a wall "
+            "time in the job's time zone.",
+        ),
+    ],
+    end: Annotated[
+        str,
+        typer.Option("--to", metavar="WHEN", help="End of the range (included), likewise."),
+    ],
+    parameter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-p",
+            "--parameter",
+            metavar="NAME=VALUE",
+            help="A value overriding the job's for every run (repeatable); the portal converts "
+            "VALUE to the parameter's type.",
+        ),
+    ] = None,
+    concurrency: ConcurrencyOption = None,
+    rerun_existing: Annotated[
+        bool,
+        typer.Option(
+            "--rerun-existing",
+            help="Give slots that already have a run a backfill re-run (default: skip them).",
+        ),
+    ] = False,
+    wait: GroupWaitOption = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Backfill a scheduled job: one run per slot of its schedule from --from to --to.
+
+    Prints the group's id (with --json, the group). Exit status: 0 when it started (with
+    --wait: when every run succeeded); 1 when a waited-for run did not succeed; 2 on
+    any other error (the API's message is printed), and then nothing was started.
+    """
+    body: dict[str, Any] = {
+        "start": _instant(start, "--from"),
+        "end": _instant(end, "--to"),
+        "parameters": _parsed(lambda: parse_assignments(parameter or [])),
+        "rerun_existing": rerun_existing,
+    }
+    if concurrency is not None:
+        body["max_concurrent"] = concurrency
+    with client() as api:
+        _started(api, api.backfill(job_id, body), wait, as_json)
+
+
+@jobs_app.command("sweep", no_args_is_help=True)
+@api_command
+def jobs_sweep(
+    job_id: Annotated[int, typer.Argument(metavar="JOB", help="The job's id.")],
+    parameter: Annotated[
+        list[str],
+        typer.Option(
+            "-p",
+            "--parameter",
+            metavar="NAME=V1,V2,...",
+            help="A swept parameter and its values (repeatable): comma-separated, or a JSON "
+            "list; each read as JSON where it parses, else as text.",
+        ),
+    ],
+    zip_values: Annotated[
+        bool,
+        typer.Option("--zip", help="Run the i-th values together (default: every combination)."),
+    ] = False,
+    concurrency: ConcurrencyOption = None,
+    wait: GroupWaitOption = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Sweep a job's parameters: one run per combination of the values given.
+
+    Prints the group's id (with --json, the group). Exit status as for backfill.
+    """
+    _parsed(lambda: parse_axes(parameter))  # usage errors before any request
+    with client() as api:
+        try:
+            text_names = text_parameters(api.versions(job_id))
+        except ApiError:
+            text_names = set()  # e.g. a token without read: the portal checks the values
+        body: dict[str, Any] = {
+            "parameters": _parsed(lambda: parse_axes(parameter, text_names)),
+            "combine": "zip" if zip_values else "grid",
+        }
+        if concurrency is not None:
+            body["max_concurrent"] = concurrency
+        _started(api, api.sweep(job_id, body), wait, as_json)
+
+
+@groups_app.command("list")
+@api_command
+def groups_list(
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 100,
+    as_json: JsonFlag = False,
+) -> None:
+    """List backfills and sweeps of the jobs you may see, newest first."""
+    with client() as api:
+        rows = api.groups(limit=limit)
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table(list_rows(rows), GROUP_COLUMNS)
+
+
+@groups_app.command("show")
+@api_command
+def groups_show(
+    group_id: Annotated[int, typer.Argument(metavar="ID")],
+    wait: GroupWaitOption = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show a backfill or sweep: its progress and the newest run of each slot or
+    combination."""
+    with client() as api:
+        group = api.group(group_id)
+        if wait:
+            _settled(follow_group(api, group), as_json)
+            return
+    if as_json:
+        emit_json(group)
+    else:
+        emit_group(group)
+
+
+@groups_app.command("cancel")
+@api_command
+def groups_cancel(
+    group_id: Annotated[int, typer.Argument(metavar="ID")], as_json: JsonFlag = False
+) -> None:
+    """Cancel every queued or running run of a group (a running one stops within a
+    heartbeat)."""
+    with client() as api:
+        group = api.cancel_group(group_id)
+    if as_json:
+        emit_json(group)
+    else:
+        sys.stdout.write(headline(group) + "\n")
+
+
+@groups_app.command("retry")
+@api_command
+def groups_retry(
+    group_id: Annotated[int, typer.Argument(metavar="ID")],
+    wait: GroupWaitOption = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Start a new run for each slot or combination whose newest run failed."""
+    with client() as api:
+        group = api.retry_group(group_id)
+        if wait:
+            _settled(follow_group(api, group), as_json)
+            return
+    if as_json:
+        emit_json(group)
+    else:
+        sys.stdout.write(headline(group) + "\n")
 
 
 # --- clusters ---------------------------------------------------------------------------------

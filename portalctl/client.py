@@ -328,3 +328,34 @@ class PortalClient:
 
     def terminate_cluster(self, cluster_id: int) -> dict[str, Any]:
         return self.call("POST", f"/api/clusters/{cluster_id}/terminate/")
+
+    def versions(self, job_id: int) -> list[dict[str, Any]]:
+        """GET /api/jobs/{id}/versions/: the job's notebook versions, newest first."""
+        return self.call("GET", f"/api/jobs/{job_id}/versions/")
+
+    def backfill(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /api/jobs/{id}/backfill/: start a backfill (``start``, ``end``,
+        ``parameters``, ``max_concurrent``, ``rerun_existing``). Not repeated after the
+        server may have seen it: a repeat would start a second group."""
+        return self.call("POST", f"/api/jobs/{job_id}/backfill/", json=body, retry=False)
+
+    def sweep(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /api/jobs/{id}/sweep/: start a sweep (``parameters``: name -> values,
+        ``combine``, ``max_concurrent``); not repeated either."""
+        return self.call("POST", f"/api/jobs/{job_id}/sweep/", json=body, retry=False)
+
+    def groups(self, limit: int = 100) -> list[dict[str, Any]]:
+        """GET /api/groups/: backfills and sweeps of jobs the caller may see, newest first."""
+        return self._list("/api/groups/", {}, limit)
+
+    def group(self, group_id: int) -> dict[str, Any]:
+        """GET /api/groups/{id}/: a group with its progress and the newest run of each item."""
+        return self.call("GET", f"/api/groups/{group_id}/")
+
+    def cancel_group(self, group_id: int) -> dict[str, Any]:
+        return self.call("POST", f"/api/groups/{group_id}/cancel/")
+
+    def retry_group(self, group_id: int) -> dict[str, Any]:
+        """POST /api/groups/{id}/retry/: a new run per failed item. Safe to repeat: once
+        retried, an item's newest run is the new one, which has not failed."""
+        return self.call("POST", f"/api/groups/{group_id}/retry/")
