@@ -385,6 +385,25 @@ def comparison_notebook(comparison: Comparison) -> nbformat.NotebookNode:
     return page
 
 
+def stored_pages(run_uuid) -> list[str]:
+    """Keys of the comparison pages stored with run ``run_uuid`` (those where it is A).
+    A page where the run is B stays with the other run's files until they go; it is no
+    longer served once this run's output is gone (``is_current_comparison``)."""
+    prefix = f"runs/{run_uuid}/compare"
+    try:
+        _, names = default_storage.listdir(prefix)
+    except FileNotFoundError:  # FileSystemStorage: none made yet (S3 answers an empty list)
+        return []
+    return [f"{prefix}/{name}" for name in names]
+
+
+def delete_stored(run: Run) -> None:
+    """Delete the comparison pages stored with ``run``. Storage errors are raised (the
+    retention pass retries)."""
+    for key in stored_pages(run.uuid):
+        default_storage.delete(key)
+
+
 def comparison_page_key(comparison: Comparison) -> str:
     """The storage key of the comparison's side-by-side page, rendered and stored on the
     first request (later ones reuse it; two first requests at once both render, and the

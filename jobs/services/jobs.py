@@ -17,7 +17,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from jobs import notebooks, schedule
+from jobs import compare, notebooks, schedule
 from jobs.models import Job, NotebookVersion, Run
 from jobs.services.alerts import check_recipients
 from quotas import limits
@@ -264,9 +264,14 @@ def delete_job(job: Job) -> None:
             "output_key", "html_key", "partial_key"
         ):
             keys += [k for k in (output_key, html_key, partial_key) if k]
+        uuids = list(job.runs.values_list("uuid", flat=True))
         Run.objects.filter(job=job).delete()
         job.delete()
         transaction.on_commit(lambda: delete_files(keys))
+        # Comparison pages stored with the runs (jobs.compare), listed once the rows are gone.
+        transaction.on_commit(
+            lambda: delete_files([k for u in uuids for k in compare.stored_pages(u)])
+        )
 
 
 def delete_files(keys: list[str]) -> None:

@@ -25,7 +25,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from jobs import logs, spark_ui
+from jobs import compare, logs, spark_ui
 from jobs.models import Job, Run
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,7 @@ def _expire_batch(now: datetime, batch_size: int, failed: set[int]) -> tuple[int
                 for key in keys:
                     default_storage.delete(key)
                 logs.delete_stored(run)
+                compare.delete_stored(run)
                 spark_ui.delete_event_log(run)
             except Exception:
                 log.exception("could not delete the output of run=%s job=%s", run.pk, run.job_id)

@@ -321,3 +321,31 @@ def test_the_summary_lists_changed_values(job, alice, capsys):
     call_command("compareruns", str(a.pk), str(b.pk))
     out = capsys.readouterr().out
     assert "recorded values: 1 changed\n  rmse: 0.5 → 0.75\n" in out
+
+
+def test_stored_pages_go_with_run_a_and_with_the_job(
+    job, alice, django_capture_on_commit_callbacks
+):
+    a = finished(job, alice, notebook())
+    b = finished(job, alice, notebook(2))
+    key = compare.comparison_page_key(compare.compare_runs(a, b))
+    assert compare.stored_pages(a.uuid) == [key] and compare.stored_pages(b.uuid) == []
+    compare.delete_stored(a)
+    assert not default_storage.exists(key) and compare.stored_pages(a.uuid) == []
+    key = compare.comparison_page_key(compare.compare_runs(a, b))
+    with django_capture_on_commit_callbacks(execute=True):
+        services.delete_job(job)
+    assert not default_storage.exists(key)
+
+
+def test_retention_deletes_the_pages_of_an_expired_run(job, alice):
+    import datetime as dt
+
+    from jobs.services import retention
+
+    a = finished(job, alice, notebook())
+    b = finished(job, alice, notebook(2))
+    key = compare.comparison_page_key(compare.compare_runs(a, b))
+    later = timezone.now() + dt.timedelta(days=10_000)
+    retention.expire_run_outputs(later)
+    assert not default_storage.exists(key)
