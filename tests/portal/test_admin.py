@@ -14,6 +14,7 @@ from clusters import services as cluster_services
 from clusters.models import EMRRelease
 from jobs import services
 from notify.models import Delivery, NotificationTarget
+from recorded.models import RecordedValue
 
 pytestmark = pytest.mark.django_db
 
@@ -26,6 +27,7 @@ NOT_ADDED_IN_THE_ADMIN = {
     "api.apitoken",
     "notify.notificationtarget",
     "notify.delivery",
+    "recorded.recordedvalue",
 }
 
 
@@ -48,6 +50,7 @@ def objects(make_job, alice):
         job=job, kind="webhook", url="http://127.0.0.1:9/hook", events=["run.failed"]
     )
     Delivery.objects.create(target=target, job=job, event="run.failed", key="k", body="{}")
+    RecordedValue.objects.create(run=run, name="precision", kind="number", number=0.9)
 
 
 def test_every_admin_page_opens(client, staff, objects):
