@@ -23,6 +23,13 @@ an ``on_monitor_exit`` callback for the monitor thread's own clean-up. The contr
   goes on; past the notebook's limit the kernel is killed and the run ends FAILED with
   "output exceeded 100 MB", keeping what was kept; a single message over that limit is
   never read (``BoundedKernelClient``, ``LinkWatch``);
+- a failure's summary is never empty: papermill reports a cell that failed without an
+  ``error`` output (IPython's ``UsageError`` of an unknown magic only prints to stderr) as
+  "CellExecutionError" with no message, so the summary takes the exception from the
+  cell's execute reply, or else the last lines of its stderr (``summarise_error``);
+- papermill's rules otherwise hold: ``SystemExit`` with no code or code 0 stops the
+  notebook there as a success, any other code is a failure; a notebook without a
+  ``parameters`` cell gets its parameters injected at the top;
 - the result is an ``Outcome``; this function never raises for notebook or kernel
   failures.
 """
@@ -41,6 +48,7 @@ import nbformat
 import papermill
 import zmq
 from jupyter_client.asynchronous import AsyncKernelClient
+from nbclient.exceptions import CellExecutionError
 from nbclient.util import run_sync
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
@@ -190,6 +198,62 @@ def _utf8_prefix(text: str, max_bytes: int) -> str:
     return text.encode("utf-8", "surrogatepass")[:max_bytes].decode("utf-8", "ignore")
 
 
+@dataclass(frozen=True)
+class CellFailure:
+    """Why a cell failed, as its execute reply and its stderr tell it (``ename`` and
+    ``evalue`` are empty when the reply had none)."""
+
+    ename: str = ""
+    evalue: str = ""
+    stderr: str = ""
+
+
+#: papermill's exception name for a cell that failed without an ``error`` output.
+NO_ERROR_OUTPUT = "CellExecutionError"
+#: Lines of a cell's stderr that stand in for a missing exception message.
+STDERR_TAIL_LINES = 5
+#: Characters of that tail.
+STDERR_TAIL_CHARS = 2000
+#: "Name: message", the last line of an exception IPython printed to stderr.
+_EXCEPTION_LINE = re.compile(r"([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)): (.*)")
+
+
+def summarise_error(error: dict, failure: CellFailure | None) -> dict:
+    """``error`` (``cell_index``, ``ename``, ``evalue``, ``traceback`` as papermill reported
+    a failure) with a message that is never empty.
+
+    papermill names a failure without an ``error`` output "CellExecutionError" with an
+    empty value. Then the name and value come from the cell's execute reply when it has
+    them (``UsageError: Line magic function `%x` not found.``); else from the last line of
+    its stderr when it reads "SomeError: message"; else the value is the last
+    STDERR_TAIL_LINES lines of stderr, or a sentence saying the cell printed nothing. An
+    empty traceback becomes that stderr tail. Any other error is returned unchanged.
+    """
+    ename, evalue = error.get("ename") or "", error.get("evalue") or ""
+    if ename and not (ename == NO_ERROR_OUTPUT and not evalue):
+        return error
+    failure = failure or CellFailure()
+    lines = [line for line in _ANSI.sub("", failure.stderr).splitlines() if line.strip()]
+    tail = "\n".join(lines[-STDERR_TAIL_LINES:])[-STDERR_TAIL_CHARS:]
+    # nbclient names an exception "<Error>" when the reply had none.
+    if failure.ename and failure.ename != "<Error>":
+        ename, evalue = failure.ename, failure.evalue or tail
+    elif lines and (match := _EXCEPTION_LINE.fullmatch(lines[-1].strip())):
+        ename, evalue = match[1], match[2]
+    else:
+        ename = ename or NO_ERROR_OUTPUT
+        evalue = tail or "The cell failed without an error message or any output on stderr."
+    return {**error, "ename": ename, "evalue": evalue, "traceback": error.get("traceback") or tail}
+
+
+def _stderr_of(cell: Any) -> str:
+    return "".join(
+        o.get("text", "")
+        for o in cell.get("outputs", [])
+        if o.get("output_type") == "stream" and o.get("name") == "stderr"
+    )
+
+
 @dataclass
 class _CellOutput:
     """What one cell keeps: its output bytes, its stream bytes and what was cut."""
@@ -291,7 +355,8 @@ class PortalNotebookClient(PapermillNotebookClient):
       that also counts as exceeding the limit (``LinkWatch``).
 
     ``exceeded`` tells whether the limit was passed. Memory in the worker is bounded by
-    the kept output plus one message.
+    the kept output plus one message. ``failures`` maps the index of a cell that failed
+    to its ``CellFailure`` (for ``summarise_error``).
     """
 
     def __init__(
@@ -314,6 +379,7 @@ class PortalNotebookClient(PapermillNotebookClient):
         self._widget_bytes: dict[tuple, int] = {}
         self._exceeded_lock = threading.Lock()
         self._current_cell: Any = None
+        self.failures: dict[int, CellFailure] = {}
 
     # -- the limit of the notebook
 
@@ -362,6 +428,21 @@ class PortalNotebookClient(PapermillNotebookClient):
 
     # nbclient binds the synchronous twin to its own coroutine: bind it to ours.
     start_new_kernel_client = run_sync(async_start_new_kernel_client)
+
+    async def async_execute_cell(
+        self, cell: Any, cell_index: int, *args: Any, **kwargs: Any
+    ) -> Any:
+        """nbclient's, remembering why a cell failed: nbclient keeps the execute reply's
+        exception only in the CellExecutionError, which papermill then drops."""
+        try:
+            return await super().async_execute_cell(cell, cell_index, *args, **kwargs)
+        except CellExecutionError as exc:
+            self.failures[cell_index] = CellFailure(
+                ename=exc.ename or "", evalue=exc.evalue or "", stderr=_stderr_of(cell)
+            )
+            raise
+
+    execute_cell = run_sync(async_execute_cell)
 
     def output(
         self, outs: list, msg: dict[str, Any], display_id: str | None, cell_index: int
@@ -693,16 +774,22 @@ def execute(
         )
         outcome = Outcome(OutcomeStatus.SUCCEEDED, output_path)
     except PapermillExecutionError as exc:
-        outcome = Outcome(
-            OutcomeStatus.FAILED,
-            output_path if output_path.exists() else None,
-            error={
+        # papermill's cell index is the client's (it adds its marker cells afterwards).
+        failures = session.client.failures if session.client is not None else {}
+        error = summarise_error(
+            {
                 "cell_index": exc.cell_index,
                 "ename": exc.ename,
                 "evalue": str(exc.evalue),
                 "traceback": _ANSI.sub("", "\n".join(exc.traceback)),
             },
-            message=f"{exc.ename}: {exc.evalue}",
+            failures.get(exc.cell_index),
+        )
+        outcome = Outcome(
+            OutcomeStatus.FAILED,
+            output_path if output_path.exists() else None,
+            error=error,
+            message=f"{error['ename']}: {error['evalue']}",
         )
     except Exception as exc:  # the kernel died, was killed, or never started
         message = f"{type(exc).__name__}: {exc}"[:500]
