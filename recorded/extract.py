@@ -138,7 +138,7 @@ def _data_scraps(data: dict) -> list[Value]:
             value = _decode(name, encoder, payload["data"])
         except (RecursionError, ValueError, TypeError, OverflowError) as exc:
             value = Value(name, Kind.OTHER, note=f"Not readable: {type(exc).__name__}.")
-        values.append(value)
+        values.append(_note_cut_name(value, payload["name"]))
     return values
 
 
@@ -155,6 +155,10 @@ def _display_scrap(output: dict, previous: dict) -> Value | None:
     name = _name(marker.get("name"))
     if name is None:
         return None
+    return _note_cut_name(_displayed(name, output, previous), marker["name"])
+
+
+def _displayed(name: str, output: dict, previous: dict) -> Value:
     figure = output["data"].get(PLOTLY_MIME)
     if figure is None and not output["data"]:
         figure = previous.get(PLOTLY_MIME)
@@ -164,6 +168,15 @@ def _display_scrap(output: dict, previous: dict) -> Value | None:
         return _figure(name, figure)
     except (RecursionError, ValueError, TypeError) as exc:
         return Value(name, Kind.FIGURE, note=f"Not readable: {type(exc).__name__}.")
+
+
+def _note_cut_name(value: Value, raw: str) -> Value:
+    """``value``, its note saying so when its name was cut from ``raw``."""
+    whole = raw.replace("\x00", "").strip()
+    if len(whole) > len(value.name):
+        cut = f"Name cut from {len(whole):,} characters."
+        value.note = f"{value.note} {cut}" if value.note else cut
+    return value
 
 
 def _name(raw: Any) -> str | None:

@@ -155,6 +155,7 @@ def test_what_passes_a_bound_is_cut_or_dropped_with_a_note(glued, settings):
     values = by_name(extraction)
     assert list(values) == ["a_very_lon", "text", "table", "figure", "json"]
     assert extraction.dropped == 3
+    assert values["a_very_lon"].note == "Name cut from 23 characters."
     assert values["text"].text == "x" * 20 and values["text"].note == "Cut to 20 of 50 characters."
     assert values["table"].data == {"columns": ["a", "b"], "rows": [[0, 0], [1, 1], [2, 2]]}
     assert values["table"].note == "Cut to 3 of 10 rows and 2 of 3 columns."
