@@ -35,7 +35,7 @@ class GroupRunSerializer(serializers.Serializer):
     parameters = serializers.DictField(help_text="The values it runs with.")
 
 
-class ProgressSerializer(serializers.Serializer):
+class GroupProgressSerializer(serializers.Serializer):
     total = serializers.IntegerField(help_text="Slots or combinations.")
     done = serializers.IntegerField()
     succeeded = serializers.IntegerField()
@@ -70,7 +70,7 @@ class GroupSerializer(serializers.ModelSerializer):
             "web_url",
         ]
 
-    @extend_schema_field(ProgressSerializer)
+    @extend_schema_field(GroupProgressSerializer)
     def get_progress(self, group: RunGroup) -> dict:
         progress = groups.progress(group, self._latest(group))
         return {**progress.__dict__, "done": progress.done}
