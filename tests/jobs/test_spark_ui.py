@@ -303,6 +303,7 @@ def _text(answer) -> str:
 
 @pytest.mark.slow
 @pytest.mark.sandbox
+@pytest.mark.postgres  # the run's thread and the test's requests write at once
 @pytest.mark.django_db(transaction=True)  # the run executes in another thread
 def test_a_runs_spark_ui_is_live_while_it_runs_and_its_history_after(
     alice, bob, client, history_server
