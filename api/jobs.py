@@ -148,7 +148,7 @@ class JobSettingsSerializer(serializers.ModelSerializer):
             },
             "parameters": {
                 "help_text": "Parameter values by name, checked against the notebook's "
-                "parameters cell."
+                "parameters cell; any names when it has none (injected at the top)."
             },
             "timeout_seconds": {
                 "help_text": "A run still going after this many seconds ends TIMED_OUT "
@@ -283,6 +283,7 @@ class VersionSerializer(serializers.ModelSerializer):
             "cell_count",
             "code_cell_count",
             "parameter_schema",
+            "has_parameters_cell",
             "uploaded_by",
             "created_at",
         ]

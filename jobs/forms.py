@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -15,6 +16,9 @@ from jobs.models import MAX_RETRIES, Job
 from jobs.validators import split_addresses, validate_recipient_count
 
 PARAM_PREFIX = "param"
+#: Blank rows of free parameters the form offers (the page's script adds more).
+FREE_BLANK_ROWS = 3
+_FREE_KEY = re.compile(r"free-(\d{1,6})-(name|type|value)")
 
 
 @dataclass(frozen=True)
@@ -73,18 +77,84 @@ class ParametersForm(forms.Form):
 
     Field names are ``param-<name>``. ``json_values()`` returns the cleaned values in their
     JSON form (dates as YYYY-MM-DD, lists as lists).
+
+    With ``free`` (a notebook without a ``parameters`` cell, whose runs take any
+    parameters, injected at the top) the form has rows of free parameters instead: fields
+    ``free-<i>-name``, ``free-<i>-type`` (one of ``notebooks.PARAMETER_TYPES``) and
+    ``free-<i>-value`` (text, converted to the type); a row without name or value is
+    ignored. Unbound, the rows are ``values`` (typed by ``notebooks.free_type``) and
+    FREE_BLANK_ROWS blank ones; bound, the rows the data holds. Without ``free``, posted
+    rows are unknown names, refused.
     """
 
-    def __init__(self, schema: dict, *args, values: dict | None = None, **kwargs):
+    def __init__(
+        self, schema: dict, *args, values: dict | None = None, free: bool = False, **kwargs
+    ):
         kwargs.setdefault("prefix", PARAM_PREFIX)
         super().__init__(*args, **kwargs)
         self.schema = schema
+        self.free = free
+        self.free_values: dict[str, Any] = {}
         values = values or {}
         for name, spec in schema.items():
             initial = values.get(name, spec.get("default"))
             help_text = spec.get("help") or f"{spec['type']}, default {spec.get('default')!r}"
             self.fields[name] = self._field(spec["type"], initial, help_text)
             self.fields[name].label = name
+        self._free_indices: list[int] = []
+        if free:
+            given = [(n, v) for n, v in values.items() if n not in schema]
+            if self.is_bound:
+                self._free_indices = sorted(
+                    {int(m[1]) for key in self.data if (m := _FREE_KEY.fullmatch(self._bare(key)))}
+                )
+            else:
+                self._free_indices = list(range(len(given) + FREE_BLANK_ROWS))
+            for i in self._free_indices:
+                name, value = given[i] if i < len(given) else ("", None)
+                self._add_free_row(i, name, value)
+
+    def _bare(self, key: str) -> str:
+        """A data key without this form's prefix ("" for another form's key)."""
+        start = f"{self.prefix}-"
+        return key[len(start) :] if key.startswith(start) else ""
+
+    def _add_free_row(self, i: int, name: str, value: Any) -> None:
+        kind = notebooks.free_type(value) if name else "str"
+        if value is None:
+            shown = ""
+        elif isinstance(value, (bool, list)):
+            shown = json.dumps(value)
+        else:
+            shown = str(value)
+        self.fields[f"free-{i}-name"] = forms.CharField(
+            required=False,
+            initial=name,
+            max_length=100,
+            label="Name",
+            widget=forms.TextInput(attrs={"aria-label": "Parameter name", "autocomplete": "off"}),
+        )
+        self.fields[f"free-{i}-type"] = forms.ChoiceField(
+            choices=[(t, t) for t in notebooks.PARAMETER_TYPES],
+            initial=kind,
+            label="Type",
+            widget=forms.Select(attrs={"aria-label": "Parameter type"}),
+        )
+        self.fields[f"free-{i}-value"] = forms.CharField(
+            required=False,
+            strip=False,
+            initial=shown,
+            label="Value",
+            widget=forms.TextInput(attrs={"aria-label": "Parameter value"}),
+        )
+
+    @property
+    def free_rows(self) -> list[tuple]:
+        """(name, type, value) bound fields of each row of free parameters."""
+        return [
+            tuple(self[f"free-{i}-{part}"] for part in ("name", "type", "value"))
+            for i in self._free_indices
+        ]
 
     @staticmethod
     def _field(kind, initial, help_text):
@@ -114,23 +184,55 @@ class ParametersForm(forms.Form):
                     cleaned[name] = notebooks.json_list(cleaned[name])
                 except ValueError as exc:
                     self.add_error(name, f"Enter a JSON list: {exc}.")
-        unknown = sorted(
-            key[len(PARAM_PREFIX) + 1 :]
-            for key in self.data
-            if key.startswith(PARAM_PREFIX + "-")
-            and key[len(PARAM_PREFIX) + 1 :] not in self.schema
-        )
+        unknown = set()
+        for key in self.data:
+            bare = self._bare(key)
+            if not bare or bare in self.schema:
+                continue
+            row = _FREE_KEY.fullmatch(bare)
+            if row is None:
+                unknown.add(bare)
+            elif not self.free and row[2] == "name" and self.data.get(key, "").strip():
+                unknown.add(self.data[key].strip())
         if unknown:
             raise forms.ValidationError(
-                f"The notebook has no parameter named {', '.join(unknown)}."
+                f"The notebook has no parameter named {', '.join(sorted(unknown))}."
             )
+        if self.free:
+            self._clean_free_rows()
         return cleaned
+
+    def _clean_free_rows(self) -> None:
+        """Fill ``free_values`` from the rows, or add an error naming the row's parameter."""
+        if len(self._free_indices) > notebooks.MAX_PARAMETERS:
+            self.add_error(None, f"At most {notebooks.MAX_PARAMETERS} parameters are allowed.")
+            return
+        for number, i in enumerate(self._free_indices, 1):
+            name = (self.cleaned_data.get(f"free-{i}-name") or "").strip()
+            kind = self.cleaned_data.get(f"free-{i}-type") or "str"
+            text = self.cleaned_data.get(f"free-{i}-value") or ""
+            if not name:
+                if text.strip():
+                    self.add_error(None, f"Parameter row {number}: enter a name for {text!r}.")
+                continue
+            if name in self.free_values:
+                self.add_error(None, f"Parameter {name} is given twice.")
+                continue
+            if kind != "str":
+                text = text.strip()
+            try:
+                self.free_values.update(
+                    notebooks.coerce_parameters({name: {"type": kind}}, {name: text})
+                )
+            except notebooks.ParameterError as exc:
+                self.add_error(None, f"Parameter {exc}.")
 
     def json_values(self) -> dict:
         out = {}
         for name in self.schema:
             value = self.cleaned_data.get(name)
             out[name] = value.isoformat() if isinstance(value, dt.date) else value
+        out.update(self.free_values)
         return out
 
 
@@ -245,6 +347,8 @@ class JobForm(forms.ModelForm):
         size.validators.append(MaxValueValidator(settings.CLUSTER_MAX_SIZE))
         latest = None if creating else job.latest_version()
         self.schema: dict[str, dict] = latest.parameter_schema if latest else {}
+        #: Whether the notebook takes free parameters (it has no parameters cell).
+        self.free = bool(latest and not latest.has_parameters_cell)
         self.params_form: ParametersForm | None = None
 
     @staticmethod
@@ -274,6 +378,7 @@ class JobForm(forms.ModelForm):
         upload = self.cleaned_data.get("notebook")
         if upload is not None:
             self.schema = upload.parsed.parameter_schema
+            self.free = not upload.parsed.has_parameters_cell
         return upload
 
     def clean_timezone(self):
@@ -328,8 +433,10 @@ class JobForm(forms.ModelForm):
         else:
             cleaned["cluster"] = None
         values = self.instance.parameters if not self.creating else {}
-        params = self.params_form = ParametersForm(self.schema, self.data, values=values)
-        if self.schema and not params.is_valid():
+        params = self.params_form = ParametersForm(
+            self.schema, self.data, values=values, free=self.free
+        )
+        if (self.schema or self.free) and not params.is_valid():
             for name, errors in params.errors.items():
                 for error in errors:
                     self.add_error(
@@ -349,7 +456,8 @@ class JobForm(forms.ModelForm):
         job = super().save(commit=False)
         job.timeout_seconds = self.cleaned_data["timeout_minutes"] * 60
         params = self.params_form
-        job.parameters = params.json_values() if self.schema and params is not None else {}
+        takes = self.schema or self.free
+        job.parameters = params.json_values() if takes and params is not None else {}
         return job
 
 

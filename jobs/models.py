@@ -16,7 +16,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from jobs import schedule
+from jobs import notebooks, schedule
 from jobs.validators import (
     CronValidator,
     TimezoneValidator,
@@ -330,6 +330,13 @@ class NotebookVersion(models.Model):
             "Parameters read from the 'parameters'-tagged cell: name to {type, default, help}."
         ),
     )
+    has_parameters_cell = models.BooleanField(
+        default=True,
+        help_text=(
+            "Whether a cell is tagged 'parameters'. Without one, runs take any parameters "
+            "and papermill injects them at the top of the notebook."
+        ),
+    )
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -347,6 +354,13 @@ class NotebookVersion(models.Model):
 
     def __str__(self):
         return f"{self.job} v{self.number}"
+
+    def coerce_parameters(self, values: dict) -> dict:
+        """``values`` validated for this notebook (``notebooks.coerce_parameters``: its
+        declared parameters, or any when it has no parameters cell); ParameterError."""
+        return notebooks.coerce_parameters(
+            self.parameter_schema or {}, values, free=not self.has_parameters_cell
+        )
 
 
 class RunQuerySet(models.QuerySet):

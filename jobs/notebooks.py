@@ -4,7 +4,8 @@
 outputs dropped and its parameters read, or raises ``NotebookError`` with a message a user
 can act on. ``inspect_parameters`` reads the ``parameters``-tagged cell with papermill's
 own inspector and types each parameter; ``coerce_parameters`` validates values against
-those types.
+those types. A notebook without a ``parameters`` cell takes any parameters ("free"
+parameters): papermill injects them at the top of the notebook, and so does the portal.
 
 Uploads are checked cheaply first: the raw JSON's structure (types of the keys nbformat
 and the portal read, number of cells, nesting depth) before ``nbformat.validate``, and the
@@ -17,6 +18,7 @@ import copy
 import datetime as dt
 import hashlib
 import json
+import keyword
 import math
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -56,8 +58,10 @@ class ParsedNotebook:
 
     ``nb`` is the notebook without outputs or execution counts; ``data`` is the file the
     portal stores for it (UTF-8 JSON of ``nb``), ``size_bytes`` and ``sha256`` (hex) are
-    that file's. ``parameter_schema`` is ``inspect_parameters(nb)``. ``uploaded_bytes`` is
-    the size of the file as uploaded.
+    that file's. ``parameter_schema`` is ``inspect_parameters(nb)``;
+    ``has_parameters_cell`` tells whether a cell is tagged ``parameters`` (without one,
+    any parameters are taken and injected at the top). ``uploaded_bytes`` is the size of
+    the file as uploaded.
     """
 
     nb: nbformat.NotebookNode
@@ -68,6 +72,7 @@ class ParsedNotebook:
     code_cell_count: int
     parameter_schema: dict[str, dict]
     uploaded_bytes: int
+    has_parameters_cell: bool = True
 
 
 def read_notebook(data: bytes, max_bytes: int | None = None) -> ParsedNotebook:
@@ -121,6 +126,7 @@ def read_notebook(data: bytes, max_bytes: int | None = None) -> ParsedNotebook:
         code_cell_count=code_cells,
         parameter_schema=inspect_parameters(nb),
         uploaded_bytes=len(data),
+        has_parameters_cell=parameters_cell(nb) is not None,
     )
 
 
@@ -298,6 +304,13 @@ def _mb(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
 
 
+def parameters_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode | None:
+    """The first cell tagged ``parameters`` (the one papermill injects after), or None."""
+    return next(
+        (c for c in nb.cells if "parameters" in (c.get("metadata", {}).get("tags") or [])), None
+    )
+
+
 def inspect_parameters(nb: nbformat.NotebookNode) -> dict[str, dict]:
     """The parameters of the ``parameters``-tagged cell, typed for forms.
 
@@ -311,9 +324,7 @@ def inspect_parameters(nb: nbformat.NotebookNode) -> dict[str, dict]:
     reserved name, or if the cell is longer than MAX_PARAMETERS_CELL_CHARS characters or
     has more than MAX_PARAMETERS parameters.
     """
-    cell = next(
-        (c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None
-    )
+    cell = parameters_cell(nb)
     if cell is None:
         return {}
     source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
@@ -460,20 +471,29 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not a JSON value")
 
 
-def coerce_parameters(schema: dict[str, dict], values: dict) -> dict:
+def coerce_parameters(schema: dict[str, dict], values: dict, *, free: bool = False) -> dict:
     """Validate ``values`` against ``schema`` (from inspect_parameters); return JSON values.
 
+    ``free`` is for a notebook without a ``parameters`` cell (``has_parameters_cell``
+    false): any name is taken, as papermill takes it, with a value that is null, a
+    boolean, a number, text or a list (``free_value``).
+
     Raises ``ParameterError`` (a ValueError) listing every problem: names that are not
-    Python identifiers, names the notebook does not declare, reserved names, and values
-    of the wrong type.
+    Python identifiers (or are keywords), names the notebook does not declare (unless
+    ``free``), reserved names, and values of the wrong type.
     """
     problems = []
     clean = {}
     for name, value in values.items():
-        if not isinstance(name, str) or not name.isidentifier():
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
             problems.append(f"{name!r} is not a valid parameter name")
         elif name in RESERVED_PARAMETERS:
             problems.append(f"{name!r} is reserved: the portal sets it for every run")
+        elif free and name not in schema:
+            try:
+                clean[name] = free_value(value)
+            except ValueError as exc:
+                problems.append(f"{name}: {exc} (got {value!r})")
         elif name not in schema:
             known = ", ".join(schema) or "none"
             problems.append(f"the notebook has no parameter {name!r} (its parameters: {known})")
@@ -485,6 +505,35 @@ def coerce_parameters(schema: dict[str, dict], values: dict) -> dict:
     if problems:
         raise ParameterError("; ".join(problems))
     return clean
+
+
+def free_value(value: Any) -> Any:
+    """``value`` as the JSON value of a free parameter: null, a boolean, a finite number,
+    text or a list of JSON values (lists as ``json_list`` takes them); ValueError for
+    anything else (an object, inf, nan)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return _coerce_one("float", value)
+    if isinstance(value, (list, tuple)):
+        return json_list(value)
+    raise ValueError("expected a number, text, true or false, a list or null")
+
+
+def free_type(value: Any) -> str:
+    """The PARAMETER_TYPES name a free parameter's JSON value shows as in forms (text that
+    is an ISO date is a date; null is text)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str) and _is_iso_date(value):
+        return "date"
+    return "str"
 
 
 class ParameterError(ValueError):

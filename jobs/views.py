@@ -93,10 +93,10 @@ def dashboard(request):
 
 
 def _job_form_context(form, job=None):
-    if form.params_form is not None and (form.schema or form.is_bound):
+    if form.params_form is not None and (form.schema or form.free or form.is_bound):
         params = form.params_form
     elif job is not None:
-        params = ParametersForm(form.schema, values=job.parameters)
+        params = ParametersForm(form.schema, values=job.parameters, free=form.free)
     else:
         params = None  # no notebook chosen yet
     return {
@@ -143,7 +143,9 @@ def job_inspect(request):
     error, params_form = "", None
     if form.is_valid():
         upload = form.cleaned_data["notebook"]
-        params_form = ParametersForm(notebooks.inspect_parameters(upload.parsed.nb))
+        params_form = ParametersForm(
+            upload.parsed.parameter_schema, free=not upload.parsed.has_parameters_cell
+        )
     else:
         error = str(form.errors["notebook"][0])
     return render(
@@ -218,6 +220,13 @@ def job_detail(request, pk):
             "param_rows": [
                 (name, spec, job.parameters.get(name, spec.get("default")))
                 for name, spec in (latest.parameter_schema if latest else {}).items()
+            ],
+            # A notebook without a parameters cell takes any parameters (injected at the top).
+            "free_params": latest is not None and not latest.has_parameters_cell,
+            "free_rows": [
+                (name, notebooks.free_type(value), value)
+                for name, value in job.parameters.items()
+                if latest is not None and not latest.has_parameters_cell
             ],
         },
     )
@@ -364,6 +373,8 @@ def run_detail(request, pk):
             "events": run.events.all(),
             "parameters": json.dumps(effective, indent=1),
             "defaults_used": [name for name in schema if name not in run.parameters],
+            # papermill injects the values at the top of a notebook without the cell.
+            "injected_at_top": not run.version.has_parameters_cell,
             # A failed run links to its comparison with the job's last success before it.
             "last_success": compare.last_success_before(run) if run.is_failure else None,
             # The Logs tab, for the job's owner and staff only (see run_logs).

@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from jobs import notebooks, schedule
+from jobs import schedule
 from jobs.models import Job, NotebookVersion, Run, RunEvent
 from jobs.services import fairshare
 from quotas import limits, usage
@@ -122,7 +122,7 @@ def run_now(
     version = job.latest_version()
     values = dict(job.parameters or {})
     if parameters:
-        values.update(notebooks.coerce_parameters(version.parameter_schema, parameters))
+        values.update(version.coerce_parameters(parameters))
     with transaction.atomic():
         held = _check_room(job)
         run = _new_run(

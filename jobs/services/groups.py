@@ -36,7 +36,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from jobs import notebooks, schedule
+from jobs import schedule
 from jobs.models import Job, Run, RunEvent, RunGroup
 from jobs.services import fairshare
 from jobs.services.recovery import cancel_run
@@ -195,7 +195,7 @@ def create_backfill(
     slots = backfill_slots(job, start_utc, end_utc)
     version = job.latest_version()
     values = dict(job.parameters or {})
-    overrides = notebooks.coerce_parameters(version.parameter_schema, parameters or {})
+    overrides = version.coerce_parameters(parameters or {})
     values.update(overrides)
     now = timezone.now()
     with transaction.atomic():
@@ -254,9 +254,8 @@ def create_sweep(
     notebooks.ParameterError (every combination is checked against the notebook's
     parameters) and LimitExceeded."""
     version = job.latest_version()
-    schema = version.parameter_schema or {}
     clean_axes = {
-        name: [notebooks.coerce_parameters(schema, {name: v})[name] for v in values]
+        name: [version.coerce_parameters({name: v})[name] for v in values]
         for name, values in axes.items()
     }
     combinations = sweep_combinations(clean_axes, combine)

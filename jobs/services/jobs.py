@@ -70,7 +70,9 @@ def create_job(
     _validate(job)
     limits.check_schedule_interval(owner, job.cron, job.timezone)
     check_recipients(job)
-    job.parameters = notebooks.coerce_parameters(param_schema, job.parameters or {})
+    job.parameters = notebooks.coerce_parameters(
+        param_schema, job.parameters or {}, free=not parsed.has_parameters_cell
+    )
     job.owner = owner
     with transaction.atomic():
         limits.lock_user(owner.pk)  # two concurrent creations cannot both pass the count
@@ -106,6 +108,7 @@ def _store_version(
             cell_count=parsed.cell_count,
             code_cell_count=parsed.code_cell_count,
             parameter_schema=parsed.parameter_schema,
+            has_parameters_cell=parsed.has_parameters_cell,
             uploaded_by=user,
         )
     except Exception:
@@ -132,7 +135,11 @@ def upload_version(
     kept, dropped = {}, []
     for name, value in (job.parameters or {}).items():
         try:
-            kept.update(notebooks.coerce_parameters(param_schema, {name: value}))
+            kept.update(
+                notebooks.coerce_parameters(
+                    param_schema, {name: value}, free=not parsed.has_parameters_cell
+                )
+            )
         except notebooks.ParameterError:
             dropped.append(name)
     with transaction.atomic():
@@ -222,8 +229,10 @@ def update_job(job: Job, now: datetime | None = None) -> Job:
     now = now or timezone.now()
     version = job.latest_version()
     _validate(job)
-    job.parameters = notebooks.coerce_parameters(
-        version.parameter_schema if version else {}, job.parameters or {}
+    job.parameters = (
+        version.coerce_parameters(job.parameters or {})
+        if version
+        else notebooks.coerce_parameters({}, job.parameters or {})
     )
     check_recipients(job)
     with transaction.atomic():

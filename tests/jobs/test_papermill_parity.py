@@ -100,3 +100,29 @@ def test_a_syntax_error_in_the_parameters_cell_fails_as_in_papermill(capsys, tmp
     assert papermill_error is not None and papermill_error[0] == "SyntaxError"
     assert outcome["exception"] == "SyntaxError" and outcome["message"]
     assert outcome["failing_cell"] == 0  # the parameters cell, before anything injected
+
+
+def test_a_notebook_without_a_parameters_cell_takes_them_at_the_top_as_papermill(
+    capsys, tmp_path, alice, client
+):
+    papermill_error, papermill_nb = papermill_run(
+        tmp_path, "no_parameters_cell.ipynb", {"greeting": "hi", "times": 3}
+    )
+    outcome = portal_run(
+        capsys, "no_parameters_cell.ipynb", "-p", "greeting", "hi", "-p", "times", "3"
+    )
+    assert papermill_error is None and outcome["status"] == "SUCCEEDED"
+    assert outcome["parameters"] == {"greeting": "hi", "times": 3}
+    nb = nbformat.read(outcome["output_ipynb"], as_version=4)
+    for executed in (papermill_nb, nb):
+        assert executed.cells[0].metadata["tags"] == ["injected-parameters"]
+        assert "greeting=hi times=3" in texts(executed)
+    assert 'greeting = "hi"' in nb.cells[0].source and "times = 3" in nb.cells[0].source
+    client.force_login(alice)
+    page = client.get(Run.objects.get(pk=outcome["run_id"]).get_absolute_url())
+    assert "values were injected at the top" in page.content.decode()
+    # Without the values the notebook fails as papermill's does, saying why.
+    papermill_error, _ = papermill_run(tmp_path, "no_parameters_cell.ipynb")
+    outcome = portal_run(capsys, "no_parameters_cell.ipynb")
+    assert papermill_error == ("NameError", "name 'greeting' is not defined")
+    assert (outcome["exception"], outcome["message"]) == papermill_error

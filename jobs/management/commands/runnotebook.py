@@ -9,8 +9,9 @@ system account created on demand), so the run is visible in the portal like any 
 
 ``-p`` values are parsed as papermill's own CLI parses them (papermill.cli._resolve_type:
 True/False/None, then int, then float, else the string); a value for a parameter the
-notebook declares as text is kept as the text typed. The exit status is 0 only when the
-run SUCCEEDED.
+notebook declares as text is kept as the text typed. A notebook without a ``parameters``
+cell takes any names, injected at the top as papermill injects them; one with the cell
+takes only its own. The exit status is 0 only when the run SUCCEEDED.
 """
 
 import json
@@ -93,7 +94,7 @@ class Command(BaseCommand):
             raw[name] = value if schema.get(name, {}).get("type") in ("str", "date") else typed
         owner = find_user(options["owner"]) if options["owner"] else system_user()
         try:
-            values = notebooks.coerce_parameters(schema, raw)
+            values = notebooks.coerce_parameters(schema, raw, free=not parsed.has_parameters_cell)
         except notebooks.ParameterError as exc:
             raise CommandError(str(exc)) from None
         try:
