@@ -1005,7 +1005,13 @@ class RunViewSet(viewsets.GenericViewSet):
         finished, skipped, cancelled early) or it expired."""
         run = self.get_object()
         key = self._output_key(run, run.output_key)
-        return attachment(key, f"{run.job.name}-run-{run.pk}.ipynb", "application/x-ipynb+json")
+        return attachment(
+            key,
+            f"{run.job.name}-run-{run.pk}.ipynb",
+            "application/x-ipynb+json",
+            request=request,
+            gzip_key=run.output_gzip_key,
+        )
 
     @extend_schema(
         summary="Download the output as HTML",
@@ -1026,6 +1032,7 @@ class RunViewSet(viewsets.GenericViewSet):
             f"{run.job.name}-run-{run.pk}.html",
             "application/octet-stream",
             standalone_chunks,
+            request=request,
         )
 
     @staticmethod

@@ -521,6 +521,18 @@ class Run(models.Model):
     html_key = models.CharField(
         max_length=300, blank=True, help_text="Storage key of the rendered output HTML."
     )
+    output_gzip_key = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Storage key of the gzip copy of the output .ipynb (served to browsers "
+        "that accept gzip); empty when it has none.",
+    )
+    html_gzip_key = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Storage key of the gzip copy of the rendered output HTML (served to "
+        "browsers that accept gzip); empty when it has none.",
+    )
     partial_key = models.CharField(
         max_length=300,
         blank=True,
@@ -554,7 +566,9 @@ class Run(models.Model):
         null=True, blank=True, help_text="Node-hours of the cluster started for this run."
     )
     output_bytes = models.BigIntegerField(
-        default=0, help_text="Bytes the run's stored files take (output .ipynb and HTML)."
+        default=0,
+        help_text="Bytes the run's stored files take (output .ipynb and HTML, and their "
+        "gzip copies).",
     )
     output_expired_at = models.DateTimeField(
         null=True,

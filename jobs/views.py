@@ -460,7 +460,11 @@ def run_download(request, pk, kind):
     run = run_for_viewer(request.user, pk)
     if kind == "ipynb":
         return attachment(
-            run.output_key, f"{run.job.name}-run-{run.pk}.ipynb", "application/x-ipynb+json"
+            run.output_key,
+            f"{run.job.name}-run-{run.pk}.ipynb",
+            "application/x-ipynb+json",
+            request=request,
+            gzip_key=run.output_gzip_key,
         )
     if kind == "html":
         return attachment(
@@ -468,6 +472,7 @@ def run_download(request, pk, kind):
             f"{run.job.name}-run-{run.pk}.html",
             "application/octet-stream",
             standalone_chunks,
+            request=request,
         )
     raise Http404
 

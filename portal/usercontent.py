@@ -17,6 +17,8 @@ from django.core import signing
 from django.core.files.storage import default_storage
 from django.http import FileResponse, HttpResponse, HttpResponseNotFound, HttpResponseRedirect
 
+from jobs import compression
+
 SALT = "portal.usercontent"
 PREFIX = "/content/"
 
@@ -93,20 +95,24 @@ def serve(request):
         )
     current = (
         Run.objects.filter(pk=run_id, attempt=attempt)
-        .values_list("html_key", "partial_key")
+        .values_list("html_key", "partial_key", "html_gzip_key")
         .first()
     )
     if (
         not key.endswith(".html")
         or current is None
-        or key not in current
+        or key not in current[:2]
         or not default_storage.exists(key)
     ):
         return _harden(HttpResponseNotFound("Not found.", content_type="text/plain"))
+    # The final HTML has a gzip copy (jobs.compression); the live partial HTML has none.
+    sent, encoded = compression.choose(request, key, current[2] if key == current[0] else "")
     response = FileResponse(
-        default_storage.open(key, "rb"), content_type="text/html; charset=utf-8"
+        default_storage.open(sent, "rb"),
+        content_type="text/html; charset=utf-8",
+        filename=os.path.basename(key),
     )
-    return _harden(response)
+    return _harden(compression.mark(response, encoded))
 
 
 def _serve_comparison(key: str, ids: list[int]):

@@ -7,11 +7,13 @@ fenced by the attempt number and the expected state), so a duplicate delivery, a
 worker or a racing reaper changes nothing. See docs/run-states.md.
 """
 
+import io
 import logging
 import os
 import socket
+import time
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, BinaryIO
 
 import nbformat
 from django.conf import settings
@@ -21,7 +23,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from jobs import logs, render, spark_ui
+from jobs import compression, logs, render, spark_ui
 from jobs.executor import Outcome, OutcomeStatus, Progress, TickAnswer, stop_message
 from jobs.models import Run, RunEvent
 from jobs.services import fairshare
@@ -253,13 +255,21 @@ def _retry(run: Run, outcome: Outcome) -> bool:
 
 
 def _store_outputs(run: Run, outcome: Outcome) -> dict[str, Any]:
-    """Store the output notebook and its rendered HTML under ``runs/<uuid>/``; returns
-    ``{"output_key", "html_key", "output_bytes"}`` (empty keys for what there is not; the
-    bytes of both files). The .ipynb is copied to storage in chunks, never read whole. A
-    notebook over OUTPUT_RENDER_MAX_BYTES is not rendered (rendering costs the worker
-    about three times its size in memory: the viewer offers the .ipynb instead); one that
-    cannot be rendered is logged. Either way it keeps its .ipynb."""
-    keys: dict[str, Any] = {"output_key": "", "html_key": "", "output_bytes": 0}
+    """Store the output notebook and its rendered HTML under ``runs/<uuid>/``, each with
+    its gzip copy (``jobs.compression``); returns ``{"output_key", "html_key",
+    "output_gzip_key", "html_gzip_key", "output_bytes"}`` (empty keys for what there is
+    not; the bytes of all four files). The .ipynb is copied to storage in chunks, never
+    read whole. A notebook over OUTPUT_RENDER_MAX_BYTES is not rendered (rendering costs
+    the worker about three times its size in memory: the viewer offers the .ipynb
+    instead); one that cannot be rendered is logged. Either way it keeps its .ipynb. A
+    gzip copy that cannot be made is logged and left out: the plain file is served."""
+    keys: dict[str, Any] = {
+        "output_key": "",
+        "html_key": "",
+        "output_gzip_key": "",
+        "html_gzip_key": "",
+        "output_bytes": 0,
+    }
     path = outcome.output_path
     if not (path and path.exists()):
         return keys
@@ -267,6 +277,9 @@ def _store_outputs(run: Run, outcome: Outcome) -> dict[str, Any]:
     with path.open("rb") as fh:
         keys["output_key"] = default_storage.save(f"runs/{run.uuid}/output.ipynb", File(fh))
     keys["output_bytes"] = size
+    with path.open("rb") as fh:
+        keys["output_gzip_key"], packed = _gzip_copy(run, keys["output_key"], fh)
+    keys["output_bytes"] += packed
     if size > settings.OUTPUT_RENDER_MAX_BYTES:
         log.info("output too large to render run=%s bytes=%s", run.pk, size)
         return keys
@@ -277,7 +290,29 @@ def _store_outputs(run: Run, outcome: Outcome) -> dict[str, Any]:
         keys["output_bytes"] += len(html)
     except Exception:
         log.exception("rendering failed run=%s", run.pk)
+        return keys
+    keys["html_gzip_key"], packed = _gzip_copy(run, keys["html_key"], io.BytesIO(html))
+    keys["output_bytes"] += packed
     return keys
+
+
+def _gzip_copy(run: Run, key: str, source: BinaryIO) -> tuple[str, int]:
+    """``compression.store_gzip_copy`` of ``key``, timed and logged; ``("", 0)`` when it
+    fails (logged: the run keeps its plain file, which is then what every client gets)."""
+    started = time.monotonic()
+    try:
+        gzip_key, packed = compression.store_gzip_copy(key, source)
+    except Exception:
+        log.exception("gzip copy failed run=%s key=%s", run.pk, key)
+        return "", 0
+    log.info(
+        "gzip copy run=%s key=%s bytes=%s seconds=%.2f",
+        run.pk,
+        gzip_key or "(none: small or incompressible)",
+        packed,
+        time.monotonic() - started,
+    )
+    return gzip_key, packed
 
 
 def _clip(text: str, limit: int, keep_end: bool = False) -> str:
@@ -314,7 +349,16 @@ def _publish(
             "cells_done": outcome.progress.cells_done,
             "cells_total": outcome.progress.cells_total,
         }
-    files = [key for key in (keys["output_key"], keys["html_key"]) if key]
+    files = [
+        key
+        for key in (
+            keys["output_key"],
+            keys["html_key"],
+            keys["output_gzip_key"],
+            keys["html_gzip_key"],
+        )
+        if key
+    ]
     with transaction.atomic():
         mine = Run.objects.filter(pk=run.pk, attempt=run.attempt, state=State.RUNNING)
         # The heartbeat that stored the partial has stopped: its key cannot change now.

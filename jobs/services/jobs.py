@@ -269,10 +269,10 @@ def delete_job(job: Job) -> None:
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
         keys = list(job.versions.values_list("storage_key", flat=True))
-        for output_key, html_key, partial_key in job.runs.values_list(
-            "output_key", "html_key", "partial_key"
+        for run_keys in job.runs.values_list(
+            "output_key", "html_key", "partial_key", "output_gzip_key", "html_gzip_key"
         ):
-            keys += [k for k in (output_key, html_key, partial_key) if k]
+            keys += [k for k in run_keys if k]
         uuids = list(job.runs.values_list("uuid", flat=True))
         Run.objects.filter(job=job).delete()
         job.delete()

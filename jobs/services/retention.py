@@ -1,6 +1,7 @@
 """Retention: the stored output of a run that ended long ago is deleted; the run row stays.
 
-A run's output (its ``.ipynb``, its rendered HTML, its logs under ``runs/<uuid>/logs/``
+A run's output (its ``.ipynb``, its rendered HTML and their gzip copies
+(``jobs.compression``), its logs under ``runs/<uuid>/logs/``
 (``jobs.logs``), and a partial HTML an older run may have left behind) is kept for its
 job's ``output_retention_days``, or RUN_OUTPUT_RETENTION_DAYS when the job leaves that
 empty; 0 keeps it forever. Past that, ``expire_run_outputs``
@@ -31,8 +32,10 @@ from jobs.models import Job, Run
 log = logging.getLogger(__name__)
 
 #: Runs expired per transaction. A batch holds its rows' locks while it deletes their
-#: files (one to three storage calls each), so it stays small.
+#: files (up to five storage calls each, and the logs'), so it stays small.
 BATCH_SIZE = 100
+#: The Run fields that name a stored output file, deleted and cleared on expiry.
+FILE_FIELDS = ("output_key", "html_key", "partial_key", "output_gzip_key", "html_gzip_key")
 #: Runs whose files could not be deleted after which a pass gives up: storage is likely
 #: unavailable, and the next pass will try again.
 MAX_FAILURES = 100
@@ -77,7 +80,14 @@ def expirable_runs(now: datetime) -> QuerySet[Run]:
     for clause in due[1:]:
         any_due |= clause
     # Logs have no key of their own: their bytes (in output_bytes) say they are there.
-    has_files = ~Q(output_key="") | ~Q(html_key="") | ~Q(partial_key="") | Q(output_bytes__gt=0)
+    has_files = (
+        ~Q(output_key="")
+        | ~Q(html_key="")
+        | ~Q(partial_key="")
+        | ~Q(output_gzip_key="")
+        | ~Q(html_gzip_key="")
+        | Q(output_bytes__gt=0)
+    )
     return Run.objects.filter(
         any_due,
         has_files,
@@ -97,13 +107,13 @@ def expire_run_outputs(
     current time, UTC), oldest first, ``batch_size`` runs per transaction; returns how many
     runs were expired.
 
-    Each expired run keeps its row, with ``output_key``, ``html_key`` and ``partial_key``
-    cleared, ``output_bytes`` 0 and ``output_expired_at`` = ``now``. A run whose files
-    cannot be deleted (storage errors are logged, not raised) is left as it was, for the
-    next pass; after MAX_FAILURES such runs the pass stops. With ``budget_seconds``, no
-    new batch starts once that much time (monotonic clock) has passed, so a pass ends
-    before its task's time limit; the rest waits for the next pass. Idempotent: a second
-    call finds nothing more to do.
+    Each expired run keeps its row, with its ``FILE_FIELDS`` (the output, HTML, partial
+    and gzip copies' keys) cleared, ``output_bytes`` 0 and ``output_expired_at`` = ``now``.
+    A run whose files cannot be deleted (storage errors are logged, not raised) is left as
+    it was, for the next pass; after MAX_FAILURES such runs the pass stops. With
+    ``budget_seconds``, no new batch starts once that much time (monotonic clock) has
+    passed, so a pass ends before its task's time limit; the rest waits for the next
+    pass. Idempotent: a second call finds nothing more to do.
     """
     now = now or timezone.now()
     started = time.monotonic()
@@ -137,11 +147,11 @@ def _expire_batch(now: datetime, batch_size: int, failed: set[int]) -> tuple[int
             .exclude(pk__in=failed)
             .select_for_update(skip_locked=True, of=("self",))
             .order_by("finished_at", "pk")
-            .only("pk", "uuid", "job_id", "output_key", "html_key", "partial_key")[:batch_size]
+            .only(*FILE_FIELDS, "pk", "uuid", "job_id")[:batch_size]
         )
         expired = 0
         for run in runs:
-            keys = [k for k in (run.output_key, run.html_key, run.partial_key) if k]
+            keys = [k for k in (getattr(run, field) for field in FILE_FIELDS) if k]
             try:
                 for key in keys:
                     default_storage.delete(key)
@@ -155,9 +165,7 @@ def _expire_batch(now: datetime, batch_size: int, failed: set[int]) -> tuple[int
             expired += Run.objects.filter(
                 pk=run.pk, state__in=Run.FINAL_STATES, output_expired_at__isnull=True
             ).update(
-                output_key="",
-                html_key="",
-                partial_key="",
+                **dict.fromkeys(FILE_FIELDS, ""),
                 output_bytes=0,
                 output_expired_at=now,
             )

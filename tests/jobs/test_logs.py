@@ -183,7 +183,8 @@ def test_a_finished_runs_logs_count_in_its_output_bytes_and_expire_with_its_outp
     make_job, alice, tmp_path
 ):
     run = finished_run(make_job, alice, tmp_path, **{"kernel.log": "k" * 100, "driver.log": "d"})
-    outputs = default_storage.size(run.output_key) + default_storage.size(run.html_key)
+    files = (run.output_key, run.html_key, run.output_gzip_key, run.html_gzip_key)
+    outputs = sum(default_storage.size(key) for key in files if key)
     assert run.output_bytes == outputs + 101
     assert [e.name for e in logs.stored_logs(run)] == ["kernel.log", "driver.log"]
     Run.objects.filter(pk=run.pk).update(finished_at=timezone.now() - timedelta(days=400))

@@ -171,7 +171,8 @@ def test_a_finished_run_records_its_bytes_and_loses_its_partial(
     with django_capture_on_commit_callbacks(execute=True):
         done = services.finish_run(claimed, Outcome(OutcomeStatus.SUCCEEDED, path))
     assert done.partial_key == "" and not default_storage.exists(partial)
-    sizes = default_storage.size(done.output_key) + default_storage.size(done.html_key)
+    files = (done.output_key, done.html_key, done.output_gzip_key, done.html_gzip_key)
+    sizes = sum(default_storage.size(key) for key in files if key)
     assert done.output_bytes == sizes and sizes > path.stat().st_size
 
 
@@ -183,7 +184,8 @@ def test_an_output_over_the_render_limit_is_kept_unrendered_and_offered_as_ipynb
     path = executed(tmp_path, "w" * 40 * KB)
     done = services.finish_run(claimed, Outcome(OutcomeStatus.SUCCEEDED, path))
     assert done.output_key and done.html_key == ""
-    assert done.output_bytes == path.stat().st_size
+    # The .ipynb and its gzip copy (jobs.compression).
+    assert done.output_bytes == path.stat().st_size + default_storage.size(done.output_gzip_key)
     page = alice_client.get(reverse("runs-detail", args=[done.pk])).content.decode()
     assert "too large to render here" in page and 'id="notebook-frame"' not in page
     assert reverse("runs-download", args=[done.pk, "ipynb"]) in page
