@@ -181,3 +181,20 @@ def test_a_new_version_with_a_parameters_cell_drops_the_free_values(make_job, al
     _, dropped = services.upload_version(job, alice, notebook_bytes("trivial.ipynb"))
     job.refresh_from_db()
     assert dropped == ["greeting"] and job.parameters == {"x": 5}
+
+
+def test_the_migration_reads_stored_notebooks_for_the_flag(make_job):
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from jobs.models import NotebookVersion
+
+    migration = import_module("jobs.migrations.0010_notebookversion_has_parameters_cell")
+    free, declared, lost = make_job(FREE), make_job(), make_job(FREE, name="lost")
+    NotebookVersion.objects.update(has_parameters_cell=True)  # as before the migration
+    NotebookVersion.objects.filter(job=lost).update(storage_key="gone.ipynb")
+    migration.fill(apps, None)
+    flags = dict(NotebookVersion.objects.values_list("job_id", "has_parameters_cell"))
+    # A notebook that cannot be read keeps the old rule: only declared parameters.
+    assert flags == {free.pk: False, declared.pk: True, lost.pk: True}
