@@ -337,7 +337,10 @@ def is_current_comparison(key: str, a_id: int, a_attempt: int, b_id: int, b_atte
     if (runs[a_id]["attempt"], runs[b_id]["attempt"]) != (a_attempt, b_attempt):
         return False
     stem = comparison_stem(str(runs[a_id]["uuid"]), a_attempt, str(runs[b_id]["uuid"]), b_attempt)
-    return key.startswith(stem) and key.endswith(".html") and ".." not in key
+    # The storage may have suffixed the name ("_abc1234") when two first views raced.
+    return key == stem + ".html" or (
+        key.startswith(stem + "_") and key.endswith(".html") and "/" not in key[len(stem) :]
+    )
 
 
 def _marked(cell: dict, **marks: Any) -> nbformat.NotebookNode:
