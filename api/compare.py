@@ -86,7 +86,7 @@ class ComparisonSerializer(serializers.Serializer):
 )
 @api_view(["GET"])
 def run_compare(request: Request, pk: int, other: int) -> Response:
-    """Run ``pk`` (A) compared with run ``other`` (B): parameters (changes flagged), the
+    """Run ``id`` (A) compared with run ``other`` (B): parameters (changes flagged), the
     notebook versions, and each cell of the outputs aligned by nbdime's diff."""
     runs = Run.objects.visible_to(request.user).select_related("job", "version")
     a = get_object_or_404(runs, pk=pk)
