@@ -4,15 +4,15 @@ A finished run's rendered HTML and output .ipynb are stored twice: as they are, 
 gzip copy made once when the run ends (``store_gzip_copy``, key in ``Run.html_gzip_key``
 and ``Run.output_gzip_key``). The user-content origin and the downloads send the gzip copy
 with ``Content-Encoding: gzip`` to a browser that accepts gzip (``accepts_gzip``), and the
-copy as it is to any other client: nothing is decompressed on the fly, and everything that
-reads the outputs (the comparison, ``runnotebook``, Spark-free tools) keeps reading the
-plain file. The price is storage: the copies add about 45% (HTML) and 25% (.ipynb) of
+plain file to any other client: nothing is decompressed on the fly, and everything that
+reads the outputs (the comparison, ``runnotebook``) keeps reading the plain file. The price is storage: the copies add about 43% (HTML) and 25% (.ipynb) of
 Plotly-heavy outputs, counted in ``Run.output_bytes`` and deleted with the outputs.
 
-Why gzip and this level: measured by ``bench/output_compression.py`` on a 27 MB page of
-20 Plotly charts of 60,000 points (bench/README.md). Brotli is not installed and would be
-a new dependency for a few percent. Plotly's numbers compress about 2.3× whatever the
-level; above level 3 the time grows several-fold for nothing (level 9 was no smaller).
+Why gzip and this level: measured by ``bench/output_compression.py`` on a 26.5 MB page of
+20 Plotly charts of 60,000 points (figures in bench/README.md). Brotli is not installed
+and would be a new dependency. Plotly's numbers compress about 2.3× (HTML) and 4×
+(.ipynb) at any level; level 3 gave the smallest HTML in about 0.5 s per file, levels
+6 and 9 took 3-7 times as long for a .ipynb 4-5% smaller and a larger HTML.
 
 The live partial HTML is not compressed: it is rewritten every few seconds while the run
 lasts. The standalone HTML download (plotly.js inlined, ``render.standalone_chunks``) is
