@@ -349,3 +349,18 @@ def test_retention_deletes_the_pages_of_an_expired_run(job, alice):
     later = timezone.now() + dt.timedelta(days=10_000)
     retention.expire_run_outputs(later)
     assert not default_storage.exists(key)
+
+
+def test_nbdime_brings_no_server_at_import():
+    """Only nbdime's Python diff is used: importing it must not load its web app's server
+    (jupyter_server, tornado) into the portal's processes."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nbdime; nbdime.diff_notebooks; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'jupyter_server', 'tornado', 'nbdime.webapp', 'git', 'requests'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
