@@ -135,6 +135,8 @@ def test_notebook_output_cannot_reach_the_portal(
     assert f"frame-ancestors {portal.url}" in csp, csp
     assert "set-cookie" not in headers, headers
     assert headers.get("x-content-type-options") == "nosniff"
+    # Sent as its gzip copy (jobs.compression), which Chromium decoded: the chart is drawn.
+    assert headers.get("content-encoding") == "gzip", headers
 
     # Opened top-level (not framed), the content URL is still sandboxed by its CSP.
     page2 = context.new_page()

@@ -1,5 +1,7 @@
 """Notebooks and outputs in S3 through django-storages, against moto's server mode."""
 
+import gzip
+
 import nbformat
 import pytest
 from django.core.files.storage import default_storage
@@ -72,3 +74,25 @@ def test_jobs_and_outputs_round_trip_through_s3(
     url = usercontent.content_url(run.html_key, run.pk, run.attempt)
     shown = client.get(url.split("8000", 1)[1], HTTP_HOST="127.0.0.1:8000")
     assert shown.status_code == 200 and b"<html" in b"".join(shown.streaming_content)
+
+
+def test_gzip_copies_are_served_as_stored_from_s3(s3, make_job, alice, tmp_path, client):
+    """django-storages marks a ``.gz`` object ``ContentEncoding: gzip``; reading it back
+    must still give the compressed bytes, which the frame sends as they are."""
+    run = services.claim_run(services.run_now(make_job("trivial.ipynb"), alice).pk, "w")
+    out = tmp_path / "out.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), str(out))
+    run = services.finish_run(run, Outcome("succeeded", out))
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="portal-outputs")["Contents"]}
+    assert run.html_gzip_key == run.html_key + ".gz" and run.html_gzip_key in keys
+    with default_storage.open(run.html_key, "rb") as fh:
+        page = fh.read()
+
+    url = usercontent.content_url(run.html_key, run.pk, run.attempt)
+    shown = client.get(
+        url.split("8000", 1)[1], HTTP_HOST="127.0.0.1:8000", HTTP_ACCEPT_ENCODING="gzip"
+    )
+    assert shown.status_code == 200 and shown["Content-Encoding"] == "gzip"
+    sent = b"".join(shown.streaming_content)
+    assert int(shown["Content-Length"]) == len(sent)
+    assert gzip.decompress(sent) == page
