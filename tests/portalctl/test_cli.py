@@ -1,6 +1,7 @@
 """portalctl against a fake API (httpx.MockTransport): arguments, --json, exit codes,
 retries with one Idempotency-Key, and what it prints when a run fails."""
 
+import gzip
 import json
 import uuid
 
@@ -299,6 +300,20 @@ def test_runs_output_streams_to_a_file(fake, portalctl, tmp_path, monkeypatch):
     assert result.exit_code == 2 and "No output." in result.stderr
     assert not (tmp_path / "run-43.output.ipynb").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run-42.output.html"]  # no .part
+
+
+def test_runs_output_saves_a_gzip_answer_decoded(fake, portalctl, tmp_path, monkeypatch):
+    # The portal sends outputs gzipped to clients that accept it (jobs.compression).
+    monkeypatch.chdir(tmp_path)
+    notebook = b'{"cells": []}' * 1000
+    answer = httpx.Response(
+        200, content=gzip.compress(notebook), headers={"Content-Encoding": "gzip"}
+    )
+    fake.on("GET", "/api/runs/42/output.ipynb", answer)
+    result = portalctl("runs", "output", "42")
+    assert result.exit_code == 0, result.stderr
+    assert "gzip" in fake.requests[0].headers["Accept-Encoding"]
+    assert (tmp_path / "run-42.output.ipynb").read_bytes() == notebook
 
 
 def test_runs_show_explains_a_failure(fake, portalctl):
