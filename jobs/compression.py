@@ -5,8 +5,9 @@ gzip copy made once when the run ends (``store_gzip_copy``, key in ``Run.html_gz
 and ``Run.output_gzip_key``). The user-content origin and the downloads send the gzip copy
 with ``Content-Encoding: gzip`` to a browser that accepts gzip (``accepts_gzip``), and the
 plain file to any other client: nothing is decompressed on the fly, and everything that
-reads the outputs (the comparison, ``runnotebook``) keeps reading the plain file. The price is storage: the copies add about 43% (HTML) and 25% (.ipynb) of
-Plotly-heavy outputs, counted in ``Run.output_bytes`` and deleted with the outputs.
+reads the outputs (the comparison, ``runnotebook``) keeps reading the plain file. The
+price is storage: the copies add about 43% (HTML) and 25% (.ipynb) of Plotly-heavy
+outputs, counted in ``Run.output_bytes`` and deleted with the outputs.
 
 Why gzip and this level: measured by ``bench/output_compression.py`` on a 26.5 MB page of
 20 Plotly charts of 60,000 points (figures in bench/README.md). Brotli is not installed
