@@ -1,5 +1,6 @@
 """The user-content origin: signed, expiring URLs; sandbox CSP; never a cookie."""
 
+import gzip
 import time
 
 import pytest
@@ -141,6 +142,23 @@ def test_plotly_is_served_locally(client):
     assert response.status_code == 200
     assert not response.cookies
     assert "sandbox allow-scripts" in response["Content-Security-Policy"]
+
+
+def test_a_collected_gzip_copy_of_a_viewer_script_is_sent_when_accepted(client, settings, tmp_path):
+    settings.STATIC_ROOT = tmp_path
+    script = tmp_path / "plotly" / "plotly.min.js"
+    script.parent.mkdir()
+    script.write_bytes(b"var plotly = 1;" * 1000)
+    (tmp_path / "plotly" / "plotly.min.js.gz").write_bytes(gzip.compress(script.read_bytes()))
+    packed = client.get(
+        "/static/plotly/plotly.min.js", HTTP_HOST=CONTENT_HOST, HTTP_ACCEPT_ENCODING="gzip"
+    )
+    assert packed.status_code == 200 and packed["Content-Encoding"] == "gzip"
+    assert "Accept-Encoding" in packed["Vary"]
+    assert gzip.decompress(b"".join(packed.streaming_content)) == script.read_bytes()
+    plain = client.get("/static/plotly/plotly.min.js", HTTP_HOST=CONTENT_HOST)
+    assert "Content-Encoding" not in plain
+    assert b"".join(plain.streaming_content) == script.read_bytes()
 
 
 @pytest.mark.parametrize(
