@@ -79,7 +79,7 @@ hangs             list<struct<               main-thread hangs of the parent pro
                   null)                      ``main`` ... ``nsThread::ProcessNextEvent``
                                              ... the frame that hung, last).
                                              ``duration_ms``: whole milliseconds,
-                                             128 .. 600000. See "Hangs" below.
+                                             501 .. 600000. See "Hangs" below.
 ================  =========================  ==========================================
 
 Add-ons: each profile with add-ons belongs to one community (``ADDON_COMMUNITIES``:
@@ -98,16 +98,24 @@ is the thing to discover); the marker lists the communities' add-on names.
 Hangs: per ping, Poisson with mean 0.8 x subsession hours x the profile's jank (a
 log-normal profile factor that grows with its GC slowness; x 0.7 with e10s), the rate
 gamma-mixed per ping, so counts have a long tail (most pings none, a few hundreds);
-longer sessions therefore report more hangs. Durations are 128 ms x (1 + Lomax(1.3))
-x a per-category factor (long tail, capped at 10 minutes). The last frame names the
-category: ``PresShell::DoReflow`` (reflow), ``nsCycleCollector::collectSlice`` (cycle
-collection), ``mozilla::plugins::PluginInstanceParent::CallNPP_HandleEvent``,
-``...PluginInstanceParent::CallNPP_SetWindow`` and
-``mozilla::plugins::PluginModuleChromeParent::LoadModule`` (plugins; most on Windows,
-none on Android), ``js::gc::GCRuntime::incrementalCollectSlice`` (GC),
-``js::Interpret`` / ``js::jit::EnterBaselineMethod`` (script), ``nsLayoutUtils::PaintFrame``,
-``mozilla::ElementRestyler::Restyle``, ``nsFrameMessageManager::ReceiveMessage`` (sync
-IPC) and ``sqlite3_step``. See ``HANG_SUFFIXES`` and ``hang_stack_catalogue``.
+longer sessions therefore report more hangs. The hangs imitate a published analysis of
+Firefox's hang reports (``examples/hangs_by_last_frame.ipynb`` compares with it): a
+hang is the main thread busy for more than 500 ms, so every duration is 501 ms + a
+Lomax(1.3) excess of median 900 ms (median hang 1.4 s, long tail, capped at 10
+minutes), drawn independently of the stack. Stacks are drawn independently per hang,
+with the same weights on every desktop OS. By last frame, ten frames hold the
+document's shares of all hangs: ``PresShell::DoReflow`` 5 %,
+``nsCycleCollector::collectSlice`` 4.5 %, ``nsJSContext::GarbageCollectNow`` 3 %,
+``IPDL::PPluginInstance::SendPBrowserStreamConstructor`` 3 %, ``(chrome script)`` 3 %,
+``filterStorage.js`` 2.7 %, ``nsStyleSet::FileRules`` 2.7 %,
+``IPDL::PPluginInstance::SendNPP_Destroy`` 2 %,
+``IPDL::PPluginScriptableObject::SendHasProperty`` 2 % and
+``IPDL::PPluginScriptableObject::SendInvoke`` 1.7 %; about 310 more last frames form a
+long tail (each at most about 1 %): layout, paint, style, script files, DOM, GC, network,
+storage, IPC and widget frames, and plugin frames such as
+``mozilla::plugins::PluginInstanceParent::CallNPP_HandleEvent``. Plugin stacks (a frame
+contains ``Plugin``) are 15 % of desktop hangs; Android has none (its other stacks share
+their weight). See ``HANG_HEAD``, ``HANG_TAIL_AREAS`` and ``hang_stack_catalogue``.
 
 Operating systems follow the published mix of Mozilla's telemetry hello world
 (Windows_NT 105,223; Darwin 2,368; Linux 2,237 of 109,828 Firefox pings). A profile
@@ -367,6 +375,12 @@ UPTIME_BUCKETS = np.array(exponential_buckets(1, 10_080, 40), dtype=np.int32)
 (0, 1, 2, ..., 8066, 10080; 10,080 minutes = 7 days)."""
 
 # --- Main-thread hangs (background hang reporter style) ---------------------------
+# Calibrated on a published analysis of Firefox's hang reports, the source document of
+# examples/hangs_by_last_frame.ipynb: a hang is the main thread running one task for
+# more than 500 ms; clustered by last frame, the ten most frequent frames hold 5, 4.5,
+# 3, 3, 3, 2.7, 2.7, 2, 2 and 1.7 % of all stacks, then a very long tail; about 15 % of
+# hangs are plugin-related, and plugin hangs last as long as the others (medians
+# between 1 and 2 s).
 # A hang's stack is the OS's event-loop prefix followed by one of HANG_SUFFIXES; both
 # are outermost frame first, so the last frame is where the main thread was stuck.
 _EVENT_LOOP = (
@@ -415,11 +429,13 @@ HANG_PREFIXES = {
         "nsThread::ProcessNextEvent",
     ),
 }
-# (category, frames after the prefix, outermost first). Variants of one category share
-# its weight equally; each category always ends with the same few leaf frames.
-HANG_SUFFIXES = (
+# The document's ten most frequent last frames, with their share of all hang stacks in
+# percent: (category, share, frames after the prefix, outermost first). A frame reached
+# by two paths has two entries that split its share.
+HANG_HEAD = (
     (
         "reflow",
+        2.5,
         (
             "nsRefreshDriver::Tick",
             "PresShell::FlushPendingNotifications",
@@ -429,6 +445,7 @@ HANG_SUFFIXES = (
     ),
     (
         "reflow",
+        2.5,
         (
             "nsTimerImpl::Fire",
             "js::RunScript",
@@ -441,6 +458,7 @@ HANG_SUFFIXES = (
     ),
     (
         "cycle_collection",
+        3.0,
         (
             "nsTimerImpl::Fire",
             "CCTimerFired",
@@ -451,6 +469,7 @@ HANG_SUFFIXES = (
     ),
     (
         "cycle_collection",
+        1.5,
         (
             "nsObserverService::NotifyObservers",
             "nsJSEnvironmentObserver::Observe",
@@ -459,70 +478,147 @@ HANG_SUFFIXES = (
             "nsCycleCollector::collectSlice",
         ),
     ),
+    ("gc", 3.0, ("nsTimerImpl::Fire", "GCTimerFired", "nsJSContext::GarbageCollectNow")),
     (
         "plugin",
+        3.0,
         (
-            "mozilla::EventDispatcher::Dispatch",
-            "nsPluginInstanceOwner::ProcessEvent",
-            "nsNPAPIPluginInstance::HandleEvent",
-            "mozilla::plugins::PluginInstanceParent::CallNPP_HandleEvent",
-        ),
-    ),
-    (
-        "plugin",
-        (
-            "nsRefreshDriver::Tick",
-            "nsPluginInstanceOwner::CallSetWindow",
-            "nsNPAPIPluginInstance::SetWindow",
-            "mozilla::plugins::PluginInstanceParent::CallNPP_SetWindow",
-        ),
-    ),
-    (
-        "plugin",
-        (
-            "nsObjectLoadingContent::InstantiatePluginInstance",
-            "nsPluginHost::InstantiatePluginInstance",
-            "nsPluginHost::EnsurePluginLoaded",
-            "nsNPAPIPlugin::CreatePlugin",
-            "mozilla::plugins::PluginModuleChromeParent::LoadModule",
-        ),
-    ),
-    (
-        "gc",
-        (
-            "nsTimerImpl::Fire",
-            "nsJSContext::GarbageCollectNow",
-            "JS::GCForReason",
-            "js::gc::GCRuntime::collect",
-            "js::gc::GCRuntime::incrementalCollectSlice",
+            "nsPluginStreamListenerPeer::OnStartRequest",
+            "nsNPAPIPluginStreamListener::OnStartBinding",
+            "mozilla::plugins::PluginInstanceParent::NPP_NewStream",
+            "IPDL::PPluginInstance::SendPBrowserStreamConstructor",
         ),
     ),
     (
         "script",
+        3.0,
         (
             "mozilla::EventDispatcher::Dispatch",
             "mozilla::EventListenerManager::HandleEventInternal",
-            "mozilla::dom::EventHandlerNonNull::Call",
             "js::RunScript",
-            "js::Interpret",
+            "(chrome script)",
+        ),
+    ),
+    ("script", 2.7, ("nsTimerImpl::Fire", "js::RunScript", "filterStorage.js")),
+    (
+        "style",
+        2.7,
+        (
+            "nsRefreshDriver::Tick",
+            "PresShell::FlushPendingNotifications",
+            "mozilla::RestyleManager::ProcessPendingRestyles",
+            "nsStyleSet::ResolveStyleFor",
+            "nsStyleSet::FileRules",
         ),
     ),
     (
-        "script",
+        "plugin",
+        2.0,
         (
-            "nsTimerImpl::Fire",
-            "nsGlobalWindow::RunTimeout",
+            "nsObjectLoadingContent::StopPluginInstance",
+            "nsNPAPIPluginInstance::Stop",
+            "mozilla::plugins::PluginModuleParent::NPP_Destroy",
+            "IPDL::PPluginInstance::SendNPP_Destroy",
+        ),
+    ),
+    (
+        "plugin",
+        2.0,
+        (
             "js::RunScript",
-            "js::jit::EnterBaselineMethod",
+            "js::Interpret",
+            "mozilla::plugins::PluginScriptableObjectParent::ScriptableHasProperty",
+            "IPDL::PPluginScriptableObject::SendHasProperty",
+        ),
+    ),
+    (
+        "plugin",
+        1.7,
+        (
+            "js::RunScript",
+            "js::Interpret",
+            "mozilla::plugins::PluginScriptableObjectParent::ScriptableInvoke",
+            "IPDL::PPluginScriptableObject::SendInvoke",
+        ),
+    ),
+)
+# The long tail, by area: (category, caller frames after the prefix, last frames). A
+# last frame is written "Class::method" or, for several methods of one class, "Class::
+# method method ..."; a plugin area's stacks all have a frame naming a plugin, the
+# others none. Last frames are unique across areas.
+HANG_TAIL_AREAS = (
+    (
+        "plugin",
+        ("mozilla::EventDispatcher::Dispatch", "nsPluginInstanceOwner::ProcessEvent"),
+        (
+            "mozilla::plugins::PluginInstanceParent::CallNPP_HandleEvent",
+            "mozilla::plugins::PluginModuleChromeParent::LoadModule",
+            "mozilla::plugins::PluginInstanceParent::CallNPP_SetWindow",
+            "IPDL::PPluginInstance::SendAsyncSetWindow SendUpdateBackground"
+            " SendPPluginScriptableObjectConstructor SendNPP_NewStream SendNPP_SetValue"
+            " CallNPP_GetValue_NPPVpluginScriptableNPObject SendWindowPosChanged",
+            "IPDL::PPluginScriptableObject::SendGetParentProperty SendSetProperty"
+            " SendInvokeDefault SendEnumerate SendConstruct SendHasMethod SendRemoveProperty",
+            "IPDL::PPluginModule::SendPPluginInstanceConstructor SendNP_GetEntryPoints"
+            " SendNPP_ClearSiteData SendNPP_GetSitesWithData SendSetAudioSessionData",
+            "IPDL::PBrowserStream::SendWrite SendNPP_DestroyStream",
+            "nsPluginHost::LoadPlugins FindPlugins ScanPluginsDirectory ReadPluginInfo"
+            " GetPluginTags",
+            "mozilla::plugins::PluginModuleParent::NPP_New NP_Initialize",
+            "mozilla::plugins::PluginProcessParent::Launch",
+            "mozilla::plugins::PluginModuleChromeParent::TerminateChildProcess",
+            "nsNPAPIPluginInstance::GetValueFromPlugin",
+            "nsObjectLoadingContent::InstantiatePluginInstance",
+        ),
+    ),
+    (
+        "reflow",
+        (
+            "nsRefreshDriver::Tick",
+            "PresShell::FlushPendingNotifications",
+            "PresShell::ProcessReflowCommands",
+        ),
+        (
+            "nsBlockFrame::Reflow ReflowDirtyLines ReflowLine ReflowInlineFrames"
+            " ComputeFinalSize PlaceLine DrainOverflowLines",
+            "nsLineLayout::ReflowFrame VerticalAlignLine TextAlignLine BeginLineReflow",
+            "nsTextFrame::Reflow ReflowText MeasureText GetMinISize EnsureTextRun",
+            "nsFlexContainerFrame::Reflow DoFlexLayout GenerateFlexItemForChild"
+            " ResolveFlexibleLengths",
+            "nsGridContainerFrame::Reflow ReflowChildren",
+            "nsTableFrame::Reflow ReflowTable ReflowChildren CalcBCBorders",
+            "nsTableRowGroupFrame::Reflow",
+            "nsHTMLScrollFrame::Reflow ReflowContents ReflowScrolledFrame",
+            "nsIFrame::GetPrefISize ComputeSize",
+            "nsLayoutUtils::IntrinsicForContainer GetFrameForPoint GetAllInFlowRectsUnion",
+            "gfxTextRun::BreakAndMeasureText GetAdvanceWidth",
+            "gfxFontGroup::MakeTextRun FindFontForChar InitTextRun",
+            "gfxFont::ShapeText SplitAndInitTextRun",
+            "gfxHarfBuzzShaper::ShapeText",
+            "gfxDWriteFontEntry::ReadCMAP",
+            "gfxPlatformFontList::SystemFindFontForChar InitOtherFamilyNames",
         ),
     ),
     (
         "paint",
+        ("nsRefreshDriver::Tick", "nsViewManager::ProcessPendingUpdates", "PresShell::Paint"),
         (
-            "nsRefreshDriver::Tick",
-            "nsViewManager::ProcessPendingUpdates",
-            "PresShell::Paint",
             "nsLayoutUtils::PaintFrame",
+            "nsDisplayList::PaintRoot ComputeVisibilityForRoot",
+            "mozilla::FrameLayerBuilder::BuildContainerLayerFor DrawPaintedLayer",
+            "mozilla::ContainerState::ProcessDisplayItems",
+            "mozilla::layers::ClientLayerManager::EndTransaction ForwardTransaction",
+            "mozilla::layers::ShadowLayerForwarder::EndTransaction",
+            "IPDL::PCompositorBridge::SendFlushRendering SendGetSnapshot",
+            "IPDL::PLayerTransaction::SendUpdate",
+            "mozilla::gfx::DrawTargetD2D1::Flush FillGlyphs",
+            "mozilla::gfx::DrawTargetSkia::DrawSurface",
+            "nsDisplayBackgroundImage::Paint",
+            "nsCSSRendering::PaintBackground PaintBorder PaintBoxShadowOuter",
+            "imgFrame::Draw",
+            "mozilla::image::RasterImage::Draw LookupFrame",
+            "mozilla::layers::TextureClient::Lock",
+            "gfxWindowsPlatform::UpdateRenderMode",
         ),
     ),
     (
@@ -531,90 +627,257 @@ HANG_SUFFIXES = (
             "nsRefreshDriver::Tick",
             "PresShell::FlushPendingNotifications",
             "mozilla::RestyleManager::ProcessPendingRestyles",
-            "mozilla::ElementRestyler::Restyle",
+        ),
+        (
+            "mozilla::ElementRestyler::Restyle RestyleChildren ComputeStyleChangeFor",
+            "mozilla::RestyleManager::RebuildAllStyleData ProcessRestyledFrames",
+            "nsStyleSet::ResolvePseudoElementStyle GetContext",
+            "nsCSSRuleProcessor::RulesMatching SelectorMatches HasStateDependentStyle"
+            " RefreshRuleCascade",
+            "nsRuleNode::WalkRuleTree ComputeDisplayData ComputeFontData",
+            "mozilla::css::Loader::LoadSheetSync",
+            "nsCSSParser::ParseSheet",
+            "nsComputedDOMStyle::GetPropertyCSSValue",
         ),
     ),
     (
-        "sync_ipc",
+        "script",
+        ("nsTimerImpl::Fire", "js::RunScript"),
         (
-            "mozilla::ipc::MessageChannel::OnMaybeDequeueOne",
-            "mozilla::dom::PContentParent::OnMessageReceived",
-            "mozilla::dom::ContentParent::RecvSyncMessage",
-            "nsFrameMessageManager::ReceiveMessage",
+            "js::Interpret",
+            "js::jit::EnterBaselineMethod",
+            "browser.js",
+            "tabbrowser.xml",
+            "SessionStore.jsm",
+            "SessionSaver.jsm",
+            "PlacesUtils.jsm",
+            "nsSearchService.js",
+            "urlbarBindings.xml",
+            "autocomplete.xml",
+            "content.js",
+            "ContentSearch.jsm",
+            "BrowserUtils.jsm",
+            "ExtensionContent.jsm",
+            "Extension.jsm",
+            "PageThumbs.jsm",
+            "LoginManagerContent.jsm",
+            "NetUtil.jsm",
+            "Sqlite.jsm",
+            "TelemetrySession.jsm",
+            "AddonManager.jsm",
+            "XPIProvider.jsm",
+            "matcher.js",
+            "contentPolicy.js",
+            "elemHide.js",
+            "(content script)",
+            "js::jit::IonCompile",
+            "js::jit::CodeGenerator::generate",
+            "js::jit::Bailout",
+            "js::frontend::CompileGlobalScript",
+            "js::frontend::Parser::parse",
+            "js::frontend::BytecodeEmitter::emitTree",
+            "js::irregexp::CompilePattern",
+            "js::RegExpShared::compile",
+            "js::ParseJSONWithReviver",
+            "js::str_replace",
+            "js::array_sort",
+            "js::XDRScript",
+            "js::Debugger::onEnterFrame",
+            "js::NativeObject::growSlots",
+            "js::ToStringSlow",
+            "js::str_split_string",
+            "js::jit::InvalidateAll",
+            "js::CloneFunctionObject",
+            "js::Shape::search",
+        ),
+    ),
+    (
+        "dom",
+        (
+            "mozilla::EventDispatcher::Dispatch",
+            "mozilla::EventListenerManager::HandleEventInternal",
+            "js::RunScript",
+        ),
+        (
+            "mozilla::dom::Element::GetBoundingClientRect SetInnerHTML",
+            "nsINode::QuerySelectorAll ReplaceOrInsertBefore",
+            "nsGenericHTMLElement::GetInnerText GetOffsetRect",
+            "nsRange::GetClientRects ToString",
+            "mozilla::dom::Selection::AddRange Collapse",
+            "nsDocument::CreateElem GetElementsByTagName",
+            "nsHTMLDocument::Open WriteCommon",
+            "nsContentList::Length Item",
+            "nsTextEditorState::SetValue",
+            "mozilla::dom::XMLHttpRequestMainThread::Send",
+            "mozilla::dom::Storage::GetItem SetItem",
+            "nsFocusManager::SetFocus Focus",
+            "mozilla::dom::HTMLMediaElement::Load Play",
+            "nsXBLService::LoadBindings",
+            "nsXBLBinding::InstallImplementation",
+            "nsContentUtils::ParseFragmentHTML",
+            "mozilla::dom::CanvasRenderingContext2D::GetImageData DrawImage",
+            "mozilla::WebGLContext::ReadPixels",
+            "nsPlainTextSerializer::AppendText",
+            "mozilla::HTMLEditor::InsertHTMLWithContext",
+            "mozilla::dom::MutationObserver::HandleMutation",
+            "nsDOMMutationObserver::HandleMutations",
+            "mozilla::dom::Promise::PerformMicroTaskCheckpoint",
+            "mozilla::dom::HTMLInputElement::SetValue",
+            "mozilla::dom::HTMLImageElement::LoadSelectedImage",
+            "mozilla::dom::IDBTransaction::Commit",
+            "mozilla::dom::Navigator::GetPlatform",
+            "nsGlobalWindow::GetComputedStyle ScrollTo",
+        ),
+    ),
+    (
+        "gc",
+        ("nsTimerImpl::Fire", "GCTimerFired", "JS::GCForReason"),
+        (
+            "js::gc::GCRuntime::incrementalCollectSlice markUntilBudgetExhausted beginMarkPhase"
+            " sweepPhase endSweepPhase compactPhase decommitArenas minorGC",
+            "js::Nursery::collect",
+            "js::TenuringTracer::traceObject",
+            "js::GCMarker::drainMarkStack",
+            "nsCycleCollector::ForgetSkippable BeginCollection MarkRoots ScanRoots CollectWhite"
+            " FreeSnowWhite",
+            "nsCycleCollector_forgetSkippable",
+            "mozilla::dom::FragmentOrElement::CanSkip",
+        ),
+    ),
+    (
+        "network",
+        ("nsInputStreamPump::OnInputStreamReady", "nsInputStreamPump::OnStateTransfer"),
+        (
+            "mozilla::net::HttpChannelChild::OnStartRequest OnTransportAndData OnStopRequest",
+            "mozilla::net::nsHttpChannel::OnStartRequest",
+            "nsHtml5StreamParser::OnDataAvailable",
+            "nsHtml5TreeOpExecutor::RunFlushLoop FlushDocumentWrite",
+            "nsDocumentOpenInfo::OnStartRequest",
+            "nsURILoader::OpenURI",
+            "nsDocShell::InternalLoad CreateContentViewer",
+            "nsJARChannel::AsyncOpen",
+            "nsZipArchive::OpenArchive GetItem",
+            "mozilla::net::nsIOService::NewChannelFromURI",
+            "nsStandardURL::SetSpec",
+            "mozilla::net::nsSocketTransportService::Init",
+            "mozilla::net::CacheStorageService::SyncEvictAll",
+            "nsPACMan::LoadPACFromURI",
         ),
     ),
     (
         "storage",
+        ("nsTimerImpl::Fire", "mozilla::storage::Statement::ExecuteStep"),
         (
-            "nsNavHistory::GetQueryResults",
-            "mozilla::storage::Statement::ExecuteStep",
             "sqlite3_step",
+            "sqlite3_prepare_v2",
+            "sqlite3_exec",
+            "sqlite3_backup_step",
+            "mozilla::storage::Connection::Close ExecuteSimpleSQL Initialize",
+            "nsNavHistory::GetQueryResults",
+            "nsNavBookmarks::GetBookmarkIdsForURI InsertBookmark",
+            "nsAnnotationService::GetItemAnnotation",
+            "mozilla::places::Database::Init",
+            "nsPermissionManager::Read",
+            "nsCookieService::Read InitDBStates",
+            "mozilla::Preferences::SavePrefFile ReadUserPrefs",
+            "nsLocalFile::Exists GetFileSize CopyTo",
+            "mozilla::scache::StartupCache::GetBuffer",
+            "mozilla::safebrowsing::Classifier::ApplyUpdates",
+            "nsUrlClassifierDBService::Lookup",
+        ),
+    ),
+    (
+        "sync_ipc",
+        ("mozilla::ipc::MessageChannel::OnMaybeDequeueOne",),
+        (
+            "nsFrameMessageManager::ReceiveMessage",
+            "IPDL::PContent::RecvSyncMessage RecvRpcMessage RecvLoadURIExternal RecvGetClipboard"
+            " RecvGetSystemColors",
+            "IPDL::PBrowser::RecvSyncMessage RecvSetDimensions RecvRequestFocus"
+            " SendRealMouseButtonEvent SendRealKeyEvent SendUpdateDimensions",
+            "IPDL::PNecko::RecvPHttpChannelConstructor",
+            "IPDL::PHal::RecvGetScreenConfiguration",
+            "mozilla::dom::ContentParent::RecvSyncMessage",
+            "mozilla::dom::TabParent::RecvSyncMessage",
+        ),
+    ),
+    (
+        "widget",
+        ("nsAppShell::ProcessNextNativeEvent",),
+        (
+            "nsWindow::ProcessMessage WindowProcInternal DispatchEvent",
+            "mozilla::widget::IMMHandler::OnIMEComposition",
+            "mozilla::widget::TSFTextStore::OnFocusChange",
+            "nsClipboard::GetNativeClipboardData",
+            "nsDragService::InvokeDragSession",
+            "nsFilePicker::ShowFilePicker",
+            "nsXULWindow::ShowModal",
+            "nsPrintEngine::DoPrint",
+            "nsComponentManagerImpl::CreateInstanceByContractID",
+            "XPCWrappedNative::CallMethod",
+            "mozilla::gfx::DeviceManagerDx::CreateContentDevices",
+            "mozilla::widget::GfxInfo::Init",
+            "nsSystemInfo::Init",
+            "nsObserverService::NotifyObservers",
+            "nsBaseDragService::DrawDrag",
+            "nsSound::PlaySystemSound",
+            "nsNativeThemeWin::DrawWidgetBackground",
+            "mozilla::a11y::DocAccessible::ProcessInvalidationList",
+            "mozilla::a11y::AccessibleWrap::get_accChild",
+            "nsWindowWatcher::OpenWindowInternal",
         ),
     ),
 )
-# Category weights per OS (plugins: mostly Flash on Windows; none on Android) and the
-# factor applied to a category's durations.
-HANG_CATEGORY_WEIGHTS = {
-    "Windows_NT": {
-        "reflow": 24,
-        "cycle_collection": 14,
-        "plugin": 14,
-        "gc": 10,
-        "script": 16,
-        "paint": 8,
-        "style": 5,
-        "sync_ipc": 5,
-        "storage": 4,
-    },
-    "Darwin": {
-        "reflow": 26,
-        "cycle_collection": 15,
-        "plugin": 8,
-        "gc": 10,
-        "script": 16,
-        "paint": 10,
-        "style": 6,
-        "sync_ipc": 5,
-        "storage": 4,
-    },
-    "Linux": {
-        "reflow": 26,
-        "cycle_collection": 16,
-        "plugin": 5,
-        "gc": 11,
-        "script": 17,
-        "paint": 9,
-        "style": 6,
-        "sync_ipc": 6,
-        "storage": 4,
-    },
-    "Android": {
-        "reflow": 28,
-        "cycle_collection": 14,
-        "plugin": 0,
-        "gc": 14,
-        "script": 18,
-        "paint": 12,
-        "style": 6,
-        "sync_ipc": 0,
-        "storage": 8,
-    },
-}
-HANG_DURATION_SCALE = {
-    "reflow": 1.0,
-    "cycle_collection": 1.3,
-    "plugin": 2.5,
-    "gc": 1.2,
-    "script": 1.5,
-    "paint": 1.0,
-    "style": 1.0,
-    "sync_ipc": 1.8,
-    "storage": 2.0,
-}
-HANG_THRESHOLD_MS = 128  # shortest recorded hang
+HANG_PLUGIN_SHARE = 15.0  # percent of hangs whose stack names a plugin
+HANG_THRESHOLD_MS = 500  # a hang runs longer than this: every duration is at least 501 ms
+HANG_EXCESS_MEDIAN_MS = 900  # median time beyond the threshold: hangs' median is 1.4 s
+HANG_TAIL_SHAPE = 1.3  # Lomax shape of that excess: a long tail, a few hangs last minutes
 HANG_MAX_MS = 600_000  # durations are capped at 10 minutes
 HANG_RATE_PER_HOUR = 0.8  # mean hangs per subsession hour of a typical profile
 HANG_MAX_PER_PING = 500
+
+
+def _tail_frames(spec: str) -> list[str]:
+    """Expand a tail entry ``"Class::m1 m2 ..."`` to ``["Class::m1", "Class::m2", ...]``."""
+    first, *others = spec.split(" ")
+    owner = first.rpartition("::")[0]
+    return [first] + [f"{owner}::{method}" for method in others]
+
+
+def _hang_suffixes() -> tuple[tuple[str, tuple[str, ...], float], ...]:
+    """Return every hang suffix as ``(category, frames, weight)``, weights in percent of
+    all hangs (they sum to 100): ``HANG_HEAD`` as given, then the tail.
+
+    The tail shares ``100 - sum(HANG_HEAD)`` so that plugin stacks total
+    ``HANG_PLUGIN_SHARE`` percent: each of the two groups (plugin areas, other areas)
+    gives its k-th frame (areas' frames taken in turn, each area's list in order) a
+    weight proportional to ``1 / (k + offset)``, a Zipf law flattened at the top so that
+    the largest tail frame stays well below the tenth head frame.
+    """
+    head = tuple((category, frames, share) for category, share, frames in HANG_HEAD)
+    head_plugin = sum(share for category, _, share in head if category == "plugin")
+    tail_total = 100.0 - sum(share for _, _, share in head)
+    tail = []
+    for plugin, total, offset in (
+        (True, HANG_PLUGIN_SHARE - head_plugin, 5),
+        (False, tail_total - (HANG_PLUGIN_SHARE - head_plugin), 25),
+    ):
+        areas = [
+            [(category, callers + (frame,)) for spec in specs for frame in _tail_frames(spec)]
+            for category, callers, specs in HANG_TAIL_AREAS
+            if (category == "plugin") == plugin
+        ]
+        ranked = [area[i] for i in range(max(map(len, areas))) for area in areas if i < len(area)]
+        weights = 1.0 / (np.arange(1, len(ranked) + 1) + offset)
+        weights *= total / weights.sum()
+        tail += [(c, f, float(w)) for (c, f), w in zip(ranked, weights, strict=True)]
+    return head + tuple(tail)
+
+
+HANG_SUFFIXES = _hang_suffixes()
+"""Every hang suffix, ``(category, frames after the prefix (outermost first), weight in
+percent of all hangs)``: the document's ten most frequent last frames, then a tail of
+about 300 more."""
 
 
 def _checked_arguments(end_date, *ints: tuple[str, int, int]) -> dt.date:
@@ -1363,18 +1626,22 @@ def hang_stack_catalogue(os_names) -> tuple[list[list[str]], list[str], np.ndarr
 
     ``stacks[o * len(HANG_SUFFIXES) + k]`` is the stack (outermost frame first) of
     suffix ``k`` on OS ``os_names[o]``, ``categories[k]`` its category, and
-    ``probabilities[o, k]`` the chance that a hang on that OS has suffix ``k``.
+    ``probabilities[o, k]`` the chance that a hang on that OS has suffix ``k``: the
+    suffixes' weights, the same on every desktop OS; Android has no plugins, so there
+    the other suffixes share the plugins' weight in proportion.
     """
-    categories = [category for category, _ in HANG_SUFFIXES]
-    variants = {c: categories.count(c) for c in categories}
+    categories = [category for category, _, _ in HANG_SUFFIXES]
     stacks = [
         list(HANG_PREFIXES[os_name]) + list(frames)
         for os_name in os_names
-        for _, frames in HANG_SUFFIXES
+        for _, frames, _ in HANG_SUFFIXES
     ]
     probabilities = np.array(
         [
-            [HANG_CATEGORY_WEIGHTS[os_name][c] / variants[c] for c in categories]
+            [
+                0.0 if os_name == "Android" and category == "plugin" else weight
+                for category, _, weight in HANG_SUFFIXES
+            ]
             for os_name in os_names
         ],
         dtype=float,
@@ -1394,23 +1661,28 @@ def _hangs(
 
     Hangs per ping: Poisson with mean ``HANG_RATE_PER_HOUR`` x subsession hours x the
     profile's ``jank``, the rate itself gamma-distributed per ping (shape 0.7), so the
-    counts have a long tail (at most ``HANG_MAX_PER_PING``). Durations: whole
-    milliseconds, ``HANG_THRESHOLD_MS`` x (1 + Lomax(1.3)) x the category's factor,
-    capped at ``HANG_MAX_MS``: most hangs are short, a few last minutes.
+    counts have a long tail (at most ``HANG_MAX_PER_PING``). Stacks: drawn
+    independently per hang from ``hang_stack_catalogue``. Durations: whole
+    milliseconds, ``HANG_THRESHOLD_MS`` + 1 + a Lomax(``HANG_TAIL_SHAPE``) excess of
+    median ``HANG_EXCESS_MEDIAN_MS``, capped at ``HANG_MAX_MS``, drawn independently of
+    the stack (plugin hangs last as long as the others): every hang is longer than
+    500 ms, half last under about 1.4 s, a few last minutes.
     """
     n = len(subsession_s)
     mean = HANG_RATE_PER_HOUR * (subsession_s / 3600.0) * jank
     count = np.minimum(rng.poisson(mean * rng.gamma(0.7, 1 / 0.7, size=n)), HANG_MAX_PER_PING)
-    stacks, categories, probabilities = hang_stack_catalogue(os_names)
+    stacks, _, probabilities = hang_stack_catalogue(os_names)
     hang_os = np.repeat(os_code, count)
     cdf = np.cumsum(probabilities, axis=1)
     u = rng.random(len(hang_os))
-    suffix = np.minimum((u[:, None] >= cdf[hang_os]).sum(axis=1), len(HANG_SUFFIXES) - 1)
-    scale = np.array([HANG_DURATION_SCALE[c] for c in categories])[suffix]
-    duration = np.minimum(
-        np.floor(HANG_THRESHOLD_MS * (1.0 + rng.pareto(1.3, size=len(suffix))) * scale),
-        HANG_MAX_MS,
-    ).astype(np.int32)
+    suffix = np.empty(len(hang_os), dtype=np.int64)
+    for o in range(len(os_names)):  # per OS: one search in its own cumulative weights
+        mask = hang_os == o
+        suffix[mask] = np.searchsorted(cdf[o], u[mask], side="right")
+    suffix = np.minimum(suffix, len(HANG_SUFFIXES) - 1)
+    excess_scale = HANG_EXCESS_MEDIAN_MS / (2 ** (1 / HANG_TAIL_SHAPE) - 1)  # Lomax median
+    excess = np.floor(excess_scale * rng.pareto(HANG_TAIL_SHAPE, size=len(suffix)))
+    duration = np.minimum(HANG_THRESHOLD_MS + 1 + excess, HANG_MAX_MS).astype(np.int32)
     stack_column = pa.array(stacks, pa.list_(pa.string())).take(
         pa.array(hang_os.astype(np.int64) * len(HANG_SUFFIXES) + suffix)
     )
