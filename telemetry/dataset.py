@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 
 from .errors import TelemetryError
-from .filters import Filter, parse_partition_filter, parse_value_filter
+from .filters import Filter, column_predicate, parse_partition_filter, parse_value_filter
 from .paths import Partition, Root, data_root, discover_layout, make_lister, walk_partitions
 from .spark import get_spark, jvm_of
 
@@ -219,7 +219,6 @@ def Pings(  # noqa: N802 - the historical Telemetry API's name
     partition column the dataset lacks); a malformed value (range not a pair,
     ``start > end``, date not ``YYYYMMDD``); ``fraction`` outside ``(0, 1]``.
     """
-    from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
     threshold = sample_threshold(fraction)
@@ -258,17 +257,20 @@ def Pings(  # noqa: N802 - the historical Telemetry API's name
     if not selection.partitions:
         return spark.createDataFrame([], schema)
     df = _read(spark, schema, root, selection.read_paths)
-    for field, flt in selection.value_filters.items():
-        if flt is None:
-            continue
-        column = F.col(field)
-        if flt.is_range:
-            df = df.where(column.between(F.lit(flt.low), F.lit(flt.high)))
-        else:
-            df = df.where(column == F.lit(flt.exact))
+    for flt in selection.value_filters.values():
+        if flt is not None:
+            df = df.where(column_predicate(flt))
     if threshold < SAMPLE_SPACE:
-        df = df.where(F.crc32(F.col("client_id").cast("binary")) < F.lit(threshold))
+        df = df.where(sample_predicate(threshold))
     return df
+
+
+def sample_predicate(threshold: int):
+    """The Spark ``Column`` that keeps the clients of a sample: ``crc32(client_id) <
+    threshold`` (``threshold`` from ``sample_threshold``; see ``in_sample``)."""
+    from pyspark.sql import functions as F
+
+    return F.crc32(F.col("client_id").cast("binary")) < F.lit(threshold)
 
 
 _PARALLEL_LISTING = "spark.sql.sources.parallelPartitionDiscovery.threshold"

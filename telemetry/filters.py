@@ -217,3 +217,69 @@ def parse_value_filter(field: str, value) -> Filter | None:
             f'{field}: expected a value, "*" or a (start, end) pair, got {value!r}'
         )
     return Filter(field, exact=value, kind="value")
+
+
+_SPARK_VERSION_RE = r"^(\d+(?:\.\d+)*)(?:(a|b|rc|esr)(\d*))?$"
+
+
+def column_predicate(flt: Filter, column=None):
+    """A Spark ``Column`` that is true exactly where ``flt`` holds, for filtering a
+    DataFrame whose column ``flt.field`` holds the values (a partition-like field stored
+    as a string column, as in the streaming pings, or a data column).
+
+    Same semantics as ``Filter.matches`` for partition fields: exact string equality,
+    string ranges lexicographic, version ranges compared as ``version_key`` does (a
+    value that is not a version never matches); data-column filters (kind ``"value"``)
+    are ``=`` / ``BETWEEN``. Null values never match. ``column``: the Column to test,
+    default ``F.col(flt.field)``. Only Spark SQL expressions (no Python UDF), so it
+    works on classic Spark and Spark Connect.
+    """
+    from pyspark.sql import functions as F
+
+    col = F.col(flt.field) if column is None else column
+    if not flt.is_range:
+        return col == F.lit(flt.exact)
+    if flt.kind != "version":
+        return col.between(F.lit(flt.low), F.lit(flt.high))
+    key = _spark_version_key(col)
+    low, high = (_version_key_literal(k) for k in (flt.low, flt.high))
+    return col.rlike(_SPARK_VERSION_RE) & (key >= low) & (key <= high)
+
+
+def _spark_version_key(col):
+    """``version_key`` as a Spark struct (numbers array padded to four, pre-release
+    rank, pre-release number); structs and arrays compare field by field, element by
+    element, a shorter array first, as Python tuples do."""
+    from pyspark.sql import functions as F
+
+    numbers = F.transform(
+        F.split(F.regexp_extract(col, _SPARK_VERSION_RE, 1), r"\."),
+        lambda part: part.cast("decimal(38,0)"),
+    )
+    padding = F.array_repeat(
+        F.lit(0).cast("decimal(38,0)"), F.greatest(F.lit(0), 4 - F.size(numbers))
+    )
+    tag = F.regexp_extract(col, _SPARK_VERSION_RE, 2)
+    rank = F.lit(_PRE_RELEASE_RANK[None])
+    for name in ("a", "b", "rc", "esr"):
+        rank = F.when(tag == name, F.lit(_PRE_RELEASE_RANK[name])).otherwise(rank)
+    tag_number = F.regexp_extract(col, _SPARK_VERSION_RE, 3)
+    number = F.when(tag_number == "", F.lit(0).cast("decimal(38,0)")).otherwise(
+        tag_number.cast("decimal(38,0)")
+    )
+    return F.struct(
+        F.concat(numbers, padding).alias("numbers"),
+        rank.cast("int").alias("rank"),
+        number.alias("number"),
+    )
+
+
+def _version_key_literal(key: tuple):
+    from pyspark.sql import functions as F
+
+    numbers, rank, number = key
+    return F.struct(
+        F.array(*(F.lit(n).cast("decimal(38,0)") for n in numbers)).alias("numbers"),
+        F.lit(rank).cast("int").alias("rank"),
+        F.lit(number).cast("decimal(38,0)").alias("number"),
+    )
