@@ -231,40 +231,40 @@ def test_the_forwarder_reaches_exactly_one_endpoint(make):
 def test_a_published_port_is_reached_through_the_sandboxs_socket_only(make):
     """The sandbox's own socat publishes a port of its loopback on ``publish_socket``:
     0600, of the sandbox's uid, in its 0700 ipc directory; nothing listens on the host."""
-    box = make(publish_port=4040)
+    with socket.socket() as probe:  # a port nothing on the host listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    box = make(publish_port=port)
     server = box.popen(
         [
             sys.executable,
             "-c",
             "import socket\n"
-            "s = socket.create_server(('127.0.0.1', 4040))\n"
+            f"s = socket.create_server(('127.0.0.1', {port}))\n"
             "c, _ = s.accept()\n"
             "c.sendall(b'from inside ' + c.recv(5))\n",
         ],
         {"PATH": os.defpath},
     )
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while not box.publish_socket.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         info = box.publish_socket.lstat()
         assert (info.st_uid, info.st_mode & 0o777) == (box.spec.uid, 0o600)
         assert box.ipc.stat().st_mode & 0o777 == 0o700
-        for _ in range(100):  # until the server inside listens
-            client = socket.socket(socket.AF_UNIX)
-            client.connect(str(box.publish_socket))
-            client.sendall(b"hello")
-            client.settimeout(5)
-            answer = client.recv(100)
-            client.close()
-            if answer:
-                break
-            time.sleep(0.1)
+        answer = b""
+        while not answer and time.monotonic() < deadline:  # until the server inside listens
+            with socket.socket(socket.AF_UNIX) as client:
+                client.connect(str(box.publish_socket))
+                client.sendall(b"hello")
+                client.settimeout(5)
+                answer = client.recv(100)
+            if not answer:
+                time.sleep(0.1)
         assert answer == b"from inside hello"
-        host = socket.socket()
-        with pytest.raises(ConnectionRefusedError):
-            host.connect(("127.0.0.1", 4040))
-        host.close()
+        with socket.socket() as host, pytest.raises(ConnectionRefusedError):
+            host.connect(("127.0.0.1", port))
     finally:
         server.kill()
         server.wait()
