@@ -14,6 +14,11 @@ Importable inside the portal's notebook kernels::
   matching partitions are listed and read; ``fraction`` samples clients
   deterministically (``crc32(client_id)``).
 - ``select_pings(...)`` -> ``Selection``: the matching partitions without reading.
+- ``PingsStream(spark=None, landing_dir=None, *, fraction=1.0,
+  max_files_per_trigger=None, **filters)`` -> streaming DataFrame of the pings landing
+  in a directory (fixed schema: ``Pings``' columns plus the event time
+  ``submission_timestamp``); the same filters as ``Pings``. Batches are written by
+  ``telemetry.landing.write_batch`` or ``python -m telemetry.stream --landing DIR``.
 - ``write_batch_view(df, name, partition_by=None, mode="overwrite", root=None)`` ->
   location; ``read_batch_view(name, root=None, *, spark=None)`` -> DataFrame.
 - ``get_spark()`` -> ``SparkSession.builder.getOrCreate()`` (Spark Connect when
@@ -21,9 +26,10 @@ Importable inside the portal's notebook kernels::
 - ``TelemetryError(ValueError)``: every error of this package about a request.
 
 Locations: pings root = ``data_root`` argument, else env ``TELEMETRY_DATA_ROOT``,
-else ``<cwd>/sample/pings``; views root = ``root`` argument, else env
-``TELEMETRY_VIEWS_ROOT``, else ``<pings root>/../views``. Local paths or URIs
-(``s3a://bucket/prefix``).
+else ``<cwd>/sample/pings``; the stream's landing directory = ``landing_dir``, else env
+``TELEMETRY_STREAM_ROOT``, else ``<cwd>/sample/stream``; views root = ``root``
+argument, else env ``TELEMETRY_VIEWS_ROOT``, else ``<pings root>/../views``. Local
+paths or URIs (``s3a://bucket/prefix``).
 
 The package uses no Python UDFs: everything runs as Spark SQL expressions, so Spark
 executors need neither this package nor any Python beyond PySpark's.
@@ -31,8 +37,16 @@ executors need neither this package nor any Python beyond PySpark's.
 
 from .dataset import PARTITION_COLUMNS, Pings, Selection, in_sample, sample_threshold, select_pings
 from .errors import TelemetryError
-from .paths import DATA_ROOT_ENV, VIEWS_ROOT_ENV, data_root, views_root
+from .paths import (
+    DATA_ROOT_ENV,
+    STREAM_ROOT_ENV,
+    VIEWS_ROOT_ENV,
+    data_root,
+    stream_root,
+    views_root,
+)
 from .spark import get_spark
+from .stream import PingsStream, stream_schema
 from .views import read_batch_view, view_location, write_batch_view
 
 __all__ = [
@@ -40,6 +54,8 @@ __all__ = [
     "PARTITION_COLUMNS",
     "VIEWS_ROOT_ENV",
     "Pings",
+    "PingsStream",
+    "STREAM_ROOT_ENV",
     "Selection",
     "TelemetryError",
     "data_root",
@@ -48,6 +64,8 @@ __all__ = [
     "read_batch_view",
     "sample_threshold",
     "select_pings",
+    "stream_root",
+    "stream_schema",
     "view_location",
     "views_root",
     "write_batch_view",

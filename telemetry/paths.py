@@ -20,7 +20,9 @@ from .spark import jvm_of
 
 DATA_ROOT_ENV = "TELEMETRY_DATA_ROOT"
 VIEWS_ROOT_ENV = "TELEMETRY_VIEWS_ROOT"
+STREAM_ROOT_ENV = "TELEMETRY_STREAM_ROOT"
 DEFAULT_DATA_ROOT = os.path.join("sample", "pings")  # relative to the working directory
+DEFAULT_STREAM_ROOT = os.path.join("sample", "stream")  # idem
 
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
@@ -93,6 +95,14 @@ def views_root(root: str | os.PathLike | None = None, data_root_value=None) -> R
     if root is not None:
         return resolve_root(root)
     return data_root(data_root_value).parent().join("views")
+
+
+def stream_root(landing_dir: str | os.PathLike | None = None) -> Root:
+    """The landing directory of the streaming pings: ``landing_dir``, else env
+    ``TELEMETRY_STREAM_ROOT``, else ``<cwd>/sample/stream``."""
+    if landing_dir is None:
+        landing_dir = os.environ.get(STREAM_ROOT_ENV) or DEFAULT_STREAM_ROOT
+    return resolve_root(landing_dir)
 
 
 # ------------------------------------------------------------------------ listing
