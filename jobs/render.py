@@ -7,8 +7,10 @@ The HTML is built with nbconvert's HTMLExporter and the portal template in
   nh3 as the ``clean_html`` filter: bleach takes seconds on large outputs, nh3 milliseconds);
   JavaScript outputs are dropped;
 - Plotly figures (``application/vnd.plotly.v1+json``, what ``PLOTLY_RENDERER=plotly_mimetype``
-  stores) are embedded as inert JSON and drawn by ``static/jobs/nb-plotly-loader.js`` with
-  plotly.js served from the plotly package, so nothing is fetched from the internet;
+  stores) are embedded as inert JSON, each followed by a placeholder of its height, and
+  drawn as they come into view by ``static/jobs/nb-plotly-loader.js`` with plotly.js
+  served from the plotly package, so nothing is fetched from the internet; the loader
+  also posts the page's height to the portal page that frames it;
 - the stock template's CDN scripts (require.js, MathJax, mermaid) are removed.
 
 The result is still treated as untrusted: it is only ever served from the user-content
@@ -35,12 +37,29 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "nbconvert_templates"
 #: Paths of the scripts the rendered page loads, relative to the origin serving it.
 PLOTLY_JS_URL = "/static/plotly/plotly.min.js"
 PLOTLY_LOADER_URL = "/static/jobs/nb-plotly-loader.js"
+#: Every script a rendered page may load.
+VIEWER_SCRIPT_URLS = (PLOTLY_JS_URL, PLOTLY_LOADER_URL)
 
 
 def plotly_json_safe(figure) -> str:
     """JSON of a figure that cannot end its ``<script>`` element or open a comment."""
     text = json.dumps(figure, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+#: Plotly's own height of a figure whose layout gives none (pixels).
+PLOTLY_DEFAULT_HEIGHT = 450
+
+
+def plotly_height(figure) -> int:
+    """The height in pixels that plotly.js will draw ``figure`` at: its layout's height
+    when that is a whole number of pixels, Plotly's default otherwise. The figure's
+    placeholder has this height until it is drawn (``nb-plotly-loader.js`` draws figures
+    as they come into view), so the page does not jump when it is."""
+    layout = figure.get("layout") if isinstance(figure, dict) else None
+    height = _dimension(layout.get("height")) if isinstance(layout, dict) else None
+    # plotly.js draws no figure shorter than 10 px.
+    return max(height, 10) if height is not None else PLOTLY_DEFAULT_HEIGHT
 
 
 def nh3_clean(html: str, **_ignored) -> str:
@@ -71,6 +90,7 @@ def _exporter(template_name: str = "portal") -> HTMLExporter:
         embed_images=False,  # CVE-2026-39378: never read local files into the page
     )
     exporter.register_filter("plotly_json_safe", plotly_json_safe)
+    exporter.register_filter("plotly_height", plotly_height)
     exporter.register_filter("clean_html", nh3_clean)
     return exporter
 
@@ -154,31 +174,60 @@ def drop_event_handlers(html: str) -> str:
     return "".join(out)
 
 
+#: The script elements of ``render_html``'s pages, by script: the first is what it
+#: writes now (first in ``<head>``, plotly.js ``async``), the second what it wrote before
+#: issue 14 (at the end of the page), which stored pages still hold.
+_SCRIPT_TAGS = {
+    PLOTLY_JS_URL: (
+        f'<script async="" src="{PLOTLY_JS_URL}"></script>'.encode(),
+        f'<script src="{PLOTLY_JS_URL}"></script>'.encode(),
+    ),
+    PLOTLY_LOADER_URL: (
+        f'<script async="" src="{PLOTLY_LOADER_URL}"></script>'.encode(),
+        f'<script src="{PLOTLY_LOADER_URL}"></script>'.encode(),
+    ),
+}
+
+
+def _inline_scripts(html: bytes, codes: dict[str, bytes | None], last: bool) -> bytes:
+    """``html`` with the first (``last``: the last) script element of each of ``codes``'
+    URLs replaced by an inline ``<script>`` holding its code (``async`` means nothing to
+    an inline script: it runs where it stands)."""
+    for url, code in codes.items():
+        if code is None:
+            continue
+        for tag in _SCRIPT_TAGS[url]:
+            at = html.rfind(tag) if last else html.find(tag)
+            if at >= 0:
+                html = html[:at] + b"<script>" + code + b"</script>" + html[at + len(tag) :]
+                break
+    return html
+
+
+def _codes() -> dict[str, bytes | None]:
+    return {url: _inline_script(url) for url in VIEWER_SCRIPT_URLS}
+
+
 def standalone_html(html: bytes) -> bytes:
     """The viewer HTML with plotly.js and the figure loader inlined, for download: opened
     from disk (no portal to fetch ``/static/...`` from, no internet) its charts still draw.
-    A ``<meta>`` Content-Security-Policy at the top of ``<head>`` allows exactly those two
-    scripts (by hash) and nothing else.
+    A ``<meta>`` Content-Security-Policy at the top of ``<head>`` allows exactly the
+    viewer's scripts (``VIEWER_SCRIPT_URLS``, by hash) and nothing else.
 
-    Only the two exact script elements ``render_html`` writes are replaced; the scripts'
-    text holds no ``</script`` (checked), so it cannot end its element early. Adds about
-    4.6 MB (plotly.min.js) to the file.
+    Only the exact script elements ``render_html`` writes (or wrote: ``_SCRIPT_TAGS``) are
+    replaced; the scripts' text holds no ``</script`` (checked), so it cannot end its
+    element early. Adds about 4.8 MB (plotly.min.js) to the file.
     """
-    hashes = []
-    for url in (PLOTLY_JS_URL, PLOTLY_LOADER_URL):
-        tag = f'<script src="{url}"></script>'.encode()
-        code = _inline_script(url)
-        if code is not None and tag in html:
-            html = html.replace(tag, b"<script>" + code + b"</script>", 1)
-            hashes.append(_csp_hash(code))
-    return _with_policy(html, hashes)
+    codes = _codes()
+    page = _inline_scripts(html, codes, last=False)
+    return _with_policy(page, [_csp_hash(c) for c in codes.values() if c])
 
 
 def _with_policy(html: bytes, hashes: list[str]) -> bytes:
     """``html`` with the download's ``<meta>`` Content-Security-Policy after its first
     ``<head>``, allowing the scripts of ``hashes`` and nothing else."""
     # Opened from disk the file has no server to send it a CSP: it carries its own, which
-    # runs only these two scripts (no inline handler, nothing fetched from anywhere).
+    # runs only the viewer's own scripts (no inline handler, nothing fetched from anywhere).
     policy = (
         "default-src 'none'; script-src " + " ".join(hashes) + "; style-src 'unsafe-inline'; "
         "img-src data:; font-src data:; connect-src 'none'; form-action 'none'; base-uri 'none'"
@@ -187,8 +236,9 @@ def _with_policy(html: bytes, hashes: list[str]) -> bytes:
     return re.sub(rb"<head(?:\s[^>]*)?>", lambda m: m.group(0) + meta, html, count=1)
 
 
-#: The parts of a page that ``standalone_chunks`` rewrites: ``<head>`` in its first bytes,
-#: the footer's two script elements in its last bytes (a rendered page is far longer).
+#: The parts of a page that ``standalone_chunks`` rewrites: ``<head>`` and its script
+#: elements in its first bytes, or (pages rendered before issue 14) the footer's in its
+#: last bytes (a rendered page is far longer).
 _EDGE_BYTES = 64 * 2**10
 
 
@@ -196,18 +246,28 @@ def standalone_chunks(page: BinaryIO, chunk_bytes: int = 2**20) -> Iterator[byte
     """``standalone_html`` of the page in the seekable binary file ``page``, as chunks of
     about ``chunk_bytes``, holding at most two chunks in memory whatever the page's size.
 
-    The ``<meta>`` policy goes after ``<head>`` in the first ``_EDGE_BYTES`` and the two
-    script elements are inlined where they are last found in the final ``_EDGE_BYTES``
-    (``render_html`` writes them at the end of the body); the policy names both scripts
-    whether or not they are found (it allows only their exact text). A page too short to
-    have a middle is rewritten whole by ``standalone_html``."""
+    The ``<meta>`` policy goes after ``<head>`` in the first ``_EDGE_BYTES``, and the
+    script elements are inlined there (``render_html`` writes them first in ``<head>``);
+    a script not found there is inlined where it is last found in the final
+    ``_EDGE_BYTES`` (pages rendered before issue 14 have them at the end of the body). The
+    policy names every viewer script whether or not it is found (it allows only their
+    exact text). A page too short to have a middle is rewritten whole by ``standalone_html``."""
     size = page.seek(0, io.SEEK_END)
     page.seek(0)
     if size <= 2 * _EDGE_BYTES:
         yield standalone_html(page.read())
         return
-    codes = {url: _inline_script(url) for url in (PLOTLY_JS_URL, PLOTLY_LOADER_URL)}
-    yield _with_policy(page.read(_EDGE_BYTES), [_csp_hash(c) for c in codes.values() if c])
+    codes = _codes()
+    head = page.read(_EDGE_BYTES)
+    yield _with_policy(
+        _inline_scripts(head, codes, last=False), [_csp_hash(c) for c in codes.values() if c]
+    )
+    # A script inlined in the head is not looked for again in the tail.
+    in_tail = {
+        url: code
+        for url, code in codes.items()
+        if not any(tag in head for tag in _SCRIPT_TAGS[url])
+    }
     left = size - 2 * _EDGE_BYTES
     while left > 0:
         data = page.read(min(chunk_bytes, left))
@@ -215,13 +275,7 @@ def standalone_chunks(page: BinaryIO, chunk_bytes: int = 2**20) -> Iterator[byte
             break
         left -= len(data)
         yield data
-    tail = page.read()
-    for url, code in codes.items():
-        tag = f'<script src="{url}"></script>'.encode()
-        at = tail.rfind(tag)
-        if code is not None and at >= 0:
-            tail = tail[:at] + b"<script>" + code + b"</script>" + tail[at + len(tag) :]
-    yield tail
+    yield _inline_scripts(page.read(), in_tail, last=True)
 
 
 def _csp_hash(code: bytes) -> str:

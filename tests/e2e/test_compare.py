@@ -60,7 +60,9 @@ def test_compare_shows_the_changes_and_keeps_hostile_output_inert(
     expect(frame.locator(".cmp-side.cmp-b", has_text="label is second")).to_have_count(1)
     expect(frame.locator(".cmp-head.cmp-changed").first).to_be_attached()
     expect(frame.locator(".cmp-diff .cmp-add", has_text='label = "second"')).to_have_count(1)
-    # Both runs' Plotly charts are drawn by the portal's plotly.js.
+    # Both runs' Plotly charts are drawn by the portal's plotly.js, as they come into view.
+    for figure in frame.locator(".nb-plotly-figure").all():
+        figure.scroll_into_view_if_needed()
     expect(frame.locator("svg.main-svg .gtitle", has_text="chart second")).to_have_count(1)
     expect(frame.locator("svg.main-svg .gtitle", has_text="chart first")).to_have_count(1)
     # The hostile HTML is there as text, without its script or handlers.

@@ -109,8 +109,9 @@ def test_schedule_run_and_download(page, context, portal, worker, alice, pings_s
     frame_el = page.locator("#notebook-frame")
     assert frame_el.get_attribute("src").startswith(f"{portal.content_origin}/content/")
     notebook = page.frame_locator("#notebook-frame")
-    expect(notebook.locator("svg.main-svg").first).to_be_attached(timeout=60_000)
     expect(notebook.locator(".nb-plotly-figure")).to_have_count(1)
+    notebook.locator(".nb-plotly-figure").scroll_into_view_if_needed()  # drawn in view
+    expect(notebook.locator("svg.main-svg").first).to_be_attached(timeout=60_000)
 
     # --- The downloaded .ipynb carries the injected parameters.
     with page.expect_download() as info:
@@ -135,6 +136,7 @@ def test_schedule_run_and_download(page, context, portal, worker, alice, pings_s
     info.value.save_as(html_file)
     offline = context.new_page()
     offline.goto(html_file.as_uri())
+    offline.locator(".nb-plotly-figure").scroll_into_view_if_needed()
     expect(offline.locator("svg.main-svg").first).to_be_attached(timeout=60_000)
     offline.close()
 

@@ -1,5 +1,7 @@
-"""The run viewer at scale (issue 14), in Chromium: the output frame grows to its
-notebook's height, so the page has one scroll bar; only the frame's own numbers size it.
+"""The run viewer at scale (issue 14), in Chromium: a run of 20 Plotly charts of 60,000
+points draws the chart in view first and the others as they scroll into view; the
+output frame grows to its notebook's height, so the page has one scroll bar; only the
+frame's own numbers size it; the downloaded .html draws every chart offline.
 
 The output notebooks are built here with nbformat and plotly's JSON output, then stored
 and rendered by the real end of a run (``claim_run``, ``finish_run``): no kernel is
@@ -97,6 +99,68 @@ def wait_grown(page, portal, timeout=60.0) -> dict:
         time.sleep(0.2)
 
 
+def test_twenty_charts_draw_the_first_at_once_and_the_rest_as_they_scroll_into_view(
+    request, page, context, portal, make_job, alice, tmp_path
+):
+    nb = chart_notebook(charts=20, points=60_000)
+    run = finished_run(make_job, alice, tmp_path, nb)
+    from django.core.files.storage import default_storage
+
+    print(f"rendered page: {default_storage.size(run.html_key) / 1e6:.1f} MB")
+
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    login(page, portal, "alice")
+    page.goto(f"{portal.url}/runs/{run.pk}/")
+    notebook = page.frame_locator("#notebook-frame")
+    expect(notebook.locator(FIGURES)).to_have_count(20)
+    figures = notebook.locator(FIGURES)
+    # The chart in view is drawn, while the last one is still its placeholder, of the
+    # height the chart will have.
+    expect(figures.first.locator(PLOT)).to_be_attached(timeout=60_000)
+    expect(figures.first.locator(".gtitle")).to_have_text("chart 0")
+    last = figures.last
+    assert last.locator("svg.main-svg").count() == 0
+    expect(last).to_have_class("nb-plotly-figure nb-plotly-pending")
+    assert last.evaluate("e => e.getBoundingClientRect().height") == 450
+    expect(notebook.locator(DRAWN).first).to_be_attached()
+    drawn_first = notebook.locator(DRAWN).count()
+    assert 1 <= drawn_first < 20, drawn_first
+
+    # Scrolling the portal page (the frame has grown: it does not scroll) draws the last.
+    wait_grown(page, portal)
+    page.evaluate("window.scrollTo(0, document.scrollingElement.scrollHeight)")
+    expect(last.locator(PLOT)).to_be_attached(timeout=60_000)
+    expect(last.locator(".gtitle")).to_have_text("chart 19")
+    assert last.evaluate("e => e.getBoundingClientRect().height") == 450
+    assert notebook.locator(DRAWN).count() < 20  # the middle ones were never in view
+    assert errors == []
+
+    # The downloaded .html, opened from disk, draws every chart as it scrolls into view,
+    # its own CSP allowing the inlined plotly.js and loader.
+    with page.expect_download() as info:
+        page.click("#download-html")
+    downloaded = tmp_path / "run.html"
+    info.value.save_as(downloaded)
+    offline = context.new_page()
+    request.node._e2e_pages["offline"] = offline
+    refused = []
+    offline.on(
+        "console",
+        lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    offline.on("pageerror", lambda exc: errors.append(str(exc)))
+    offline.goto(downloaded.as_uri())
+    expect(offline.locator(DRAWN).first).to_be_attached(timeout=60_000)
+    for i in range(20):
+        figure = offline.locator(FIGURES).nth(i)
+        figure.scroll_into_view_if_needed()
+        expect(figure.locator(PLOT)).to_be_attached(timeout=60_000)
+    expect(offline.locator(DRAWN)).to_have_count(20)
+    assert refused == [] and errors == []
+    assert offline.locator("script[src]").count() == 0
+
+
 def test_the_frame_grows_to_its_notebook_and_only_its_own_numbers_size_it(
     request, page, portal, make_job, alice, tmp_path
 ):
@@ -110,7 +174,7 @@ def test_the_frame_grows_to_its_notebook_and_only_its_own_numbers_size_it(
     assert grown["frame"] > 12 * 450, grown
     assert not grown["scrollable"], grown
     assert page.evaluate("document.scrollingElement.scrollHeight > window.innerHeight")
-    # Drawing the charts changes no height.
+    # Drawing the charts in view changes no height: the placeholders had theirs.
     notebook = page.frame_locator("#notebook-frame")
     expect(notebook.locator(DRAWN).first).to_be_attached(timeout=60_000)
     assert wait_grown(page, portal) == grown

@@ -73,3 +73,70 @@ def test_the_download_allows_exactly_its_own_scripts():
         digest = base64.b64encode(hashlib.sha256(code).digest()).decode()
         assert f"'sha256-{digest}'" in policy
     assert "default-src 'none'" in policy and "'unsafe-inline'" not in policy.split("style-src")[0]
+
+
+def notebook_with_figures(*layouts: dict) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    for layout in layouts:
+        figure = {"data": [{"type": "scatter", "y": [1, 2]}], "layout": layout}
+        data = {"application/vnd.plotly.v1+json": figure}
+        output = nbformat.v4.new_output("display_data", data=data)
+        nb.cells.append(nbformat.v4.new_code_cell("fig.show()", outputs=[output]))
+    return nb
+
+
+def test_each_figure_waits_in_a_placeholder_of_its_height():
+    html = render.render_html(
+        notebook_with_figures(
+            {"height": 300}, {}, {"height": "300px;position:fixed"}, {"height": 2}, []
+        )
+    )
+    placeholders = re.findall(
+        r'</script><div class="nb-plotly-figure nb-plotly-pending" style="([^"]*)"></div>', html
+    )
+    assert placeholders == [
+        "height: 300px",
+        "height: 450px",  # Plotly's default
+        "height: 450px",  # not a number of pixels
+        "height: 10px",  # Plotly's least
+        "height: 450px",
+    ]
+
+
+def test_the_downloaded_figures_run_under_its_policy():
+    """The loader that draws figures lazily and reports the height is the script the
+    download's policy names (its hash follows the file), whole or streamed."""
+    import io
+
+    html = render.render_html(notebook_with_figures({"height": 300})).encode()
+    loader = render._inline_script(render.PLOTLY_LOADER_URL)
+    assert b"IntersectionObserver" in loader and b"postMessage" in loader
+    whole = render.standalone_html(html)
+    padded = html.replace(b"</main>", b"<p>" + b"x" * 200_000 + b"</p></main>")
+    streamed = b"".join(render.standalone_chunks(io.BytesIO(padded), chunk_bytes=4096))
+    for page in (whole, streamed):
+        policy = re.search(rb'http-equiv="Content-Security-Policy" content="([^"]+)"', page)
+        assert b"<script>" + loader + b"</script>" in page
+        assert render._csp_hash(loader).encode() in policy.group(1)
+
+
+def test_a_page_rendered_before_issue_14_still_downloads_with_its_scripts():
+    """Stored pages had both script elements at the end of the body."""
+    import io
+
+    old = (
+        b"<!DOCTYPE html><html><head><title>t</title></head><body><main>"
+        + b"<p>cell</p>" * 20_000
+        + f'</main></body><script src="{render.PLOTLY_JS_URL}"></script>'.encode()
+        + f'<script src="{render.PLOTLY_LOADER_URL}"></script></html>'.encode()
+    )
+    plotly = render._inline_script(render.PLOTLY_JS_URL)
+    loader = render._inline_script(render.PLOTLY_LOADER_URL)
+    for page in (
+        render.standalone_html(old),
+        b"".join(render.standalone_chunks(io.BytesIO(old), chunk_bytes=4096)),
+    ):
+        assert b"<script src=" not in page
+        assert page.endswith(
+            b"<script>" + plotly + b"</script><script>" + loader + b"</script></html>"
+        )
