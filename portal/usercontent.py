@@ -2,10 +2,10 @@
 
 Requests whose host is ``USERCONTENT_HOST`` are answered by ``UserContentMiddleware``
 before WhiteNoise, the session, authentication and CSRF middleware run, so this origin can
-neither set nor read a cookie. It serves only ``/content/<token>/`` and the two static
-files the viewer page loads (plotly.js and the figure loader). The token is a signature
-made by the portal after its own permission check (``content_url``), naming one stored
-file of one run's current attempt, valid for at most two minutes. Every response carries
+neither set nor read a cookie. It serves only ``/content/<token>/`` and the static files
+the viewer page loads (plotly.js, full or basic, and the figure loader). The token is a
+signature made by the portal after its own permission check (``content_url``), naming one
+stored file of one run's current attempt, valid for at most two minutes. Every response carries
 the sandbox CSP (README "Security model"); anything else on this host redirects to the portal.
 """
 
@@ -133,9 +133,9 @@ def _serve_comparison(key: str, ids: list[int]):
 
 def viewer_static_paths() -> set[str]:
     """The URL paths of the only static files this origin serves: what the viewer loads."""
-    from jobs.render import PLOTLY_JS_URL, PLOTLY_LOADER_URL  # loads models: see serve()
+    from jobs.render import VIEWER_SCRIPT_URLS  # loads models: see serve()
 
-    return {PLOTLY_JS_URL, PLOTLY_LOADER_URL}
+    return set(VIEWER_SCRIPT_URLS)
 
 
 def serve_static(request):

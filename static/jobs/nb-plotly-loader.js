@@ -65,7 +65,7 @@
     drawDue();
   }
 
-  // plotly.js is the script element just before this one.
+  // plotly.js (full or basic bundle) is the script element just before this one.
   var plotly = document.currentScript && document.currentScript.previousElementSibling;
   if (window.Plotly) {
     scan();

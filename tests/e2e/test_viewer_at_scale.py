@@ -134,6 +134,13 @@ def test_twenty_charts_draw_the_first_at_once_and_the_rest_as_they_scroll_into_v
     expect(last.locator(".gtitle")).to_have_text("chart 19")
     assert last.evaluate("e => e.getBoundingClientRect().height") == 450
     assert notebook.locator(DRAWN).count() < 20  # the middle ones were never in view
+    # Line charts only: the page loads plotly.js's basic bundle, which draws them.
+    assert content_frame(page).evaluate(
+        "() => [...document.scripts].map(s => s.src).filter(Boolean)"
+    ) == [
+        f"{portal.content_origin}/static/vendor/plotly-basic-4.1.1.min.js",
+        f"{portal.content_origin}/static/jobs/nb-plotly-loader.js",
+    ]
     assert errors == []
 
     # The downloaded .html, opened from disk, draws every chart as it scrolls into view,

@@ -120,6 +120,43 @@ def test_the_downloaded_figures_run_under_its_policy():
         assert render._csp_hash(loader).encode() in policy.group(1)
 
 
+@pytest.mark.parametrize(
+    ("traces", "bundle"),
+    [
+        ([{"y": [1]}, {"type": "bar"}, {"type": "pie"}], render.PLOTLY_BASIC_JS_URL),
+        ([{"type": "scatter"}, {"type": "heatmap"}], render.PLOTLY_JS_URL),
+        ([{"type": "scattergl"}], render.PLOTLY_JS_URL),
+        (["not a trace"], render.PLOTLY_JS_URL),
+    ],
+)
+def test_a_page_loads_the_basic_plotly_bundle_when_its_traces_allow(traces, bundle):
+    nb = notebook_with_figures({})
+    nb.cells[0].outputs[0].data["application/vnd.plotly.v1+json"]["data"] = traces
+    assert render.plotly_js_url(nb) == bundle
+    assert f'<script async="" src="{bundle}"></script>' in render.render_html(nb)
+
+
+def test_an_animation_frame_counts_for_the_bundle():
+    nb = notebook_with_figures({})
+    figure = nb.cells[0].outputs[0].data["application/vnd.plotly.v1+json"]
+    figure["frames"] = [{"data": [{"type": "scatter"}]}]
+    assert render.plotly_js_url(nb) == render.PLOTLY_BASIC_JS_URL
+    figure["frames"].append({"data": [{"type": "choropleth"}]})
+    assert render.plotly_js_url(nb) == render.PLOTLY_JS_URL
+
+
+def test_the_basic_bundle_is_the_plotly_packages_version():
+    """Figures come from the plotly package: the basic bundle must be its plotly.js (a
+    plotly upgrade fails here until static/vendor has the new basic bundle)."""
+    from plotly.offline import get_plotlyjs_version
+
+    code = render._inline_script(render.PLOTLY_BASIC_JS_URL)
+    assert code is not None
+    version = get_plotlyjs_version()
+    assert f"plotly.js (basic - minified) v{version}\n".encode() in code[:200]
+    assert render.PLOTLY_BASIC_JS_URL.endswith(f"-{version}.min.js")
+
+
 def test_a_page_rendered_before_issue_14_still_downloads_with_its_scripts():
     """Stored pages had both script elements at the end of the body."""
     import io

@@ -137,8 +137,11 @@ def test_portal_pages_are_not_served_on_the_content_host(client, alice):
     assert response.status_code == 302 and response["Location"] == "http://localhost:8000/"
 
 
-def test_plotly_is_served_locally(client):
-    response = client.get("/static/plotly/plotly.min.js", HTTP_HOST=CONTENT_HOST)
+@pytest.mark.parametrize(
+    "path", ["/static/plotly/plotly.min.js", "/static/vendor/plotly-basic-4.1.1.min.js"]
+)
+def test_plotly_is_served_locally(client, path):
+    response = client.get(path, HTTP_HOST=CONTENT_HOST)
     assert response.status_code == 200
     assert not response.cookies
     assert "sandbox allow-scripts" in response["Content-Security-Policy"]
