@@ -142,6 +142,7 @@ def test_notebooks_are_clean_v4_with_typed_parameters(path):
     if path == HANGS:
         assert {n: p["type"] for n, p in params.items()} == {
             "data_path": "str",
+            "app": "str",
             "channel": "str",
             "start_date": "str",
             "end_date": "str",
@@ -180,7 +181,8 @@ def expected_hangs(sample: Path) -> dict:
     table = dataset.to_table(
         columns=["hangs", "session_length_s"],
         filter=(ds.field("submission_date") >= first)
-        & (ds.field("submission_date") <= HANGS_PARAMETERS["end_date"]),
+        & (ds.field("submission_date") <= HANGS_PARAMETERS["end_date"])
+        & (ds.field("app") == "Firefox"),  # the notebook's default app, as the document's
     )
     hangs = [h for ping in table["hangs"].to_pylist() for h in ping]
     frames = Counter(h["stack"][-1] for h in hangs)
@@ -238,7 +240,7 @@ def test_hangs_numbers_match_the_data(hangs_run, sample):
     assert plugin_ms == pytest.approx(want["median_plugin"]) and other_ms == pytest.approx(
         want["median_other"]
     )
-    assert plugin_ms > other_ms  # the generator makes plugin hangs 2.5x longer
+    # Plugin and other hangs share one duration distribution (test_hangs_notebook_document).
 
     results = results_of(hangs_run)
     assert results["pings"] == want["pings"] and results["hangs"] == want["hangs"]
