@@ -90,8 +90,10 @@ def send_run_alert(run_id: int) -> bool:
     PostgreSQL), so two runs of one job do not both take the last e-mail of the window.
     """
     with transaction.atomic():
+        # The run's and the job's rows, not the owner's: a claim locks the owner's row
+        # first (fair share), and an alert waiting on it while holding the run deadlocked.
         run = (
-            Run.objects.select_for_update()
+            Run.objects.select_for_update(of=("self", "job"))
             .select_related("job", "job__owner")
             .filter(pk=run_id)
             .first()
