@@ -88,6 +88,8 @@ class TickAnswer(StrEnum):
     CONTINUE = "continue"
     CANCEL = "cancel"
     LOST = "lost"
+    #: Stop gracefully (a continuous run): write the stop flag and let the notebook end.
+    STOP = "stop"
 
 
 #: The outcome a stopping answer leads to.
@@ -140,6 +142,8 @@ class Outcome:
     error: dict = field(default_factory=dict)
     message: str = ""
     progress: Progress | None = None
+    #: The notebook ended after it was asked to stop gracefully (``TickAnswer.STOP``).
+    stopped: bool = False
 
 
 # --- Output limits --------------------------------------------------------------------------
@@ -701,6 +705,8 @@ def execute(
     kernel_extra_env: dict | None = None,
     spark_conf: dict[str, str] | None = None,
     limits: OutputLimits | None = None,
+    stop_file: Path | None = None,
+    stop_timeout: float = 120.0,
 ) -> Outcome:
     """Execute ``input_path`` into ``output_path`` and report how it ended (see module doc).
 
@@ -714,6 +720,13 @@ def execute(
     (``PortalNotebookClient``); a run whose output passed them ends FAILED with
     "output exceeded 100 MB", its output notebook holding what was kept. ``spark_conf``
     gives a local driver Spark settings (``kernel.kernel_env``).
+
+    A STOP answer (a continuous run asked to stop) creates ``stop_file``, which the
+    kernel's helper watches (``telemetry.streaming``, told its path by the kernel's
+    ``PORTAL_STOP_FILE``); the monitor keeps ticking, and if the notebook has not ended
+    ``stop_timeout`` seconds later it kills the sandbox as a cancel does (CANCELLED). A
+    notebook that ends by itself after the stop was asked for SUCCEEDS with ``stopped``
+    set.
     """
     kernel.ensure_kernelspec()
     progress = Progress()
@@ -727,6 +740,7 @@ def execute(
     session = _Session(env, sandbox, partial_path, partial_interval, progress, limits)
     stop = threading.Event()
     verdict: dict[str, OutcomeStatus] = {}
+    stopping: dict[str, float] = {}  # "stop_at": when the stop flag was raised (monotonic)
 
     def monitor() -> None:
         try:
@@ -749,6 +763,12 @@ def execute(
                     log.exception("progress tick failed")
                     expired = time.monotonic() - last_ok > lease_seconds
                     answer = TickAnswer.LOST if expired else TickAnswer.CONTINUE
+                if answer == TickAnswer.STOP:
+                    if "stop_at" not in stopping:
+                        stopping["stop_at"] = time.monotonic()
+                        _raise_stop_flag(stop_file)
+                    elif time.monotonic() - stopping["stop_at"] > stop_timeout:
+                        answer = TickAnswer.CANCEL  # not stopped in time: as a cancel
                 reason = STOPPED_BY.get(answer)
             if reason:
                 verdict["reason"] = reason
@@ -830,5 +850,22 @@ def execute(
         error.setdefault("cell_index", progress.current_index)
         message = f"MemoryLimitExceeded: {message}"
         outcome = Outcome(OutcomeStatus.FAILED, outcome.output_path, error, message)
+    if "stop_at" in stopping and outcome.status == OutcomeStatus.SUCCEEDED:
+        outcome.stopped = True
+        outcome.message = "Stopped on request."
     outcome.progress = progress
     return outcome
+
+
+def _raise_stop_flag(path: Path | None) -> None:
+    """Create the stop flag ``path`` (readable by the sandbox's uid: it lives in the
+    sandbox's own home); a failure is logged, and the stop timeout then cancels the run."""
+    if path is None:
+        log.warning("stop asked for, but the run has no stop flag: the timeout will cancel it")
+        return
+    try:
+        path.write_text("stop\n")
+        path.chmod(0o644)
+        log.info("raised the stop flag %s", path)
+    except OSError:
+        log.exception("could not write the stop flag %s", path)

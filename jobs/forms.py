@@ -288,6 +288,9 @@ class JobForm(forms.ModelForm):
             "spark_target": "Spark",
             "cluster_size": "Workers of the fresh cluster",
             "expected_duration_seconds": "Expected duration (seconds)",
+            "continuous": "Continuous: keep one run going (no schedule)",
+            "stream_max_failures": "Pause after this many failures",
+            "stream_failure_window_minutes": "…within (minutes)",
         }
         help_texts = {
             "cron": "5 fields: minute hour day month weekday, e.g. */15 8-18 * * 1-5",
@@ -297,6 +300,11 @@ class JobForm(forms.ModelForm):
             "cluster": "For “one of my running clusters”.",
             "expected_duration_seconds": "A run going past it notifies the targets that chose "
             "“ran longer than expected”, once per run. Empty: never.",
+            "continuous": "For streaming queries: the notebook blocks until stopped "
+            "(telemetry.streaming.run_until_stopped). A failed or lost run is restarted from "
+            "its checkpoint (the parameter checkpoint_dir), with backoff. Choose “Manual "
+            "only” as the schedule.",
+            "stream_max_failures": "Then the job is paused and you are e-mailed once.",
         }
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),
@@ -345,6 +353,8 @@ class JobForm(forms.ModelForm):
         size.min_value = 1
         size.widget.attrs.update(min=1, max=settings.CLUSTER_MAX_SIZE)
         size.validators.append(MaxValueValidator(settings.CLUSTER_MAX_SIZE))
+        for name in ("stream_max_failures", "stream_failure_window_minutes"):
+            self.fields[name].required = False  # the model's default when left empty
         latest = None if creating else job.latest_version()
         self.schema: dict[str, dict] = latest.parameter_schema if latest else {}
         #: Whether the notebook takes free parameters (it has no parameters cell).
@@ -398,6 +408,13 @@ class JobForm(forms.ModelForm):
 
     def clean_cluster_size(self):
         return self.cleaned_data.get("cluster_size") or 1
+
+    def clean_stream_max_failures(self):
+        return self.cleaned_data.get("stream_max_failures") or self.instance.stream_max_failures
+
+    def clean_stream_failure_window_minutes(self):
+        value = self.cleaned_data.get("stream_failure_window_minutes")
+        return value or self.instance.stream_failure_window_minutes
 
     def clean(self) -> dict[str, Any]:
         super().clean()

@@ -97,6 +97,10 @@ class OutputLimits:
         )
 
 
+#: The name of a continuous run's stop flag in its sandbox's home; its path reaches the
+#: kernel as ``PORTAL_STOP_FILE`` (``telemetry.streaming`` watches it).
+STOP_FLAG_NAME = ".portal-stop"
+
 #: Entry point name of jobs.provisioner.SandboxProvisioner (pyproject.toml).
 PROVISIONER_NAME = "portal-sandbox"
 
@@ -210,7 +214,12 @@ def event_log_dir(name: str) -> Path:
 
 
 def run_sandbox(
-    name: str, owner_id: int, forward_port: int | None = None, *, spark_ui: bool = False
+    name: str,
+    owner_id: int,
+    forward_port: int | None = None,
+    *,
+    spark_ui: bool = False,
+    durable: tuple[str, ...] = (),
 ) -> Sandbox:
     """The sandbox of one attempt of a notebook run owned by user ``owner_id``, not yet
     prepared: it reads the data root (and SANDBOX_READ_ONLY_PATHS), writes its own
@@ -218,15 +227,16 @@ def run_sandbox(
     on its loopback when given: see ``Sandbox.relay``; and with ``spark_ui`` its Spark
     UI's port published on ``Sandbox.publish_socket``), and has the run limits of the
     settings. Its processes also write their logs directory (``jobs.logs.logs_dir``: the
-    Spark driver's log, its event logs). Raises ValueError when the owner's uid is out of
-    range."""
+    Spark driver's log, its event logs) and the ``durable`` directories (a continuous
+    job's checkpoint: created owned by the owner's uid, kept after the sandbox).
+    Raises ValueError when the owner's uid is out of range."""
     data_root = settings.TELEMETRY_DATA_ROOT
     logs = logs_dir(settings.SANDBOX_ROOT, name)
     spec = SandboxSpec(
         name=name,
         uid=uid_for(owner_id),
         read_only=(data_root, *settings.SANDBOX_READ_ONLY_PATHS),
-        writable=(views_root(owner_id), str(logs), str(event_log_dir(name))),
+        writable=(views_root(owner_id), str(logs), str(event_log_dir(name)), *durable),
         forward_port=forward_port,
         publish_port=RUN_SPARK_UI_PORT if spark_ui else None,
         limits=Limits.for_runs(),

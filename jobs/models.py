@@ -6,11 +6,12 @@ several rows, storage or the queue lives in ``jobs.services``.
 
 import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
@@ -45,6 +46,11 @@ class JobQuerySet(models.QuerySet):
 
 #: Retries a job may ask for after infrastructure failures.
 MAX_RETRIES = 5
+
+#: The timeout of a continuous job's runs, in seconds: none in effect (the largest value
+#: the column holds, 68 years). A continuous run ends when it is stopped, fails or is
+#: lost; its heartbeat keeps the reaper away.
+CONTINUOUS_TIMEOUT_SECONDS = 2**31 - 1
 
 
 class Job(models.Model):
@@ -185,6 +191,33 @@ class Job(models.Model):
     enabled = models.BooleanField(
         default=True, help_text="Paused jobs keep their schedule but start no runs."
     )
+    continuous = models.BooleanField(
+        default=False,
+        help_text="Keep one run active at all times (streaming queries): the portal restarts "
+        "a run that fails or is lost, with backoff, on the ``streams`` queue. No schedule.",
+    )
+    stream_max_failures = models.PositiveSmallIntegerField(
+        default=5,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Continuous job: after this many failed or lost runs within the failure "
+        "window, the job is paused and its failure list alerted.",
+    )
+    stream_failure_window_minutes = models.PositiveIntegerField(
+        default=60,
+        validators=[MinValueValidator(1), MaxValueValidator(7 * 24 * 60)],
+        help_text="Continuous job: the window (minutes) in which failures are counted.",
+    )
+    checkpoint_generation = models.PositiveIntegerField(
+        default=1,
+        help_text="Continuous job: the generation of its checkpoint directory; “Reset "
+        "checkpoint” moves to the next one, which starts empty.",
+    )
+    stream_paused_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the supervisor last paused the continuous job after too many "
+        "failures (UTC); failures before it no longer count.",
+    )
     next_run_at = models.DateTimeField(
         null=True,
         blank=True,
@@ -219,7 +252,14 @@ class Job(models.Model):
         "spark_target",
         "cluster",
         "cluster_size",
+        "continuous",
+        "stream_max_failures",
+        "stream_failure_window_minutes",
     )
+
+    #: The Spark targets a continuous job may use: a run that never ends cannot have a
+    #: cluster started (and budgeted, and expired) for it.
+    CONTINUOUS_TARGETS = (SparkTarget.LOCAL, SparkTarget.CLUSTER)
 
     objects = JobQuerySet.as_manager()
 
@@ -244,6 +284,32 @@ class Job(models.Model):
         ``update_job`` call ``check_spark_target``. Raises ValidationError."""
         self.cron = " ".join(self.cron.split())
         self.check_spark_target()
+        self.check_continuous()
+
+    def check_continuous(self) -> None:
+        """Raise ValidationError if the job is continuous and has a schedule, or a Spark
+        target that starts a cluster for each run (``CONTINUOUS_TARGETS``)."""
+        if not self.continuous:
+            return
+        if self.cron:
+            raise ValidationError(
+                {"schedule_kind": "A continuous job has no schedule: choose “Manual only”."}
+            )
+        if self.spark_target not in self.CONTINUOUS_TARGETS:
+            raise ValidationError(
+                {
+                    "spark_target": "A continuous job runs on the embedded local Spark or "
+                    "on one of your running clusters."
+                }
+            )
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """The continuous job's durable checkpoint directory on the worker host's disk
+        (``STREAMS_ROOT/job-<id>/checkpoint-<generation>``), bound writable into its
+        runs' sandboxes and injected as the parameter ``checkpoint_dir``."""
+        job_dir = Path(settings.STREAMS_ROOT) / f"job-{self.pk}"
+        return job_dir / f"checkpoint-{self.checkpoint_generation}"
 
     #: The cluster backend each per-run Spark target starts its cluster on.
     RUN_CLUSTER_BACKENDS: dict[str, str] = {
@@ -416,6 +482,7 @@ class Run(models.Model):
         BACKFILL = "backfill", "Backfill"
         BACKFILL_RERUN = "backfill-rerun", "Backfill re-run"
         SWEEP = "sweep", "Sweep"
+        CONTINUOUS = "continuous", "Continuous"
 
     ACTIVE_STATES = (State.QUEUED, State.RUNNING)
     FINAL_STATES = (
@@ -429,6 +496,8 @@ class Run(models.Model):
     #: Final states that alert the job's failure list and count as failures on /ops/.
     FAILURE_STATES = (State.FAILED, State.TIMED_OUT, State.LOST)
     SKIPPED_WHILE_ACTIVE = "Skipped: the previous run was still active."
+    #: The reason of a continuous run that ended SUCCEEDED because it was asked to stop.
+    STOPPED_ON_REQUEST = "Stopped on request."
 
     uuid = models.UUIDField(
         default=uuid.uuid4,
@@ -504,6 +573,12 @@ class Run(models.Model):
     )
     cancel_requested_at = models.DateTimeField(
         null=True, blank=True, help_text="When someone asked to cancel (UTC)."
+    )
+    stop_requested_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When someone asked a continuous run to stop gracefully (UTC): its "
+        "worker then writes the stop flag its kernel watches.",
     )
     cells_total = models.PositiveIntegerField(
         default=0, help_text="Code cells to execute (with the injected one)."
@@ -616,7 +691,13 @@ class Run(models.Model):
                 fields=["job", "scheduled_for"],
                 condition=Q(scheduled_for__isnull=False),
                 name="unique_run_per_slot",
-            )
+            ),
+            # Exactly one active run per continuous job, whoever creates it.
+            models.UniqueConstraint(
+                fields=["job"],
+                condition=Q(trigger="continuous", state__in=["QUEUED", "RUNNING"]),
+                name="one_active_continuous_run",
+            ),
         ]
         indexes = [
             models.Index(fields=["state", "heartbeat_at"], name="run_state_heartbeat_idx"),
@@ -661,7 +742,7 @@ class Run(models.Model):
             state=state,
             state_reason=reason,
             max_attempts=1 + job.max_retries,
-            timeout_seconds=job.timeout_seconds,
+            timeout_seconds=CONTINUOUS_TIMEOUT_SECONDS if job.continuous else job.timeout_seconds,
             enqueued_at=now if state == cls.State.QUEUED else None,
             finished_at=now if state in cls.FINAL_STATES else None,
         )
@@ -749,13 +830,17 @@ class Run(models.Model):
         """The run's parameters plus what the portal injects into every run
         (``notebooks.RESERVED_PARAMETERS``): ``run_id`` (the run's UUID),
         ``logical_date`` (ISO 8601, UTC) and ``spark_master`` (what the kernel's Spark
-        connects to)."""
-        return {
+        connects to); for a continuous run also ``checkpoint_dir`` (``Job.checkpoint_dir``,
+        which a notebook may declare with a default of its own for development)."""
+        values = {
             **self.parameters,
             "run_id": str(self.uuid),
             "logical_date": self.logical_date.isoformat(),
             "spark_master": spark_master,
         }
+        if self.trigger == self.Trigger.CONTINUOUS:
+            values["checkpoint_dir"] = str(self.job.checkpoint_dir)
+        return values
 
 
 class RunEvent(models.Model):

@@ -5,6 +5,7 @@ import logging
 from celery import shared_task
 
 from jobs import services
+from jobs.services import alerts, streams
 from portal.mail import MAIL_TASK_OPTIONS
 
 log = logging.getLogger(__name__)
@@ -15,6 +16,32 @@ def execute_run(run_id: int) -> str | None:
     """Execute one run (queue "runs"). A duplicate delivery finds nothing to claim."""
     run = services.execute_run(run_id)
     return run.state if run else None
+
+
+@shared_task(acks_late=False, ignore_result=True)
+def execute_stream_run(run_id: int) -> str | None:
+    """Execute one continuous run (queue "streams", whose worker has no time limit).
+    Acknowledged when it starts: a run that never ends must not be redelivered after
+    Redis's visibility timeout; if its worker dies, the reaper and the supervisor take
+    over. A duplicate delivery finds nothing to claim."""
+    run = services.execute_run(run_id)
+    return run.state if run else None
+
+
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+def supervise_streams() -> dict:
+    """Keep one run of each enabled continuous job active; beat, every
+    STREAM_SUPERVISE_INTERVAL s."""
+    counts = streams.supervise_streams()
+    if any(counts.values()):
+        log.info("supervisor %s", counts)
+    return counts
+
+
+@shared_task(**MAIL_TASK_OPTIONS)
+def send_stream_paused_alert(job_id: int, failures: int) -> bool:
+    """E-mail that continuous job ``job_id`` was paused after ``failures`` failed runs."""
+    return alerts.send_stream_paused_alert(job_id, failures)
 
 
 @shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)

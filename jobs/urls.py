@@ -15,6 +15,13 @@ urlpatterns = [
     path("jobs/<int:pk>/pause/", views.job_pause, name="jobs-pause"),
     path("jobs/<int:pk>/resume/", views.job_resume, name="jobs-resume"),
     path("jobs/<int:pk>/upload/", views.job_upload, name="jobs-upload"),
+    # Continuous jobs (jobs.services.streams).
+    path("jobs/<int:pk>/stop/", views.job_stop, name="jobs-stop"),
+    path(
+        "jobs/<int:pk>/reset-checkpoint/",
+        views.job_reset_checkpoint,
+        name="jobs-reset-checkpoint",
+    ),
     path(
         "jobs/<int:pk>/versions/<int:number>/download/",
         views.version_download,
@@ -28,6 +35,7 @@ urlpatterns = [
     path("runs/<int:pk>/partial/", views.run_partial, name="runs-partial"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="runs-cancel"),
     path("runs/<int:pk>/rerun/", views.run_rerun, name="runs-rerun"),
+    path("runs/<int:pk>/stop/", views.run_stop, name="runs-stop"),
     path("runs/<int:pk>/download/<str:kind>/", views.run_download, name="runs-download"),
     path("runs/<int:pk>/logs/", views.run_logs, name="runs-logs"),
     path("runs/<int:pk>/logs/<str:name>", views.run_log_download, name="runs-log-download"),

@@ -25,6 +25,7 @@ from jobs.downloads import attachment
 from jobs.forms import InspectForm, JobForm, ParametersForm, UploadVersionForm
 from jobs.models import Job, Run
 from jobs.render import standalone_chunks
+from jobs.services import streams
 from portal.celery import app
 from portal.htmx import refresh_page
 from portal.sandbox import FAILURE_PREFIX as SANDBOX_FAILURE_PREFIX
@@ -208,6 +209,7 @@ def job_detail(request, pk):
         "jobs/job_detail.html",
         {
             "job": job,
+            "active_stream": streams.active_run(job) if job.continuous else None,
             "runs": runs,
             "chart": chart,
             "can_change": job.can_change(request.user),
@@ -303,6 +305,47 @@ def job_resume(request, pk):
     job = services.set_job_enabled(job_for_owner(request.user, pk), True)
     messages.success(request, "Job resumed.")
     return redirect(job)
+
+
+@require_POST
+def job_stop(request, pk):
+    """Stop a continuous job: its active run stops gracefully and the job is paused."""
+    job = job_for_owner(request.user, pk)
+    run = streams.active_run(job)
+    if run is None:
+        services.set_job_enabled(job, False)
+        messages.success(request, "Job paused: it has no active run.")
+        return redirect(job)
+    run = streams.stop_run(run)
+    messages.success(request, _stop_message(run))
+    return redirect(run)
+
+
+def _stop_message(run: Run) -> str:
+    if run.is_active:
+        return "Stopping: the notebook's queries are asked to stop; the job is paused."
+    return f"Run {run.get_state_display().lower()}; the job is paused."
+
+
+@require_http_methods(["GET", "POST"])
+def job_reset_checkpoint(request, pk):
+    """Confirm, then reset a continuous job's checkpoint (refused while a run is active)."""
+    job = job_for_owner(request.user, pk)
+    if not job.continuous:
+        raise Http404("Only continuous jobs have a checkpoint.")
+    if request.method == "POST":
+        try:
+            streams.reset_checkpoint(job)
+        except streams.CheckpointBusy as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, "Checkpoint reset: the next run starts from scratch.")
+        return redirect(job)
+    return render(
+        request,
+        "jobs/job_reset_checkpoint.html",
+        {"job": job, "active": streams.active_run(job)},
+    )
 
 
 @require_POST
@@ -440,6 +483,17 @@ def run_cancel(request, pk):
         messages.info(request, "Cancelling: the kernel is being stopped.")
     else:
         messages.info(request, f"The run had already ended ({run.get_state_display()}).")
+    return redirect(run)
+
+
+@require_POST
+def run_stop(request, pk):
+    """Stop a continuous run gracefully and pause its job."""
+    run = run_for_owner(request.user, pk)
+    if run.trigger != Run.Trigger.CONTINUOUS:
+        raise Http404("Only continuous runs stop gracefully: cancel it instead.")
+    run = streams.stop_run(run)
+    messages.success(request, _stop_message(run))
     return redirect(run)
 
 

@@ -369,8 +369,14 @@ JOB_MAX_TIMEOUT_SECONDS = env_int("JOB_MAX_TIMEOUT_SECONDS", 24 * 3600)
 # job's own timeout and cleans up first); Redis redelivers unacked messages only after the
 # visibility timeout, which must exceed that hard limit or long runs would run twice
 # (Read the Docs had exactly that incident).
-CELERY_TASK_SOFT_TIME_LIMIT = JOB_MAX_TIMEOUT_SECONDS + 300
-CELERY_TASK_TIME_LIMIT = JOB_MAX_TIMEOUT_SECONDS + 600
+CELERY_TASK_SOFT_TIME_LIMIT: int | None = JOB_MAX_TIMEOUT_SECONDS + 300
+CELERY_TASK_TIME_LIMIT: int | None = JOB_MAX_TIMEOUT_SECONDS + 600
+# The streams worker (CELERY_TIME_LIMITS=false in its environment: Procfile, compose) runs
+# continuous runs, which never end by themselves: it has no task time limit. Its task,
+# execute_stream_run, is acknowledged when it starts, so Redis's redelivery timeout does
+# not apply either; a lost continuous run is the reaper's and the supervisor's.
+if not env_bool("CELERY_TIME_LIMITS", True):
+    CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT = None
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, int | str] = {
     "visibility_timeout": JOB_MAX_TIMEOUT_SECONDS + 3600
 }
@@ -383,6 +389,8 @@ if env_str("REDIS_KEY_PREFIX"):
 # reaper, e-mail: milliseconds), whose worker a cluster launch can no longer hold up.
 CELERY_TASK_ROUTES = {
     "jobs.tasks.execute_run": {"queue": "runs"},
+    # Continuous runs (issue 15) have a worker of their own: they never take batch capacity.
+    "jobs.tasks.execute_stream_run": {"queue": "streams"},
     "clusters.tasks.*": {"queue": "clusters"},
 }
 CELERY_TASK_DEFAULT_QUEUE = "control"
@@ -437,6 +445,24 @@ RUN_QUEUED_TIMEOUT = env_float("RUN_QUEUED_TIMEOUT", 120.0)
 RUN_PARTIAL_SAVE_INTERVAL = env_float("RUN_PARTIAL_SAVE_INTERVAL", 5.0)
 #: Base delay (seconds) of the exponential backoff between infrastructure retries.
 RUN_RETRY_BACKOFF = env_float("RUN_RETRY_BACKOFF", 10.0)
+#: Continuous jobs: seconds between supervisor passes (``jobs.services.streams``).
+STREAM_SUPERVISE_INTERVAL = env_float("STREAM_SUPERVISE_INTERVAL", 5.0)
+#: Continuous jobs: the restart delay after one failed run (seconds), doubled for each
+#: further consecutive failure, and its cap.
+STREAM_RESTART_BACKOFF = env_float("STREAM_RESTART_BACKOFF", 10.0)
+STREAM_RESTART_BACKOFF_MAX = env_float("STREAM_RESTART_BACKOFF_MAX", 600.0)
+#: Continuous jobs: seconds a run asked to stop has to end by itself before it is killed
+#: as a cancel is (its queries' last micro-batch and checkpoint write take this long).
+STREAM_STOP_TIMEOUT = env_float("STREAM_STOP_TIMEOUT", 120.0)
+#: Continuous jobs' durable directories (checkpoints) on the streams workers' disk, outside
+#: the sandboxes' scratch. A restart must see the same files: run the streams workers on
+#: one host, or put this on a disk they share.
+STREAMS_ROOT = Path(env_str("STREAMS_ROOT", str(DATA_DIR / "streams"))).resolve()
+CELERY_BEAT_SCHEDULE["supervise-streams"] = {
+    "task": "jobs.tasks.supervise_streams",
+    "schedule": STREAM_SUPERVISE_INTERVAL,
+    "options": {"expires": STREAM_SUPERVISE_INTERVAL},
+}
 #: Missed slots run by the "all" catch-up policy at most, per dispatcher pass.
 CATCHUP_MAX_SLOTS = env_int("CATCHUP_MAX_SLOTS", 50)
 #: Kernel the portal runs every notebook in, whatever its own metadata names.

@@ -76,7 +76,8 @@ def send_run_alert(run_id: int) -> bool:
     """E-mail the outcome of a finished run to the job's recipients, at most once.
 
     Failures (``Run.FAILURE_STATES``) go to the job's failure list, successes to its
-    success list; cancelled and skipped runs send nothing. ``alert_sent_at`` is set in
+    success list; cancelled and skipped runs send nothing, and neither do the runs of a
+    continuous job (``send_stream_paused_alert`` instead). ``alert_sent_at`` is set in
     the same transaction that holds the row lock, so concurrent or repeated calls send
     one message. (A crash between the SMTP hand-off and the commit would send it again:
     we accept that over losing an alert.) Returns True if a message was sent.
@@ -100,7 +101,11 @@ def send_run_alert(run_id: int) -> bool:
         )
         if run is None or run.alert_sent_at or not run.is_final:
             return False
-        if run.is_failure:
+        if run.trigger == Run.Trigger.CONTINUOUS:
+            # A continuous job is restarted after a failure: it alerts once, when too many
+            # failures pause it (``send_stream_paused_alert``), not for every run.
+            recipients, kind = [], ""
+        elif run.is_failure:
             recipients, kind = run.job.recipients("failure"), "failure"
         elif run.state == State.SUCCEEDED:
             recipients, kind = run.job.recipients("success"), "success"
@@ -129,3 +134,34 @@ def send_run_alert(run_id: int) -> bool:
         run.alert_sent_at = timezone.now()
         run.save(update_fields=["alert_sent_at"])
     return sent
+
+
+def send_stream_paused_alert(job_id: int, failures: int) -> bool:
+    """E-mail the failure list and the owner of continuous job ``job_id`` that the
+    supervisor paused it after ``failures`` failed runs within its window, naming the
+    last failure. Queued once per pause (``streams.pause_after_failures``' conditional
+    UPDATE); a mail-server error is retried by the task. Only recipients the portal takes
+    (``refused_addresses``), at most ALERT_MAX_RECIPIENTS. Returns True if sent."""
+    job = Job.objects.select_related("owner").filter(pk=job_id).first()
+    if job is None:
+        return False
+    recipients = list(dict.fromkeys([*job.recipients("failure"), job.owner.email]))
+    refused = set(refused_addresses(recipients))
+    recipients = [a for a in recipients if a and a not in refused][: settings.ALERT_MAX_RECIPIENTS]
+    if not recipients:
+        log.warning("stream paused alert job=%s: nobody to tell", job_id)
+        return False
+    last = (
+        job.runs.filter(trigger=Run.Trigger.CONTINUOUS, state__in=Run.FAILURE_STATES)
+        .order_by("-finished_at", "-id")
+        .first()
+    )
+    context = {
+        "job": job,
+        "failures": failures,
+        "last": last,
+        "url": settings.PORTAL_ORIGIN + job.get_absolute_url(),
+    }
+    send_templated("jobs/emails/stream_paused", context, recipients)
+    log.info("stream paused alert job=%s sent to %s addresses", job_id, len(recipients))
+    return True

@@ -19,7 +19,7 @@ from jobs import schedule
 from jobs.models import Job, NotebookVersion, Run, RunEvent
 from jobs.services import fairshare
 from quotas import limits, usage
-from quotas.limits import Limits
+from quotas.limits import LimitExceeded, Limits
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -36,17 +36,25 @@ def enqueue_run(run: Run, countdown: float = 0) -> None:
 
 
 def _enqueue_all(run_ids: list[int], countdown: float = 0) -> None:
-    """Send ``execute_run`` for each of ``run_ids``, in order, through one broker producer,
-    once the current transaction commits. A message that cannot be sent leaves its run
+    """Send ``execute_run`` for each of ``run_ids`` (``execute_stream_run``, to the
+    ``streams`` queue, for a continuous run), in order, through one broker producer, once
+    the current transaction commits. A message that cannot be sent leaves its run
     QUEUED: the reaper enqueues it again after RUN_QUEUED_TIMEOUT."""
-    from jobs.tasks import execute_run  # jobs.tasks imports this package
+    from jobs.tasks import execute_run, execute_stream_run  # jobs.tasks imports this package
 
     def publish() -> None:
         with execute_run.app.producer_or_acquire() as producer:
             for run_id in run_ids:
-                execute_run.apply_async((run_id,), countdown=countdown or None, producer=producer)
+                # Continuous runs go to the "streams" queue (CELERY_TASK_ROUTES).
+                task = execute_stream_run if run_id in continuous else execute_run
+                task.apply_async((run_id,), countdown=countdown or None, producer=producer)
 
     if run_ids:
+        continuous = set(
+            Run.objects.filter(pk__in=run_ids, trigger=Run.Trigger.CONTINUOUS).values_list(
+                "pk", flat=True
+            )
+        )
         # robust: a broker that is down must not turn a committed request into an error;
         # the runs stay QUEUED and the reaper enqueues them again.
         transaction.on_commit(publish, robust=True)
@@ -114,8 +122,9 @@ def run_now(
     Never moves the job's schedule. With ``enqueue=False`` no message is sent: the caller
     executes the run itself (``manage.py runnotebook --inline``). Raises ParameterError
     for values that do not fit, LimitExceeded past ``user``'s rate of "Run now" or the
-    owner's limit of queued and running runs.
+    owner's limit of queued and running runs, or for a continuous job.
     """
+    refuse_continuous(job)
     if user is not None:
         limits.throttle(user, "run_now")
     usage.check_run_budget(job)  # LimitExceeded if its own cluster would pass the budget
@@ -138,6 +147,15 @@ def run_now(
     return run
 
 
+def refuse_continuous(job: Job) -> None:
+    """Raise LimitExceeded for a continuous job: its one run is the supervisor's
+    (``streams``), never started by hand."""
+    if job.continuous:
+        raise LimitExceeded(
+            "A continuous job keeps its one run going by itself: resume the job to start it."
+        )
+
+
 def _check_room(job: Job) -> str:
     """Raise LimitExceeded if ``job``'s owner has as many runs queued or running as they
     may; else return why a new run of theirs must be held (``fairshare.hold_reason``), or
@@ -151,6 +169,7 @@ def _check_room(job: Job) -> str:
 def rerun(run: Run, user: "User") -> Run:
     """Start a new run with the same notebook version and parameters as ``run``. Raises
     LimitExceeded like ``run_now`` (the action counted is "rerun")."""
+    refuse_continuous(run.job)
     limits.throttle(user, "rerun")
     with transaction.atomic():
         held = _check_room(run.job)

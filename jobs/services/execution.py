@@ -105,7 +105,8 @@ def record_progress(run: Run, progress: Progress) -> TickAnswer:
     """Write the heartbeat and progress of ``run``'s current attempt.
 
     Returns CONTINUE while the attempt still owns the run, CANCEL if someone asked to
-    cancel it, and LOST if the run was reaped, finished or deleted meanwhile.
+    cancel it, STOP if someone asked a continuous run to stop gracefully (``streams``),
+    and LOST if the run was reaped, finished or deleted meanwhile.
     """
     fields = dict(
         heartbeat_at=timezone.now(),
@@ -115,8 +116,12 @@ def record_progress(run: Run, progress: Progress) -> TickAnswer:
         current_cell_head=progress.current_head,
     )
     mine = Run.objects.filter(pk=run.pk, attempt=run.attempt, state=State.RUNNING)
-    if mine.filter(cancel_requested_at__isnull=True).update(**fields):
+    if mine.filter(cancel_requested_at__isnull=True, stop_requested_at__isnull=True).update(
+        **fields
+    ):
         return TickAnswer.CONTINUE
+    if mine.filter(cancel_requested_at__isnull=True).update(**fields):
+        return TickAnswer.STOP
     if mine.filter(cancel_requested_at__isnull=False).update(**fields):
         return TickAnswer.CANCEL
     return TickAnswer.LOST
@@ -325,6 +330,14 @@ def _clip(text: str, limit: int, keep_end: bool = False) -> str:
     return f"{note}\n{text[-room:] if room else ''}" if keep_end else f"{text[:room]}\n{note}"
 
 
+def _final_reason(state: str, outcome: Outcome) -> str:
+    """The ``state_reason`` of a run ending in ``state``: none for a success, but "Stopped
+    on request." for a continuous run that ended after it was asked to stop."""
+    if state == State.SUCCEEDED:
+        return Run.STOPPED_ON_REQUEST if outcome.stopped else ""
+    return outcome.message[:300]
+
+
 def _publish(
     run: Run,
     outcome: Outcome,
@@ -367,7 +380,7 @@ def _publish(
             **progress,
             state=state,
             finished_at=finished_at,
-            state_reason=("" if state == State.SUCCEEDED else outcome.message[:300]),
+            state_reason=_final_reason(state, outcome),
             error_cell_index=error.get("cell_index"),
             error_ename=(error.get("ename") or "")[: min(200, most)],
             error_evalue=_clip(error.get("evalue") or "", most),

@@ -29,6 +29,7 @@ from jobs import emr_runner, executor, kernel, logs, spark_ui
 from jobs.executor import Outcome, OutcomeStatus, Progress, TickAnswer, stop_message
 from jobs.models import Job, Run
 from jobs.services.attempt import Attempt, SparkTarget, SparkTargetError
+from jobs.services.streams import prepare_checkpoint
 from portal.sandbox import SandboxUnavailable
 from quotas.limits import LimitExceeded
 
@@ -163,12 +164,16 @@ class LocalExecutor:
             kernel.run_sandbox(f"r{run.pk}-a{earlier}", owner_id).destroy()
         session_id = str(uuid.uuid5(run.uuid, f"attempt-{run.attempt}"))
         extra_env = {"TELEMETRY_VIEWS_ROOT": kernel.views_root(owner_id)}  # its only views
+        continuous = run.trigger == Run.Trigger.CONTINUOUS
         try:
+            # A continuous run's checkpoint outlives its sandbox (jobs.services.streams).
+            durable = (str(prepare_checkpoint(run.job)),) if continuous else ()
             sandbox = kernel.run_sandbox(
                 attempt.name,
                 owner_id,
                 forward_port=SANDBOX_CONNECT_PORT if cluster is not None else None,
                 spark_ui=cluster is None,
+                durable=durable,
             )
             sandbox.prepare()
             # The embedded local Spark keeps an event log: the run's Spark history.
@@ -179,6 +184,9 @@ class LocalExecutor:
         master = target.master
         # The driver's log4j output goes to the sandbox's logs directory (jobs.kernel).
         extra_env["PORTAL_DRIVER_LOG"] = str(logs.driver_log_path(sandbox))
+        stop_file = sandbox.home / kernel.STOP_FLAG_NAME
+        if continuous:
+            extra_env["PORTAL_STOP_FILE"] = str(stop_file)
         try:
             collector = logs.Collector.for_attempt(run, sandbox, cluster, fresh=target.owned)
         except OSError as exc:
@@ -221,6 +229,8 @@ class LocalExecutor:
                 partial_interval=settings.RUN_PARTIAL_SAVE_INTERVAL,
                 kernel_extra_env=extra_env,
                 spark_conf=spark_conf,
+                stop_file=stop_file if continuous else None,
+                stop_timeout=settings.STREAM_STOP_TIMEOUT,
                 # The heartbeat used the database from the monitor thread: close its
                 # connections, or they stay open until the process ends.
                 on_monitor_exit=connections.close_all,
@@ -302,7 +312,7 @@ class EmrExecutor:
         step_id = None
         while True:
             answer = attempt.heartbeat(progress)
-            if answer != TickAnswer.CONTINUE:
+            if answer in executor.STOPPED_BY:  # (STOP is for continuous runs: never on EMR)
                 return executor.STOPPED_BY[answer]
             if time.monotonic() > deadline:
                 return OutcomeStatus.TIMED_OUT

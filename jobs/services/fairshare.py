@@ -23,6 +23,9 @@ When one of the user's runs ends (or a queued one is cancelled), ``release_held`
 the oldest held runs of the user to the queue again, as many as the user now has room
 for.
 
+Continuous runs (``streams``) are outside all of this: never held, never chosen in
+another run's place, not counted against the limit; their queue has a worker of its own.
+
 A backfill or sweep (``RunGroup``) has a concurrency limit of its own: its runs beyond it
 are created held *and* ``waits_for_group``, which no claim takes and no user-level release
 sends. ``release_held`` first lets each of the user's groups move its oldest waiting runs
@@ -61,6 +64,12 @@ def _running_limit(owner_id: int) -> int | None:
     return limits_by_owner({owner_id})[owner_id].max_running_runs
 
 
+def _batch() -> "QuerySet[Run]":
+    """Runs that take batch capacity: all but continuous runs, which the ``streams``
+    queue's own worker runs and which a user's concurrency limit does not count."""
+    return Run.objects.exclude(trigger=Run.Trigger.CONTINUOUS)
+
+
 def _eligible(now: datetime) -> "QuerySet[Run]":
     """QUEUED runs that a claim could take at ``now``: attempts left, retry delay over,
     not waiting for room in their backfill or sweep."""
@@ -86,9 +95,11 @@ def hold_reason(owner_id: int) -> str:
     limit = _running_limit(owner_id)
     if limit is None:
         return ""
-    unheld = Run.objects.filter(
-        job__owner_id=owner_id, state__in=Run.ACTIVE_STATES, held_since__isnull=True
-    ).count()
+    unheld = (
+        _batch()
+        .filter(job__owner_id=owner_id, state__in=Run.ACTIVE_STATES, held_since__isnull=True)
+        .count()
+    )
     return waiting_reason(unheld, limit, queued=True) if unheld >= limit else ""
 
 
@@ -100,20 +111,22 @@ def choose_run(run_id: int, now: datetime) -> int | None:
     Must be called inside the claim's transaction: it locks the owner's row, which the
     caller holds until its claim commits.
     """
-    owner_id = Run.objects.filter(pk=run_id).values_list("job__owner_id", flat=True).first()
-    if owner_id is None:
+    row = Run.objects.filter(pk=run_id).values_list("job__owner_id", "trigger").first()
+    if row is None:
         return None
+    owner_id, trigger = row
     limit = _running_limit(owner_id)
-    if limit is None:
-        return run_id
+    if limit is None or trigger == Run.Trigger.CONTINUOUS:
+        return run_id  # a continuous run has a worker of its own: no batch capacity
     lock_user(owner_id)
-    mine = Run.objects.filter(job__owner_id=owner_id)
+    mine = _batch().filter(job__owner_id=owner_id)
     running = mine.filter(state=State.RUNNING).count()
     if running >= limit:
         _hold(run_id, running, limit, now)
         return None
     candidates = (
         _eligible(now)
+        .exclude(trigger=Run.Trigger.CONTINUOUS)
         .filter(job__owner_id=owner_id)
         .annotate(order=slot_order())
         .order_by("order", "id")
@@ -158,9 +171,11 @@ def release_held(owner_id: int, now: datetime) -> list[int]:
     if limit is None:
         ids = list(ordered.values_list("pk", flat=True))
     else:
-        in_flight = Run.objects.filter(
-            job__owner_id=owner_id, state__in=Run.ACTIVE_STATES, held_since__isnull=True
-        ).count()
+        in_flight = (
+            _batch()
+            .filter(job__owner_id=owner_id, state__in=Run.ACTIVE_STATES, held_since__isnull=True)
+            .count()
+        )
         room = max(limit - in_flight, 0)
         ids = list(ordered.values_list("pk", flat=True)[:room]) if room else []
     if ids:

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from jobs import compare, notebooks, schedule
 from jobs.models import Job, NotebookVersion, Run
+from jobs.services import streams
 from jobs.services.alerts import check_recipients
 from quotas import limits
 
@@ -32,13 +33,15 @@ def _validate(job: Job) -> None:
     """Check and normalise ``job``'s schedule in place: the time zone must exist, the cron
     expression is emptied for a manual job and normalised otherwise, and the timeout is
     capped at JOB_MAX_TIMEOUT_SECONDS. Raises ScheduleError, or ValidationError for a
-    per-run cluster on a backend that is not enabled (``Job.check_spark_target``)."""
+    per-run cluster on a backend that is not enabled (``Job.check_spark_target``) or a
+    continuous job with a schedule or a per-run cluster (``Job.check_continuous``)."""
     job.check_spark_target()
     schedule.validate_timezone(job.timezone)
     if job.schedule_kind == Job.ScheduleKind.MANUAL:
         job.cron = ""
     else:
         job.cron = schedule.validate_cron(job.cron)
+    job.check_continuous()
     job.timeout_seconds = min(job.timeout_seconds, settings.JOB_MAX_TIMEOUT_SECONDS)
 
 
@@ -127,7 +130,8 @@ def upload_version(
 
     Returns ``(version, dropped)`` where ``dropped`` names the job's parameter values that
     no longer fit the new notebook and were removed. Raises NotebookError for a bad file,
-    LimitExceeded past ``user``'s upload rate. Runs already made keep their own version.
+    LimitExceeded past ``user``'s upload rate. Runs already made keep their own version,
+    but a continuous job restarts on the new one (``streams.restart_on_version``).
     """
     limits.throttle(user, "upload")
     parsed = notebooks.as_parsed(notebook)
@@ -147,6 +151,8 @@ def upload_version(
         version = _store_version(job, user, parsed, original_name)
         job.parameters = kept
         job.save(update_fields=["parameters", "updated_at"])
+        if job.continuous:
+            streams.restart_on_version(job, version)
     return version, dropped
 
 

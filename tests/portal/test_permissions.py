@@ -17,7 +17,7 @@ from api.models import ApiToken
 from clusters.models import Cluster, SSHKey
 from jobs import logs as job_logs
 from jobs import services, spark_ui
-from jobs.services import groups
+from jobs.services import groups, streams
 from notify.models import NotificationTarget
 from tests.clusters.test_emr import (  # noqa: F401 (moto fixtures, for the EMR logs rows)
     LOG_BUCKET,
@@ -47,12 +47,15 @@ MATRIX = {
     "jobs-pause": ("post", "job", OWNER_POST),
     "jobs-resume": ("post", "job", OWNER_POST),
     "jobs-upload": ("post", "job", OWNER_POST),
+    "jobs-stop": ("post", "stream-job", OWNER_POST),
+    "jobs-reset-checkpoint": ("get", "stream-job", OWNER_GET),
     "jobs-version-download": ("get", "version", OWNER_GET),
     "runs-detail": ("get", "run", OWNER_GET),
     "runs-progress": ("get", "run", OWNER_GET),
     "runs-partial": ("get", "run", {"alice": 204, "bob": 404, "staff": 204, "anon": LOGIN}),
     "runs-cancel": ("post", "run", OWNER_POST),
     "runs-rerun": ("post", "run", OWNER_POST),
+    "runs-stop": ("post", "stream-run", OWNER_POST),
     "runs-download": ("get", "download", OWNER_GET),
     "runs-logs": ("get", "run", OWNER_GET),
     "runs-log-download": ("get", "run-log", OWNER_GET),
@@ -203,7 +206,11 @@ def objects(make_job, alice, tmp_path):
     default_storage.save(spark_ui.event_log_key(run), ContentFile(b"{}"))
     scheduled = make_job("trivial.ipynb", name="scheduled", cron="0 6 * * *", enabled=False)
     group = groups.create_sweep(job, alice, {"x": [1, 2]})
+    stream = make_job("trivial.ipynb", name="stream", continuous=True)
+    stream_run = streams.start_run(stream, stream.latest_version(), timezone.now())
     return {
+        "stream-job": [stream.pk],
+        "stream-run": [stream_run.pk],
         "scheduled-job": [scheduled.pk],
         "group": [group.pk],
         "run-history-path": [run.pk, f"history/{spark_ui.history_app_id(run)}/../x/"],
@@ -260,7 +267,16 @@ def test_shared_jobs_are_visible_but_not_changeable_by_others(make_job, client, 
 
 
 @pytest.mark.parametrize(
-    "name", ["jobs-run", "jobs-pause", "jobs-resume", "runs-cancel", "runs-rerun"]
+    "name",
+    [
+        "jobs-run",
+        "jobs-pause",
+        "jobs-resume",
+        "jobs-stop",
+        "runs-cancel",
+        "runs-rerun",
+        "runs-stop",
+    ],
 )
 def test_state_changes_need_post(name, objects, alice_client):
     kind = MATRIX[name][1]

@@ -1,0 +1,244 @@
+"""Continuous jobs: the supervisor that keeps exactly one run of each enabled continuous
+job active, the graceful stop, and the job's checkpoint directory.
+
+A continuous job's notebook starts streaming queries and blocks until they end
+(``telemetry.streaming.run_until_stopped``). ``supervise_streams`` (beat, every
+STREAM_SUPERVISE_INTERVAL s, control queue) creates a run for each enabled continuous job
+without an active one: at once after a clean end, after an exponential backoff after
+failures (``restart_delay``, through the run's ``not_before``), and not at all after
+``stream_max_failures`` failures within the job's window: then the job is paused and its
+failure list and owner get one e-mail. Continuous runs go to the ``streams`` queue
+(``dispatch._enqueue_all``); their timeout is unlimited in effect
+(``models.CONTINUOUS_TIMEOUT_SECONDS``) and their heartbeat keeps the reaper away.
+
+Exactly one: the supervisor holds the job's row lock while it looks and creates, and the
+unique partial constraint ``one_active_continuous_run`` refuses a second QUEUED or RUNNING
+continuous run of a job whoever inserts it.
+
+Stop (``stop_run``) records ``stop_requested_at``; the run's worker learns of it at its
+next heartbeat (``TickAnswer.STOP``) and writes the stop flag in the sandbox, which the
+kernel's helper watches; the notebook ends and the run ends SUCCEEDED "Stopped on
+request.". A stop not done within STREAM_STOP_TIMEOUT seconds kills the run as a cancel
+does (CANCELLED). See docs/run-states.md.
+"""
+
+import logging
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from jobs.models import Job, NotebookVersion, Run
+from jobs.services import dispatch
+
+log = logging.getLogger(__name__)
+
+State = Run.State
+
+
+class CheckpointBusy(Exception):
+    """The checkpoint cannot be reset while the job has an active run."""
+
+
+def restart_delay(failures: int) -> float:
+    """Seconds to wait before restarting a continuous job after ``failures`` consecutive
+    failed runs: none after a clean end (0), then STREAM_RESTART_BACKOFF doubled for each
+    further failure, capped at STREAM_RESTART_BACKOFF_MAX. No jitter: one supervisor
+    restarts one run per job, so there is no herd to spread."""
+    if failures <= 0:
+        return 0.0
+    delay = settings.STREAM_RESTART_BACKOFF * 2 ** (failures - 1)
+    return float(min(settings.STREAM_RESTART_BACKOFF_MAX, delay))
+
+
+def active_run(job: Job) -> Run | None:
+    """The continuous job's QUEUED or RUNNING run, or None."""
+    return job.runs.filter(trigger=Run.Trigger.CONTINUOUS, state__in=Run.ACTIVE_STATES).first()
+
+
+def supervise_streams(now: datetime | None = None) -> dict[str, int]:
+    """One pass of the supervisor over the enabled continuous jobs (see the module doc).
+
+    Each job is handled in its own transaction, under its row lock (SKIP LOCKED: a job
+    another pass or an edit holds is seen at the next pass). Returns counts: {"started",
+    "waiting" (a restart whose backoff is not over is created with its ``not_before``,
+    so this counts starts that are delayed), "paused"}.
+    """
+    now = now or timezone.now()
+    counts = {"started": 0, "waiting": 0, "paused": 0}
+    ids = list(Job.objects.filter(continuous=True, enabled=True).values_list("pk", flat=True))
+    for job_id in ids:
+        with transaction.atomic():
+            job = (
+                Job.objects.select_for_update(skip_locked=True)
+                .filter(pk=job_id, continuous=True, enabled=True)
+                .first()
+            )
+            if job is None:
+                continue
+            result = _supervise(job, now)
+        if result:
+            counts[result] += 1
+    return counts
+
+
+def _supervise(job: Job, now: datetime) -> str:
+    """Start, delay or pause one locked continuous job; which of "started", "waiting",
+    "paused" happened, or "" (it has an active run, or no notebook)."""
+    if active_run(job) is not None:
+        return ""
+    version = job.latest_version()
+    if version is None:
+        return ""
+    finished = job.runs.filter(trigger=Run.Trigger.CONTINUOUS, finished_at__isnull=False)
+    if job.stream_paused_at is not None:  # failures before the last pause were dealt with
+        finished = finished.filter(finished_at__gt=job.stream_paused_at)
+    window_start = now - timedelta(minutes=job.stream_failure_window_minutes)
+    failures = finished.filter(state__in=Run.FAILURE_STATES, finished_at__gt=window_start).count()
+    if failures >= job.stream_max_failures:
+        return "paused" if pause_after_failures(job, failures, now) else ""
+    streak, last_end = 0, None
+    recent = finished.order_by("-finished_at", "-id").values_list("state", "finished_at")
+    for state, finished_at in recent[: job.stream_max_failures + 1]:
+        last_end = last_end or finished_at
+        if state not in Run.FAILURE_STATES:
+            break
+        streak += 1
+    delay = restart_delay(streak)
+    not_before = last_end + timedelta(seconds=delay) if last_end and delay else None
+    if not_before is not None and not_before <= now:
+        not_before = None
+    reason = (
+        f"Restart after {streak} failed run{'s' if streak != 1 else ''}, "
+        f"not before {not_before:%H:%M:%S} UTC."
+        if not_before
+        else ""
+    )
+    run = start_run(job, version, now, not_before=not_before, reason=reason)
+    if run is None:
+        return ""
+    return "waiting" if not_before else "started"
+
+
+def start_run(
+    job: Job,
+    version: NotebookVersion,
+    now: datetime,
+    not_before: datetime | None = None,
+    reason: str = "",
+) -> Run | None:
+    """Create the QUEUED continuous run of ``job`` on ``version`` with the job's parameters,
+    due at ``not_before`` (None: now), and publish ``execute_stream_run`` after commit with
+    the matching countdown. Call under the job's row lock. Continuous runs are never held
+    (``fairshare``: they do not take batch capacity). None when the job has an active
+    continuous run already (the unique constraint, in a savepoint)."""
+    run = Run.build(
+        job,
+        trigger=Run.Trigger.CONTINUOUS,
+        version_id=version.pk,
+        parameters=dict(job.parameters or {}),
+        now=now,
+    )
+    run.not_before = not_before
+    run.state_reason = reason
+    try:
+        with transaction.atomic():
+            dispatch._save_new_run(run, enqueue=False)
+    except IntegrityError:
+        log.info("job=%s has an active continuous run already", job.pk)
+        return None
+    countdown = (not_before - now).total_seconds() if not_before else 0
+    dispatch.enqueue_run(run, countdown=countdown)
+    log.info(
+        "continuous run=%s job=%s version=%s countdown=%.0f", run.pk, job.pk, version.pk, countdown
+    )
+    return run
+
+
+def pause_after_failures(job: Job, failures: int, now: datetime) -> bool:
+    """Pause the continuous ``job`` after ``failures`` failed runs within its window, and
+    queue one e-mail to its failure list and owner after commit. The conditional UPDATE
+    (``enabled`` still True) makes a second pass or a racing resume send nothing more.
+    Returns True if this call paused it."""
+    from jobs.tasks import send_stream_paused_alert  # jobs.tasks imports this package
+
+    paused = Job.objects.filter(pk=job.pk, enabled=True).update(
+        enabled=False, next_run_at=None, stream_paused_at=now
+    )
+    if paused:
+        log.warning("paused continuous job=%s after %s failures", job.pk, failures)
+        send_stream_paused_alert.delay_on_commit(job.pk, failures)
+    return bool(paused)
+
+
+def stop_run(run: Run, pause: bool = True, now: datetime | None = None) -> Run:
+    """Ask the continuous ``run`` to stop gracefully and, with ``pause``, pause its job so
+    that the supervisor does not restart it (a new notebook version stops without pausing:
+    the supervisor then restarts the job on it).
+
+    A QUEUED run ends CANCELLED at once (``recovery.cancel_run``). A RUNNING run gets
+    ``stop_requested_at`` (once); its worker writes the stop flag at its next heartbeat.
+    Final runs are left as they are. Returns the run as it now is."""
+    from jobs.services.recovery import cancel_run  # recovery imports dispatch too
+
+    now = now or timezone.now()
+    if pause:
+        Job.objects.filter(pk=run.job_id).update(enabled=False, next_run_at=None)
+    if run.state == State.QUEUED:
+        return cancel_run(run)
+    Run.objects.filter(
+        pk=run.pk,
+        trigger=Run.Trigger.CONTINUOUS,
+        state=State.RUNNING,
+        stop_requested_at__isnull=True,
+        cancel_requested_at__isnull=True,
+    ).update(stop_requested_at=now)
+    log.info("stop requested run=%s job=%s pause=%s", run.pk, run.job_id, pause)
+    return Run.objects.get(pk=run.pk)
+
+
+def restart_on_version(job: Job, version: NotebookVersion, now: datetime | None = None) -> None:
+    """After ``version`` of the continuous ``job`` was uploaded: a QUEUED run of the job
+    switches to it, a RUNNING one is asked to stop gracefully (its job stays enabled, so the
+    supervisor restarts it on the new version). Call inside the upload's transaction."""
+    now = now or timezone.now()
+    continuous = Run.objects.filter(job=job, trigger=Run.Trigger.CONTINUOUS)
+    continuous.filter(state=State.QUEUED).update(version=version)
+    continuous.filter(
+        state=State.RUNNING, stop_requested_at__isnull=True, cancel_requested_at__isnull=True
+    ).update(stop_requested_at=now)
+
+
+def reset_checkpoint(job: Job) -> Job:
+    """Start the continuous ``job`` from scratch at its next run: its checkpoint
+    generation goes up, so the next run gets a new, empty ``Job.checkpoint_dir``, and the
+    worker that prepares it deletes the older ones (``prepare_checkpoint``; the web
+    process may run on another host and never owns those files). Raises CheckpointBusy
+    while the job has an active run (its queries hold the checkpoint). The job's row lock
+    keeps the supervisor from starting a run meanwhile. Returns the job."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if active_run(job) is not None:
+            raise CheckpointBusy("Stop the job's run before resetting its checkpoint.")
+        job.checkpoint_generation += 1
+        job.save(update_fields=["checkpoint_generation", "updated_at"])
+    log.info("reset checkpoint job=%s generation=%s", job.pk, job.checkpoint_generation)
+    return job
+
+
+def prepare_checkpoint(job: Job) -> Path:
+    """On the worker, before a continuous run of ``job``: remove the checkpoint
+    directories of earlier generations (a reset), create the current one if it is
+    missing (the sandbox then gives it to the owner's uid) and return its path."""
+    current = job.checkpoint_dir
+    parent = current.parent
+    if parent.is_dir():
+        for old in parent.glob("checkpoint-*"):
+            if old != current and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+                log.info("removed checkpoint %s of job=%s", old, job.pk)
+    current.mkdir(parents=True, exist_ok=True)
+    return current
