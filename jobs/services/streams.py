@@ -187,15 +187,17 @@ def stop_run(run: Run, pause: bool = True, now: datetime | None = None) -> Run:
     now = now or timezone.now()
     if pause:
         Job.objects.filter(pk=run.job_id).update(enabled=False, next_run_at=None)
-    if run.state == State.QUEUED:
-        return cancel_run(run)
-    Run.objects.filter(
+    # By the row, never by ``run.state``: the caller's copy may be older than a claim.
+    stopping = Run.objects.filter(
         pk=run.pk,
         trigger=Run.Trigger.CONTINUOUS,
         state=State.RUNNING,
         stop_requested_at__isnull=True,
         cancel_requested_at__isnull=True,
     ).update(stop_requested_at=now)
+    if not stopping and Run.objects.filter(pk=run.pk, state=State.QUEUED).exists():
+        # (A claim between these two statements turns the stop into a cancel: accepted.)
+        return cancel_run(run)
     log.info("stop requested run=%s job=%s pause=%s", run.pk, run.job_id, pause)
     return Run.objects.get(pk=run.pk)
 

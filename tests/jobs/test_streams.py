@@ -241,6 +241,15 @@ def test_a_stopped_run_succeeds_saying_so(stream_job):
     assert done.state_reason == Run.STOPPED_ON_REQUEST == "Stopped on request."
 
 
+def test_stop_goes_by_the_row_not_a_stale_copy(stream_job):
+    streams.supervise_streams()
+    queued = active(stream_job)[0]
+    services.claim_run(queued.pk, "w")
+    stopped = streams.stop_run(queued)  # its copy still says QUEUED
+    assert stopped.state == Run.State.RUNNING and stopped.stop_requested_at is not None
+    assert stopped.cancel_requested_at is None
+
+
 def test_stopping_a_queued_run_cancels_it(stream_job):
     streams.supervise_streams()
     run = streams.stop_run(active(stream_job)[0])
