@@ -140,11 +140,13 @@ give a schema to get maps, e.g. ``"... gc_ms MAP<STRING, INT>, hangs
 ARRAY<STRUCT<stack: ARRAY<STRING>, duration_ms: INT>> ..."``.
 
 Talos series (``generate_talos(out_dir, seed=..., days=..., end_date=...)``, CLI
-``--talos [DIR]``): Talos-like performance results, 6 tests x 4 platforms, a few
-runs a day over ``days`` (120) days, some series bimodal, with shifts injected at
-known dates; ``DIR/part-00000.parquet`` (columns ``test``, ``platform``, ``date``,
-``value``) and the ground truth ``DIR/_shifts.json`` (list of ``{test, platform, date,
-before_mean, after_mean}``). See ``generate_talos``.
+``--talos [DIR]``): Talos-like performance results, 40 tests x 6 platforms (240
+series), a few runs a day over ``days`` (120) days, each series with one noise pattern
+(gaussian, bimodal, heavy-tailed outliers or slow drift) and 0-2 step shifts
+(regressions and improvements, 1-8 standard deviations) injected at recorded pushes;
+``DIR/part-00000.parquet`` (columns ``test``, ``platform``, ``date``, ``push``,
+``value``) and the ground truth ``DIR/_shifts.json`` (where and how big each shift is)
+and ``DIR/_series.json`` (each series' pattern). See ``generate_talos``.
 
 Determinism: the output depends only on ``(pings, days, seed, end_date)`` and the
 versions of numpy and pyarrow (the Talos output on ``(seed, days, end_date)``). Same
@@ -1146,34 +1148,68 @@ def _write_json(root: Path, table: pa.Table, partition_keys: list[tuple]) -> int
 
 # ------------------------------------------------------------------------- Talos
 
-# (test, typical value on windows10-64, relative noise). Talos-like, lower is better.
+# Talos test names (lower is better); each test's typical value is drawn per seed.
 TALOS_TESTS = (
-    ("tp5o", 260.0, 0.020),
-    ("ts_paint", 900.0, 0.015),
-    ("tart", 4.5, 0.025),
-    ("a11yr", 450.0, 0.020),
-    ("tsvgx", 350.0, 0.020),
-    ("sessionrestore", 800.0, 0.020),
+    "a11yr",
+    "about_preferences_basic",
+    "basic_compositor_video",
+    "cart",
+    "cpstartup",
+    "cross_origin_pageload",
+    "damp",
+    "displaylist_mutate",
+    "dromaeo_css",
+    "dromaeo_dom",
+    "glterrain",
+    "glvideo",
+    "kraken",
+    "motionmark_animometer",
+    "motionmark_htmlsuite",
+    "pdfpaint",
+    "perf_reftest",
+    "perf_reftest_singletons",
+    "rasterflood_gradient",
+    "rasterflood_svg",
+    "sessionrestore",
+    "sessionrestore_many_windows",
+    "sessionrestore_no_auto_restore",
+    "startup_about_home_paint",
+    "stylebench",
+    "tabpaint",
+    "tabswitch",
+    "tart",
+    "tp5n",
+    "tp5o",
+    "tp5o_scroll",
+    "tpaint",
+    "tresize",
+    "ts_paint",
+    "tscrollx",
+    "tsvg_static",
+    "tsvgr_opacity",
+    "tsvgx",
+    "twinopen",
+    "v8_7",
 )
-# (platform, factor on the typical value)
+# (platform, factor on the test's typical value)
 TALOS_PLATFORMS = (
-    ("windows7-32", 1.15),
-    ("windows10-64", 1.0),
-    ("osx-10-10", 1.1),
     ("linux64", 0.95),
+    ("linux64-shippable", 0.9),
+    ("macosx1014-64", 1.1),
+    ("windows10-64", 1.0),
+    ("windows10-64-shippable", 0.95),
+    ("windows7-32", 1.15),
 )
-# Bimodal series: (test, platform) -> (share of runs in the upper mode, its offset).
-TALOS_BIMODAL = {
-    **{("tart", platform): (0.35, 0.20) for platform, _ in TALOS_PLATFORMS},
-    ("ts_paint", "windows7-32"): (0.30, 0.10),
-    ("tsvgx", "osx-10-10"): (0.25, 0.15),
-    ("tp5o", "linux64"): (0.40, 0.12),
-}
+# Noise patterns of the series and the share of series with each (see generate_talos).
+TALOS_PATTERNS = (("gaussian", 0.3), ("bimodal", 0.3), ("outliers", 0.2), ("drift", 0.2))
+TALOS_SERIES_NAME = "_series.json"
+"""Ground truth of the Talos output: each series' noise pattern and its parameters."""
 TALOS_SCHEMA = pa.schema(
     [
         pa.field("test", pa.string(), nullable=False),
         pa.field("platform", pa.string(), nullable=False),
         pa.field("date", pa.date32(), nullable=False),
+        pa.field("push", pa.int32(), nullable=False),
         pa.field("value", pa.float64(), nullable=False),
     ]
 )
@@ -1185,32 +1221,52 @@ def generate_talos(
     days: int = 120,
     end_date: str = "20261115",
 ) -> dict:
-    """Write Talos-like performance series, with shifts injected at known dates.
+    """Write Talos-like performance series, with shifts injected at recorded pushes.
 
     Output (``out_dir`` replaced under the same rules as ``generate``'s, marker
     ``_generate_talos.json``)::
 
         OUT/
           _generate_talos.json   marker + summary
+          _series.json           ground truth: each series' noise pattern
           _shifts.json           ground truth: the injected shifts
           part-00000.parquet     the series
 
     ``part-00000.parquet`` columns: ``test`` (string, e.g. ``tp5o``), ``platform``
-    (string, e.g. ``windows10-64``), ``date`` (date32, UTC day), ``value`` (double,
-    milliseconds, 2 decimals; lower is better). Rows sorted by test, platform, date.
-    Every ``len(TALOS_TESTS) x len(TALOS_PLATFORMS)`` series has 1 + Poisson(2) runs
-    (pushes) on each of the ``days`` days ending with ``end_date`` (1 + Poisson(0.8) at
-    weekends). Noise is normal, relative to the level; the series of
-    ``TALOS_BIMODAL`` are a mixture of two modes (a share of the runs sits in an
-    upper mode, ``offset`` above the lower one).
+    (string, e.g. ``windows10-64``), ``date`` (date32, UTC day), ``push`` (int32, the
+    run's number in its series: 0, 1, ... in time order), ``value`` (double,
+    milliseconds, 2 decimals; lower is better). Rows sorted by test, platform, push.
+    Each of the ``len(TALOS_TESTS) x len(TALOS_PLATFORMS)`` (240) series has 1 +
+    Poisson(2) runs (pushes) on each of the ``days`` days ending with ``end_date``
+    (1 + Poisson(0.8) at weekends), about 340 runs for 120 days.
 
-    Shifts: a series gets 0, 1 or 2 shifts (probabilities 0.45 / 0.40 / 0.15), at
-    least 15 days apart and ``max(7, days // 8)`` days away from either end; a shift
-    multiplies both modes by ``1 + delta``, ``|delta|`` in 4-15 %, 70 % of them
-    regressions (upwards). ``_shifts.json`` is a JSON list, sorted by test, platform,
-    date, of ``{"test", "platform", "date": "YYYY-MM-DD" (first day at the new level),
-    "before_mean", "after_mean"}``, the means being the expected values (mixture
-    means, before rounding and noise) just before and from that date.
+    Noise is multiplicative: ``value = typical x exp(sd x (level + pattern + e))``
+    with ``e`` standard normal and ``sd`` the series' run-to-run noise (1-3 %, drawn
+    per series), so every size below is in standard deviations (SD) of that noise.
+    Each series has one pattern (``TALOS_PATTERNS``: share of series):
+
+    - ``gaussian`` (0.3): the noise alone.
+    - ``bimodal`` (0.3): each run sits in the lower or in an upper mode,
+      ``mode_offset_sd`` (4-10) above it; ``upper_share`` (0.2-0.5) of the runs in the
+      upper mode, the mode of a run chosen at random: a two-state Markov chain whose
+      lag-1 autocorrelation ``mode_persistence`` is drawn in 0-0.6 (0: independent runs;
+      higher: short streaks in one mode, as when runs land on one machine pool).
+    - ``outliers`` (0.2): heavy tail, 5 % of the runs 3 + Exponential(5) SD away from
+      the level, 80 % of them upwards (slow runs).
+    - ``drift`` (0.2): a slow sine wave of 1-2.5 SD amplitude and a 50-150 day period.
+
+    Shifts: a series gets 0, 1 or 2 shifts (probabilities 0.4 / 0.4 / 0.2), on days at
+    least 15 days apart and ``max(7, days // 8)`` days away from either end, at a push
+    drawn among that day's runs: from that push on, every mode is ``size_sd`` (1-8,
+    uniform, 3 decimals) SD higher (``"regression"``, 70 %) or lower
+    (``"improvement"``). ``_shifts.json`` is a JSON list, sorted by test, platform,
+    push, of ``{"test", "platform", "pattern", "push"`` (first run at the new level),
+    ``"date"`` (its day, ``YYYY-MM-DD``), ``"size_sd", "direction", "before_mean",
+    "after_mean"}``, the means being the expected values of a run (mixture mean,
+    outliers left out) at the push before and at the shift's push. ``_series.json``
+    is a JSON list, sorted by test and platform, of ``{"test", "platform", "pattern",
+    "runs", "noise_sd"`` (relative), ``"upper_share", "mode_offset_sd",
+    "mode_persistence"`` (0 unless bimodal), ``"shifts"}``.
 
     Deterministic: same arguments (and numpy/pyarrow) => identical bytes; independent
     of the pings. Raises ``TypeError``/``ValueError`` for bad arguments (``days`` must be
@@ -1222,19 +1278,42 @@ def generate_talos(
         raise ValueError("days reaches back before the year 1000; use fewer days")
     dates = [last_day - dt.timedelta(days=days - 1 - i) for i in range(days)]
     out = Path(out_dir).expanduser().resolve()
-    own = {"part-00000.parquet", TALOS_SHIFTS_NAME}
+    own = {"part-00000.parquet", TALOS_SHIFTS_NAME, TALOS_SERIES_NAME}
     _check_replaceable(out, TALOS_MARKER_NAME, own.__contains__, "generate_talos")
 
     rng = np.random.default_rng([seed, 3])
     weekend = np.array([d.weekday() >= 5 for d in dates])
     margin = max(7, days // 8)
-    columns = {"test": [], "platform": [], "date": [], "value": []}
-    shifts = []
-    for test, typical, noise in sorted(TALOS_TESTS):
+    patterns = [name for name, _ in TALOS_PATTERNS]
+    pattern_shares = [share for _, share in TALOS_PATTERNS]
+    columns = {"test": [], "platform": [], "day": [], "push": [], "value": []}
+    series, shifts = [], []
+    for test in sorted(TALOS_TESTS):
+        typical = float(np.exp(rng.uniform(math.log(20.0), math.log(2000.0))))
         for platform, factor in sorted(TALOS_PLATFORMS):
-            upper_share, offset = TALOS_BIMODAL.get((test, platform), (0.0, 0.0))
-            level = np.full(days, typical * factor * float(rng.uniform(0.97, 1.03)))
-            n_shifts = int(rng.choice(3, p=(0.45, 0.40, 0.15)))
+            pattern = patterns[int(rng.choice(len(patterns), p=pattern_shares))]
+            sd = float(rng.uniform(0.01, 0.03))
+            day = np.repeat(np.arange(days), 1 + rng.poisson(np.where(weekend, 0.8, 2.0)))
+            n = len(day)
+            # Everything below is in units of sd, on the log scale.
+            extra = np.zeros(n)  # upper mode or outliers, per run
+            drift = np.zeros(n)
+            upper_share = offset = persistence = 0.0
+            if pattern == "bimodal":
+                upper_share = round(float(rng.uniform(0.2, 0.5)), 3)
+                offset = round(float(rng.uniform(4.0, 10.0)), 3)
+                persistence = round(float(rng.uniform(0.0, 0.6)), 3)
+                extra = offset * _talos_modes(rng, n, upper_share, persistence)
+            elif pattern == "outliers":
+                hit = rng.random(n) < 0.05
+                sign = np.where(rng.random(n) < 0.8, 1.0, -1.0)
+                extra = np.where(hit, sign * (3.0 + rng.exponential(5.0, n)), 0.0)
+            elif pattern == "drift":
+                amplitude = float(rng.uniform(1.0, 2.5))
+                period = float(rng.uniform(50.0, 150.0))
+                phase = float(rng.uniform(0.0, 2 * math.pi))
+                drift = amplitude * np.sin(2 * math.pi * day / period + phase)
+            n_shifts = int(rng.choice(3, p=(0.4, 0.4, 0.2)))
             shift_days: list[int] = []
             for _ in range(100):  # rejection sampling of well separated dates
                 if len(shift_days) == n_shifts:
@@ -1242,63 +1321,104 @@ def generate_talos(
                 candidate = int(rng.integers(margin, days - margin))
                 if all(abs(candidate - d) >= 15 for d in shift_days):
                     shift_days.append(candidate)
+            level = np.zeros(n)
+            at = []
             for d in sorted(shift_days):
-                size = float(rng.uniform(0.04, 0.15))
-                delta = size if rng.random() < 0.7 else -size
-                before = float(level[d - 1])
-                level[d:] *= 1.0 + delta
-                mixture = 1.0 + upper_share * offset
+                push = int(rng.choice(np.flatnonzero(day == d)))  # every day has a run
+                size = round(float(rng.uniform(1.0, 8.0)), 3)
+                direction = "regression" if rng.random() < 0.7 else "improvement"
+                level[push:] += size if direction == "regression" else -size
+                at.append((push, size, direction))
+            base = typical * factor * float(rng.uniform(0.97, 1.03))
+            noise = rng.standard_normal(n)
+            values = base * np.exp(sd * (level + drift + extra + noise))
+            # Expected value of a run, outliers left out: lognormal noise, mixture of modes.
+            modes = 1 - upper_share + upper_share * math.exp(sd * offset)
+            mixture = math.exp(sd * sd / 2) * modes
+            for push, size, direction in at:
+                before, after = (
+                    base * mixture * math.exp(sd * (level[i] + drift[i])) for i in (push - 1, push)
+                )
                 shifts.append(
                     {
                         "test": test,
                         "platform": platform,
-                        "date": dates[d].isoformat(),
-                        "before_mean": round(before * mixture, 6),
-                        "after_mean": round(float(level[d]) * mixture, 6),
+                        "pattern": pattern,
+                        "push": push,
+                        "date": dates[int(day[push])].isoformat(),
+                        "size_sd": size,
+                        "direction": direction,
+                        "before_mean": round(before, 6),
+                        "after_mean": round(after, 6),
                     }
                 )
-            runs = 1 + rng.poisson(np.where(weekend, 0.8, 2.0))
-            day = np.repeat(np.arange(days), runs)
-            upper = rng.random(len(day)) < upper_share
-            values = (
-                level[day]
-                * np.where(upper, 1.0 + offset, 1.0)
-                * (1.0 + noise * rng.standard_normal(len(day)))
+            series.append(
+                {
+                    "test": test,
+                    "platform": platform,
+                    "pattern": pattern,
+                    "runs": n,
+                    "noise_sd": round(sd, 6),
+                    "upper_share": upper_share,
+                    "mode_offset_sd": offset,
+                    "mode_persistence": persistence,
+                    "shifts": len(at),
+                }
             )
-            columns["test"] += [test] * len(day)
-            columns["platform"] += [platform] * len(day)
-            columns["date"].append(day)
+            columns["test"] += [test] * n
+            columns["platform"] += [platform] * n
+            columns["day"].append(day)
+            columns["push"].append(np.arange(n, dtype=np.int32))
             columns["value"].append(np.round(values, 2))
-    day_index = np.concatenate(columns["date"])
+    day_index = np.concatenate(columns["day"])
     table = pa.table(
         {
             "test": pa.array(columns["test"], pa.string()),
             "platform": pa.array(columns["platform"], pa.string()),
             "date": pa.array(np.array(dates, dtype="datetime64[D]")[day_index]).cast(pa.date32()),
+            "push": pa.array(np.concatenate(columns["push"]), pa.int32()),
             "value": pa.array(np.concatenate(columns["value"]), pa.float64()),
         },
         schema=TALOS_SCHEMA,
     )
-    shifts.sort(key=lambda s: (s["test"], s["platform"], s["date"]))
     summary = {
         "format_version": FORMAT_VERSION,
         "seed": seed,
         "days": days,
         "end_date": last_day.strftime("%Y%m%d"),
         "rows": table.num_rows,
-        "tests": [t for t, _, _ in TALOS_TESTS],
+        "series": len(series),
+        "tests": len(TALOS_TESTS),
         "platforms": [p for p, _ in TALOS_PLATFORMS],
-        "bimodal": sorted(f"{t}/{p}" for t, p in TALOS_BIMODAL),
+        "patterns": {name: sum(s["pattern"] == name for s in series) for name in patterns},
         "shifts": len(shifts),
+        "regressions": sum(s["direction"] == "regression" for s in shifts),
     }
 
     def write(tmp: Path) -> None:
         pq.write_table(table, tmp / "part-00000.parquet", compression="snappy")
-        (tmp / TALOS_SHIFTS_NAME).write_text(json.dumps(shifts, indent=2) + "\n")
+        (tmp / TALOS_SHIFTS_NAME).write_text(json.dumps(shifts, indent=1) + "\n")
+        (tmp / TALOS_SERIES_NAME).write_text(json.dumps(series, indent=1) + "\n")
         (tmp / TALOS_MARKER_NAME).write_text(json.dumps(summary, indent=2) + "\n")
 
     _write_atomically(out, write)
     return {"out_dir": str(out), **summary}
+
+
+def _talos_modes(rng: np.random.Generator, n: int, share: float, persistence: float) -> np.ndarray:
+    """``n`` runs' modes (1.0 upper, 0.0 lower) of a two-state Markov chain that is in the
+    upper mode ``share`` of the time, with lag-1 autocorrelation ``persistence``
+    (0: independent runs), starting from its stationary distribution."""
+    stay_up = share + persistence * (1.0 - share)  # P(upper | upper)
+    go_up = share * (1.0 - persistence)  # P(upper | lower)
+    draws = rng.random(n)
+    upper = np.empty(n)
+    state = draws[0] < share
+    for i in range(n):
+        if i:
+            state = draws[i] < (stay_up if state else go_up)
+        upper[i] = state
+    return upper
 
 
 # ------------------------------------------------------------------------ simulation

@@ -154,6 +154,7 @@ def test_generator_cli_writes_sibling_outputs(gen, tmp_path, capsys):
     assert summary["talos"]["out_dir"] == str(tmp_path / "talos") and summary["talos"]["days"] == 30
     assert sorted(p.name for p in (tmp_path / "talos").iterdir()) == [
         "_generate_talos.json",
+        "_series.json",
         "_shifts.json",
         "part-00000.parquet",
     ]
@@ -347,7 +348,7 @@ def test_json_export_has_the_same_rows(sample, table):
 
 def test_talos_series_and_shift_ground_truth(sample, gen):
     table = ds.dataset(sample["talos"], format="parquet").to_table()
-    assert table.schema.names == ["test", "platform", "date", "value"]
+    assert table.schema.names == ["test", "platform", "date", "push", "value"]
     assert table.schema.field("date").type == pa.date32()
     tests, platforms = set(table["test"].to_pylist()), set(table["platform"].to_pylist())
     assert len(tests) >= 4 and len(platforms) >= 3
@@ -356,38 +357,56 @@ def test_talos_series_and_shift_ground_truth(sample, gen):
         2026, 11, 15
     )
     shifts = json.loads((sample["talos"] / "_shifts.json").read_text())
-    assert len(shifts) >= 5
+    series = json.loads((sample["talos"] / "_series.json").read_text())
+    assert len(shifts) >= 5 and len(series) == len(tests) * len(platforms)
+    pattern = {(s["test"], s["platform"]): s["pattern"] for s in series}
     for shift in shifts:
-        assert set(shift) == {"test", "platform", "date", "before_mean", "after_mean"}
-        series = table.filter(
+        assert set(shift) == {
+            "test",
+            "platform",
+            "pattern",
+            "push",
+            "date",
+            "size_sd",
+            "direction",
+            "before_mean",
+            "after_mean",
+        }
+        assert shift["pattern"] == pattern[(shift["test"], shift["platform"])]
+        runs = table.filter(
             pc.and_(
                 pc.equal(table["test"], shift["test"]),
                 pc.equal(table["platform"], shift["platform"]),
             )
         )
-        when = dt.date.fromisoformat(shift["date"])
-        window = dt.timedelta(days=7)
-        values = series["value"].to_numpy()
-        days = np.array(series["date"].to_pylist())
-        before = values[(days >= when - window) & (days < when)].mean()
-        after = values[(days >= when) & (days < when + window)].mean()
+        push = shift["push"]
+        assert runs["push"].to_pylist() == list(range(runs.num_rows))
+        assert runs["date"][push].as_py() == dt.date.fromisoformat(shift["date"])
+        if shift["pattern"] != "gaussian":
+            continue
+        values = runs["value"].to_numpy()
+        before, after = values[push - 12 : push].mean(), values[push : push + 12].mean()
         expected = shift["after_mean"] - shift["before_mean"]
-        assert abs(expected) / shift["before_mean"] >= 0.04
+        assert abs(expected) / shift["before_mean"] >= 0.01
         # The observed step has the sign and roughly the size of the injected one.
         assert np.sign(after - before) == np.sign(expected), shift
         assert (
             abs((after - before) - expected) < 0.6 * abs(expected) + 0.02 * shift["before_mean"]
         ), shift
-    # Bimodal series: two clearly separated modes (tart: 35 % of runs 20 % above the lower mode).
-    tart = table.filter(
-        pc.and_(pc.equal(table["test"], "tart"), pc.equal(table["platform"], "linux64"))
+    # Bimodal series: two clearly separated modes, a share of the runs in the upper one.
+    bimodal = next(s for s in series if s["pattern"] == "bimodal" and not s["shifts"])
+    runs = table.filter(
+        pc.and_(
+            pc.equal(table["test"], bimodal["test"]),
+            pc.equal(table["platform"], bimodal["platform"]),
+        )
     )
-    values = tart["value"].to_numpy()
-    days = np.array(tart["date"].to_pylist())
-    first_month = values[days < min(dates) + dt.timedelta(days=14)]
-    centre = np.median(first_month)
-    relative = first_month / centre
-    assert 0.2 < (relative > 1.1).mean() < 0.5 and (relative < 1.06).mean() > 0.5
+    relative = np.log(runs["value"].to_numpy()) / bimodal["noise_sd"]
+    relative -= np.median(np.sort(relative)[: len(relative) // 3])
+    gap = bimodal["mode_offset_sd"]
+    in_between = (relative > 3) & (relative < gap - 3)
+    assert in_between.mean() < 0.05
+    assert (relative > gap / 2).mean() == pytest.approx(bimodal["upper_share"], abs=0.2)
     assert ((relative >= 1.06) & (relative <= 1.1)).mean() < 0.1  # the gap between the modes
 
 
