@@ -173,9 +173,10 @@ def kernel_env(
 
     Only variables named in ``settings.KERNEL_ENV_ALLOWLIST`` are copied from the worker;
     the rest is set here: quiet Spark on loopback, Plotly's mimetype renderer (so figures
-    are stored as JSON and drawn by the portal's own plotly.js), the data root, and the
-    Spark target that a plain ``SparkSession.builder.getOrCreate()`` reaches: a Spark
-    Connect URL (``sc://``) or a master for a local driver, whose memory is half of
+    are stored as JSON and drawn by the portal's own plotly.js), the data root, the
+    streaming pings' landing directory, and the Spark target that a plain
+    ``SparkSession.builder.getOrCreate()`` reaches: a Spark Connect URL (``sc://``) or a
+    master for a local driver, whose memory is half of
     ``memory_bytes`` (the sandbox's limit; the Python side needs the rest), with
     ``spark_conf`` as ``--conf`` defaults a notebook may still override. ``extra`` is added
     last.
@@ -192,6 +193,7 @@ def kernel_env(
             "PYSPARK_PYTHON": sys.executable,
             "PYSPARK_DRIVER_PYTHON": sys.executable,
             "TELEMETRY_DATA_ROOT": settings.TELEMETRY_DATA_ROOT,
+            "TELEMETRY_STREAM_ROOT": settings.TELEMETRY_STREAM_ROOT,
         }
     )
     # Notebooks import the dataset API (``telemetry``) from the project; the sandbox binds
@@ -222,20 +224,21 @@ def run_sandbox(
     durable: tuple[str, ...] = (),
 ) -> Sandbox:
     """The sandbox of one attempt of a notebook run owned by user ``owner_id``, not yet
-    prepared: it reads the data root (and SANDBOX_READ_ONLY_PATHS), writes its own
+    prepared: it reads the data root, the streaming pings' landing directory (both only
+    when they exist when it starts) and SANDBOX_READ_ONLY_PATHS, writes its own
     scratch directory and the owner's views root, has no network (but ``forward_port``
     on its loopback when given: see ``Sandbox.relay``; and with ``spark_ui`` its Spark
     UI's port published on ``Sandbox.publish_socket``), and has the run limits of the
     settings. Its processes also write their logs directory (``jobs.logs.logs_dir``: the
     Spark driver's log, its event logs) and the ``durable`` directories (a continuous
-    job's checkpoint: created owned by the owner's uid, kept after the sandbox).
+    job's checkpoint and sink: created owned by the owner's uid, kept after the sandbox).
     Raises ValueError when the owner's uid is out of range."""
     data_root = settings.TELEMETRY_DATA_ROOT
     logs = logs_dir(settings.SANDBOX_ROOT, name)
     spec = SandboxSpec(
         name=name,
         uid=uid_for(owner_id),
-        read_only=(data_root, *settings.SANDBOX_READ_ONLY_PATHS),
+        read_only=(data_root, settings.TELEMETRY_STREAM_ROOT, *settings.SANDBOX_READ_ONLY_PATHS),
         writable=(views_root(owner_id), str(logs), str(event_log_dir(name)), *durable),
         forward_port=forward_port,
         publish_port=RUN_SPARK_UI_PORT if spark_ui else None,

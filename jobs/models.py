@@ -308,8 +308,21 @@ class Job(models.Model):
         """The continuous job's durable checkpoint directory on the worker host's disk
         (``STREAMS_ROOT/job-<id>/checkpoint-<generation>``), bound writable into its
         runs' sandboxes and injected as the parameter ``checkpoint_dir``."""
-        job_dir = Path(settings.STREAMS_ROOT) / f"job-{self.pk}"
-        return job_dir / f"checkpoint-{self.checkpoint_generation}"
+        return self.stream_dir / f"checkpoint-{self.checkpoint_generation}"
+
+    @property
+    def output_dir(self) -> Path:
+        """The continuous job's durable sink directory beside its checkpoint
+        (``STREAMS_ROOT/job-<id>/output-<generation>``), bound writable into its runs'
+        sandboxes and injected as the parameter ``output_dir``. A reset of the checkpoint
+        starts a new one too: a file sink's own log (``_spark_metadata``) counts the
+        batches of one checkpoint, and would skip a new checkpoint's first batches."""
+        return self.stream_dir / f"output-{self.checkpoint_generation}"
+
+    @property
+    def stream_dir(self) -> Path:
+        """The continuous job's directory of checkpoints and sinks (``STREAMS_ROOT/job-<id>``)."""
+        return Path(settings.STREAMS_ROOT) / f"job-{self.pk}"
 
     #: The cluster backend each per-run Spark target starts its cluster on.
     RUN_CLUSTER_BACKENDS: dict[str, str] = {
@@ -830,8 +843,9 @@ class Run(models.Model):
         """The run's parameters plus what the portal injects into every run
         (``notebooks.RESERVED_PARAMETERS``): ``run_id`` (the run's UUID),
         ``logical_date`` (ISO 8601, UTC) and ``spark_master`` (what the kernel's Spark
-        connects to); for a continuous run also ``checkpoint_dir`` (``Job.checkpoint_dir``,
-        which a notebook may declare with a default of its own for development)."""
+        connects to); for a continuous run also ``checkpoint_dir`` and ``output_dir``
+        (``Job.checkpoint_dir``, ``Job.output_dir``, which a notebook may declare with
+        defaults of its own for development)."""
         values = {
             **self.parameters,
             "run_id": str(self.uuid),
@@ -840,6 +854,7 @@ class Run(models.Model):
         }
         if self.trigger == self.Trigger.CONTINUOUS:
             values["checkpoint_dir"] = str(self.job.checkpoint_dir)
+            values["output_dir"] = str(self.job.output_dir)
         return values
 
 

@@ -454,9 +454,9 @@ STREAM_RESTART_BACKOFF_MAX = env_float("STREAM_RESTART_BACKOFF_MAX", 600.0)
 #: Continuous jobs: seconds a run asked to stop has to end by itself before it is killed
 #: as a cancel is (its queries' last micro-batch and checkpoint write take this long).
 STREAM_STOP_TIMEOUT = env_float("STREAM_STOP_TIMEOUT", 120.0)
-#: Continuous jobs' durable directories (checkpoints) on the streams workers' disk, outside
-#: the sandboxes' scratch. A restart must see the same files: run the streams workers on
-#: one host, or put this on a disk they share.
+#: Continuous jobs' durable directories (checkpoints, sinks) on the streams workers' disk,
+#: outside the sandboxes' scratch. A restart must see the same files: run the streams
+#: workers on one host, or put this on a disk they share.
 STREAMS_ROOT = Path(env_str("STREAMS_ROOT", str(DATA_DIR / "streams"))).resolve()
 CELERY_BEAT_SCHEDULE["supervise-streams"] = {
     "task": "jobs.tasks.supervise_streams",
@@ -505,6 +505,10 @@ SANDBOX_READ_ONLY_PATHS = env_list("SANDBOX_READ_ONLY_PATHS")
 #: written (<root>/<user id>/; local roots are writable only by that user's sandboxes).
 TELEMETRY_DATA_ROOT = env_str("TELEMETRY_DATA_ROOT", str(DATA_DIR / "sample" / "pings"))
 TELEMETRY_VIEWS_ROOT = env_str("TELEMETRY_VIEWS_ROOT", str(DATA_DIR / "views"))
+#: The landing directory of the streaming pings (``telemetry.PingsStream``; the generator
+#: ``python -m telemetry.stream`` writes it), read-only in every sandbox. A local path:
+#: continuous runs on the embedded local Spark read it from the worker's disk.
+TELEMETRY_STREAM_ROOT = env_str("TELEMETRY_STREAM_ROOT", str(DATA_DIR / "sample" / "stream"))
 #: Environment variables of the worker passed into notebook kernels (an allow-list: the
 #: portal's secrets, database URL and AWS keys are never among them; the sandbox sets
 #: HOME and TMPDIR).

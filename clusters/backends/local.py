@@ -151,14 +151,19 @@ class LocalBackend:
     @staticmethod
     def sandbox(cluster: Cluster) -> Sandbox:
         """The cluster's sandbox: its owner's uid, the host network, a lifetime of its own
-        (not tied to the Celery process that starts it), the data root to read, the owner's
-        views to write, and limits sized for its workers."""
+        (not tied to the Celery process that starts it), the data root and the streaming
+        pings' landing directory to read, the owner's views to write, and limits sized for
+        its workers."""
         gib = 2**30
         executor_memory = parse_bytes(settings.LOCAL_CLUSTER_EXECUTOR_MEMORY)
         spec = SandboxSpec(
             name=f"c{cluster.uuid.hex}",
             uid=uid_for(cluster.owner_id),
-            read_only=(settings.TELEMETRY_DATA_ROOT, *settings.SANDBOX_READ_ONLY_PATHS),
+            read_only=(
+                settings.TELEMETRY_DATA_ROOT,
+                settings.TELEMETRY_STREAM_ROOT,
+                *settings.SANDBOX_READ_ONLY_PATHS,
+            ),
             writable=(views_root(cluster.owner_id),),
             network=True,
             die_with_parent=False,

@@ -29,7 +29,7 @@ from jobs import emr_runner, executor, kernel, logs, spark_ui
 from jobs.executor import Outcome, OutcomeStatus, Progress, TickAnswer, stop_message
 from jobs.models import Job, Run
 from jobs.services.attempt import Attempt, SparkTarget, SparkTargetError
-from jobs.services.streams import prepare_checkpoint
+from jobs.services.streams import prepare_stream_dirs
 from portal.sandbox import SandboxUnavailable
 from quotas.limits import LimitExceeded
 
@@ -166,8 +166,8 @@ class LocalExecutor:
         extra_env = {"TELEMETRY_VIEWS_ROOT": kernel.views_root(owner_id)}  # its only views
         continuous = run.trigger == Run.Trigger.CONTINUOUS
         try:
-            # A continuous run's checkpoint outlives its sandbox (jobs.services.streams).
-            durable = (str(prepare_checkpoint(run.job)),) if continuous else ()
+            # A continuous run's checkpoint and sink outlive its sandbox (jobs.services.streams).
+            durable = tuple(map(str, prepare_stream_dirs(run.job))) if continuous else ()
             sandbox = kernel.run_sandbox(
                 attempt.name,
                 owner_id,

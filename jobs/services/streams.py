@@ -15,6 +15,11 @@ Exactly one: the supervisor holds the job's row lock while it looks and creates,
 unique partial constraint ``one_active_continuous_run`` refuses a second QUEUED or RUNNING
 continuous run of a job whoever inserts it.
 
+A run's notebook gets two durable directories as parameters, bound writable into its
+sandbox and kept after it: ``checkpoint_dir`` (its queries' checkpoints) and
+``output_dir`` (its sinks), of the job's current checkpoint generation
+(``prepare_stream_dirs``).
+
 Stop (``stop_run``) records ``stop_requested_at``; the run's worker learns of it at its
 next heartbeat (``TickAnswer.STOP``) and writes the stop flag in the sandbox, which the
 kernel's helper watches; the notebook ends and the run ends SUCCEEDED "Stopped on
@@ -232,15 +237,23 @@ def reset_checkpoint(job: Job) -> Job:
 
 
 def prepare_checkpoint(job: Job) -> Path:
-    """On the worker, before a continuous run of ``job``: remove the checkpoint
-    directories of earlier generations (a reset), create the current one if it is
-    missing (the sandbox then gives it to the owner's uid) and return its path."""
-    current = job.checkpoint_dir
-    parent = current.parent
+    """On the worker, before a continuous run of ``job``: remove the checkpoint and sink
+    directories of earlier generations (a reset starts from scratch, sink included),
+    create the current ones if they are missing (the sandbox then gives them to the
+    owner's uid) and return the checkpoint's path (``prepare_stream_dirs``: both)."""
+    return prepare_stream_dirs(job)[0]
+
+
+def prepare_stream_dirs(job: Job) -> tuple[Path, Path]:
+    """``prepare_checkpoint``, returning ``(Job.checkpoint_dir, Job.output_dir)``: the
+    directories a continuous run's sandbox writes."""
+    current = (job.checkpoint_dir, job.output_dir)
+    parent = job.stream_dir
     if parent.is_dir():
-        for old in parent.glob("checkpoint-*"):
-            if old != current and old.is_dir():
+        for old in [*parent.glob("checkpoint-*"), *parent.glob("output-*")]:
+            if old not in current and old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
-                log.info("removed checkpoint %s of job=%s", old, job.pk)
-    current.mkdir(parents=True, exist_ok=True)
+                log.info("removed %s of job=%s", old, job.pk)
+    for path in current:
+        path.mkdir(parents=True, exist_ok=True)
     return current

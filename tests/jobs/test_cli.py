@@ -101,8 +101,9 @@ def test_the_notebooks_own_kernel_name_is_ignored(capsys, tmp_path):
 
 
 def test_a_run_reads_the_data_root_and_writes_its_owners_views(capsys, tmp_path, settings):
-    """The kernel's telemetry roots are the data root (read-only) and the owner's own views
-    root (writable), as the quick start's batch-view example needs."""
+    """The kernel's telemetry roots are the data root and the streaming pings' landing
+    directory (read-only) and the owner's own views root (writable), as the quick start's
+    examples need."""
     from jobs.kernel import views_root
     from jobs.management.commands.runnotebook import system_user
 
@@ -110,17 +111,24 @@ def test_a_run_reads_the_data_root_and_writes_its_owners_views(capsys, tmp_path,
         "import os, telemetry\n"
         "views = str(telemetry.views_root())\n"
         "open(os.path.join(views, 'probe.txt'), 'w').write('ok')\n"
-        "print(views, str(telemetry.data_root()), os.access(str(telemetry.data_root()), os.W_OK))"
+        "print(views, str(telemetry.data_root()), os.access(str(telemetry.data_root()), os.W_OK))\n"
+        "stream = os.environ['TELEMETRY_STREAM_ROOT']\n"
+        "print(stream, os.listdir(stream), os.access(stream, os.W_OK))"
     )
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
     path = tmp_path / "roots.ipynb"
     nbformat.write(nb, str(path))
     Path(settings.TELEMETRY_DATA_ROOT).mkdir(parents=True, exist_ok=True)
+    landing = Path(settings.TELEMETRY_STREAM_ROOT)
+    landing.mkdir(parents=True, exist_ok=True)
+    (landing / "pings-000000.parquet").write_bytes(b"")
     outcome = json.loads(run_cli(capsys, str(path), "--json"))
     assert outcome["status"] == "SUCCEEDED", outcome
     printed = (
         nbformat.read(outcome["output_ipynb"], as_version=4).cells[-1].outputs[0]["text"].split()
     )
     owner_views = views_root(system_user().pk)
-    assert printed == [owner_views, settings.TELEMETRY_DATA_ROOT, "False"]
+    assert printed[:3] == [owner_views, settings.TELEMETRY_DATA_ROOT, "False"]
+    # The streaming pings' landing directory: readable, not writable.
+    assert printed[3:] == [settings.TELEMETRY_STREAM_ROOT, "['pings-000000.parquet']", "False"]
     assert (Path(owner_views) / "probe.txt").read_text() == "ok"

@@ -282,7 +282,10 @@ def test_the_checkpoint_is_injected_and_reset_moves_to_a_new_one(stream_job, set
     run = active(stream_job)[0]
     first = stream_job.checkpoint_dir
     assert first == settings.STREAMS_ROOT / f"job-{stream_job.pk}" / "checkpoint-1"
-    assert run.injected_parameters("local[1]")["checkpoint_dir"] == str(first)
+    injected = run.injected_parameters("local[1]")
+    assert injected["checkpoint_dir"] == str(first)
+    first_output = stream_job.output_dir
+    assert injected["output_dir"] == str(first_output) == str(first.parent / "output-1")
     # Refused while a run is active.
     with pytest.raises(streams.CheckpointBusy):
         streams.reset_checkpoint(stream_job)
@@ -291,8 +294,9 @@ def test_the_checkpoint_is_injected_and_reset_moves_to_a_new_one(stream_job, set
     job = streams.reset_checkpoint(stream_job)
     assert job.checkpoint_generation == 2
     # The worker removes the old generation when it prepares the next run's.
-    assert streams.prepare_checkpoint(job) == job.checkpoint_dir
+    assert streams.prepare_stream_dirs(job) == (job.checkpoint_dir, job.output_dir)
     assert job.checkpoint_dir.is_dir() and not first.exists()
+    assert job.output_dir.is_dir() and not first_output.exists()
 
 
 def test_reset_checkpoint_page_confirms_then_resets(stream_job, alice_client):
