@@ -593,6 +593,25 @@ class Run(models.Model):
         help_text="When someone asked a continuous run to stop gracefully (UTC): its "
         "worker then writes the stop flag its kernel watches.",
     )
+    stream_progress = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Continuous run: its streaming queries' recent progress, as its worker "
+        "read it from the kernel (jobs.stream_progress): the last points (time, query, "
+        "rows/s in and processed, batch duration, watermark, state rows) and each query's "
+        "sources with their end offsets.",
+    )
+    last_batch_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Continuous run: when its streaming queries last reported a batch (UTC).",
+    )
+    stream_event_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Continuous run: when its streaming queries last reported anything, a "
+        "batch or being idle for want of new data (UTC).",
+    )
     cells_total = models.PositiveIntegerField(
         default=0, help_text="Code cells to execute (with the injected one)."
     )
@@ -811,6 +830,30 @@ class Run(models.Model):
     @property
     def is_running(self) -> bool:
         return self.state == self.State.RUNNING
+
+    def stream_rates(self) -> dict[str, float | None]:
+        """The current rates of this run's streaming queries: ``input`` and ``processed``
+        rows per second, summed over the newest batch of each query; None when no query
+        reported one."""
+        newest: dict[str, dict] = {}
+        for point in (self.stream_progress or {}).get("points") or []:
+            newest[point.get("query", "")] = point
+        rates: dict[str, float | None] = {"input": None, "processed": None}
+        fields = (("input", "inputRowsPerSecond"), ("processed", "processedRowsPerSecond"))
+        for key, name in fields:
+            values = [p[name] for p in newest.values() if p.get(name) is not None]
+            rates[key] = sum(values) if values else None
+        return rates
+
+    def stream_stalled(self, now: datetime, after: float) -> bool:
+        """Whether this continuous run is RUNNING but its streaming queries have reported
+        nothing (no batch, no idle event) for ``after`` seconds, counted from its start
+        when they never reported. An idle query (no new data) is not stalled: Spark
+        reports it idle every ``spark.sql.streaming.noDataProgressEventInterval``."""
+        if self.state != self.State.RUNNING or self.trigger != self.Trigger.CONTINUOUS:
+            return False
+        seen = self.stream_event_at or self.started_at
+        return seen is not None and (now - seen).total_seconds() > after
 
     @property
     def expects_output(self) -> bool:

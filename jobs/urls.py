@@ -33,6 +33,11 @@ urlpatterns = [
     path("jobs/<int:pk>/compare/", compare_views.job_compare_pick, name="jobs-compare"),
     path("runs/<int:pk>/progress/", views.run_progress, name="runs-progress"),
     path("runs/<int:pk>/partial/", views.run_partial, name="runs-partial"),
+    path(
+        "runs/<int:pk>/stream-progress/",
+        views.run_stream_progress,
+        name="runs-stream-progress",
+    ),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="runs-cancel"),
     path("runs/<int:pk>/rerun/", views.run_rerun, name="runs-rerun"),
     path("runs/<int:pk>/stop/", views.run_stop, name="runs-stop"),

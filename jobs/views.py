@@ -13,7 +13,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import OuterRef, Subquery
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -462,6 +462,24 @@ def run_progress(request, pk):
 
 
 @require_GET
+def run_stream_progress(request, pk):
+    """JSON: a continuous run's live metrics for its chart (``static/jobs/stream-chart.js``):
+    ``active``, ``points`` (``Run.stream_progress``), ``sources`` and ``last_batch_at``.
+    The job's owner and staff only, like the logs: the sources' offsets describe its
+    input."""
+    run = run_for_owner(request.user, pk)
+    stored = run.stream_progress or {}
+    return JsonResponse(
+        {
+            "active": run.is_active,
+            "points": stored.get("points") or [],
+            "sources": stored.get("sources") or {},
+            "last_batch_at": run.last_batch_at.isoformat() if run.last_batch_at else None,
+        }
+    )
+
+
+@require_GET
 def run_partial(request, pk):
     """htmx: the partial output frame, only when it changed (204 otherwise)."""
     run = run_for_viewer(request.user, pk)
@@ -608,9 +626,37 @@ def operations(request):
                 finished_at__gte=since,
                 state_reason__startswith=SANDBOX_FAILURE_PREFIX,
             ).count(),
+            "streams": _continuous_rows(now),
             "clusters": Cluster.objects.live().select_related("owner").order_by("expires_at")[:100],
             "usage": cluster_services.usage_by_user(now - dt.timedelta(days=30)),
             "broker_error": broker_error,
             "due_jobs": Job.objects.due(now).count(),
         },
     )
+
+
+def _continuous_rows(now: dt.datetime) -> list[dict[str, Any]]:
+    """The operations page's continuous jobs: each with its active run (or None), that
+    run's current rates, seconds since its last batch, and whether it is stalled
+    (``Run.stream_stalled`` after STREAM_STALLED_AFTER seconds)."""
+    jobs = list(Job.objects.filter(continuous=True).select_related("owner").order_by("name")[:100])
+    runs = {
+        run.job_id: run
+        for run in Run.objects.filter(
+            job__in=jobs, trigger=Run.Trigger.CONTINUOUS, state__in=Run.ACTIVE_STATES
+        )
+    }
+    rows = []
+    for job in jobs:
+        run = runs.get(job.pk)
+        last = run.last_batch_at if run else None
+        rows.append(
+            {
+                "job": job,
+                "run": run,
+                "rates": run.stream_rates() if run else {},
+                "since_batch": (now - last).total_seconds() if last else None,
+                "stalled": bool(run and run.stream_stalled(now, settings.STREAM_STALLED_AFTER)),
+            }
+        )
+    return rows

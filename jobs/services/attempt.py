@@ -23,6 +23,7 @@ from clusters.models import Cluster
 from jobs import render
 from jobs.executor import Progress, TickAnswer
 from jobs.models import Run
+from jobs.stream_progress import ProgressTail
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,20 @@ class PartialUploader:
         if default_storage.exists(key):
             default_storage.delete(key)
         return default_storage.save(key, ContentFile(html.encode("utf-8")))
+
+
+def record_stream_progress(run: Run, tail: ProgressTail) -> bool:
+    """Store the live metrics ``tail`` has read on ``run``'s row (``Run.stream_progress``,
+    ``last_batch_at``, ``stream_event_at``), fenced like the heartbeat: only while this
+    attempt owns the RUNNING run. Returns whether it did."""
+    mine = Run.objects.filter(pk=run.pk, attempt=run.attempt, state=Run.State.RUNNING)
+    return bool(
+        mine.update(
+            stream_progress=tail.stored(),
+            last_batch_at=tail.last_batch_at,
+            stream_event_at=tail.last_event_at,
+        )
+    )
 
 
 @dataclass

@@ -12,6 +12,7 @@ one class per place a build can run.)
 """
 
 import logging
+import os
 import time
 import uuid
 from typing import Protocol
@@ -28,8 +29,9 @@ from clusters.models import Cluster
 from jobs import emr_runner, executor, kernel, logs, spark_ui
 from jobs.executor import Outcome, OutcomeStatus, Progress, TickAnswer, stop_message
 from jobs.models import Job, Run
-from jobs.services.attempt import Attempt, SparkTarget, SparkTargetError
+from jobs.services.attempt import Attempt, SparkTarget, SparkTargetError, record_stream_progress
 from jobs.services.streams import prepare_stream_dirs
+from jobs.stream_progress import PROGRESS_FILE_NAME, ProgressTail
 from portal.sandbox import SandboxUnavailable
 from quotas.limits import LimitExceeded
 
@@ -185,18 +187,32 @@ class LocalExecutor:
         # The driver's log4j output goes to the sandbox's logs directory (jobs.kernel).
         extra_env["PORTAL_DRIVER_LOG"] = str(logs.driver_log_path(sandbox))
         stop_file = sandbox.home / kernel.STOP_FLAG_NAME
+        progress_file = sandbox.home / PROGRESS_FILE_NAME
         if continuous:
             extra_env["PORTAL_STOP_FILE"] = str(stop_file)
+            # Live metrics: the kernel's helper appends its queries' progress there.
+            extra_env["PORTAL_PROGRESS_FILE"] = str(progress_file)
         try:
             collector = logs.Collector.for_attempt(run, sandbox, cluster, fresh=target.owned)
         except OSError as exc:
             sandbox.destroy()
             return Outcome(OutcomeStatus.INFRA_ERROR, message=f"Could not prepare the logs: {exc}")
 
+        # Read beneath the sandbox's directory, as the logs are (user code writes it): a
+        # file of the sandbox's uid (or the worker's own, when unsandboxed).
+        uids = {os.geteuid(), sandbox.spec.uid} if sandbox.enabled else {os.geteuid()}
+        tail = ProgressTail(sandbox.dir, (sandbox.home.name, PROGRESS_FILE_NAME), uids)
+
         def heartbeat(progress: Progress) -> TickAnswer:
             answer = attempt.heartbeat(progress)
             if answer == TickAnswer.CONTINUE:  # only while the attempt owns the run
                 collector.maybe_upload()
+            if continuous and answer in (TickAnswer.CONTINUE, TickAnswer.STOP):
+                try:
+                    if tail.poll():
+                        record_stream_progress(run, tail)
+                except Exception:  # live metrics never stop the heartbeat
+                    log.exception("could not record the stream progress of run=%s", run.pk)
             return answer
 
         try:

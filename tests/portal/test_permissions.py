@@ -56,6 +56,8 @@ MATRIX = {
     "runs-cancel": ("post", "run", OWNER_POST),
     "runs-rerun": ("post", "run", OWNER_POST),
     "runs-stop": ("post", "stream-run", OWNER_POST),
+    # A continuous run's live metrics: the owner and staff, even for a shared job.
+    "runs-stream-progress": ("get", "stream-run", OWNER_GET),
     "runs-download": ("get", "download", OWNER_GET),
     "runs-logs": ("get", "run", OWNER_GET),
     "runs-log-download": ("get", "run-log", OWNER_GET),
