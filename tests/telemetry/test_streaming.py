@@ -135,3 +135,66 @@ def test_a_real_query_reports_its_progress(tmp_path, monkeypatch):
     assert last["durationMs"] is not None and last["processedRowsPerSecond"] is not None
     assert "rate" in last["sources"][0]["description"].lower()
     assert last["sources"][0]["endOffset"]
+
+
+_CONNECT_SCRIPT = """
+import os, sys, threading, time
+from pathlib import Path
+from pyspark.sql import SparkSession
+from telemetry import streaming
+
+spark = SparkSession.builder.remote("local[2]").getOrCreate()
+assert type(spark).__module__ == "pyspark.sql.connect.session", type(spark)
+query = (
+    spark.readStream.format("rate").option("rowsPerSecond", 10).load()
+    .writeStream.format("noop").queryName("connected")
+    .option("checkpointLocation", sys.argv[1])
+    .trigger(processingTime="1 second").start()
+)
+progress = Path(os.environ[streaming.PROGRESS_FILE_ENV])
+
+def stop_when_reported():
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if progress.exists() and len(progress.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.5)
+    Path(os.environ[streaming.STOP_FILE_ENV]).write_text("stop")
+
+threading.Thread(target=stop_when_reported, daemon=True).start()
+print("stopped:", streaming.run_until_stopped(query, poll_seconds=0.5), flush=True)
+os._exit(0)  # the listener's event stream would outlive the session's stop
+"""
+
+
+@pytest.mark.slow
+def test_a_query_on_spark_connect_reports_its_progress(tmp_path):
+    """The same on Spark Connect (a local Connect server, in a process of its own): the
+    client runs the listener in the kernel, so the lines are written there too."""
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    progress = tmp_path / "progress.jsonl"
+    env = {
+        **os.environ,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYTHONPATH": str(settings.BASE_DIR),
+        streaming.PROGRESS_FILE_ENV: str(progress),
+        streaming.STOP_FILE_ENV: str(tmp_path / "stop"),
+    }
+    env.pop("SPARK_REMOTE", None)
+    done = subprocess.run(
+        [sys.executable, "-c", _CONNECT_SCRIPT, str(tmp_path / "checkpoint")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert "stopped: True" in done.stdout, done.stderr[-3000:]
+    tail = ProgressTail(tmp_path, ("progress.jsonl",), {os.geteuid()})
+    tail.poll()
+    assert len(tail.points) >= 3, progress.read_text()
+    assert tail.points[-1]["query"] == "connected"
+    assert tail.points[-1]["processedRowsPerSecond"] is not None
