@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
-from jobs.management.commands.quickstart import EXAMPLE_JOBS, EXAMPLES
+from jobs.management.commands.quickstart import CONTINUOUS_EXAMPLE_JOBS, EXAMPLE_JOBS, EXAMPLES
 from jobs.models import Job, Run
 
 pytestmark = pytest.mark.django_db
@@ -21,8 +21,14 @@ def test_quickstart_creates_the_demo_and_schedules_the_examples(client):
     assert "password: demo-password-1" in out.getvalue()
     assert (Path(settings.DATA_DIR) / "sample" / "pings" / "_generate_pings.json").exists()
     shipped = [name for filename, name, _, _ in EXAMPLE_JOBS if (EXAMPLES / filename).exists()]
+    shipped += [name for filename, name, _ in CONTINUOUS_EXAMPLE_JOBS]
     assert sorted(Job.objects.filter(owner=user).values_list("name", flat=True)) == sorted(shipped)
-    assert all(job.enabled and job.next_run_at for job in Job.objects.all())
+    assert all(job.enabled and job.next_run_at for job in Job.objects.filter(continuous=False))
+    # The streaming example is continuous and paused: nothing starts until Resume.
+    (stream,) = Job.objects.filter(continuous=True)
+    assert stream.name == "Windowed counts (streaming)" and not stream.enabled
+    assert stream.latest_version().original_name == "stream_windowed_counts.ipynb"
+    assert Path(settings.TELEMETRY_STREAM_ROOT).is_dir()
     # The hello world gets a first run at once.
     assert Run.objects.filter(job__name="Telemetry hello world", trigger="manual").count() == 1
     assert client.login(username="demo", password="demo-password-1")

@@ -4,6 +4,10 @@ Idempotent: a second call keeps the data and the job and only prints the sign-in
 again (with a new password, since the old one is not stored in clear). The example job
 "Telemetry hello world" runs daily at 06:00 UTC and gets a first run at once; the other
 example analyses in ``examples/`` are scheduled after it (their runs start at their slots).
+The windowed-counts streaming example becomes a continuous job, paused: a new user presses
+Resume on its page. Its input, the landing directory ``TELEMETRY_STREAM_ROOT``, is created
+here; the generator that fills it is the Procfile's ``landing`` process (``bin/quickstart``
+starts it with the others).
 """
 
 import json
@@ -66,6 +70,17 @@ EXAMPLE_JOBS = [
 ]
 
 
+#: (notebook in examples/, job name, description): continuous jobs, created paused.
+CONTINUOUS_EXAMPLE_JOBS = [
+    (
+        "stream_windowed_counts.ipynb",
+        "Windowed counts (streaming)",
+        "Pings per OS in 10-minute windows sliding every 5 minutes, finalised by a watermark "
+        "into a Parquet sink; reads the pings that the landing generator writes. Press Resume.",
+    ),
+]
+
+
 class Command(BaseCommand):
     help = "Create the demo user, generate the sample pings and schedule the example job."
 
@@ -117,6 +132,24 @@ class Command(BaseCommand):
                 )
             else:
                 self.stdout.write(f"Scheduled “{name}” ({job.schedule_description}).")
+        # Only the directory: the Procfile's landing process writes the pings, so that a
+        # Resume before its first batch finds an empty stream rather than an error.
+        Path(settings.TELEMETRY_STREAM_ROOT).mkdir(parents=True, exist_ok=True)
+        for filename, name, description in CONTINUOUS_EXAMPLE_JOBS:
+            path = EXAMPLES / filename
+            if not path.exists() or Job.objects.filter(owner=user, name=name).exists():
+                continue
+            spec = Job(
+                name=name,
+                description=description,
+                continuous=True,
+                schedule_kind=Job.ScheduleKind.MANUAL,
+                enabled=False,  # paused: nothing starts until the user presses Resume
+                notify_on_failure=DEMO_EMAIL,
+                visibility=Job.Visibility.SIGNED_IN,
+            )
+            services.create_job(user, spec, path.read_bytes(), filename)
+            self.stdout.write(f"Created “{name}”, a continuous job, paused: press Resume.")
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nSign in at {settings.PORTAL_ORIGIN}/ as {DEMO_EMAIL} "
