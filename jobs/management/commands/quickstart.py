@@ -64,7 +64,10 @@ EXAMPLE_JOBS = [
     (
         "batch_view.ipynb",
         "Experiment batch view",
-        "An experiment's clients as a Parquet batch view, timed against the raw JSON pings.",
+        "Raw JSON pings against the same content in Parquet, beside the source document: "
+        "8.5x smaller, both uncompressed (document: up to 8x); the same query's speed-up "
+        "is under 2x on 100,000 pings and passes 10x from about 3 million (13.8x at 4 "
+        "million). Then an experiment's clients as a batch view.",
         "50 6 * * *",
     ),
 ]
