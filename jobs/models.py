@@ -24,6 +24,7 @@ from jobs.validators import (
     split_addresses,
     validate_address_list,
 )
+from portal.sandbox import streams_root
 
 
 class JobQuerySet(models.QuerySet):
@@ -306,14 +307,14 @@ class Job(models.Model):
     @property
     def checkpoint_dir(self) -> Path:
         """The continuous job's durable checkpoint directory on the worker host's disk
-        (``STREAMS_ROOT/job-<id>/checkpoint-<generation>``), bound writable into its
+        (``Job.stream_dir/checkpoint-<generation>``), bound writable into its
         runs' sandboxes and injected as the parameter ``checkpoint_dir``."""
         return self.stream_dir / f"checkpoint-{self.checkpoint_generation}"
 
     @property
     def output_dir(self) -> Path:
         """The continuous job's durable sink directory beside its checkpoint
-        (``STREAMS_ROOT/job-<id>/output-<generation>``), bound writable into its runs'
+        (``Job.stream_dir/output-<generation>``), bound writable into its runs'
         sandboxes and injected as the parameter ``output_dir``. A reset of the checkpoint
         starts a new one too: a file sink's own log (``_spark_metadata``) counts the
         batches of one checkpoint, and would skip a new checkpoint's first batches."""
@@ -321,8 +322,10 @@ class Job(models.Model):
 
     @property
     def stream_dir(self) -> Path:
-        """The continuous job's directory of checkpoints and sinks (``STREAMS_ROOT/job-<id>``)."""
-        return Path(settings.STREAMS_ROOT) / f"job-{self.pk}"
+        """The continuous job's directory of checkpoints and sinks,
+        ``STREAMS_ROOT/<owner id>/job-<id>`` (under its owner's ``sandbox.streams_root``,
+        which the owner's local clusters write)."""
+        return streams_root(self.owner_id) / f"job-{self.pk}"
 
     #: The cluster backend each per-run Spark target starts its cluster on.
     RUN_CLUSTER_BACKENDS: dict[str, str] = {

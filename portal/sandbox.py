@@ -151,6 +151,14 @@ def views_root(owner_id: int) -> str:
     return str(Path(root) / str(owner_id))
 
 
+def streams_root(owner_id: int) -> Path:
+    """The continuous jobs' directory of one user: ``STREAMS_ROOT/<user id>``, holding each
+    of their jobs' checkpoints and sinks (``Job.stream_dir``). A run's sandbox writes only
+    its own job's; that user's local clusters, whose Spark drivers and executors write
+    them too when a job runs there, write all of it."""
+    return Path(settings.STREAMS_ROOT) / str(owner_id)
+
+
 def enabled() -> bool:
     """True unless the operator switched the sandbox off (KERNEL_SANDBOX=none)."""
     return settings.KERNEL_SANDBOX != "none"

@@ -2,11 +2,15 @@
 (examples/stream_windowed_counts.ipynb): what its Parquet sink holds, and the same
 windows recomputed by a plain PySpark batch read of the landing files."""
 
+import base64
 import datetime as dt
 import logging
 import os
 from pathlib import Path
 
+import numpy as np
+
+PLOTLY = "application/vnd.plotly.v1+json"
 WINDOW = "10 minutes"  # the example's defaults
 SLIDE = "5 minutes"
 DELAY = dt.timedelta(minutes=5)
@@ -77,3 +81,10 @@ def batch_windows(spark, landing: Path) -> dict[tuple[dt.datetime, str], int]:
         .collect()
     )
     return {(r.start, r.os_name): r["count"] for r in rows}
+
+
+def plotly_values(array) -> list:
+    """A Plotly JSON array as a list: a list, or a typed array (``{"dtype", "bdata"}``)."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)

@@ -50,7 +50,15 @@ from clusters.backends import BackendError, ClusterStatus
 from clusters.ui_proxy import reverse_proxy_url
 from portal import procs
 from portal.env import parse_bytes
-from portal.sandbox import Limits, Sandbox, SandboxSpec, SandboxUnavailable, uid_for, views_root
+from portal.sandbox import (
+    Limits,
+    Sandbox,
+    SandboxSpec,
+    SandboxUnavailable,
+    streams_root,
+    uid_for,
+    views_root,
+)
 from portal.spark import log4j2_properties
 
 if TYPE_CHECKING:
@@ -152,8 +160,8 @@ class LocalBackend:
     def sandbox(cluster: Cluster) -> Sandbox:
         """The cluster's sandbox: its owner's uid, the host network, a lifetime of its own
         (not tied to the Celery process that starts it), the data root and the streaming
-        pings' landing directory to read, the owner's views to write, and limits sized for
-        its workers."""
+        pings' landing directory to read, the owner's views and continuous jobs' directory
+        (``streams_root``) to write, and limits sized for its workers."""
         gib = 2**30
         executor_memory = parse_bytes(settings.LOCAL_CLUSTER_EXECUTOR_MEMORY)
         spec = SandboxSpec(
@@ -164,7 +172,9 @@ class LocalBackend:
                 settings.TELEMETRY_STREAM_ROOT,
                 *settings.SANDBOX_READ_ONLY_PATHS,
             ),
-            writable=(views_root(cluster.owner_id),),
+            # The owner's continuous jobs' checkpoints and sinks: a job that runs here
+            # writes them from the cluster's driver and executors.
+            writable=(views_root(cluster.owner_id), str(streams_root(cluster.owner_id))),
             network=True,
             die_with_parent=False,
             # Master, worker daemons and the Connect driver take about 2 GiB; each worker

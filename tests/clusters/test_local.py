@@ -1,5 +1,6 @@
 """The local backend for real: a Spark standalone cluster with Spark Connect on loopback."""
 
+import datetime as dt
 import json
 import urllib.request
 
@@ -9,7 +10,7 @@ from clusters import services
 from clusters.backends.local import LocalBackend, listening
 from clusters.models import Cluster
 from jobs import services as job_services
-from jobs.models import Run
+from jobs.models import Job, Run
 from portal.sandbox import Cgroup
 
 pytestmark = [pytest.mark.slow, pytest.mark.sandbox, pytest.mark.django_db(transaction=True)]
@@ -90,3 +91,66 @@ def test_exited_cluster_processes_are_reaped_not_left_as_zombies(tmp_path):
     assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # exited, not yet waited for
     assert local.reap_children() >= 1
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+
+
+def test_the_streaming_examples_run_on_a_local_cluster_in_its_sandbox(alice, make_job):
+    """The streaming examples as continuous jobs on a local cluster (Spark Connect): the
+    cluster's sandbox reads the landing files and writes each job's checkpoint and sink
+    (its owner's streams directory); with ``available_now`` each run ends by itself. The
+    windowed counts equal a batch recomputation; the counters of ``observe()`` arrive
+    through Spark Connect."""
+    import nbformat
+    from django.core.files.storage import default_storage
+
+    from jobs.services import streams
+    from telemetry import landing
+    from tests import sandboxes
+    from tests.stream_windows import batch_windows, local_spark, sink_rows, sink_windows
+
+    inbox = sandboxes.shared_dir("cluster-stream")
+    for i in range(10):
+        landing.write_batch(inbox, i, seed=3, pings=100)
+    late = landing.batch_time(9) + dt.timedelta(minutes=31, seconds=7)
+    landing.write_batch(inbox, 10, seed=3, pings=100, at=late)
+    cluster = services.launch_cluster(alice, services.ClusterSpec(name="streams", size=1))
+    services.start_cluster(cluster.pk)
+    jobs, outputs = {}, {}
+    try:
+        cluster = services.wait_until_ready(cluster, timeout=240)
+        for notebook in (
+            "stream_windowed_counts.ipynb",
+            "stream_hang_sessions.ipynb",
+            "stream_addon_join.ipynb",
+        ):
+            job = make_job(
+                notebook,
+                continuous=True,
+                spark_target="cluster",
+                cluster=cluster,
+                parameters={"landing_dir": str(inbox), "available_now": True},
+            )
+            assert streams.supervise_streams()["started"] == 1
+            (run,) = job.runs.all()
+            Job.objects.filter(pk=job.pk).update(enabled=False)  # no restart after its end
+            run = job_services.execute_run(run.pk)
+            assert run.state == Run.State.SUCCEEDED, (notebook, run.state_reason)
+            assert run.cluster_id == cluster.pk
+            with default_storage.open(run.output_key, "rb") as fh:
+                outputs[notebook] = nbformat.read(fh, as_version=4)
+            jobs[notebook] = job
+    finally:
+        services.terminate_now(Cluster.objects.get(pk=cluster.pk), "Test over.")
+    spark = local_spark()
+    windowed = jobs["stream_windowed_counts.ipynb"]
+    expected = batch_windows(spark, inbox)
+    assert expected and sink_windows(spark, windowed.output_dir) == expected
+    assert sink_rows(spark, windowed.output_dir) == len(expected)
+    assert (windowed.checkpoint_dir / "commits").is_dir()
+    assert spark.read.parquet(str(jobs["stream_hang_sessions.ipynb"].output_dir)).count() > 0
+    text = "".join(
+        o.get("text", "")
+        for c in outputs["stream_addon_join.ipynb"].cells
+        for o in c.get("outputs", [])
+    )
+    (line,) = [x for x in text.splitlines() if x.startswith("counters: ")]
+    assert json.loads(line.removeprefix("counters: "))["pings"] == 11 * 100

@@ -5,7 +5,9 @@ the job on it. Real workers on the ``streams`` and ``control`` queues, and beat.
 import datetime as dt
 import time
 
+import nbformat
 import pytest
+from django.core.files.storage import default_storage
 
 from jobs import services
 from jobs.models import Job, Run
@@ -15,7 +17,14 @@ from tests import sandboxes
 from tests.conftest import notebook_bytes
 from tests.integration.conftest import describe_procs, describe_run, kernels, wait_gone, wait_run
 from tests.processes import wait_for
-from tests.stream_windows import batch_windows, local_spark, sink_rows, sink_windows
+from tests.stream_windows import (
+    PLOTLY,
+    batch_windows,
+    local_spark,
+    plotly_values,
+    sink_rows,
+    sink_windows,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -125,6 +134,12 @@ def test_a_killed_stream_restarts_from_its_checkpoint_exactly_once(make_job, pro
     assert sink_rows(spark, job.output_dir) == len(expected)  # no window written twice
     story = [describe_run(r.pk) for r in job.runs.order_by("pk")]
     assert Run.objects.get(pk=first.pk).events.filter(state=Run.State.LOST).exists(), story
+    # The run page's chart, redrawn from the sink when the query stopped: every window.
+    with default_storage.open(done.output_key, "rb") as fh:
+        nb = nbformat.read(fh, as_version=4)
+    (chart,) = [o for c in nb.cells for o in c.get("outputs", []) if PLOTLY in o.get("data", {})]
+    traces = chart["data"][PLOTLY]["data"]
+    assert sum(sum(plotly_values(t["y"])) for t in traces) == sum(expected.values())
 
 
 def test_a_new_version_restarts_the_job_on_it(make_job, alice, procs):

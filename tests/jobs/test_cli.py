@@ -121,7 +121,7 @@ def test_a_run_reads_the_data_root_and_writes_its_owners_views(capsys, tmp_path,
     Path(settings.TELEMETRY_DATA_ROOT).mkdir(parents=True, exist_ok=True)
     landing = Path(settings.TELEMETRY_STREAM_ROOT)
     landing.mkdir(parents=True, exist_ok=True)
-    (landing / "pings-000000.parquet").write_bytes(b"")
+    (landing / "probe.txt").write_text("")
     outcome = json.loads(run_cli(capsys, str(path), "--json"))
     assert outcome["status"] == "SUCCEEDED", outcome
     printed = (
@@ -130,5 +130,5 @@ def test_a_run_reads_the_data_root_and_writes_its_owners_views(capsys, tmp_path,
     owner_views = views_root(system_user().pk)
     assert printed[:3] == [owner_views, settings.TELEMETRY_DATA_ROOT, "False"]
     # The streaming pings' landing directory: readable, not writable.
-    assert printed[3:] == [settings.TELEMETRY_STREAM_ROOT, "['pings-000000.parquet']", "False"]
+    assert printed[3:] == [settings.TELEMETRY_STREAM_ROOT, "['probe.txt']", "False"]
     assert (Path(owner_views) / "probe.txt").read_text() == "ok"

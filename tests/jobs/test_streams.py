@@ -281,7 +281,8 @@ def test_the_checkpoint_is_injected_and_reset_moves_to_a_new_one(stream_job, set
     streams.supervise_streams()
     run = active(stream_job)[0]
     first = stream_job.checkpoint_dir
-    assert first == settings.STREAMS_ROOT / f"job-{stream_job.pk}" / "checkpoint-1"
+    owner = settings.STREAMS_ROOT / str(stream_job.owner_id)
+    assert first == owner / f"job-{stream_job.pk}" / "checkpoint-1"
     injected = run.injected_parameters("local[1]")
     assert injected["checkpoint_dir"] == str(first)
     first_output = stream_job.output_dir

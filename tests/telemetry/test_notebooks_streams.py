@@ -2,25 +2,29 @@
 papermill in the portal kernel, in a sandbox) with ``available_now``: each processes the
 pings that have landed, then ends."""
 
-import base64
 import datetime as dt
 import json
 from pathlib import Path
 
 import nbformat
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from telemetry import landing
 from tests import sandboxes
-from tests.stream_windows import batch_windows, local_spark, sink_rows, sink_windows
+from tests.stream_windows import (
+    PLOTLY,
+    batch_windows,
+    local_spark,
+    plotly_values,
+    sink_rows,
+    sink_windows,
+)
 
 pytestmark = pytest.mark.slow
 
 EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
-PLOTLY = "application/vnd.plotly.v1+json"
 
 
 def land(directory, batches: int, seed: int = 42):
@@ -63,13 +67,6 @@ def figures(nb):
     ]
 
 
-def values(array) -> list:
-    """A Plotly JSON array: a list, or a typed array (``{"dtype", "bdata"}``)."""
-    if isinstance(array, dict):
-        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
-    return list(array)
-
-
 def test_windowed_counts_sink_equals_a_batch_recomputation():
     """The sink holds every window the watermark finalised, once, with the counts of a
     batch read of the same files; the chart shows them per OS."""
@@ -82,7 +79,7 @@ def test_windowed_counts_sink_equals_a_batch_recomputation():
     assert sink_windows(spark, output) == expected
     assert sink_rows(spark, output) == len(expected)
     (fig,) = figures(nb)
-    assert sum(sum(values(trace["y"])) for trace in fig["data"]) == sum(expected.values())
+    assert sum(sum(plotly_values(trace["y"])) for trace in fig["data"]) == sum(expected.values())
 
 
 def landed(directory, *, last: bool):
@@ -158,4 +155,4 @@ def test_addon_join_writes_every_install_and_counts_them():
         "unknown_addons": 0,
     }
     (fig,) = figures(nb)
-    assert sum(values(fig["data"][0]["y"])) == installs
+    assert sum(plotly_values(fig["data"][0]["y"])) == installs
