@@ -4,9 +4,13 @@ from portal.celery import app
 
 EXPECTED = {
     "jobs.tasks.execute_run": "runs",
+    # Continuous runs have a worker of their own; their supervisor ticks with the others.
+    "jobs.tasks.execute_stream_run": "streams",
+    "jobs.tasks.supervise_streams": "control",
     "jobs.tasks.dispatch_due_runs": "control",
     "jobs.tasks.reap_runs": "control",
     "jobs.tasks.send_run_alert": "control",
+    "jobs.tasks.send_stream_paused_alert": "control",
     "jobs.tasks.expire_run_outputs": "control",
     "clusters.tasks.start_cluster_task": "clusters",
     "clusters.tasks.stop_cluster_task": "clusters",
