@@ -234,6 +234,10 @@ def objects(make_job, alice, tmp_path):
     }
 
 
+# Every route for every caller: about 250 requests, each with its objects made afresh,
+# which together pass the fast subset's two minutes. The full suite (CI) runs them; the
+# check that every route has its rows stays in the fast subset.
+@pytest.mark.slow
 @pytest.mark.parametrize("caller", CALLERS)
 @pytest.mark.parametrize("key", sorted(MATRIX))
 def test_api_permission_matrix(key, caller, objects, client, alice, bob, staff, request):

@@ -237,6 +237,10 @@ def objects(make_job, alice, tmp_path):
     }
 
 
+# Every route for every caller: about 250 requests, each with its objects made afresh,
+# which together pass the fast subset's two minutes. The full suite (CI) runs them; the
+# check that every route has its rows stays in the fast subset.
+@pytest.mark.slow
 @pytest.mark.parametrize("persona", ["alice", "bob", "staff", "anon"])
 @pytest.mark.parametrize("name", sorted(MATRIX))
 def test_permission_matrix(name, persona, objects, client, alice, bob, staff, request):
