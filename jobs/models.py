@@ -4,6 +4,7 @@ Models hold state and pure transitions that touch only the row. Everything that 
 several rows, storage or the queue lives in ``jobs.services``.
 """
 
+import statistics
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -52,6 +53,9 @@ MAX_RETRIES = 5
 #: the column holds, 68 years). A continuous run ends when it is stopped, fails or is
 #: lost; its heartbeat keeps the reaper away.
 CONTINUOUS_TIMEOUT_SECONDS = 2**31 - 1
+#: Seconds between the progress events Spark reports for an idle streaming query (the
+#: default of ``spark.sql.streaming.noDataProgressEventInterval``, 10 s).
+STREAM_IDLE_EVENT_SECONDS = 10.0
 
 
 class Job(models.Model):
@@ -848,15 +852,48 @@ class Run(models.Model):
             rates[key] = sum(values) if values else None
         return rates
 
-    def stream_stalled(self, now: datetime, after: float) -> bool:
+    def stream_interval(self) -> float | None:
+        """The typical time between this run's micro-batches, in seconds: the median gap
+        between consecutive batches of one query among the stored points
+        (``Run.stream_progress``, times as Spark stamped them). None before some query has
+        two batches. It measures the trigger interval a notebook chose (or the batch
+        duration, when batches take longer), which the listener cannot read under Spark
+        Connect."""
+        from jobs.stream_progress import parse_time  # stream_progress reads runs' files
+
+        last: dict[str, datetime] = {}
+        gaps: list[float] = []
+        for point in (self.stream_progress or {}).get("points") or []:
+            at = parse_time(point.get("t"))
+            if at is None:
+                continue
+            query = point.get("query", "")
+            if query in last and at > last[query]:
+                gaps.append((at - last[query]).total_seconds())
+            last[query] = at
+        return statistics.median(gaps) if gaps else None
+
+    def stream_stalled(self, now: datetime, intervals: float, fallback: float) -> bool:
         """Whether this continuous run is RUNNING but its streaming queries have reported
-        nothing (no batch, no idle event) for ``after`` seconds, counted from its start
-        when they never reported. An idle query (no new data) is not stalled: Spark
-        reports it idle every ``spark.sql.streaming.noDataProgressEventInterval``."""
+        nothing (no batch, no idle event) for ``intervals`` trigger intervals
+        (``stream_interval``, at least ``STREAM_IDLE_EVENT_SECONDS``: an idle query is
+        reported only that often), plus one heartbeat (the worker reads the reports at
+        each), counted from its start when they never reported. Before the interval is
+        known (fewer than two batches) the limit is ``fallback`` seconds. An idle query
+        (no new data) is not stalled: Spark reports it idle every
+        ``spark.sql.streaming.noDataProgressEventInterval``."""
         if self.state != self.State.RUNNING or self.trigger != self.Trigger.CONTINUOUS:
             return False
         seen = self.stream_event_at or self.started_at
-        return seen is not None and (now - seen).total_seconds() > after
+        if seen is None:
+            return False
+        interval = self.stream_interval()
+        if interval is None:
+            after = fallback
+        else:
+            after = intervals * max(interval, STREAM_IDLE_EVENT_SECONDS)
+            after += settings.RUN_HEARTBEAT_INTERVAL
+        return (now - seen).total_seconds() > after
 
     @property
     def expects_output(self) -> bool:

@@ -638,7 +638,8 @@ def operations(request):
 def _continuous_rows(now: dt.datetime) -> list[dict[str, Any]]:
     """The operations page's continuous jobs: each with its active run (or None), that
     run's current rates, seconds since its last batch, and whether it is stalled
-    (``Run.stream_stalled`` after STREAM_STALLED_AFTER seconds)."""
+    (``Run.stream_stalled``: STREAM_STALLED_INTERVALS of its trigger intervals), and
+    that interval."""
     jobs = list(Job.objects.filter(continuous=True).select_related("owner").order_by("name")[:100])
     runs = {
         run.job_id: run
@@ -656,7 +657,13 @@ def _continuous_rows(now: dt.datetime) -> list[dict[str, Any]]:
                 "run": run,
                 "rates": run.stream_rates() if run else {},
                 "since_batch": (now - last).total_seconds() if last else None,
-                "stalled": bool(run and run.stream_stalled(now, settings.STREAM_STALLED_AFTER)),
+                "interval": run.stream_interval() if run else None,
+                "stalled": bool(
+                    run
+                    and run.stream_stalled(
+                        now, settings.STREAM_STALLED_INTERVALS, settings.STREAM_STALLED_AFTER
+                    )
+                ),
             }
         )
     return rows

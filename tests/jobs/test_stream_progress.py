@@ -177,17 +177,31 @@ def test_the_endpoint_serves_the_points_to_the_owner_and_staff_only(
     assert "plotly/plotly.min.js" in page
 
 
+def batches(now, every, count, query="q"):
+    """``count`` batch points of ``query``, ``every`` seconds apart, the last at ``now``."""
+    return [
+        {
+            "t": (now - timedelta(seconds=every * (count - 1 - i))).isoformat(),
+            "query": query,
+            "inputRowsPerSecond": 12.5,
+            "processedRowsPerSecond": 40.0,
+        }
+        for i in range(count)
+    ]
+
+
 @pytest.mark.django_db
 def test_the_operations_page_flags_a_stalled_stream(make_job, client, staff, settings):
+    settings.STREAM_STALLED_INTERVALS = 3
     settings.STREAM_STALLED_AFTER = 60
+    settings.RUN_HEARTBEAT_INTERVAL = 5
     now = timezone.now()
-    point = {"t": "x", "query": "q", "inputRowsPerSecond": 12.5, "processedRowsPerSecond": 40.0}
     _, healthy = running_stream(
         make_job,
         name="healthy",
         last_batch_at=now - timedelta(seconds=5),
         stream_event_at=now - timedelta(seconds=5),
-        stream_progress={"points": [point]},
+        stream_progress={"points": batches(now - timedelta(seconds=5), 30, 4)},
     )
     _, stalled = running_stream(
         make_job,
@@ -204,11 +218,46 @@ def test_the_operations_page_flags_a_stalled_stream(make_job, client, staff, set
         for job_name in ("healthy", "stuck", "paused")
     }
     assert "12.5" in rows["healthy"] and "40.0" in rows["healthy"]
+    assert "30 s" in rows["healthy"]  # its trigger interval, measured
     assert "stalled" not in rows["healthy"]
     assert "stalled" in rows["stuck"] and "600 s" in rows["stuck"]
     assert "paused" in rows["paused"]
-    assert healthy.stream_stalled(now, 60) is False
-    assert stalled.stream_stalled(now, 60) is True
+    assert healthy.stream_stalled(now, 3, 60) is False
+    assert stalled.stream_stalled(now, 3, 60) is True
     # Idle (no new data) is not stalled: an idle event is a sign of life.
     stalled.stream_event_at = now
-    assert stalled.stream_stalled(now, 60) is False
+    assert stalled.stream_stalled(now, 3, 60) is False
+
+
+@pytest.mark.django_db
+def test_stalled_is_counted_in_the_jobs_own_trigger_intervals(make_job, settings):
+    """A stream with a 2-minute trigger is not stalled after 3 minutes of silence; one
+    with a 5-second trigger is stalled after 35 s (3 x max(5, 10 s idle events) + one
+    5 s heartbeat)."""
+    settings.RUN_HEARTBEAT_INTERVAL = 5
+    now = timezone.now()
+    slow_start = now - timedelta(minutes=3)
+    _, slow = running_stream(
+        make_job,
+        name="slow",
+        stream_event_at=slow_start,
+        stream_progress={"points": batches(slow_start, 120, 5)},
+    )
+    assert slow.stream_interval() == 120
+    assert slow.stream_stalled(now, 3, 60) is False
+    assert slow.stream_stalled(now + timedelta(minutes=4), 3, 60) is True
+    quiet = now - timedelta(seconds=30)
+    _, fast = running_stream(
+        make_job,
+        name="fast",
+        stream_event_at=quiet,
+        stream_progress={"points": batches(quiet, 5, 10) + batches(quiet, 7, 3, query="b")},
+    )
+    assert fast.stream_interval() == 5  # the median over both queries' gaps
+    assert fast.stream_stalled(now, 3, 600) is False  # 30 s <= 3 x 10 s + 5 s
+    assert fast.stream_stalled(now + timedelta(seconds=6), 3, 600) is True
+    # Before two batches the fallback (seconds) applies.
+    _, fresh = running_stream(make_job, name="fresh", stream_event_at=now - timedelta(seconds=90))
+    assert fresh.stream_interval() is None
+    assert fresh.stream_stalled(now, 3, 60) is True
+    assert fresh.stream_stalled(now, 3, 120) is False
