@@ -15,7 +15,8 @@ class TargetForm(forms.ModelForm):
         widget=forms.CheckboxSelectMultiple,
         initial=DEFAULT_EVENTS,
         help_text="“Recovered” is the first success after failures; a target that chose "
-        "both it and “succeeded” hears “recovered” only, once.",
+        "both it and “succeeded” hears “recovered” only, once. A continuous job's runs "
+        "send no run events: it tells once, when too many failures pause it.",
     )
 
     class Meta:

@@ -23,10 +23,12 @@ class Event(models.TextChoices):
     RUN_RECOVERED = "run.recovered", "Run recovered (first success after failures)"
     RUN_LONG = "run.long_running", "Run took longer than expected"
     CLUSTER_EXPIRING = "cluster.expiring", "One of my clusters is about to expire"
+    JOB_PAUSED = "job.paused", "Continuous job paused after too many failed runs"
 
 
-#: Events a new target starts with: what someone on call wants to hear.
-DEFAULT_EVENTS = [Event.RUN_FAILED.value, Event.RUN_RECOVERED.value]
+#: Events a new target starts with: what someone on call wants to hear. (A continuous
+#: job's runs send no run events: its failures come as one ``job.paused``.)
+DEFAULT_EVENTS = [Event.RUN_FAILED.value, Event.RUN_RECOVERED.value, Event.JOB_PAUSED.value]
 
 
 def new_secret() -> str:
@@ -143,7 +145,7 @@ class Delivery(models.Model):
     key = models.CharField(
         max_length=100,
         help_text="What the delivery is about, once per target: run:<id>:outcome, "
-        "run:<id>:long, cluster:<id>:<expiry>.",
+        "run:<id>:long, cluster:<id>:<expiry>, job:<id>:paused:<pause time>.",
     )
     run = models.ForeignKey(
         "jobs.Run",
@@ -151,7 +153,7 @@ class Delivery(models.Model):
         blank=True,
         on_delete=models.CASCADE,
         related_name="deliveries",
-        help_text="The run the event is about, if any.",
+        help_text="The run the event is about, if any (job.paused: the last failed run).",
     )
     cluster = models.ForeignKey(
         "clusters.Cluster",

@@ -104,6 +104,38 @@ def cluster_payload(delivery_id: uuid.UUID, cluster: Cluster, now: datetime) -> 
     }
 
 
+def paused_summary(job: Job, failures: int, last: Run | None) -> str:
+    """One line for people: continuous ``job`` paused after ``failures`` failed runs in its
+    window, and why ``last`` (its last failed run, if any) failed."""
+    window = job.stream_failure_window_minutes
+    line = (
+        f"Job “{job.name}” paused after {failures} failed runs in {window} minutes: "
+        "fix it, then resume it."
+    )
+    if last is None:
+        return line
+    detail = f"{last.error_ename}: {last.error_evalue}" if last.error_ename else last.state_reason
+    return line + (f" Last failure (run #{last.pk}): {detail[:300]}" if detail else "")
+
+
+def job_paused_payload(
+    delivery_id: uuid.UUID, job: Job, failures: int, last: Run | None
+) -> dict[str, Any]:
+    """The payload of ``job.paused`` about continuous ``job``, paused (at
+    ``job.stream_paused_at``) after ``failures`` failed runs; ``run`` is ``last``, its last
+    failed run (with its error), or None."""
+    return {
+        "version": VERSION,
+        "id": str(delivery_id),
+        "event": Event.JOB_PAUSED.value,
+        "occurred_at": _iso(job.stream_paused_at),
+        "summary": paused_summary(job, failures, last),
+        "job": _job(job),
+        "run": _run(last) if last is not None else None,
+        "cluster": None,
+    }
+
+
 def chat_message(payload: dict[str, Any]) -> tuple[str, str, str]:
     """``(title, body, apprise notify type)`` of a payload, for chat targets."""
     event = payload["event"]
@@ -113,10 +145,13 @@ def chat_message(payload: dict[str, Any]) -> tuple[str, str, str]:
         Event.RUN_RECOVERED: "Job recovered",
         Event.RUN_LONG: "Run is taking long",
         Event.CLUSTER_EXPIRING: "Cluster expiring",
+        Event.JOB_PAUSED: "Job paused",
     }.get(event, event)
-    link = (payload.get("run") or payload.get("cluster") or {}).get("url", "")
+    about = payload.get("job") if event == Event.JOB_PAUSED else None  # the job's page
+    link = (about or payload.get("run") or payload.get("cluster") or {}).get("url", "")
     kind = {
         Event.RUN_FAILED: "failure",
+        Event.JOB_PAUSED: "failure",
         Event.RUN_SUCCEEDED: "success",
         Event.RUN_RECOVERED: "success",
     }.get(event, "warning")

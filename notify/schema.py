@@ -58,8 +58,11 @@ class WebhookEventSerializer(serializers.Serializer):
     event = serializers.ChoiceField(choices=Event.choices)
     occurred_at = serializers.DateTimeField(help_text="When the event happened (UTC).")
     summary = serializers.CharField(help_text="One line for people.")
-    job = WebhookJobSerializer(allow_null=True, help_text="Set for run events.")
-    run = WebhookRunSerializer(allow_null=True, help_text="Set for run events.")
+    job = WebhookJobSerializer(allow_null=True, help_text="Set for run events and job.paused.")
+    run = WebhookRunSerializer(
+        allow_null=True,
+        help_text="Set for run events; for job.paused, the job's last failed run (or null).",
+    )
     cluster = WebhookClusterSerializer(allow_null=True, help_text="Set for cluster events.")
 
 

@@ -6,7 +6,10 @@ How an event travels (docs/notifications.md):
 1. Something happens: a run ends (``jobs.services.alerts.send_alert_on_commit`` enqueues
    ``notify.tasks.notify_run`` beside the e-mail), a run passes its job's expected
    duration (``record_long_runs``, every NOTIFY_TICK_INTERVAL s), a cluster is about to
-   expire (``clusters.services.send_expiry_warning``).
+   expire (``clusters.services.send_expiry_warning``), the supervisor pauses a continuous
+   job after too many failures (``jobs.services.alerts.send_stream_paused_alert``, beside
+   its e-mail). A continuous job's runs send nothing of their own: a flapping stream
+   would repeat itself at every restart.
 2. ``record_*`` creates one ``Delivery`` per target that chose the event, with its payload
    frozen, at most once per target and subject (a unique key), and enqueues
    ``deliver_notification`` for it after commit. A run's finish never waits for any of it.
@@ -235,11 +238,13 @@ def record_run_outcome(run_id: int, now: datetime | None = None) -> list[Deliver
     the most specific outcome event it chose (a target that chose both "recovered" and
     "succeeded" hears "recovered" only: one message per run); and "ran longer than
     expected" if the run went past its job's expected duration without a tick noticing.
+    A continuous run (trigger CONTINUOUS) records nothing: its job is restarted after each
+    failure and tells its targets once, when it is paused (``record_job_paused``).
     Repeated calls add nothing. Returns the deliveries created."""
     now = now or timezone.now()
     with transaction.atomic():
         run = Run.objects.select_related("job").filter(pk=run_id).first()
-        if run is None or not run.is_final:
+        if run is None or not run.is_final or run.trigger == Run.Trigger.CONTINUOUS:
             return []
         events = outcome_events(run)
         made = []
@@ -280,19 +285,56 @@ def record_long_runs(now: datetime | None = None) -> int:
     duration (``Job.expected_duration_seconds``, from the start of its current attempt),
     once per run and target. Beat calls it every NOTIFY_TICK_INTERVAL s, so the event
     comes at most that late; a run that ends first gets it from ``record_run_outcome``.
-    Returns how many deliveries were created."""
+    Continuous runs are left out: they are meant to run until stopped. Returns how many
+    deliveries were created."""
     now = now or timezone.now()
-    running = Run.objects.filter(
-        state=Run.State.RUNNING,
-        started_at__isnull=False,
-        job__expected_duration_seconds__isnull=False,
-    ).select_related("job")
+    running = (
+        Run.objects.filter(
+            state=Run.State.RUNNING,
+            started_at__isnull=False,
+            job__expected_duration_seconds__isnull=False,
+        )
+        .exclude(trigger=Run.Trigger.CONTINUOUS)
+        .select_related("job")
+    )
     count = 0
     for run in running:
         if _ran_long(run, now):
             with transaction.atomic():
                 count += sum(1 for d in _record_long(run, now) if d is not None)
     return count
+
+
+def record_job_paused(job_id: int, failures: int) -> list[Delivery]:
+    """Record ``job.paused`` for continuous job ``job_id``, which the supervisor paused (at
+    ``Job.stream_paused_at``) after ``failures`` failed runs within its window: to each
+    enabled target of the job that chose it, once per target and pause (the key holds the
+    pause's time, so repeated calls, such as a retry of the e-mail task that calls this,
+    add nothing; a later pause makes a new one). The payload names the last failed run
+    and its error. Nothing for a job that was never paused. Returns the deliveries
+    created."""
+    with transaction.atomic():
+        job = Job.objects.filter(pk=job_id).first()
+        if job is None or job.stream_paused_at is None:
+            return []
+        last = (
+            job.runs.filter(trigger=Run.Trigger.CONTINUOUS, state__in=Run.FAILURE_STATES)
+            .order_by("-finished_at", "-id")
+            .first()
+        )
+        key = f"job:{job.pk}:paused:{job.stream_paused_at:%Y%m%dT%H%M%S.%f}"
+        made = [
+            _record(
+                target,
+                Event.JOB_PAUSED,
+                key,
+                lambda d: payloads.job_paused_payload(d, job, failures, last),
+                run=last,
+            )
+            for target in job.notification_targets.filter(enabled=True)
+            if target.wants(Event.JOB_PAUSED)
+        ]
+    return [d for d in made if d is not None]
 
 
 def record_cluster_expiring(cluster: Cluster, now: datetime) -> list[Delivery]:

@@ -24,7 +24,8 @@ def deliver_notification(delivery_id: int) -> str | None:
 
 @shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
 def notify_run(run_id: int) -> int:
-    """Record the notifications of a finished run (after the commit that finished it)."""
+    """Record the notifications of a finished run (after the commit that finished it).
+    A continuous run records none: its job notifies once, when it is paused."""
     return len(services.record_run_outcome(run_id))
 
 
