@@ -241,7 +241,8 @@ def launch_cluster_for_run(
     ``backend``: launched PENDING (not started: the run's worker starts it), named
     ``run-<run id>-a<attempt>`` and owned by the job's owner. It lives the run's timeout
     plus ``margin_seconds``, rounded up to whole hours (at least one), so that expiry
-    ends it even if the worker dies.
+    ends it even if the worker dies; a continuous run's cluster lives
+    STREAM_EMR_LIFETIME_HOURS (its worker stops the run gracefully before then).
 
     A cluster an earlier attempt left is let go of (no longer the run's) and terminated,
     unless ``reuse_ready`` and it is READY: then it is returned as it is.
@@ -257,7 +258,10 @@ def launch_cluster_for_run(
             return previous
         request_termination(previous, "Replaced by a new attempt.")
         Cluster.objects.filter(pk=previous.pk).update(for_run=None)
-    hours = max(1, math.ceil((run.timeout_seconds + margin_seconds) / 3600))
+    if run.trigger == "continuous":  # (Run.Trigger.CONTINUOUS) its worker ends it first
+        hours = settings.STREAM_EMR_LIFETIME_HOURS
+    else:
+        hours = max(1, math.ceil((run.timeout_seconds + margin_seconds) / 3600))
     spec = ClusterSpec(
         name=f"run-{run.pk}-a{run.attempt}",
         backend=backend,

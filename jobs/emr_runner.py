@@ -32,19 +32,26 @@ def s3_client() -> Any:
     )
 
 
-def notebook_step(name: str, source_uri: str, output_uri: str, parameters_uri: str) -> dict:
+def notebook_step(
+    name: str,
+    source_uri: str,
+    output_uri: str,
+    parameters_uri: str,
+    env: dict[str, str] | None = None,
+) -> dict:
     """The EMR step that executes a notebook with papermill, S3 to S3 (command-runner).
 
     The parameters are read from ``parameters_uri`` (a YAML file beside the input; JSON is
     YAML), never written into the step's arguments, which anyone who may describe the
-    cluster can read."""
+    cluster can read. ``env`` (names and values that are no secret: they are in the
+    arguments) is set for papermill and its kernel through ``env NAME=VALUE ...``."""
+    command = ["papermill", source_uri, output_uri, "-f", parameters_uri, "--log-output"]
+    if env:
+        command = ["env", *(f"{key}={value}" for key, value in env.items()), *command]
     return {
         "Name": name,
         "ActionOnFailure": "TERMINATE_CLUSTER",
-        "HadoopJarStep": {
-            "Jar": "command-runner.jar",
-            "Args": ["papermill", source_uri, output_uri, "-f", parameters_uri, "--log-output"],
-        },
+        "HadoopJarStep": {"Jar": "command-runner.jar", "Args": command},
     }
 
 
@@ -65,7 +72,8 @@ def error_of(nb: nbformat.NotebookNode) -> dict:
 @dataclass(frozen=True)
 class StepFiles:
     """Where an attempt's notebook, parameters and output notebook live in S3:
-    ``s3://<bucket>/runs/<run uuid>/attempt-<n>/{input.ipynb,parameters.yaml,output.ipynb}``.
+    ``s3://<bucket>/runs/<run uuid>/attempt-<n>/{input.ipynb,parameters.yaml,output.ipynb}``,
+    and a continuous run's stop flag ``stop``.
     """
 
     bucket: str
@@ -88,11 +96,47 @@ class StepFiles:
         body = json.dumps(parameters).encode()
         s3.put_object(Bucket=self.bucket, Key=self.key("parameters.yaml"), Body=body)
 
-    def step(self, name: str) -> dict:
-        """The papermill step over these files (``notebook_step``)."""
+    def step(self, name: str, env: dict[str, str] | None = None) -> dict:
+        """The papermill step over these files (``notebook_step``), with ``env``."""
         return notebook_step(
-            name, self.uri("input.ipynb"), self.uri("output.ipynb"), self.uri("parameters.yaml")
+            name,
+            self.uri("input.ipynb"),
+            self.uri("output.ipynb"),
+            self.uri("parameters.yaml"),
+            env=env,
         )
+
+    def request_stop(self, s3: Any) -> None:
+        """Create the attempt's stop flag, ``stop`` beside its files: a continuous run's
+        kernel polls it (``telemetry.streaming``, ``PORTAL_STOP_FILE`` = ``uri("stop")``)
+        and stops its queries. Raises botocore's ClientError or BotoCoreError."""
+        s3.put_object(Bucket=self.bucket, Key=self.key("stop"), Body=b"stop\n")
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``(bucket, key)`` of ``s3://bucket/key``; raises ValueError for anything else."""
+    if not uri.startswith("s3://") or "/" not in uri[5:]:
+        raise ValueError(f"not an S3 URI: {uri!r}")
+    bucket, key = uri[5:].split("/", 1)
+    return bucket, key
+
+
+def remove_s3_prefix(s3: Any, prefix_uri: str, keep: tuple[str, ...] = ()) -> int:
+    """Delete every object under ``prefix_uri`` (``s3://bucket/key/``) but those under the
+    URIs ``keep``; returns how many were deleted. Listing and deleting go page by page
+    (1,000 keys each). Raises ValueError for a URI that is not under a non-empty key
+    ending in "/" (never a whole bucket), botocore's ClientError or BotoCoreError."""
+    bucket, prefix = split_s3_uri(prefix_uri)
+    if not prefix.endswith("/") or prefix == "/":
+        raise ValueError(f"refusing to delete under {prefix_uri!r}: not a folder-like prefix")
+    kept = tuple(split_s3_uri(uri.rstrip("/") + "/")[1] for uri in keep)
+    deleted = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys = [o["Key"] for o in page.get("Contents", []) if not o["Key"].startswith(kept)]
+        if keys:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys]})
+            deleted += len(keys)
+    return deleted
 
 
 def outcome_of_step(s3: Any, files: StepFiles, state: str, output: Path) -> Outcome:

@@ -262,8 +262,9 @@ class Job(models.Model):
         "stream_failure_window_minutes",
     )
 
-    #: The Spark targets a continuous job may use: a run that never ends cannot have a
-    #: cluster started (and budgeted, and expired) for it.
+    #: The Spark targets a continuous job may use whose nodes see the worker host's disk
+    #: (``STREAMS_ROOT``). Also a transient EMR cluster when STREAMS_S3_URI is set: its
+    #: checkpoint lives in S3 and each run's cluster lives STREAM_EMR_LIFETIME_HOURS.
     CONTINUOUS_TARGETS = (SparkTarget.LOCAL, SparkTarget.CLUSTER)
 
     objects = JobQuerySet.as_manager()
@@ -300,11 +301,14 @@ class Job(models.Model):
             raise ValidationError(
                 {"schedule_kind": "A continuous job has no schedule: choose “Manual only”."}
             )
+        if self.spark_target == self.SparkTarget.EMR_CLUSTER and settings.STREAMS_S3_URI:
+            return  # its checkpoint and sink live in S3 (``stream_locations``)
         if self.spark_target not in self.CONTINUOUS_TARGETS:
+            where = ", or on a transient EMR cluster" if settings.STREAMS_S3_URI else ""
             raise ValidationError(
                 {
                     "spark_target": "A continuous job runs on the embedded local Spark or "
-                    "on one of your running clusters."
+                    f"on one of your running clusters{where}."
                 }
             )
 
@@ -323,6 +327,34 @@ class Job(models.Model):
         starts a new one too: a file sink's own log (``_spark_metadata``) counts the
         batches of one checkpoint, and would skip a new checkpoint's first batches."""
         return self.stream_dir / f"output-{self.checkpoint_generation}"
+
+    @property
+    def streams_in_s3(self) -> bool:
+        """Whether the continuous job's checkpoint and sink live in S3 (under
+        STREAMS_S3_URI) rather than on the worker host's disk: on a transient EMR cluster,
+        whose nodes cannot see that disk."""
+        return self.spark_target == self.SparkTarget.EMR_CLUSTER and bool(
+            settings.STREAMS_S3_URI
+        )
+
+    @property
+    def stream_s3_prefix(self) -> str:
+        """The job's S3 prefix of checkpoints and sinks,
+        ``STREAMS_S3_URI<owner id>/job-<id>/`` (``s3://bucket/key/``), whatever its target
+        now is (a job moved off EMR keeps what it left there until it is deleted)."""
+        base = settings.STREAMS_S3_URI.rstrip("/")
+        return f"{base}/{self.owner_id}/job-{self.pk}/"
+
+    def stream_locations(self) -> tuple[str, str]:
+        """``(checkpoint_dir, output_dir)`` as the job's runs receive them: the S3 URIs
+        ``stream_s3_prefix`` + ``checkpoint-<n>`` / ``output-<n>`` for a job whose streams
+        live in S3 (``streams_in_s3``), else the paths ``checkpoint_dir``, ``output_dir``
+        on the worker host's disk."""
+        if self.streams_in_s3:
+            generation = self.checkpoint_generation
+            prefix = self.stream_s3_prefix
+            return f"{prefix}checkpoint-{generation}", f"{prefix}output-{generation}"
+        return str(self.checkpoint_dir), str(self.output_dir)
 
     @property
     def stream_dir(self) -> Path:
@@ -926,9 +958,9 @@ class Run(models.Model):
         """The run's parameters plus what the portal injects into every run
         (``notebooks.RESERVED_PARAMETERS``): ``run_id`` (the run's UUID),
         ``logical_date`` (ISO 8601, UTC) and ``spark_master`` (what the kernel's Spark
-        connects to); for a continuous run also ``checkpoint_dir`` and ``output_dir``
-        (``Job.checkpoint_dir``, ``Job.output_dir``, which a notebook may declare with
-        defaults of its own for development)."""
+        connects to); for a continuous run also ``notebooks.STREAM_PARAMETERS``
+        (``Job.stream_locations``: paths on the worker's disk, or S3 URIs on EMR, which a
+        notebook may declare with defaults of its own for development)."""
         values = {
             **self.parameters,
             "run_id": str(self.uuid),
@@ -936,8 +968,7 @@ class Run(models.Model):
             "spark_master": spark_master,
         }
         if self.trigger == self.Trigger.CONTINUOUS:
-            values["checkpoint_dir"] = str(self.job.checkpoint_dir)
-            values["output_dir"] = str(self.job.output_dir)
+            values["checkpoint_dir"], values["output_dir"] = self.job.stream_locations()
         return values
 
 

@@ -464,6 +464,15 @@ STREAM_STALLED_AFTER = env_float("STREAM_STALLED_AFTER", 120.0)
 #: outside the sandboxes' scratch. A restart must see the same files: run the streams
 #: workers on one host, or put this on a disk they share.
 STREAMS_ROOT = Path(env_str("STREAMS_ROOT", str(DATA_DIR / "streams"))).resolve()
+#: Continuous jobs on a transient EMR cluster (the job's Spark target "a transient EMR
+#: cluster"), whose nodes cannot see STREAMS_ROOT: the S3 prefix of their checkpoints and
+#: sinks, ``s3://bucket/prefix/`` (EMRFS on the cluster, boto3 on the worker). Empty: such
+#: jobs are refused (docs/emr-iam.md: the clusters' instance profile must write it).
+STREAMS_S3_URI = env_str("STREAMS_S3_URI")
+#: Hours a continuous run's EMR cluster lives: before then its worker stops the run
+#: gracefully and the supervisor starts the next run, on a fresh cluster, from the S3
+#: checkpoint (so budgets are checked at each launch and no cluster lives for ever).
+STREAM_EMR_LIFETIME_HOURS = env_int("STREAM_EMR_LIFETIME_HOURS", 24)
 CELERY_BEAT_SCHEDULE["supervise-streams"] = {
     "task": "jobs.tasks.supervise_streams",
     "schedule": STREAM_SUPERVISE_INTERVAL,
@@ -630,6 +639,10 @@ EMR_STEP_POLL_INTERVAL = env_float("EMR_STEP_POLL_INTERVAL", 20.0)
 EMR_PAPERMILL_BOOTSTRAP_KEY = env_str(
     "EMR_PAPERMILL_BOOTSTRAP_KEY", "bootstrap/install-papermill.sh"
 )
+#: The portal's ``telemetry`` package, zipped by ``manage.py upload_emr_bootstrap``, which
+#: the papermill bootstrap puts on the clusters' Python path (``telemetry.streaming``'s
+#: stop flag, ``PingsStream``, batch views).
+EMR_TELEMETRY_KEY = env_str("EMR_TELEMETRY_KEY", "bootstrap/telemetry.zip")
 #: An idle EMR cluster terminates itself after this many seconds (a backstop to expiry).
 EMR_IDLE_TIMEOUT_SECONDS = env_int("EMR_IDLE_TIMEOUT_SECONDS", 3600)
 

@@ -13,7 +13,8 @@ A continuous job's notebook starts its queries and then blocks in ``run_until_st
 
 When someone presses **Stop** (or a new notebook version is uploaded) the portal's worker
 creates a flag file whose path the kernel's environment names (``PORTAL_STOP_FILE``); no
-signal is used. ``run_until_stopped`` sees it within ``poll_seconds``, calls ``stop()`` on
+signal is used. On a transient EMR cluster the flag is an S3 object
+(``s3://bucket/key``), looked at every ``S3_POLL_SECONDS``. ``run_until_stopped`` sees it within ``poll_seconds``, calls ``stop()`` on
 each query and returns, so the notebook ends and the run finishes SUCCEEDED, "Stopped on
 request.". A query that fails raises its exception here, which fails the run (the portal
 restarts it from its checkpoint). Without queries it only waits for the flag, which is
@@ -53,16 +54,44 @@ SOURCE_TEXT_CHARS = 200
 MAX_SOURCES = 8
 
 
+#: Seconds between two looks at a stop flag in S3 (a HEAD request each).
+S3_POLL_SECONDS = 10.0
+_s3_looked_at = [0.0]
+
+
 def stop_file() -> Path | None:
-    """The stop flag's path, or None outside a continuous run of the portal."""
+    """The stop flag's path, or None outside a continuous run of the portal (or when the
+    flag is an S3 object: ``PORTAL_STOP_FILE`` = ``s3://bucket/key`` on EMR)."""
     value = os.environ.get(STOP_FILE_ENV)
-    return Path(value) if value else None
+    return Path(value) if value and not value.startswith("s3://") else None
 
 
 def stop_requested() -> bool:
-    """Whether the portal has asked this run to stop."""
+    """Whether the portal has asked this run to stop: the flag file exists, or, on a
+    transient EMR cluster, the flag object does (looked at every S3_POLL_SECONDS at
+    most, with the cluster's own credentials; an S3 error is taken as "not yet")."""
+    value = os.environ.get(STOP_FILE_ENV) or ""
+    if value.startswith("s3://"):
+        now = time.monotonic()
+        if now - _s3_looked_at[0] < S3_POLL_SECONDS:
+            return False
+        _s3_looked_at[0] = now
+        return _s3_object_exists(value)
     path = stop_file()
     return path is not None and path.exists()
+
+
+def _s3_object_exists(uri: str) -> bool:
+    """Whether the S3 object ``s3://bucket/key`` exists (boto3, the environment's
+    credentials and endpoint); False on any error."""
+    import boto3  # only on EMR (and in the portal's tests of it)
+
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    try:
+        boto3.client("s3").head_object(Bucket=bucket, Key=key)
+    except Exception:
+        return False
+    return True
 
 
 def run_until_stopped(*queries: Any, poll_seconds: float = 1.0) -> bool:

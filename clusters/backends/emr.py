@@ -141,7 +141,8 @@ class EmrBackend:
                     "Name": "Install papermill",
                     "ScriptBootstrapAction": {
                         "Path": f"s3://{settings.EMR_BOOTSTRAP_BUCKET}/{settings.EMR_PAPERMILL_BOOTSTRAP_KEY}",
-                        "Args": [],
+                        # The portal's telemetry package, put on the Python path.
+                        "Args": [f"s3://{settings.EMR_BOOTSTRAP_BUCKET}/{settings.EMR_TELEMETRY_KEY}"],
                     },
                 }
             )

@@ -332,9 +332,10 @@ def _clip(text: str, limit: int, keep_end: bool = False) -> str:
 
 def _final_reason(state: str, outcome: Outcome) -> str:
     """The ``state_reason`` of a run ending in ``state``: none for a success, but "Stopped
-    on request." for a continuous run that ended after it was asked to stop."""
+    on request." for a continuous run that ended after it was asked to stop, and the
+    outcome's message for one its executor stopped (an EMR cluster's lifetime)."""
     if state == State.SUCCEEDED:
-        return Run.STOPPED_ON_REQUEST if outcome.stopped else ""
+        return Run.STOPPED_ON_REQUEST if outcome.stopped else outcome.message[:300]
     return outcome.message[:300]
 
 

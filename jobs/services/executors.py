@@ -20,6 +20,7 @@ from typing import Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.db import connections
+from django.utils import timezone
 
 from clusters import services as cluster_services
 from clusters.backends import BackendError
@@ -292,21 +293,29 @@ class EmrExecutor:
         backend = EmrBackend()
         files = emr_runner.StepFiles.for_attempt(run.uuid, run.attempt)
         s3 = emr_runner.s3_client()
+        stream = EmrStream(s3, files, cluster) if run.trigger == Run.Trigger.CONTINUOUS else None
         try:
+            if stream is not None:
+                stream.prepare(run.job)
             files.upload(s3, attempt.source.read_bytes(), run.injected_parameters(target.master))
-            step = files.step(f"Run {run.pk} of job {run.job_id}")
+            step = files.step(f"Run {run.pk} of job {run.job_id}", env=stream and stream.env)
             info = backend.start(cluster, steps=[step], keep_alive=False)
-        except (ClientError, BotoCoreError, BackendError) as exc:
+        except (ClientError, BotoCoreError, BackendError, ValueError) as exc:
             message = f"Could not launch the EMR job cluster: {exc}"[:500]
             return Outcome(OutcomeStatus.INFRA_ERROR, message=message)
         cluster_services.record_launch(cluster, info)
         collector = logs.StepLogCollector.for_step(run, cluster, s3, info["jobflow_id"])
         try:
-            ended = self._wait_for_step(attempt, backend, collector)
+            ended = self._wait_for_step(attempt, backend, collector, stream)
             if isinstance(ended, OutcomeStatus):
                 return Outcome(ended, message=stop_message(ended, run.timeout_seconds))
             cluster_services.sync_cluster(cluster)
-            return emr_runner.outcome_of_step(s3, files, ended, attempt.output)
+            outcome = emr_runner.outcome_of_step(s3, files, ended, attempt.output)
+            if stream is not None and outcome.status == OutcomeStatus.SUCCEEDED:
+                outcome.stopped = stream.reason == EmrStream.REQUESTED
+                if stream.reason == EmrStream.ROTATED:
+                    outcome.message = EmrStream.ROTATED_MESSAGE
+            return outcome
         finally:
             try:
                 # What EMR has copied of the step's logs so far (``upload`` stores nothing
@@ -317,19 +326,32 @@ class EmrExecutor:
 
     @staticmethod
     def _wait_for_step(
-        attempt: Attempt, backend: EmrBackend, collector: logs.StepLogCollector
+        attempt: Attempt,
+        backend: EmrBackend,
+        collector: logs.StepLogCollector,
+        stream: "EmrStream | None" = None,
     ) -> str | OutcomeStatus:
         """Poll the step of job flow ``collector.jobflow_id`` every EMR_STEP_POLL_INTERVAL
         seconds until it ends: its final EMR state, or the OutcomeStatus that stopped the
-        wait (cancel, lost, timeout). Records the step id in ``collector`` once EMR names
-        it, and has it store the step's logs now and then while the attempt owns the run."""
+        wait (cancel, lost, timeout; for a continuous run, a stop not done within
+        STREAM_STOP_TIMEOUT is a cancel). Records the step id in ``collector`` once EMR
+        names it, and has it store the step's logs now and then while the attempt owns the
+        run. A continuous run's ``stream`` gets its stop flag when the run is asked to
+        stop (``TickAnswer.STOP``) or its cluster nears the end of its lifetime."""
         progress = Progress(cells_total=1)
         deadline = time.monotonic() + attempt.run.timeout_seconds
         step_id = None
         while True:
             answer = attempt.heartbeat(progress)
-            if answer in executor.STOPPED_BY:  # (STOP is for continuous runs: never on EMR)
+            if answer in executor.STOPPED_BY:
                 return executor.STOPPED_BY[answer]
+            if stream is not None:
+                if answer == TickAnswer.STOP:
+                    stream.stop(EmrStream.REQUESTED)
+                elif stream.lifetime_ending():
+                    stream.stop(EmrStream.ROTATED)
+                if stream.overdue():
+                    return OutcomeStatus.CANCELLED
             if time.monotonic() > deadline:
                 return OutcomeStatus.TIMED_OUT
             collector.maybe_upload()
@@ -354,3 +376,73 @@ class EmrExecutor:
         target = attempt.target
         if outcome is not None and outcome.status in reasons and target and target.cluster:
             cluster_services.terminate_now(target.cluster, reasons[outcome.status])
+
+
+class EmrStream:
+    """A continuous run on a transient EMR cluster: its checkpoint and sink in S3, its stop
+    flag, and its rotation.
+
+    - ``prepare`` deletes what earlier checkpoint generations left under the job's S3
+      prefix (a reset starts from scratch, sink included), as ``prepare_stream_dirs`` does
+      on disk.
+    - ``env`` names the stop flag for the step's kernel: ``PORTAL_STOP_FILE`` =
+      ``s3://<job bucket>/runs/<uuid>/attempt-<n>/stop``, which
+      ``telemetry.streaming.run_until_stopped`` polls on the cluster.
+    - ``stop(reason)`` creates the flag once: REQUESTED (Stop, a new version) or ROTATED:
+      STREAM_STOP_TIMEOUT plus ten minutes before the cluster's ``expires_at``
+      (STREAM_EMR_LIFETIME_HOURS after launch) so that the run ends SUCCEEDED and the
+      supervisor starts the next one at once, on a fresh cluster, from the checkpoint.
+    - ``overdue``: the flag is older than STREAM_STOP_TIMEOUT seconds; the run is then
+      cancelled (its cluster terminated).
+
+    Live metrics are not read on EMR: the progress file stays on the cluster's master.
+    """
+
+    REQUESTED = "requested"
+    ROTATED = "rotated"
+    ROTATED_MESSAGE = "The cluster's lifetime was reached: restarted on a fresh cluster."
+    #: Seconds before the cluster's expiry, beyond STREAM_STOP_TIMEOUT, at which it rotates.
+    ROTATION_MARGIN = 600
+
+    def __init__(self, s3, files: emr_runner.StepFiles, cluster: Cluster):
+        self.s3, self.files, self.cluster = s3, files, cluster
+        self.reason = ""
+        self._stop_sent_at: float | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"PORTAL_STOP_FILE": self.files.uri("stop")}
+
+    def prepare(self, job: Job) -> None:
+        """Delete older generations under ``job.stream_s3_prefix``; raises ValueError,
+        ClientError or BotoCoreError."""
+        emr_runner.remove_s3_prefix(self.s3, job.stream_s3_prefix, keep=job.stream_locations())
+
+    def lifetime_ending(self) -> bool:
+        """Whether the cluster's expiry (read from its row: staff may have moved it) is
+        within STREAM_STOP_TIMEOUT plus ROTATION_MARGIN seconds."""
+        expires_at = (
+            Cluster.objects.filter(pk=self.cluster.pk).values_list("expires_at", flat=True).first()
+        )
+        if expires_at is None:
+            return False
+        margin = settings.STREAM_STOP_TIMEOUT + self.ROTATION_MARGIN
+        return (expires_at - timezone.now()).total_seconds() <= margin
+
+    def stop(self, reason: str) -> None:
+        """Create the stop flag, once (a failed put is tried again at the next poll)."""
+        if self._stop_sent_at is not None:
+            return
+        try:
+            self.files.request_stop(self.s3)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("could not write the stop flag %s: %s", self.files.uri("stop"), exc)
+            return
+        self.reason, self._stop_sent_at = reason, time.monotonic()
+        log.info("stop flag written (%s) %s", reason, self.files.uri("stop"))
+
+    def overdue(self) -> bool:
+        return (
+            self._stop_sent_at is not None
+            and time.monotonic() - self._stop_sent_at > settings.STREAM_STOP_TIMEOUT
+        )

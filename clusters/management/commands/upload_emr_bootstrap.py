@@ -1,5 +1,9 @@
-"""``manage.py upload_emr_bootstrap``: put the EMR bootstrap script where clusters read it."""
+"""``manage.py upload_emr_bootstrap``: put the EMR bootstrap scripts where clusters read
+them, and the portal's ``telemetry`` package as a zip (``telemetry_zip``) that the papermill
+bootstrap puts on the clusters' Python path."""
 
+import io
+import zipfile
 from pathlib import Path
 
 import boto3
@@ -7,6 +11,20 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "emr"
+TELEMETRY = Path(__file__).resolve().parents[3] / "telemetry"
+
+
+def telemetry_zip() -> bytes:
+    """The ``telemetry`` package's Python files as a zip (``telemetry/...``), in a fixed
+    order and with fixed times, so that the same sources give the same bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(TELEMETRY.rglob("*.py")):
+            name = path.relative_to(TELEMETRY.parent).as_posix()
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes())
+    return buffer.getvalue()
 
 
 class Command(BaseCommand):
@@ -32,3 +50,11 @@ class Command(BaseCommand):
                 ContentType="text/x-shellscript",
             )
             self.stdout.write(f"Uploaded to s3://{settings.EMR_BOOTSTRAP_BUCKET}/{key}")
+        key = settings.EMR_TELEMETRY_KEY
+        s3.put_object(
+            Bucket=settings.EMR_BOOTSTRAP_BUCKET,
+            Key=key,
+            Body=telemetry_zip(),
+            ContentType="application/zip",
+        )
+        self.stdout.write(f"Uploaded to s3://{settings.EMR_BOOTSTRAP_BUCKET}/{key}")
