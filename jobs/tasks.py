@@ -5,6 +5,7 @@ import logging
 from celery import shared_task
 
 from jobs import services
+from jobs.models import Job
 from jobs.services import alerts, streams
 from portal.mail import MAIL_TASK_OPTIONS
 
@@ -36,6 +37,31 @@ def supervise_streams() -> dict:
     if any(counts.values()):
         log.info("supervisor %s", counts)
     return counts
+
+
+#: Seconds a removal of streams directories may take (a sink of many small files).
+STREAM_DIRS_TIME_LIMIT = 600
+
+
+@shared_task(ignore_result=True, soft_time_limit=STREAM_DIRS_TIME_LIMIT, time_limit=660)
+def remove_stream_dirs(owner_id: int, job_id: int) -> bool:
+    """Remove deleted continuous job ``job_id``'s checkpoints and sinks (queue "streams",
+    whose worker's host has them). A job that exists is left alone; a duplicate delivery
+    finds nothing. Returns True if something was removed."""
+    if Job.objects.filter(pk=job_id).exists():
+        log.warning("job=%s exists: its streams directory stays", job_id)
+        return False
+    return streams.remove_stream_dirs(owner_id, job_id)
+
+
+@shared_task(ignore_result=True, soft_time_limit=STREAM_DIRS_TIME_LIMIT, time_limit=660)
+def prune_stream_dirs() -> int:
+    """Remove the streams directories of jobs that no longer exist; beat, every
+    STREAM_PRUNE_INTERVAL s, on the "streams" queue. Returns how many were removed."""
+    removed = streams.prune_stream_dirs()
+    if removed:
+        log.info("pruned streams directories=%s", removed)
+    return removed
 
 
 @shared_task(**MAIL_TASK_OPTIONS)

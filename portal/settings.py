@@ -478,6 +478,20 @@ CELERY_BEAT_SCHEDULE["supervise-streams"] = {
     "schedule": STREAM_SUPERVISE_INTERVAL,
     "options": {"expires": STREAM_SUPERVISE_INTERVAL},
 }
+#: Seconds between sweeps that remove deleted jobs' checkpoints and sinks
+#: (``streams.prune_stream_dirs``): a deletion queues the removal at once, the sweep
+#: catches a lost message.
+STREAM_PRUNE_INTERVAL = env_float("STREAM_PRUNE_INTERVAL", 3600.0)
+CELERY_BEAT_SCHEDULE["prune-stream-dirs"] = {
+    "task": "jobs.tasks.prune_stream_dirs",
+    "schedule": STREAM_PRUNE_INTERVAL,
+    "options": {"expires": STREAM_PRUNE_INTERVAL},
+}
+# On the streams worker, whose host has STREAMS_ROOT. Its slots are held by running
+# continuous runs: a removal waits for a free one (a deleted job's run frees its own at
+# its next heartbeat).
+CELERY_TASK_ROUTES["jobs.tasks.remove_stream_dirs"] = {"queue": "streams"}
+CELERY_TASK_ROUTES["jobs.tasks.prune_stream_dirs"] = {"queue": "streams"}
 #: Missed slots run by the "all" catch-up policy at most, per dispatcher pass.
 CATCHUP_MAX_SLOTS = env_int("CATCHUP_MAX_SLOTS", 50)
 #: Kernel the portal runs every notebook in, whatever its own metadata names.

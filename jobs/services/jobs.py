@@ -270,10 +270,18 @@ def delete_job(job: Job) -> None:
     """Delete a job, its versions and runs, and (after commit) their files.
 
     Active runs are asked to cancel first; a worker still running one finds its run gone
-    and stops its kernel at the next heartbeat.
+    and stops its kernel at the next heartbeat. A job that is or was continuous also
+    gets its checkpoints and sinks removed after commit, by the streams worker, whose
+    host has them (``streams.remove_stream_dirs``; ``prune_stream_dirs`` catches a lost
+    message, and whatever a dying run wrote after the removal).
     """
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
+        if job.continuous or job.runs.filter(trigger=Run.Trigger.CONTINUOUS).exists():
+            owner_id, job_id = job.owner_id, job.pk
+            # robust: a broker that is down must not turn the committed delete into an
+            # error; the hourly sweep removes the directories then.
+            transaction.on_commit(lambda: _remove_stream_dirs(owner_id, job_id), robust=True)
         keys = list(job.versions.values_list("storage_key", flat=True))
         for run_keys in job.runs.values_list(
             "output_key", "html_key", "partial_key", "output_gzip_key", "html_gzip_key"
@@ -287,6 +295,12 @@ def delete_job(job: Job) -> None:
         transaction.on_commit(
             lambda: delete_files([k for u in uuids for k in compare.stored_pages(u)])
         )
+
+
+def _remove_stream_dirs(owner_id: int, job_id: int) -> None:
+    from jobs.tasks import remove_stream_dirs  # jobs.tasks imports this package
+
+    remove_stream_dirs.delay(owner_id, job_id)
 
 
 def delete_files(keys: list[str]) -> None:

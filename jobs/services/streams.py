@@ -28,7 +28,10 @@ does (CANCELLED). See docs/run-states.md.
 """
 
 import logging
+import os
+import re
 import shutil
+import stat
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -246,14 +249,121 @@ def prepare_checkpoint(job: Job) -> Path:
 
 def prepare_stream_dirs(job: Job) -> tuple[Path, Path]:
     """``prepare_checkpoint``, returning ``(Job.checkpoint_dir, Job.output_dir)``: the
-    directories a continuous run's sandbox writes."""
+    directories a continuous run's sandbox writes.
+
+    Removal goes through ``_remove_entry`` (no symlink followed; the owner's clusters write
+    STREAMS_ROOT/<owner> and may plant one, which is unlinked rather than given to the
+    run). An older generation that cannot be removed is logged and left for the next
+    run's preparation: it does not fail this run."""
     current = (job.checkpoint_dir, job.output_dir)
     parent = job.stream_dir
-    if parent.is_dir():
-        for old in [*parent.glob("checkpoint-*"), *parent.glob("output-*")]:
-            if old not in current and old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-                log.info("removed %s of job=%s", old, job.pk)
+    owner, name = str(job.owner_id), parent.name
+    stale = [(name,)] if parent.is_symlink() else []
+    if parent.is_dir() and not stale:
+        stale += [
+            (name, old.name)
+            for old in [*parent.glob("checkpoint-*"), *parent.glob("output-*")]
+            if old not in current or old.is_symlink()
+        ]
+    for names in stale:
+        try:
+            if _remove_entry(owner, *names):
+                log.info("removed %s of job=%s", "/".join(names), job.pk)
+        except OSError as exc:
+            log.warning("could not remove %s of job=%s: %s", "/".join(names), job.pk, exc)
     for path in current:
         path.mkdir(parents=True, exist_ok=True)
     return current
+
+
+# --- A deleted job's directories ------------------------------------------------------------
+
+#: A job's directory under its owner's ``streams_root`` (``Job.stream_dir``).
+_JOB_DIR = re.compile(r"job-([1-9][0-9]*)")
+#: Opens a directory without following a symlink in its last component.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def remove_stream_dirs(owner_id: int, job_id: int) -> bool:
+    """Remove ``STREAMS_ROOT/<owner_id>/job-<job_id>`` (``Job.stream_dir``) with every
+    checkpoint and sink generation in it: the one entry point for a deleted continuous
+    job's streaming state. On the streams worker's host (task ``remove_stream_dirs``, queue
+    "streams"); the web process may run elsewhere and never calls it.
+
+    The files are the sandbox's and the owner's local clusters' (the owner's uid); the
+    worker is root without a user namespace (``portal.sandbox``), so it removes them like
+    its own. Never follows a symlink: the owner's clusters write ``STREAMS_ROOT/<owner>``
+    and may plant one, so a symlink named ``job-<id>`` is unlinked, a symlink inside is
+    unlinked (``shutil.rmtree`` by descriptors), and a symlinked ``STREAMS_ROOT/<owner>``
+    is refused. Returns True if something was removed, False if nothing was there.
+    Raises ValueError for ids that are not positive integers, OSError when the directory
+    cannot be removed (e.g. a process still writes into it: ``prune_stream_dirs`` tries
+    again later)."""
+    owner, job = int(owner_id), int(job_id)
+    if owner <= 0 or job <= 0:
+        raise ValueError(f"no streams directory for owner={owner_id} job={job_id}")
+    removed = _remove_entry(str(owner), f"job-{job}")
+    if removed:
+        log.info("removed streams directory of job=%s owner=%s", job, owner)
+    return removed
+
+
+def prune_stream_dirs() -> int:
+    """Remove every ``STREAMS_ROOT/<owner>/job-<id>`` that is no job's ``Job.stream_dir``
+    (its job was deleted: a removal message lost, or sent while no streams worker ran).
+    Beat, hourly, on the streams worker's host. Returns how many were removed.
+
+    A job that exists but is no longer continuous keeps its directories: turning it back
+    on resumes from its checkpoint. Other names under STREAMS_ROOT are left alone. A
+    directory that cannot be removed now is logged and tried at the next pass. Job ids are
+    never reused, so a directory listed before its job's row was read cannot belong to a
+    newer job."""
+    root = Path(settings.STREAMS_ROOT)
+    if not root.is_dir():
+        return 0
+    owners: dict[int, list[int]] = {}  # job id -> the owners under which it has one
+    for owner in root.iterdir():
+        if not owner.name.isdigit() or owner.is_symlink() or not owner.is_dir():
+            continue
+        for entry in owner.iterdir():
+            match = _JOB_DIR.fullmatch(entry.name)
+            if match:
+                owners.setdefault(int(match[1]), []).append(int(owner.name))
+    live = set(Job.objects.filter(pk__in=owners).values_list("pk", "owner_id"))
+    removed = 0
+    for job_id, owner_ids in owners.items():
+        for owner_id in owner_ids:
+            if (job_id, owner_id) in live:
+                continue
+            try:
+                removed += remove_stream_dirs(owner_id, job_id)
+            except OSError:
+                log.exception("could not remove streams directory of job=%s", job_id)
+    return removed
+
+
+def _remove_entry(*names: str) -> bool:
+    """Remove ``STREAMS_ROOT/<names...>``: a directory with its contents, anything else
+    (a symlink) by unlinking it. Each directory on the way is opened without following a
+    symlink (OSError ELOOP or ENOTDIR otherwise), and the removal goes through those
+    descriptors, so a symlink swapped in meanwhile is never followed. Each name must be a
+    single path component. False when something on the way is missing."""
+    if any(not n or "/" in n or n in (".", "..") for n in names):
+        raise ValueError(f"not a name under STREAMS_ROOT: {names!r}")
+    fds = []
+    try:
+        try:
+            fds.append(os.open(settings.STREAMS_ROOT, _DIR_FLAGS))
+            for name in names[:-1]:
+                fds.append(os.open(name, _DIR_FLAGS, dir_fd=fds[-1]))
+            mode = os.lstat(names[-1], dir_fd=fds[-1]).st_mode
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(mode):
+            shutil.rmtree(names[-1], dir_fd=fds[-1])
+        else:
+            os.unlink(names[-1], dir_fd=fds[-1])
+        return True
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)

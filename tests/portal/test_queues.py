@@ -7,6 +7,9 @@ EXPECTED = {
     # Continuous runs have a worker of their own; their supervisor ticks with the others.
     "jobs.tasks.execute_stream_run": "streams",
     "jobs.tasks.supervise_streams": "control",
+    # On the host that has the continuous jobs' directories.
+    "jobs.tasks.remove_stream_dirs": "streams",
+    "jobs.tasks.prune_stream_dirs": "streams",
     "jobs.tasks.dispatch_due_runs": "control",
     "jobs.tasks.reap_runs": "control",
     "jobs.tasks.send_run_alert": "control",
