@@ -134,6 +134,13 @@ class JobSettingsSerializer(serializers.ModelSerializer):
     and is required unless the kind is "manual" (whose cron is emptied). A ``cron`` sent
     without a kind for a manual job makes the kind "cron". Parameters are checked against
     the notebook by the services.
+
+    A continuous job (as sent, else as stored) takes no values for
+    ``notebooks.STREAM_PARAMETERS`` (``checkpoint_dir``, ``output_dir``): the portal injects
+    the job's own durable directories into its runs. Sending them is refused with a 400
+    naming them rather than dropped, so that a client does not believe its value is used;
+    values a job kept from before it was made continuous are dropped by the services
+    (``services.update_job``).
     """
 
     class Meta:
@@ -148,7 +155,9 @@ class JobSettingsSerializer(serializers.ModelSerializer):
             },
             "parameters": {
                 "help_text": "Parameter values by name, checked against the notebook's "
-                "parameters cell; any names when it has none (injected at the top)."
+                "parameters cell; any names when it has none (injected at the top). A "
+                "continuous job takes none for checkpoint_dir or output_dir: the portal sets "
+                "them to the job's own directories."
             },
             "timeout_seconds": {
                 "help_text": "A run still going after this many seconds ends TIMED_OUT "
@@ -213,7 +222,21 @@ class JobSettingsSerializer(serializers.ModelSerializer):
                 )
         else:
             attrs["cluster"] = None
+        if current("continuous"):
+            given = [n for n in notebooks.STREAM_PARAMETERS if n in (attrs.get("parameters") or {})]
+            if given:
+                raise serializers.ValidationError(
+                    {"parameters": [stream_parameters_message(given)]}
+                )
         return attrs
+
+
+def stream_parameters_message(names: list[str]) -> str:
+    """The error of values sent for the stream parameters ``names`` of a continuous job."""
+    return (
+        f"{', '.join(names)}: set by the portal for a continuous job (the job's own durable "
+        f"directories); leave {'it' if len(names) == 1 else 'them'} out."
+    )
 
 
 def _bounded(value: int, low: int, high: int) -> int:

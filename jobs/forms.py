@@ -85,21 +85,40 @@ class ParametersForm(forms.Form):
     ignored. Unbound, the rows are ``values`` (typed by ``notebooks.free_type``) and
     FREE_BLANK_ROWS blank ones; bound, the rows the data holds. Without ``free``, posted
     rows are unknown names, refused.
+
+    With ``continuous`` (the job is, or is being made, continuous) the declared parameters
+    of ``notebooks.STREAM_PARAMETERS`` are disabled fields showing the directory the portal
+    sets instead (``job``'s own, when the job exists: ``stream_directory``), and
+    ``json_values`` leaves them out; a free row naming one is refused. Either way their
+    inputs carry ``data-stream-parameter``, ``data-portal-value`` and ``data-own-value``
+    (the notebook's or the job's value) for the page's script, which toggles them with the
+    continuous checkbox (static/jobs/stream-parameters.js).
     """
 
     def __init__(
-        self, schema: dict, *args, values: dict | None = None, free: bool = False, **kwargs
+        self,
+        schema: dict,
+        *args,
+        values: dict | None = None,
+        free: bool = False,
+        continuous: bool = False,
+        job: Job | None = None,
+        **kwargs,
     ):
         kwargs.setdefault("prefix", PARAM_PREFIX)
         super().__init__(*args, **kwargs)
         self.schema = schema
         self.free = free
+        self.continuous = continuous
         self.free_values: dict[str, Any] = {}
         values = values or {}
         for name, spec in schema.items():
             initial = values.get(name, spec.get("default"))
             help_text = spec.get("help") or f"{spec['type']}, default {spec.get('default')!r}"
-            self.fields[name] = self._field(spec["type"], initial, help_text)
+            if name in notebooks.STREAM_PARAMETERS:
+                self.fields[name] = self._stream_field(name, spec["type"], initial, help_text, job)
+            else:
+                self.fields[name] = self._field(spec["type"], initial, help_text)
             self.fields[name].label = name
         self._free_indices: list[int] = []
         if free:
@@ -155,6 +174,38 @@ class ParametersForm(forms.Form):
             tuple(self[f"free-{i}-{part}"] for part in ("name", "type", "value"))
             for i in self._free_indices
         ]
+
+    def _stream_field(
+        self, name: str, kind: str, initial: Any, help_text: str, job: Job | None
+    ) -> forms.Field:
+        """The field of the stream parameter ``name``: disabled, showing the portal's
+        directory, when the job is continuous; else the ordinary field of its type."""
+        portal = stream_directory(name, job)
+        own = json.dumps(initial) if isinstance(initial, list) else str(initial or "")
+        if self.continuous:
+            field: forms.Field = forms.CharField(
+                initial=portal,
+                required=False,
+                disabled=True,
+                help_text=stream_help(name, job),
+            )
+        else:
+            field = self._field(
+                kind,
+                initial,
+                f"{help_text.rstrip('.')}. For a continuous job the portal sets it to the "
+                "job's own durable directory.",
+            )
+        field.widget.attrs.update(
+            {
+                "data-stream-parameter": name,
+                "data-portal-value": portal,
+                "data-own-value": own,
+            }
+        )
+        if self.continuous:
+            field.widget.attrs["placeholder"] = "Set by the portal"
+        return field
 
     @staticmethod
     def _field(kind, initial, help_text):
@@ -218,6 +269,12 @@ class ParametersForm(forms.Form):
             if name in self.free_values:
                 self.add_error(None, f"Parameter {name} is given twice.")
                 continue
+            if self.continuous and name in notebooks.STREAM_PARAMETERS:
+                self.add_error(
+                    None,
+                    f"Parameter {name} is set by the portal for a continuous job: remove it.",
+                )
+                continue
             if kind != "str":
                 text = text.strip()
             try:
@@ -228,12 +285,41 @@ class ParametersForm(forms.Form):
                 self.add_error(None, f"Parameter {exc}.")
 
     def json_values(self) -> dict:
+        """The cleaned values by name in their JSON form, without the stream parameters
+        the portal sets (``continuous``)."""
         out = {}
         for name in self.schema:
+            if self.continuous and name in notebooks.STREAM_PARAMETERS:
+                continue
             value = self.cleaned_data.get(name)
             out[name] = value.isoformat() if isinstance(value, dt.date) else value
         out.update(self.free_values)
         return out
+
+
+#: What each of ``notebooks.STREAM_PARAMETERS`` is, in the job form's words.
+_STREAM_DIRECTORY_WORDS = {
+    "checkpoint_dir": "checkpoint directory",
+    "output_dir": "output directory",
+}
+
+
+def stream_directory(name: str, job: Job | None) -> str:
+    """Where the portal points the stream parameter ``name`` in ``job``'s continuous runs
+    (``Job.stream_locations``: a path on the worker host's disk, or an S3 URI for a job on
+    EMR), or "" before the job exists."""
+    if job is None or job.pk is None:
+        return ""
+    return dict(zip(notebooks.STREAM_PARAMETERS, job.stream_locations(), strict=True))[name]
+
+
+def stream_help(name: str, job: Job | None) -> str:
+    """The help text of the read-only field of the stream parameter ``name``."""
+    where = stream_directory(name, job) or f"the job's own {_STREAM_DIRECTORY_WORDS[name]}"
+    return (
+        f"Set by the portal for a continuous job: {where}, a durable location kept across "
+        "restarts. The notebook's own default is for development."
+    )
 
 
 class JobForm(forms.ModelForm):
@@ -243,8 +329,13 @@ class JobForm(forms.ModelForm):
     Beyond the model's fields: the notebook (required on create; on edit a new file makes a
     new version), the schedule presets (``at_time``, ``minute``, ``weekday``, ``day``) that
     ``clean`` turns into ``cron``, the timeout in minutes, and the typed parameters form of
-    the notebook (``params_form``). ``save(commit=False)`` returns the job with every
-    setting applied, for ``services.create_job`` or ``services.update_job``.
+    the notebook (``params_form``: for an unbound form of an existing job, its values;
+    bound, the posted ones, built by ``clean``). ``save(commit=False)`` returns the job
+    with every setting applied, for ``services.create_job`` or ``services.update_job``.
+
+    For a continuous job (as posted when bound, else as stored) the parameters
+    ``notebooks.STREAM_PARAMETERS`` are read-only and not kept in ``Job.parameters``: the
+    portal injects the job's own directories into its runs (``Run.injected_parameters``).
     """
 
     notebook = NotebookField(
@@ -360,6 +451,14 @@ class JobForm(forms.ModelForm):
         #: Whether the notebook takes free parameters (it has no parameters cell).
         self.free = bool(latest and not latest.has_parameters_cell)
         self.params_form: ParametersForm | None = None
+        if latest is not None and not self.is_bound:
+            self.params_form = ParametersForm(
+                self.schema,
+                values=job.parameters,
+                free=self.free,
+                continuous=job.continuous,
+                job=job,
+            )
 
     @staticmethod
     def _preset_initial(job: Job) -> dict:
@@ -451,7 +550,12 @@ class JobForm(forms.ModelForm):
             cleaned["cluster"] = None
         values = self.instance.parameters if not self.creating else {}
         params = self.params_form = ParametersForm(
-            self.schema, self.data, values=values, free=self.free
+            self.schema,
+            self.data,
+            values=values,
+            free=self.free,
+            continuous=bool(cleaned.get("continuous")),
+            job=None if self.creating else self.instance,
         )
         if (self.schema or self.free) and not params.is_valid():
             for name, errors in params.errors.items():

@@ -32,6 +32,11 @@ from papermill.inspection import _infer_parameters
 PARAMETER_TYPES = ("int", "float", "bool", "str", "list", "date")
 #: Names the portal injects into every run; a notebook's own parameters may not use them.
 RESERVED_PARAMETERS = ("run_id", "logical_date", "spark_master")
+#: Names the portal injects into a continuous job's runs (``Run.injected_parameters``): its
+#: durable directories (``Job.checkpoint_dir``, ``Job.output_dir``). A notebook may declare
+#: them with defaults for development; a continuous job stores no values for them
+#: (``services.jobs`` drops them, the API refuses them, the job form shows them read-only).
+STREAM_PARAMETERS = ("checkpoint_dir", "output_dir")
 #: A notebook with more cells than this is refused (it is almost surely not hand-written).
 MAX_CELLS = 5000
 #: Deepest nesting of JSON arrays and objects in what is kept of a notebook (its metadata,

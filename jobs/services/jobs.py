@@ -45,6 +45,20 @@ def _validate(job: Job) -> None:
     job.timeout_seconds = min(job.timeout_seconds, settings.JOB_MAX_TIMEOUT_SECONDS)
 
 
+def _without_stream_parameters(job: Job) -> dict:
+    """``job.parameters`` without ``notebooks.STREAM_PARAMETERS`` when the job is
+    continuous (the portal injects the job's own directories into its runs,
+    ``Run.injected_parameters``, so a stored value would never be used), else as they are.
+
+    Dropped rather than refused here, so that every caller follows one rule, including a
+    job switched to continuous that kept such values from before; the API refuses values
+    a client sends for them (``api.jobs.JobSettingsSerializer``)."""
+    values = job.parameters or {}
+    if not job.continuous:
+        return values
+    return {k: v for k, v in values.items() if k not in notebooks.STREAM_PARAMETERS}
+
+
 def create_job(
     owner: "User",
     job: Job,
@@ -64,7 +78,8 @@ def create_job(
     fit the notebook's parameters) or LimitExceeded (too many uploads, too many jobs, a
     schedule more frequent than the owner may have, or alert recipients the portal does not
     take: ``alerts.check_recipients``). The notebook file and the rows are
-    written in one transaction, so a failure leaves neither.
+    written in one transaction, so a failure leaves neither. A continuous job's values
+    for ``notebooks.STREAM_PARAMETERS`` are dropped, unchecked (the portal sets them).
     """
     now = now or timezone.now()
     limits.throttle(owner, "upload")
@@ -74,7 +89,7 @@ def create_job(
     limits.check_schedule_interval(owner, job.cron, job.timezone)
     check_recipients(job)
     job.parameters = notebooks.coerce_parameters(
-        param_schema, job.parameters or {}, free=not parsed.has_parameters_cell
+        param_schema, _without_stream_parameters(job), free=not parsed.has_parameters_cell
     )
     job.owner = owner
     with transaction.atomic():
@@ -230,15 +245,16 @@ def update_job(job: Job, now: datetime | None = None) -> Job:
     Raises ScheduleError, ParameterError (checked against the latest notebook version) or
     LimitExceeded (a changed schedule more frequent than the owner may have, or alert
     recipients the portal does not take) without writing anything. Only the settings are
-    written, so a slot the dispatcher advanced meanwhile is kept.
+    written, so a slot the dispatcher advanced meanwhile is kept. A continuous job's
+    values for ``notebooks.STREAM_PARAMETERS`` are dropped, unchecked (the portal sets
+    them).
     """
     now = now or timezone.now()
     version = job.latest_version()
     _validate(job)
+    values = _without_stream_parameters(job)
     job.parameters = (
-        version.coerce_parameters(job.parameters or {})
-        if version
-        else notebooks.coerce_parameters({}, job.parameters or {})
+        version.coerce_parameters(values) if version else notebooks.coerce_parameters({}, values)
     )
     check_recipients(job)
     with transaction.atomic():
