@@ -31,6 +31,44 @@ the versions of numpy, pyarrow and ``telemetry.sample``'s simulation.
 Atomicity: the file is written under a hidden temporary name (``.pings-...tmp``, which
 Spark's file sources skip) in the landing directory, then renamed into place, so a
 reader never sees a partial file.
+
+Retention: after each batch it writes, ``write_batch`` (and so the command) deletes the
+batch files that are more than ``retain`` seconds of event time older than that batch
+(``prune_landing``; default ``RETAIN_SECONDS``, 24 h of event time; ``retain=0`` /
+``--retain 0`` keeps everything), so the directory no longer grows without end: at one
+file every 10 s it would, and Spark's file source lists the whole directory at every
+trigger.
+Only regular files named ``pings-<digits>.parquet`` are deleted (never a symlink, whose
+target is not ours, never another name), and hidden temporary files ``.pings-*.tmp``
+that a killed generator left, once their mtime is more than ``TEMP_MAX_AGE`` old.
+
+A file's age is its batch's event time, ``batch_time(i)`` from the index in its name,
+not its mtime, because that is what survives a restart of the generator: the sequence
+continues from the highest index (``next_batch_index``), so only batches actually
+written age the older files. By mtime, a generator (and with it, under honcho, every
+continuous job) stopped for longer than ``retain`` would delete the whole directory with
+its first batch after the restart, just when the restarted jobs have the most to catch
+up on; copying or restoring the directory, or a clock step, would also change the ages.
+The reference is the batch just written, never the highest index in the directory, so
+``--start`` below the existing files deletes nothing newer than what it writes. A file
+written with ``at=`` ages by its index too. Consequence: ``retain`` counts event time,
+``BATCH_SPACING`` (60 s) per batch whatever ``--every``: the default keeps the last 1,440
+batches, 4 h of a generator writing every 10 s (``--retain 518400`` keeps a day of it).
+
+Trade-off: a continuous job stopped (paused, failed, queued) for longer than that misses
+the files deleted meanwhile: Spark's file source never lists them, and the job goes on
+with the files still there (its checkpoint only remembers names). A file that a
+micro-batch had already planned to read but that is deleted before the read would fail
+the batch (Spark's ``spark.sql.files.ignoreMissingFiles``, off by default);
+``PingsStream`` sets the reader option ``ignoreMissingFiles`` so that it is skipped
+instead, as it would have been had it gone before the batch was planned. That is why
+the retention must be long, far longer than jobs lag (the Procfile keeps a day).
+Spark's own ``maxFileAge`` (default 7 days, by mtime, relative to the newest file) is
+not the bound we rely on: it only makes Spark forget or ignore old files, it deletes
+nothing, and the retention is shorter. The retention lives here rather than in Spark
+because the landing directory is shared, read-only, by every user's stream: Spark's
+``cleanSource`` would need write access, and the docs forbid it for a path read by
+several queries.
 """
 
 from __future__ import annotations
@@ -78,7 +116,14 @@ POOL_PINGS = 10_000
 POOL_END_DATE = "20261115"
 POOL_DAYS = 14
 
+RETAIN_SECONDS = 86_400
+"""Default retention, in seconds of event time (``BATCH_SPACING`` per batch): 1,440 batches."""
+
+TEMP_MAX_AGE = 60.0
+"""Seconds (of mtime, wall clock) after which a leftover temporary file is deleted."""
+
 FILE_RE = re.compile(r"^pings-(\d+)\.parquet$")
+TEMP_RE = re.compile(r"^\.pings-.*\.tmp$")  # write_batch's: .pings-<index>.parquet.<random>.tmp
 
 _BATCH_STREAM = 7  # seeds batch i's generator with [seed, 7, i], apart from sample's streams
 
@@ -157,7 +202,13 @@ def build_batch(batch_index: int, *, seed: int, pings: int = 200, at=None) -> pa
 
 
 def write_batch(
-    landing_dir: str | os.PathLike, batch_index: int, *, seed: int, pings: int = 200, at=None
+    landing_dir: str | os.PathLike,
+    batch_index: int,
+    *,
+    seed: int,
+    pings: int = 200,
+    at=None,
+    retain: float = RETAIN_SECONDS,
 ) -> Path:
     """Write batch ``batch_index`` (``build_batch``) to
     ``landing_dir/pings-<batch_index:06d>.parquet`` atomically; return its path.
@@ -165,9 +216,15 @@ def write_batch(
     The directory is created if missing. The file is written under a hidden temporary
     name in the same directory, then renamed into place (replacing an earlier file of
     that index), so readers see either no file or the whole file. Same arguments, same
-    bytes. Raises what ``build_batch`` raises, and ``OSError`` on write errors (the
-    temporary file is removed).
+    bytes. Then the retention: ``prune_landing(landing_dir, batch_index, retain)``
+    deletes the batch files more than ``retain`` seconds of event time older than this
+    one, and stale temporary files (``retain=0`` keeps every batch file).
+
+    Raises what ``build_batch`` raises, ``TypeError``/``ValueError`` for a ``retain``
+    that is not a number >= 0 (before writing anything), and ``OSError`` on write
+    errors (the temporary file is removed) or deletion errors (the new file stays).
     """
+    _check_retain(retain)
     table = build_batch(batch_index, seed=seed, pings=pings, at=at)
     landing = Path(landing_dir).expanduser()
     landing.mkdir(parents=True, exist_ok=True)
@@ -186,7 +243,72 @@ def write_batch(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    prune_landing(landing, batch_index, retain)
     return final
+
+
+def _check_retain(retain) -> None:
+    if isinstance(retain, bool) or not isinstance(retain, int | float):
+        raise TypeError(f"retain must be a number of seconds, got {retain!r}")
+    if not retain >= 0:  # also rejects NaN
+        raise ValueError(f"retain must be >= 0 seconds, got {retain!r}")
+
+
+def prune_landing(
+    landing_dir: str | os.PathLike,
+    newest_index: int,
+    retain: float = RETAIN_SECONDS,
+    *,
+    now: float | None = None,
+) -> list[Path]:
+    """Delete what the retention drops from ``landing_dir``; return the deleted paths,
+    sorted.
+
+    Deleted: regular files named ``pings-<digits>.parquet`` whose batch time
+    ``batch_time(i)`` is before ``batch_time(newest_index) - retain`` (``retain`` in
+    seconds of event time; 0 keeps them all), and regular files named ``.pings-*.tmp``
+    (``write_batch``'s temporary files, left by a generator killed mid-write) whose
+    mtime is more than ``TEMP_MAX_AGE`` seconds before ``now`` (default
+    ``time.time()``). Nothing else: no other name, no symlink (checked without
+    following it: a link named like a batch file is left, as is its target), no
+    directory. A file that vanishes meanwhile is skipped; a missing directory deletes
+    nothing. Why event time and not mtime for the batch files: the module docstring.
+
+    Raises ``TypeError``/``ValueError`` for a bad ``retain`` or a negative
+    ``newest_index``, and ``OSError`` when a deletion or the listing fails otherwise.
+    """
+    _check_retain(retain)
+    if isinstance(newest_index, bool) or not isinstance(newest_index, int):
+        raise TypeError(f"newest_index must be an int, got {newest_index!r}")
+    if newest_index < 0:
+        raise ValueError(f"newest_index must be >= 0, got {newest_index!r}")
+    cutoff = batch_time(newest_index) - dt.timedelta(seconds=retain)
+    temp_cutoff = (time.time() if now is None else now) - TEMP_MAX_AGE
+    doomed = []
+    try:
+        entries = list(os.scandir(landing_dir))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            match = FILE_RE.match(entry.name)
+            if match:
+                old = retain > 0 and batch_time(int(match.group(1))) < cutoff
+            elif TEMP_RE.match(entry.name):
+                old = entry.stat(follow_symlinks=False).st_mtime < temp_cutoff
+            else:
+                old = False
+        except FileNotFoundError:
+            continue
+        if old:
+            doomed.append(Path(entry.path))
+    # unlink never follows a symlink: had the file been swapped for one since the check,
+    # the link would go, never its target.
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return sorted(doomed)
 
 
 def next_batch_index(landing_dir: str | os.PathLike) -> int:
@@ -204,7 +326,9 @@ def main(argv: list[str] | None = None, *, sleep=time.sleep, clock=time.monotoni
 
     Prints each file's path as it lands. Runs ``--batches`` batches, or until
     interrupted (Ctrl-C: exit 0). Starts at ``--start``, by default after the highest
-    batch already in the directory, so a restart continues the sequence.
+    batch already in the directory, so a restart continues the sequence. After each
+    batch, deletes the files older than ``--retain`` seconds of event time (default
+    ``RETAIN_SECONDS``; 0 keeps all; see "Retention" in the module docstring).
     """
     from .paths import STREAM_ROOT_ENV, stream_root
 
@@ -225,9 +349,21 @@ def main(argv: list[str] | None = None, *, sleep=time.sleep, clock=time.monotoni
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--pings", type=int, default=200, help="pings per batch (default 200)")
     parser.add_argument("--start", type=int, default=None, help="first batch index")
+    parser.add_argument(
+        "--retain",
+        type=float,
+        default=RETAIN_SECONDS,
+        metavar="SECONDS",
+        help=f"after each batch, delete the batch files more than SECONDS of event time "
+        f"older than it ({BATCH_SPACING.total_seconds():g} s per batch, whatever --every; "
+        f"default {RETAIN_SECONDS}: the last {RETAIN_SECONDS / BATCH_SPACING.total_seconds():g} "
+        "batches); 0 keeps all",
+    )
     args = parser.parse_args(argv)
     if args.every < 0 or (args.batches is not None and args.batches < 0):
         parser.error("--every and --batches must be >= 0")
+    if not args.retain >= 0:
+        parser.error("--retain must be >= 0")
     root = stream_root(args.landing)
     if root.local is None:
         parser.error(f"--landing must be a local directory, got {root.uri}")
@@ -237,7 +373,9 @@ def main(argv: list[str] | None = None, *, sleep=time.sleep, clock=time.monotoni
         k = 0
         while args.batches is None or k < args.batches:
             try:
-                path = write_batch(root.local, start + k, seed=args.seed, pings=args.pings)
+                path = write_batch(
+                    root.local, start + k, seed=args.seed, pings=args.pings, retain=args.retain
+                )
             except (TypeError, ValueError) as exc:
                 parser.error(str(exc))
             print(path, flush=True)

@@ -73,6 +73,10 @@ def PingsStream(  # noqa: N802 - named like Pings
     ``_``) are skipped, which is how ``telemetry.landing.write_batch`` keeps its
     partial files unseen (a batch read of the same files: ``spark.read.schema(
     stream_schema()).option("pathGlobFilter", "*.parquet").parquet(landing_dir)``).
+    Files the generator's retention deletes (``telemetry.landing``: by default those
+    more than 24 h of event time older than the newest) are never read if the query
+    had not listed them yet, and skipped if it had (``ignoreMissingFiles``): a query
+    that lags further than the retention loses them rather than failing.
     ``max_files_per_trigger``: at most that many new files per
     micro-batch (default: all new files). ``spark``: default ``get_spark()``; classic
     sessions and Spark Connect alike (no SparkContext, no Python UDF).
@@ -114,7 +118,16 @@ def PingsStream(  # noqa: N802 - named like Pings
         )
 
     spark = spark or get_spark()
-    reader = spark.readStream.schema(schema).option("pathGlobFilter", "*.parquet")
+    reader = (
+        spark.readStream.schema(schema)
+        .option("pathGlobFilter", "*.parquet")
+        # The generator deletes old files (telemetry.landing's retention; not Spark's
+        # cleanSource, which needs write access and one query per directory, whereas
+        # every user's stream reads this one, read-only). A file deleted after a
+        # micro-batch planned it but before it was read would fail the batch; skip it,
+        # as Spark does when it went before the batch was planned.
+        .option("ignoreMissingFiles", "true")
+    )
     if max_files_per_trigger is not None:
         reader = reader.option("maxFilesPerTrigger", max_files_per_trigger)
     df = reader.parquet(root.uri)
