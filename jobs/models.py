@@ -217,6 +217,12 @@ class Job(models.Model):
         help_text="Continuous job: the generation of its checkpoint directory; “Reset "
         "checkpoint” moves to the next one, which starts empty.",
     )
+    stream_key = models.UUIDField(
+        default=uuid.uuid4,
+        editable=False,
+        help_text="Continuous job on EMR: the random name of its S3 prefix of checkpoints "
+        "and sinks (``Job.stream_s3_prefix``), which no other job's cluster can guess.",
+    )
     stream_paused_at = models.DateTimeField(
         null=True,
         blank=True,
@@ -333,17 +339,17 @@ class Job(models.Model):
         """Whether the continuous job's checkpoint and sink live in S3 (under
         STREAMS_S3_URI) rather than on the worker host's disk: on a transient EMR cluster,
         whose nodes cannot see that disk."""
-        return self.spark_target == self.SparkTarget.EMR_CLUSTER and bool(
-            settings.STREAMS_S3_URI
-        )
+        return self.spark_target == self.SparkTarget.EMR_CLUSTER and bool(settings.STREAMS_S3_URI)
 
     @property
     def stream_s3_prefix(self) -> str:
-        """The job's S3 prefix of checkpoints and sinks,
-        ``STREAMS_S3_URI<owner id>/job-<id>/`` (``s3://bucket/key/``), whatever its target
-        now is (a job moved off EMR keeps what it left there until it is deleted)."""
+        """The job's S3 prefix of checkpoints and sinks, ``STREAMS_S3_URI<stream_key>/``
+        (``s3://bucket/key/``), whatever its target now is (a job moved off EMR keeps what
+        it left there until it is deleted). The clusters share one instance profile, which
+        may list only below such a prefix (docs/emr-iam.md): a random key, not the job's
+        id, keeps other users' clusters from finding it."""
         base = settings.STREAMS_S3_URI.rstrip("/")
-        return f"{base}/{self.owner_id}/job-{self.pk}/"
+        return f"{base}/{self.stream_key.hex}/"
 
     def stream_locations(self) -> tuple[str, str]:
         """``(checkpoint_dir, output_dir)`` as the job's runs receive them: the S3 URIs

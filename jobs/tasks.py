@@ -44,21 +44,26 @@ STREAM_DIRS_TIME_LIMIT = 600
 
 
 @shared_task(ignore_result=True, soft_time_limit=STREAM_DIRS_TIME_LIMIT, time_limit=660)
-def remove_stream_dirs(owner_id: int, job_id: int) -> bool:
+def remove_stream_dirs(owner_id: int, job_id: int, s3_prefix: str = "") -> bool:
     """Remove deleted continuous job ``job_id``'s checkpoints and sinks (queue "streams",
-    whose worker's host has them). A job that exists is left alone; a duplicate delivery
-    finds nothing. Returns True if something was removed."""
+    whose worker's host has them), and its S3 prefix ``s3_prefix`` when it had one
+    (``streams.remove_stream_prefix``). A job that exists is left alone; a duplicate
+    delivery finds nothing. Returns True if something was removed."""
     if Job.objects.filter(pk=job_id).exists():
         log.warning("job=%s exists: its streams directory stays", job_id)
         return False
-    return streams.remove_stream_dirs(owner_id, job_id)
+    removed = streams.remove_stream_dirs(owner_id, job_id)
+    if s3_prefix:
+        removed = streams.remove_stream_prefix(s3_prefix) > 0 or removed
+    return removed
 
 
 @shared_task(ignore_result=True, soft_time_limit=STREAM_DIRS_TIME_LIMIT, time_limit=660)
 def prune_stream_dirs() -> int:
-    """Remove the streams directories of jobs that no longer exist; beat, every
-    STREAM_PRUNE_INTERVAL s, on the "streams" queue. Returns how many were removed."""
-    removed = streams.prune_stream_dirs()
+    """Remove the streams directories, and S3 prefixes, of jobs that no longer exist;
+    beat, every STREAM_PRUNE_INTERVAL s, on the "streams" queue. Returns how many were
+    removed."""
+    removed = streams.prune_stream_dirs() + streams.prune_stream_prefixes()
     if removed:
         log.info("pruned streams directories=%s", removed)
     return removed

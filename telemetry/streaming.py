@@ -13,12 +13,12 @@ A continuous job's notebook starts its queries and then blocks in ``run_until_st
 
 When someone presses **Stop** (or a new notebook version is uploaded) the portal's worker
 creates a flag file whose path the kernel's environment names (``PORTAL_STOP_FILE``); no
-signal is used. On a transient EMR cluster the flag is an S3 object
-(``s3://bucket/key``), looked at every ``S3_POLL_SECONDS``. ``run_until_stopped`` sees it within ``poll_seconds``, calls ``stop()`` on
-each query and returns, so the notebook ends and the run finishes SUCCEEDED, "Stopped on
-request.". A query that fails raises its exception here, which fails the run (the portal
-restarts it from its checkpoint). Without queries it only waits for the flag, which is
-how the portal's tests use it.
+signal is used. On a transient EMR cluster the flag is an S3 object (``s3://bucket/key``),
+looked at every ``S3_POLL_SECONDS``. ``run_until_stopped`` sees it within
+``poll_seconds``, calls ``stop()`` on each query and returns, so the notebook ends and the
+run finishes SUCCEEDED, "Stopped on request.". A query that fails raises its exception
+here, which fails the run (the portal restarts it from its checkpoint). Without queries it
+only waits for the flag, which is how the portal's tests use it.
 
 Outside the portal (no ``PORTAL_STOP_FILE``) it waits until the queries end or the user
 interrupts the kernel.

@@ -142,7 +142,9 @@ class EmrBackend:
                     "ScriptBootstrapAction": {
                         "Path": f"s3://{settings.EMR_BOOTSTRAP_BUCKET}/{settings.EMR_PAPERMILL_BOOTSTRAP_KEY}",
                         # The portal's telemetry package, put on the Python path.
-                        "Args": [f"s3://{settings.EMR_BOOTSTRAP_BUCKET}/{settings.EMR_TELEMETRY_KEY}"],
+                        "Args": [
+                            f"s3://{settings.EMR_BOOTSTRAP_BUCKET}/{settings.EMR_TELEMETRY_KEY}"
+                        ],
                     },
                 }
             )

@@ -296,7 +296,7 @@ class EmrExecutor:
         stream = EmrStream(s3, files, cluster) if run.trigger == Run.Trigger.CONTINUOUS else None
         try:
             if stream is not None:
-                stream.prepare(run.job)
+                stream.prepare(run)
             files.upload(s3, attempt.source.read_bytes(), run.injected_parameters(target.master))
             step = files.step(f"Run {run.pk} of job {run.job_id}", env=stream and stream.env)
             info = backend.start(cluster, steps=[step], keep_alive=False)
@@ -413,9 +413,19 @@ class EmrStream:
     def env(self) -> dict[str, str]:
         return {"PORTAL_STOP_FILE": self.files.uri("stop")}
 
-    def prepare(self, job: Job) -> None:
-        """Delete older generations under ``job.stream_s3_prefix``; raises ValueError,
+    def prepare(self, run: Run) -> None:
+        """Before ``run``'s cluster starts: terminate the clusters of the job's earlier
+        continuous runs that are still live (a worker that died left its run LOST and its
+        cluster running the old step, which would go on writing the same checkpoint),
+        then delete older generations under ``job.stream_s3_prefix``. Raises ValueError,
         ClientError or BotoCoreError."""
+        job = run.job
+        earlier = Cluster.objects.live().filter(
+            for_run__job_id=job.pk, for_run__trigger=Run.Trigger.CONTINUOUS
+        )
+        for cluster in earlier.exclude(for_run_id=run.pk):
+            log.warning("terminating cluster=%s of an earlier run of job=%s", cluster.pk, job.pk)
+            cluster_services.terminate_now(cluster, "The job's next run replaced it.")
         emr_runner.remove_s3_prefix(self.s3, job.stream_s3_prefix, keep=job.stream_locations())
 
     def lifetime_ending(self) -> bool:

@@ -295,9 +295,12 @@ def delete_job(job: Job) -> None:
         job = Job.objects.select_for_update().get(pk=job.pk)
         if job.continuous or job.runs.filter(trigger=Run.Trigger.CONTINUOUS).exists():
             owner_id, job_id = job.owner_id, job.pk
+            s3_prefix = job.stream_s3_prefix if settings.STREAMS_S3_URI else ""
             # robust: a broker that is down must not turn the committed delete into an
             # error; the hourly sweep removes the directories then.
-            transaction.on_commit(lambda: _remove_stream_dirs(owner_id, job_id), robust=True)
+            transaction.on_commit(
+                lambda: _remove_stream_dirs(owner_id, job_id, s3_prefix), robust=True
+            )
         keys = list(job.versions.values_list("storage_key", flat=True))
         for run_keys in job.runs.values_list(
             "output_key", "html_key", "partial_key", "output_gzip_key", "html_gzip_key"
@@ -313,10 +316,10 @@ def delete_job(job: Job) -> None:
         )
 
 
-def _remove_stream_dirs(owner_id: int, job_id: int) -> None:
+def _remove_stream_dirs(owner_id: int, job_id: int, s3_prefix: str) -> None:
     from jobs.tasks import remove_stream_dirs  # jobs.tasks imports this package
 
-    remove_stream_dirs.delay(owner_id, job_id)
+    remove_stream_dirs.delay(owner_id, job_id, s3_prefix)
 
 
 def delete_files(keys: list[str]) -> None:

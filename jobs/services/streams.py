@@ -342,6 +342,54 @@ def prune_stream_dirs() -> int:
     return removed
 
 
+#: A stream key's prefix under STREAMS_S3_URI (``Job.stream_key.hex``).
+_STREAM_KEY = re.compile(r"[0-9a-f]{32}")
+
+
+def remove_stream_prefix(prefix_uri: str) -> int:
+    """Delete a deleted continuous job's checkpoints and sinks in S3: every object under
+    ``prefix_uri``, which must be one stream key's prefix directly under STREAMS_S3_URI
+    (``Job.stream_s3_prefix``). Returns how many objects were deleted. Raises ValueError
+    for any other URI (or none configured), botocore's ClientError or BotoCoreError."""
+    from jobs import emr_runner  # boto3 only where S3 is used
+
+    base = settings.STREAMS_S3_URI.rstrip("/") + "/"
+    key = prefix_uri[len(base) :].rstrip("/") if prefix_uri.startswith(base) else ""
+    if not settings.STREAMS_S3_URI or not _STREAM_KEY.fullmatch(key):
+        raise ValueError(f"not a stream prefix under STREAMS_S3_URI: {prefix_uri!r}")
+    deleted = emr_runner.remove_s3_prefix(emr_runner.s3_client(), f"{base}{key}/")
+    log.info("removed %s objects under %s", deleted, prefix_uri)
+    return deleted
+
+
+def prune_stream_prefixes() -> int:
+    """Delete the S3 checkpoints and sinks of continuous jobs that no longer exist: every
+    stream key's prefix under STREAMS_S3_URI that is no job's ``stream_key`` (listed
+    first, then the jobs read, so a job created meanwhile is known). Other names are left
+    alone; STREAMS_S3_URI must be this portal's own. Returns how many prefixes went;
+    nothing without STREAMS_S3_URI. Raises ClientError or BotoCoreError."""
+    if not settings.STREAMS_S3_URI:
+        return 0
+    from jobs import emr_runner
+
+    s3 = emr_runner.s3_client()
+    base = settings.STREAMS_S3_URI.rstrip("/") + "/"
+    bucket, prefix = emr_runner.split_s3_uri(base)
+    found = set()
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, Delimiter="/"
+    )
+    for page in pages:
+        for common in page.get("CommonPrefixes", []):
+            key = common["Prefix"][len(prefix) :].rstrip("/")
+            if _STREAM_KEY.fullmatch(key):
+                found.add(key)
+    live = {key.hex for key in Job.objects.values_list("stream_key", flat=True)}
+    for key in sorted(found - live):
+        remove_stream_prefix(f"{base}{key}/")
+    return len(found - live)
+
+
 def _remove_entry(*names: str) -> bool:
     """Remove ``STREAMS_ROOT/<names...>``: a directory with its contents, anything else
     (a symlink) by unlinking it. Each directory on the way is opened without following a

@@ -79,17 +79,17 @@ def test_a_continuous_job_on_emr_needs_an_s3_location(aws, emr_settings, make_jo
     emr_settings.STREAMS_S3_URI = f"s3://{STREAMS_BUCKET}/streams/"
     job = make_job("trivial.ipynb", spark_target="emr_cluster", continuous=True)
     assert job.streams_in_s3
-    prefix = f"s3://{STREAMS_BUCKET}/streams/{job.owner_id}/job-{job.pk}/"
+    prefix = f"s3://{STREAMS_BUCKET}/streams/{job.stream_key.hex}/"
     assert job.checkpoint_generation == 1
     assert job.stream_locations() == (f"{prefix}checkpoint-1", f"{prefix}output-1")
+    other = make_job("trivial.ipynb", spark_target="emr_cluster", continuous=True)
+    assert other.stream_key != job.stream_key  # each job its own, unguessable prefix
 
 
-def test_stop_writes_the_flag_in_s3_and_the_run_ends_stopped_on_request(
-    s3_streams, emr_stream_job
-):
+def test_stop_writes_the_flag_in_s3_and_the_run_ends_stopped_on_request(s3_streams, emr_stream_job):
     aws = s3_streams
     # What an earlier checkpoint generation left is deleted when the next run starts.
-    old = f"streams/{emr_stream_job.owner_id}/job-{emr_stream_job.pk}/checkpoint-1/offsets/0"
+    old = f"streams/{emr_stream_job.stream_key.hex}/checkpoint-1/offsets/0"
     aws.s3.put_object(Bucket=STREAMS_BUCKET, Key=old, Body=b"v1")
     streams.reset_checkpoint(emr_stream_job)
     run = started_run(emr_stream_job)
@@ -105,7 +105,7 @@ def test_stop_writes_the_flag_in_s3_and_the_run_ends_stopped_on_request(
             "Body"
         ].read()
     )
-    prefix = f"s3://{STREAMS_BUCKET}/streams/{emr_stream_job.owner_id}/job-{emr_stream_job.pk}/"
+    prefix = f"s3://{STREAMS_BUCKET}/streams/{emr_stream_job.stream_key.hex}/"
     assert parameters["checkpoint_dir"] == f"{prefix}checkpoint-2"
     assert parameters["output_dir"] == f"{prefix}output-2"
     assert "Contents" not in aws.s3.list_objects_v2(Bucket=STREAMS_BUCKET, Prefix=old)
@@ -210,3 +210,85 @@ def test_the_telemetry_package_is_uploaded_for_the_clusters(aws, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith(str(archive))
+
+
+def test_the_migration_gives_every_existing_job_its_own_stream_key(make_job):
+    """AddField fills existing rows with one evaluation of the default: the migration's
+    data step gives each job its own key."""
+    import importlib
+
+    from django.apps import apps
+
+    from jobs.models import Job
+
+    migration = importlib.import_module("jobs.migrations.0013_job_stream_key")
+    for name in ("a", "b", "c"):
+        make_job("trivial.ipynb", name=name)
+    shared = Job.objects.first().stream_key
+    Job.objects.update(stream_key=shared)
+    migration.give_each_job_its_key(apps, None)
+    keys = set(Job.objects.values_list("stream_key", flat=True))
+    assert len(keys) == 3 and shared not in keys
+
+
+def test_a_lost_runs_cluster_is_terminated_before_the_next_run_starts(
+    s3_streams, emr_stream_job, settings
+):
+    """A worker that died leaves its run LOST (the reaper) and its cluster running the old
+    step, still writing the checkpoint: the job's next run terminates it first."""
+    from clusters import services as cluster_services
+    from clusters.backends.emr import EmrBackend
+
+    aws = s3_streams
+    settings.STREAM_RESTART_BACKOFF = 0  # restart at once after the lost run
+    lost = started_run(emr_stream_job)
+    Run.objects.filter(pk=lost.pk).update(attempt=1)
+    orphan = cluster_services.launch_cluster_for_run(Run.objects.get(pk=lost.pk), "emr", 600)
+    cluster_services.record_launch(orphan, EmrBackend().start(orphan))
+    Run.objects.filter(pk=lost.pk).update(state=Run.State.LOST, finished_at=timezone.now())
+    assert streams.supervise_streams()["started"] == 1
+    run = emr_stream_job.runs.get(state=Run.State.QUEUED)
+    thread, result = start_in_thread(run)
+    launched_step(aws, run)
+    orphan.refresh_from_db()
+    assert orphan.state in (Cluster.State.TERMINATING, Cluster.State.TERMINATED)
+    assert orphan.state_reason == "The job's next run replaced it."
+    described = aws.emr.describe_cluster(ClusterId=orphan.jobflow_id)["Cluster"]["Status"]
+    assert described["State"] in ("TERMINATING", "TERMINATED")
+    streams.stop_run(Run.objects.get(pk=run.pk))  # (the step never ends: a cancel)
+    thread.join(timeout=30)
+    assert result["run"].state == Run.State.CANCELLED
+
+
+def stream_objects(aws) -> set[str]:
+    listed = aws.s3.list_objects_v2(Bucket=STREAMS_BUCKET, Prefix="streams/")
+    return {o["Key"] for o in listed.get("Contents", [])}
+
+
+def test_deleting_a_job_removes_its_s3_prefix_and_the_sweep_removes_orphans(
+    s3_streams, emr_stream_job, make_job, on_commit_tasks
+):
+    from jobs import services, tasks
+
+    aws = s3_streams
+    kept = make_job("trivial.ipynb", name="kept", spark_target="emr_cluster", continuous=True)
+    for job in (emr_stream_job, kept):
+        for name in ("checkpoint-1/offsets/0", "output-1/part-0.parquet"):
+            key = f"streams/{job.stream_key.hex}/{name}"
+            aws.s3.put_object(Bucket=STREAMS_BUCKET, Key=key, Body=b"x")
+    orphan = "streams/0123456789abcdef0123456789abcdef/checkpoint-1/commits/0"
+    foreign = "streams/not-a-stream-key/readme.txt"
+    for key in (orphan, foreign):
+        aws.s3.put_object(Bucket=STREAMS_BUCKET, Key=key, Body=b"x")
+
+    gone = emr_stream_job.stream_key.hex
+    on_commit_tasks(services.delete_job, emr_stream_job)  # the removal task runs eagerly
+    assert not any(key.startswith(f"streams/{gone}/") for key in stream_objects(aws))
+    assert any(key.startswith(f"streams/{kept.stream_key.hex}/") for key in stream_objects(aws))
+
+    assert tasks.prune_stream_dirs() >= 1
+    left = stream_objects(aws)
+    assert orphan not in left and foreign in left
+    assert {f"streams/{kept.stream_key.hex}/checkpoint-1/offsets/0"} <= left
+    with pytest.raises(ValueError):
+        streams.remove_stream_prefix(f"s3://{STREAMS_BUCKET}/streams/")  # never the root

@@ -69,7 +69,7 @@ def test_deleting_a_continuous_job_queues_the_removal_on_the_streams_queue(
     stream_dir, owner_dir = stream_job.stream_dir, stream_job.stream_dir.parent
     with django_capture_on_commit_callbacks(execute=True):
         services.delete_job(stream_job)
-    assert sent == [(stream_job.owner_id, stream_job.pk)]
+    assert sent == [(stream_job.owner_id, stream_job.pk, "")]  # (no S3 prefix)
     assert stream_dir.is_dir()  # the web process leaves them to the streams worker
     assert app.amqp.router.route({}, "jobs.tasks.remove_stream_dirs")["queue"].name == "streams"
 
@@ -87,7 +87,7 @@ def test_a_job_that_was_continuous_once_gets_its_removal_and_a_batch_job_none(
     with django_capture_on_commit_callbacks(execute=True):
         services.delete_job(Job.objects.get(pk=stream_job.pk))
         services.delete_job(batch)
-    assert sent == [(stream_job.owner_id, stream_job.pk)]
+    assert sent == [(stream_job.owner_id, stream_job.pk, "")]  # (no S3 prefix)
 
 
 def test_the_removal_task_leaves_an_existing_jobs_directories(stream_job):
