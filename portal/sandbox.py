@@ -56,6 +56,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISDIR
 
 import psutil
 from django.conf import settings
@@ -101,8 +102,13 @@ class SandboxSpec:
     ``name`` names its directory under SANDBOX_ROOT and its cgroup (lower-case letters,
     digits and dashes; unique among live sandboxes). ``uid`` is the host uid its processes
     run as (``uid_for``). ``read_only`` and ``writable`` are extra host paths bound at the
-    same path inside (missing ones are skipped). ``network`` False gives it a network
-    namespace with loopback only; True keeps the host's network. ``forward_port``, for a
+    same path inside (missing ones are skipped); ``writable`` ones are given to ``uid``.
+    ``shared_writable`` paths are bound read-write too but stay root's (``root_dir``): the
+    sandbox writes only the directories inside them that its uid owns, and can neither
+    rename, replace nor plant symlinks among them (a local cluster and its owner's streams
+    root, whose checkpoint directories the portal's root worker later opens).
+    ``network`` False gives it a network namespace with loopback only; True keeps the
+    host's network. ``forward_port``, for a
     sandbox without network, is a port on its loopback relayed to the one endpoint given
     to ``Sandbox.relay`` (through a unix socket in its ``ipc`` directory). ``publish_port``,
     for a sandbox without network, is a port on its loopback published the other way: the
@@ -116,6 +122,7 @@ class SandboxSpec:
     uid: int
     read_only: tuple[str, ...] = ()
     writable: tuple[str, ...] = ()
+    shared_writable: tuple[str, ...] = ()
     network: bool = False
     forward_port: int | None = None
     publish_port: int | None = None
@@ -157,6 +164,39 @@ def streams_root(owner_id: int) -> Path:
     its own job's; that user's local clusters, whose Spark drivers and executors write
     them too when a job runs there, write all of it."""
     return Path(settings.STREAMS_ROOT) / str(owner_id)
+
+
+#: Opens a directory without following a symlink in its last component.
+_DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def root_dir(path: Path, mode: int = 0o755) -> None:
+    """Make ``path`` a real directory of root's (when this process is root) with ``mode``:
+    the parent of directories a sandbox's uid owns, which that uid then can neither rename,
+    replace nor fill with symlinks. Created if missing; anything else in its place (a
+    symlink planted while the uid owned the parent) is unlinked and a directory made
+    instead. Never follows a symlink in its last component; its parent must be root's.
+    Raises OSError (e.g. a non-empty directory of someone else's is not root's to take:
+    it is taken, ownership only)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parent = os.open(path.parent, _DIR_NOFOLLOW)
+    try:
+        try:
+            if not S_ISDIR(os.lstat(path.name, dir_fd=parent).st_mode):
+                os.unlink(path.name, dir_fd=parent)
+                log.warning("replaced %s, which was not a directory", path)
+                raise FileNotFoundError(path)
+        except FileNotFoundError:
+            os.mkdir(path.name, mode, dir_fd=parent)
+        fd = os.open(path.name, _DIR_NOFOLLOW, dir_fd=parent)
+        try:
+            if os.geteuid() == 0:
+                os.fchown(fd, 0, 0)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(parent)
 
 
 def enabled() -> bool:
@@ -530,6 +570,8 @@ class Sandbox:
             for writable in self.spec.writable:
                 if not _is_uri(writable):
                     self._own_dir(Path(writable))
+            for shared in self.spec.shared_writable:
+                root_dir(Path(shared))
         if self.cgroup is not None:
             self._sweep_stale_cgroups()
             try:
@@ -556,10 +598,18 @@ class Sandbox:
                 stale.remove()
 
     def _own_dir(self, path: Path) -> None:
-        """Create a writable directory of this sandbox's uid (e.g. the owner's views)."""
+        """Create a writable directory of this sandbox's uid (e.g. the owner's views),
+        never through a symlink in its place: the ownership and mode are set through a
+        descriptor opened with O_NOFOLLOW (OSError ELOOP for a symlink), so a link planted
+        by user code cannot give it a host directory such as /etc. Its parents must be
+        root's (``root_dir``)."""
         path.mkdir(parents=True, exist_ok=True)
-        os.chown(path, self.spec.uid, self.spec.uid)
-        os.chmod(path, 0o700)
+        fd = os.open(path, _DIR_NOFOLLOW)
+        try:
+            os.fchown(fd, self.spec.uid, self.spec.uid)
+            os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
 
     def _write_identity(self) -> None:
         uid = self.spec.uid
@@ -734,7 +784,11 @@ class Sandbox:
             ("--bind", str(self.home), str(self.home)),
             ("--bind", str(self.ipc), str(self.ipc)),
         ]
-        binds += [("--bind", p, p) for p in spec.writable if not _is_uri(p) and os.path.exists(p)]
+        binds += [
+            ("--bind", p, p)
+            for p in (*spec.writable, *spec.shared_writable)
+            if not _is_uri(p) and os.path.exists(p)
+        ]
         made = {"/", "/usr", "/etc", "/proc", "/dev", "/tmp", *_SYSTEM_LINKS}
         for kind, source, target in binds:
             # bwrap (as root) creates missing parents 0700, which the sandbox's uid could

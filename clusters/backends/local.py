@@ -174,7 +174,10 @@ class LocalBackend:
             ),
             # The owner's continuous jobs' checkpoints and sinks: a job that runs here
             # writes them from the cluster's driver and executors.
-            writable=(views_root(cluster.owner_id), str(streams_root(cluster.owner_id))),
+            # (Root's, so that the cluster's code cannot plant symlinks above them: it
+            # writes the checkpoint and sink directories the portal gave the owner's uid.)
+            writable=(views_root(cluster.owner_id),),
+            shared_writable=(str(streams_root(cluster.owner_id)),),
             network=True,
             die_with_parent=False,
             # Master, worker daemons and the Connect driver take about 2 GiB; each worker

@@ -41,6 +41,7 @@ from django.utils import timezone
 
 from jobs.models import Job, NotebookVersion, Run
 from jobs.services import dispatch
+from portal.sandbox import root_dir
 
 log = logging.getLogger(__name__)
 
@@ -251,15 +252,21 @@ def prepare_stream_dirs(job: Job) -> tuple[Path, Path]:
     """``prepare_checkpoint``, returning ``(Job.checkpoint_dir, Job.output_dir)``: the
     directories a continuous run's sandbox writes.
 
-    Removal goes through ``_remove_entry`` (no symlink followed; the owner's clusters write
-    STREAMS_ROOT/<owner> and may plant one, which is unlinked rather than given to the
-    run). An older generation that cannot be removed is logged and left for the next
-    run's preparation: it does not fail this run."""
+    ``streams_root(owner)`` and the job's directory are made root's first
+    (``_root_parents``): before that the owner's clusters could write them and plant
+    symlinks. Removal goes through ``_remove_entry`` (no symlink followed: one is unlinked
+    rather than given to the run). An older generation that cannot be removed is logged
+    and left for the next run's preparation: it does not fail this run. Raises OSError
+    when the directories cannot be made."""
     current = (job.checkpoint_dir, job.output_dir)
     parent = job.stream_dir
     owner, name = str(job.owner_id), parent.name
-    stale = [(name,)] if parent.is_symlink() else []
-    if parent.is_dir() and not stale:
+    # First: from now on only this (root) process can add or swap entries in the job's
+    # directory, so what the scan below finds stays what it is.
+    Path(settings.STREAMS_ROOT).mkdir(parents=True, exist_ok=True)
+    _root_parents(job)
+    stale = []
+    if parent.is_dir():
         stale += [
             (name, old.name)
             for old in [*parent.glob("checkpoint-*"), *parent.glob("output-*")]
@@ -274,6 +281,16 @@ def prepare_stream_dirs(job: Job) -> tuple[Path, Path]:
     for path in current:
         path.mkdir(parents=True, exist_ok=True)
     return current
+
+
+def _root_parents(job: Job) -> None:
+    """Make ``streams_root(owner)`` and ``Job.stream_dir`` directories of root's
+    (``sandbox.root_dir``), replacing a symlink in their place: only the checkpoint and
+    sink directories inside are the owner's uid's, so neither the run nor the owner's
+    local clusters can swap a path the root worker later opens, owns or binds."""
+    parent = job.stream_dir
+    root_dir(parent.parent)
+    root_dir(parent)
 
 
 # --- A deleted job's directories ------------------------------------------------------------
