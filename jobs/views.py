@@ -639,7 +639,8 @@ def _continuous_rows(now: dt.datetime) -> list[dict[str, Any]]:
     """The operations page's continuous jobs: each with its active run (or None), that
     run's current rates, seconds since its last batch, and whether it is stalled
     (``Run.stream_stalled``: STREAM_STALLED_INTERVALS of its trigger intervals), and
-    that interval."""
+    that interval. A job on EMR reports no live metrics (``metrics`` False): it is never
+    flagged."""
     jobs = list(Job.objects.filter(continuous=True).select_related("owner").order_by("name")[:100])
     runs = {
         run.job_id: run
@@ -651,15 +652,18 @@ def _continuous_rows(now: dt.datetime) -> list[dict[str, Any]]:
     for job in jobs:
         run = runs.get(job.pk)
         last = run.last_batch_at if run else None
+        metrics = not job.streams_in_s3
         rows.append(
             {
                 "job": job,
                 "run": run,
+                "metrics": metrics,
                 "rates": run.stream_rates() if run else {},
                 "since_batch": (now - last).total_seconds() if last else None,
                 "interval": run.stream_interval() if run else None,
                 "stalled": bool(
                     run
+                    and metrics
                     and run.stream_stalled(
                         now, settings.STREAM_STALLED_INTERVALS, settings.STREAM_STALLED_AFTER
                     )

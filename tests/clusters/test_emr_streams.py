@@ -292,3 +292,17 @@ def test_deleting_a_job_removes_its_s3_prefix_and_the_sweep_removes_orphans(
     assert {f"streams/{kept.stream_key.hex}/checkpoint-1/offsets/0"} <= left
     with pytest.raises(ValueError):
         streams.remove_stream_prefix(f"s3://{STREAMS_BUCKET}/streams/")  # never the root
+
+
+def test_the_operations_page_does_not_flag_an_emr_stream_without_metrics(
+    s3_streams, emr_stream_job, client, staff
+):
+    from django.urls import reverse
+
+    run = started_run(emr_stream_job)
+    long_ago = timezone.now() - timedelta(hours=1)
+    Run.objects.filter(pk=run.pk).update(state=Run.State.RUNNING, attempt=1, started_at=long_ago)
+    client.force_login(staff)
+    page = client.get(reverse("operations")).content.decode()
+    row = page.split(f'id="stream-job-{emr_stream_job.pk}"')[1].split("</tr>")[0]
+    assert "no live metrics on EMR" in row and "stalled" not in row
