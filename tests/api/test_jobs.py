@@ -227,7 +227,7 @@ def test_a_too_frequent_schedule_is_403_naming_the_field(client, alice, settings
 
 
 def test_uploads_past_the_rate_are_429(client, alice, settings):
-    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "upload": "1/m"}
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "upload": "1/h"}
     assert create(client, alice).status_code == 201
     response = create(client, alice)
     assert response.status_code == 429 and response.json()["code"] == "rate_limited"
@@ -360,7 +360,7 @@ def test_a_bad_version_is_400_and_uploads_are_rate_limited(client, alice, make_j
         f"/api/jobs/{job.pk}/versions/", {"notebook": notebook(content=b"{}")}, **bearer(alice)
     )
     assert bad.status_code == 400 and list(bad.json()["errors"]) == ["notebook"]
-    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "upload": "1/m"}
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "upload": "1/h"}
     url = f"/api/jobs/{job.pk}/versions/"
     assert client.post(url, {"notebook": notebook()}, **bearer(alice)).status_code == 201
     assert client.post(url, {"notebook": notebook()}, **bearer(alice)).status_code == 429
@@ -407,7 +407,7 @@ def test_run_now_past_the_queued_limit_is_403_with_the_pages_message(
 
 
 def test_run_now_past_the_rate_is_429(client, alice, make_job, settings):
-    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "run_now": "2/m"}
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "run_now": "2/h"}
     job = make_job()
     assert [run_now(client, alice, job).status_code for _ in range(3)] == [201, 201, 429]
 

@@ -230,7 +230,7 @@ def test_rerun_obeys_the_limits(client, alice, make_job, settings):
     assert response.status_code == 403
     assert response.json() == {"code": "limit_exceeded", "detail": page.value.message}
     settings.USER_MAX_ACTIVE_RUNS = 10
-    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "rerun": "1/m"}
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "rerun": "1/h"}
     assert client.post(f"/api/runs/{run.pk}/rerun/", **bearer(alice)).status_code == 201
     assert client.post(f"/api/runs/{run.pk}/rerun/", **bearer(alice)).status_code == 429
 
@@ -377,7 +377,7 @@ def test_running_files_obeys_the_limits(client, alice, settings):
     assert refused.status_code == 403 and refused.json()["code"] == "limit_exceeded"
     assert Run.objects.count() == 1 and not IdempotencyKey.objects.filter(key="second").exists()
     settings.USER_MAX_ACTIVE_RUNS = 10
-    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "run_now": "1/m"}
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "run_now": "1/h"}
     assert [run_file(client, alice).status_code for _ in range(2)] == [201, 429]
 
 

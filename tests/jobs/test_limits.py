@@ -123,18 +123,18 @@ def test_rerun_obeys_the_same_limit(alice_client, alice, make_job, settings):
 
 
 def test_run_now_is_rate_limited(alice_client, alice, make_job, settings):
-    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "run_now": "3/m"}
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "run_now": "3/h"}
     job = make_job()
     for _ in range(3):
         alice_client.post(reverse("jobs-run", args=[job.pk]))
     response = alice_client.post(reverse("jobs-run", args=[job.pk]), follow=True)
-    assert "Too many requests: at most 3 per minute" in response.content.decode()
+    assert "Too many requests: at most 3 per hour" in response.content.decode()
     assert job.runs.count() == 3
 
 
 def test_a_per_user_rate_overrides_the_default(alice, make_job, settings):
-    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "run_now": "1/m"}
-    UserLimits.objects.create(user=alice, rates={"run_now": "5/m"})
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "run_now": "1/h"}
+    UserLimits.objects.create(user=alice, rates={"run_now": "5/h"})
     job = make_job()
     for _ in range(5):
         services.run_now(job, alice)
@@ -143,7 +143,7 @@ def test_a_per_user_rate_overrides_the_default(alice, make_job, settings):
 
 
 def test_inspection_and_uploads_are_rate_limited(alice_client, alice, make_job, settings):
-    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "inspect": "1/m", "upload": "1/m"}
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "inspect": "1/h", "upload": "1/h"}
     inspect = reverse("jobs-inspect")
     assert "Too many" not in alice_client.post(inspect, {"notebook": upload()}).content.decode()
     assert (
@@ -153,7 +153,7 @@ def test_inspection_and_uploads_are_rate_limited(alice_client, alice, make_job, 
     response = alice_client.post(
         reverse("jobs-upload", args=[job.pk]), {"notebook": upload()}, follow=True
     )
-    assert "Too many requests: at most 1 per minute" in response.content.decode()
+    assert "Too many requests: at most 1 per hour" in response.content.decode()
     assert job.versions.count() == 1
 
 
