@@ -487,11 +487,11 @@ CELERY_BEAT_SCHEDULE["prune-stream-dirs"] = {
     "schedule": STREAM_PRUNE_INTERVAL,
     "options": {"expires": STREAM_PRUNE_INTERVAL},
 }
-# On the streams worker, whose host has STREAMS_ROOT. Its slots are held by running
-# continuous runs: a removal waits for a free one (a deleted job's run frees its own at
-# its next heartbeat).
-CELERY_TASK_ROUTES["jobs.tasks.remove_stream_dirs"] = {"queue": "streams"}
-CELERY_TASK_ROUTES["jobs.tasks.prune_stream_dirs"] = {"queue": "streams"}
+# On the clusters worker: root, on the host of the local clusters, which write
+# STREAMS_ROOT too (so it has it), and never busy for long. Not the streams worker, whose
+# slots running continuous runs hold for days.
+CELERY_TASK_ROUTES["jobs.tasks.remove_stream_dirs"] = {"queue": "clusters"}
+CELERY_TASK_ROUTES["jobs.tasks.prune_stream_dirs"] = {"queue": "clusters"}
 #: Missed slots run by the "all" catch-up policy at most, per dispatcher pass.
 CATCHUP_MAX_SLOTS = env_int("CATCHUP_MAX_SLOTS", 50)
 #: Kernel the portal runs every notebook in, whatever its own metadata names.

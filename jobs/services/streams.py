@@ -304,8 +304,9 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 def remove_stream_dirs(owner_id: int, job_id: int) -> bool:
     """Remove ``STREAMS_ROOT/<owner_id>/job-<job_id>`` (``Job.stream_dir``) with every
     checkpoint and sink generation in it: the one entry point for a deleted continuous
-    job's streaming state. On the streams worker's host (task ``remove_stream_dirs``, queue
-    "streams"); the web process may run elsewhere and never calls it.
+    job's streaming state. On the host of the local clusters, which has STREAMS_ROOT (task
+    ``remove_stream_dirs``, queue "clusters"); the web process may run elsewhere and never
+    calls it.
 
     The files are the sandbox's and the owner's local clusters' (the owner's uid); the
     worker is root without a user namespace (``portal.sandbox``), so it removes them like

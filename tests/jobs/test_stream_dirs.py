@@ -71,7 +71,7 @@ def test_deleting_a_continuous_job_queues_the_removal_on_the_streams_queue(
         services.delete_job(stream_job)
     assert sent == [(stream_job.owner_id, stream_job.pk, "")]  # (no S3 prefix)
     assert stream_dir.is_dir()  # the web process leaves them to the streams worker
-    assert app.amqp.router.route({}, "jobs.tasks.remove_stream_dirs")["queue"].name == "streams"
+    assert app.amqp.router.route({}, "jobs.tasks.remove_stream_dirs")["queue"].name == "clusters"
 
     assert tasks.remove_stream_dirs(*sent[0]) is True
     assert not stream_dir.exists() and owner_dir.is_dir()

@@ -8,8 +8,8 @@ EXPECTED = {
     "jobs.tasks.execute_stream_run": "streams",
     "jobs.tasks.supervise_streams": "control",
     # On the host that has the continuous jobs' directories.
-    "jobs.tasks.remove_stream_dirs": "streams",
-    "jobs.tasks.prune_stream_dirs": "streams",
+    "jobs.tasks.remove_stream_dirs": "clusters",
+    "jobs.tasks.prune_stream_dirs": "clusters",
     "jobs.tasks.dispatch_due_runs": "control",
     "jobs.tasks.reap_runs": "control",
     "jobs.tasks.send_run_alert": "control",
