@@ -395,7 +395,8 @@ class JobForm(forms.ModelForm):
             "(telemetry.streaming.run_until_stopped). A failed or lost run is restarted from "
             "its checkpoint (the parameter checkpoint_dir), with backoff. Choose “Manual "
             "only” as the schedule.",
-            "stream_max_failures": "Then the job is paused; you are e-mailed, and its chat and webhook targets told, once.",
+            "stream_max_failures": "Then the job is paused; you are e-mailed, and its chat "
+            "and webhook targets told, once.",
         }
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),

@@ -46,9 +46,10 @@ STREAM_DIRS_TIME_LIMIT = 600
 @shared_task(ignore_result=True, soft_time_limit=STREAM_DIRS_TIME_LIMIT, time_limit=660)
 def remove_stream_dirs(owner_id: int, job_id: int, s3_prefix: str = "") -> bool:
     """Remove deleted continuous job ``job_id``'s checkpoints and sinks (queue "clusters",
-    whose worker's host has them, as the local clusters writing them do), and its S3 prefix ``s3_prefix`` when it had one
-    (``streams.remove_stream_prefix``). A job that exists is left alone; a duplicate
-    delivery finds nothing. Returns True if something was removed."""
+    whose worker's host has them, as the local clusters writing them do), and its S3
+    prefix ``s3_prefix`` when it had one (``streams.remove_stream_prefix``). A job that
+    exists is left alone; a duplicate delivery finds nothing. Returns True if something
+    was removed."""
     if Job.objects.filter(pk=job_id).exists():
         log.warning("job=%s exists: its streams directory stays", job_id)
         return False
