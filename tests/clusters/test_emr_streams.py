@@ -130,13 +130,16 @@ def test_stop_writes_the_flag_in_s3_and_the_run_ends_stopped_on_request(s3_strea
     assert (done.state, done.state_reason) == (Run.State.SUCCEEDED, Run.STOPPED_ON_REQUEST)
 
 
-def test_a_stop_not_done_in_time_cancels_the_run_and_its_cluster(s3_streams, emr_stream_job):
+def test_a_stop_not_done_in_time_cancels_the_run_and_its_cluster(
+    s3_streams, emr_stream_job, emr_settings
+):
     aws = s3_streams
+    emr_settings.STREAM_STOP_TIMEOUT = 0.5
     run = started_run(emr_stream_job)
     thread, result = start_in_thread(run)
     cluster, _ = launched_step(aws, run)
     streams.stop_run(Run.objects.get(pk=run.pk))
-    thread.join(timeout=30)  # STREAM_STOP_TIMEOUT is 2 s here; the step never ends
+    thread.join(timeout=30)  # the step never ends
     done = result["run"]
     assert done.state == Run.State.CANCELLED
     assert has_stop_flag(aws, run)
@@ -238,6 +241,7 @@ def test_a_lost_runs_cluster_is_terminated_before_the_next_run_starts(
     step, still writing the checkpoint: the job's next run terminates it first."""
     from clusters import services as cluster_services
     from clusters.backends.emr import EmrBackend
+    from jobs.services.recovery import cancel_run
 
     aws = s3_streams
     settings.STREAM_RESTART_BACKOFF = 0  # restart at once after the lost run
@@ -255,7 +259,7 @@ def test_a_lost_runs_cluster_is_terminated_before_the_next_run_starts(
     assert orphan.state_reason == "The job's next run replaced it."
     described = aws.emr.describe_cluster(ClusterId=orphan.jobflow_id)["Cluster"]["Status"]
     assert described["State"] in ("TERMINATING", "TERMINATED")
-    streams.stop_run(Run.objects.get(pk=run.pk))  # (the step never ends: a cancel)
+    cancel_run(Run.objects.get(pk=run.pk))
     thread.join(timeout=30)
     assert result["run"].state == Run.State.CANCELLED
 

@@ -118,7 +118,10 @@ def test_an_unverified_address_cannot_use_the_portal_until_its_link_is_followed(
     assert client.get(reverse("dashboard")).status_code == 200
 
 
-def test_verification_is_mandatory_whenever_anyone_may_sign_up(monkeypatch):
+def test_verification_is_mandatory_whenever_anyone_may_sign_up():
+    """Settings are read once per process: each case starts Django in a process of its
+    own, all four at once."""
+    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -128,28 +131,31 @@ def test_verification_is_mandatory_whenever_anyone_may_sign_up(monkeypatch):
         "import django; django.setup(); from django.conf import settings; "
         "print(settings.ACCOUNT_EMAIL_VERIFICATION)"
     )
-    for env, expected in (
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SIGNUP_ALLOWED_DOMAINS", "ACCOUNT_EMAIL_VERIFICATION")
+    }
+    cases = (
         ({"SIGNUP_OPEN": "true"}, "mandatory"),
         ({"SIGNUP_OPEN": "false", "SIGNUP_ALLOWED_DOMAINS": "corp.example"}, "mandatory"),
         ({"SIGNUP_OPEN": "false", "ACCOUNT_EMAIL_VERIFICATION": "none"}, "none"),
         ({"SIGNUP_OPEN": "true", "ACCOUNT_EMAIL_VERIFICATION": "none"}, "mandatory"),
-    ):
-        import os
-
-        full = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("SIGNUP_ALLOWED_DOMAINS", "ACCOUNT_EMAIL_VERIFICATION")
-        }
-        done = subprocess.run(
+    )
+    probes = [
+        subprocess.Popen(
             [sys.executable, "-c", probe],
             cwd=root,
-            env={**full, **env, "DJANGO_SETTINGS_MODULE": "portal.settings"},
-            capture_output=True,
+            env={**base, **env, "DJANGO_SETTINGS_MODULE": "portal.settings"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=60,
         )
-        assert done.stdout.strip() == expected, (env, done.stderr[-500:])
+        for env, _ in cases
+    ]
+    for (env, expected), proc in zip(cases, probes, strict=True):
+        out, err = proc.communicate(timeout=60)
+        assert out.strip() == expected, (env, err[-500:])
 
 
 def test_admin_sign_in_goes_through_the_rate_limited_portal_sign_in(client, staff):
