@@ -15,7 +15,7 @@ import logging
 import os
 import time
 import uuid
-from typing import Protocol
+from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
@@ -298,7 +298,9 @@ class EmrExecutor:
             if stream is not None:
                 stream.prepare(run)
             files.upload(s3, attempt.source.read_bytes(), run.injected_parameters(target.master))
-            step = files.step(f"Run {run.pk} of job {run.job_id}", env=stream and stream.env)
+            step = files.step(
+                f"Run {run.pk} of job {run.job_id}", env=stream.env if stream else None
+            )
             info = backend.start(cluster, steps=[step], keep_alive=False)
         except (ClientError, BotoCoreError, BackendError, ValueError) as exc:
             message = f"Could not launch the EMR job cluster: {exc}"[:500]
@@ -404,7 +406,7 @@ class EmrStream:
     #: Seconds before the cluster's expiry, beyond STREAM_STOP_TIMEOUT, at which it rotates.
     ROTATION_MARGIN = 600
 
-    def __init__(self, s3, files: emr_runner.StepFiles, cluster: Cluster):
+    def __init__(self, s3: Any, files: emr_runner.StepFiles, cluster: Cluster) -> None:
         self.s3, self.files, self.cluster = s3, files, cluster
         self.reason = ""
         self._stop_sent_at: float | None = None
