@@ -320,6 +320,50 @@ def _gzip_copy(run: Run, key: str, source: BinaryIO) -> tuple[str, int]:
     return gzip_key, packed
 
 
+#: (plain key field, gzip copy field) of a run's outputs that get a gzip copy.
+_GZIP_FIELDS = (("output_key", "output_gzip_key"), ("html_key", "html_gzip_key"))
+
+
+def backfill_gzip_copies(limit: int = 0) -> dict[str, int]:
+    """Make the gzip copies (``jobs.compression``) of finished runs stored before the
+    portal made them, newest first, at most ``limit`` runs (0: all): each plain output
+    without a copy is read from storage, a chunk at a time, and its copy stored, added to
+    ``Run.output_bytes`` and recorded only if the run still has that output and no copy
+    (else the copy is deleted: retention or a new attempt got there first). Outputs that
+    are small or incompressible get none, as at the end of a run, and are looked at again
+    by a later call. Returns counts: {"runs", "copies", "bytes" (of the copies), "none"
+    (small or incompressible), "missing" (the plain file is gone)}."""
+    counts = {"runs": 0, "copies": 0, "bytes": 0, "none": 0, "missing": 0}
+    wanting = Q()
+    for field, gzip_field in _GZIP_FIELDS:
+        wanting |= Q(**{gzip_field: ""}) & ~Q(**{field: ""})
+    runs = Run.objects.filter(wanting, state__in=Run.FINAL_STATES).order_by("-finished_at", "-pk")
+    for run in runs[:limit] if limit else runs.iterator():
+        counts["runs"] += 1
+        for field, gzip_field in _GZIP_FIELDS:
+            key = getattr(run, field)
+            if not key or getattr(run, gzip_field):
+                continue
+            try:
+                with default_storage.open(key, "rb") as fh:
+                    gzip_key, packed = _gzip_copy(run, key, fh)
+            except (FileNotFoundError, OSError):
+                counts["missing"] += 1
+                continue
+            if not gzip_key:
+                counts["none"] += 1
+                continue
+            recorded = Run.objects.filter(pk=run.pk, **{field: key, gzip_field: ""}).update(
+                **{gzip_field: gzip_key}, output_bytes=F("output_bytes") + packed
+            )
+            if not recorded:
+                delete_files([gzip_key])
+                continue
+            counts["copies"] += 1
+            counts["bytes"] += packed
+    return counts
+
+
 def _clip(text: str, limit: int, keep_end: bool = False) -> str:
     """``text`` cut to at most ``limit`` characters, saying how much was cut; the end is
     kept for a traceback (where the exception is), the start otherwise."""

@@ -232,3 +232,37 @@ def test_deleting_the_job_deletes_the_gzip_copies(run, django_capture_on_commit_
 )
 def test_accept_encoding_is_parsed_with_its_q_values(header, accepted):
     assert compression.accepts_gzip(header) is accepted
+
+
+def test_runs_from_before_the_copies_get_them_from_the_command(run, make_job, alice, tmp_path):
+    """``manage.py compressoutputs``: an old run (no copies, its bytes without them) gets
+    its two copies, counted and then served; a second pass finds nothing to do, and a
+    small output is counted as such."""
+    import io
+
+    from django.core.management import call_command
+
+    plain_bytes = run.output_bytes - compression_bytes(run)
+    for key in (run.html_gzip_key, run.output_gzip_key):
+        default_storage.delete(key)
+    Run.objects.filter(pk=run.pk).update(
+        output_gzip_key="", html_gzip_key="", output_bytes=plain_bytes
+    )
+    small = finished(make_job(name="Small"), alice, tmp_path, nbformat.v4.new_notebook())
+    out = io.StringIO()
+    call_command("compressoutputs", stdout=out)
+    assert "2 runs looked at: 2 gzip copies stored" in out.getvalue()
+    assert "too small or incompressible: 1;" in out.getvalue()  # the small .ipynb
+    run.refresh_from_db()
+    assert run.html_gzip_key and run.output_gzip_key
+    assert run.output_bytes == plain_bytes + compression_bytes(run)
+    assert gzip.decompress(stored(run.html_gzip_key)) == stored(run.html_key)
+    assert gzip.decompress(stored(run.output_gzip_key)) == stored(run.output_key)
+    assert small.output_gzip_key == ""
+    out = io.StringIO()
+    call_command("compressoutputs", stdout=out)
+    assert "0 gzip copies stored" in out.getvalue()
+
+
+def compression_bytes(run: Run) -> int:
+    return sum(default_storage.size(k) for k in (run.html_gzip_key, run.output_gzip_key) if k)
