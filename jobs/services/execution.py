@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from datetime import datetime, timedelta
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import nbformat
 from django.conf import settings
@@ -346,7 +346,7 @@ def backfill_gzip_copies(limit: int = 0) -> dict[str, int]:
                 continue
             try:
                 with default_storage.open(key, "rb") as fh:
-                    gzip_key, packed = _gzip_copy(run, key, fh)
+                    gzip_key, packed = _gzip_copy(run, key, cast(BinaryIO, fh))
             except (FileNotFoundError, OSError):
                 counts["missing"] += 1
                 continue
