@@ -83,12 +83,17 @@ def stop_requested() -> bool:
 
 def _s3_object_exists(uri: str) -> bool:
     """Whether the S3 object ``s3://bucket/key`` exists (boto3, the environment's
-    credentials and endpoint); False on any error."""
+    credentials, region (the step sets ``AWS_DEFAULT_REGION``) and endpoint); False on
+    any error."""
     import boto3  # only on EMR (and in the portal's tests of it)
+    from botocore.config import Config
 
     bucket, _, key = uri[len("s3://") :].partition("/")
+    # Short timeouts and few retries: a look that hangs delays the stop, and the next
+    # look comes S3_POLL_SECONDS later anyway.
+    config = Config(connect_timeout=5, read_timeout=5, retries={"max_attempts": 2})
     try:
-        boto3.client("s3").head_object(Bucket=bucket, Key=key)
+        boto3.client("s3", config=config).head_object(Bucket=bucket, Key=key)
     except Exception:
         return False
     return True

@@ -281,7 +281,8 @@ class EmrExecutor:
 
     def acquire_target(self, attempt: Attempt) -> SparkTarget:
         """A PENDING EMR cluster row for this attempt (launched by ``run``, with its
-        step), living the run's timeout plus half an hour."""
+        step), living the run's timeout plus half an hour (a continuous run's:
+        STREAM_EMR_LIFETIME_HOURS, ``EmrStream``)."""
         cluster = _launch_for_run(attempt, Cluster.Backend.EMR)
         _record_cluster(attempt.run, cluster)
         return SparkTarget("yarn", cluster, owned=True)
@@ -310,7 +311,10 @@ class EmrExecutor:
         try:
             ended = self._wait_for_step(attempt, backend, collector, stream)
             if isinstance(ended, OutcomeStatus):
-                return Outcome(ended, message=stop_message(ended, run.timeout_seconds))
+                message = stop_message(ended, run.timeout_seconds)
+                if stream is not None and ended == OutcomeStatus.CANCELLED and stream.overdue():
+                    message = stream.overdue_message()
+                return Outcome(ended, message=message)
             cluster_services.sync_cluster(cluster)
             outcome = emr_runner.outcome_of_step(s3, files, ended, attempt.output)
             if stream is not None and outcome.status == OutcomeStatus.SUCCEEDED:
@@ -409,11 +413,18 @@ class EmrStream:
     def __init__(self, s3: Any, files: emr_runner.StepFiles, cluster: Cluster) -> None:
         self.s3, self.files, self.cluster = s3, files, cluster
         self.reason = ""
-        self._stop_sent_at: float | None = None
+        self._asked_at: float | None = None
+        self._written = False
 
     @property
     def env(self) -> dict[str, str]:
-        return {"PORTAL_STOP_FILE": self.files.uri("stop")}
+        """The step's environment: the stop flag, and the region its kernel's S3 client
+        needs (a node's environment need not name one; VPC gateway endpoints are
+        regional)."""
+        return {
+            "PORTAL_STOP_FILE": self.files.uri("stop"),
+            "AWS_DEFAULT_REGION": settings.EMR_REGION,
+        }
 
     def prepare(self, run: Run) -> None:
         """Before ``run``'s cluster starts: terminate the clusters of the job's earlier
@@ -442,19 +453,33 @@ class EmrStream:
         return (expires_at - timezone.now()).total_seconds() <= margin
 
     def stop(self, reason: str) -> None:
-        """Create the stop flag, once (a failed put is tried again at the next poll)."""
-        if self._stop_sent_at is not None:
+        """Ask the run to stop for ``reason``: the stop timeout starts at the first call,
+        and the flag is written once (a failed put is tried again at the next poll,
+        within that timeout). A request (REQUESTED) after a rotation began takes over
+        its reason: the job was paused, the run did not end for a new cluster."""
+        if self._asked_at is None:
+            self._asked_at = time.monotonic()
+        if not self.reason or reason == self.REQUESTED:
+            self.reason = reason
+        if self._written:
             return
         try:
             self.files.request_stop(self.s3)
         except (ClientError, BotoCoreError) as exc:
             log.warning("could not write the stop flag %s: %s", self.files.uri("stop"), exc)
             return
-        self.reason, self._stop_sent_at = reason, time.monotonic()
+        self._written = True
         log.info("stop flag written (%s) %s", reason, self.files.uri("stop"))
 
     def overdue(self) -> bool:
+        """Whether STREAM_STOP_TIMEOUT seconds passed since the stop was first asked."""
         return (
-            self._stop_sent_at is not None
-            and time.monotonic() - self._stop_sent_at > settings.STREAM_STOP_TIMEOUT
+            self._asked_at is not None
+            and time.monotonic() - self._asked_at > settings.STREAM_STOP_TIMEOUT
         )
+
+    def overdue_message(self) -> str:
+        """The reason of a run killed because it did not stop in time."""
+        why = "its cluster's lifetime ended" if self.reason == self.ROTATED else "it was asked"
+        timeout = settings.STREAM_STOP_TIMEOUT
+        return f"Not stopped within {timeout:g} s after {why}: killed with its cluster."

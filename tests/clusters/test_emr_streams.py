@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from datetime import timedelta
 
@@ -99,7 +100,12 @@ def test_stop_writes_the_flag_in_s3_and_the_run_ends_stopped_on_request(s3_strea
     # The kernel learns where the stop flag is; the notebook where its checkpoint is.
     args = step["Config"]["Args"]
     flag_uri = f"s3://{IN_BUCKET}/{stop_key(run)}"
-    assert args[:2] == ["env", f"PORTAL_STOP_FILE={flag_uri}"] and args[2] == "papermill"
+    assert args[:4] == [
+        "env",
+        f"PORTAL_STOP_FILE={flag_uri}",
+        f"AWS_DEFAULT_REGION={REGION}",
+        "papermill",
+    ]
     parameters = json.loads(
         aws.s3.get_object(Bucket=IN_BUCKET, Key=f"runs/{run.uuid}/attempt-1/parameters.yaml")[
             "Body"
@@ -142,6 +148,9 @@ def test_a_stop_not_done_in_time_cancels_the_run_and_its_cluster(
     thread.join(timeout=30)  # the step never ends
     done = result["run"]
     assert done.state == Run.State.CANCELLED
+    assert (
+        done.state_reason == "Not stopped within 0.5 s after it was asked: killed with its cluster."
+    )
     assert has_stop_flag(aws, run)
     cluster.refresh_from_db()
     assert cluster.state == Cluster.State.TERMINATED
@@ -310,3 +319,41 @@ def test_the_operations_page_does_not_flag_an_emr_stream_without_metrics(
     page = client.get(reverse("operations")).content.decode()
     row = page.split(f'id="stream-job-{emr_stream_job.pk}"')[1].split("</tr>")[0]
     assert "no live metrics on EMR" in row and "stalled" not in row
+
+
+def test_a_stop_during_a_rotation_ends_stopped_on_request(s3_streams, emr_stream_job):
+    """Stop pressed while the run was already being rotated: the run ends "Stopped on
+    request." (its job is paused), not "restarted on a fresh cluster"."""
+    aws = s3_streams
+    run = started_run(emr_stream_job)
+    thread, result = start_in_thread(run)
+    cluster, step = launched_step(aws, run)
+    Cluster.objects.filter(pk=cluster.pk).update(expires_at=timezone.now() + timedelta(minutes=5))
+    wait_for(lambda: has_stop_flag(aws, run), timeout=10, message="the rotation's stop flag")
+    streams.stop_run(Run.objects.get(pk=run.pk))
+    time.sleep(0.5)  # a few polls: the worker sees the request
+    write_output(aws, run, nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]))
+    set_emr_step_state(cluster.jobflow_id, step["Id"], "COMPLETED")
+    thread.join(timeout=30)
+    done = result["run"]
+    assert (done.state, done.state_reason) == (Run.State.SUCCEEDED, Run.STOPPED_ON_REQUEST)
+    emr_stream_job.refresh_from_db()
+    assert not emr_stream_job.enabled
+
+
+def test_the_stop_timeout_runs_even_when_the_flag_cannot_be_written(
+    s3_streams, emr_stream_job, emr_settings
+):
+    """S3 refuses the flag (its bucket is gone): the stop timeout still ends the run."""
+    aws = s3_streams
+    emr_settings.STREAM_STOP_TIMEOUT = 0.5
+    run = started_run(emr_stream_job)
+    thread, result = start_in_thread(run)
+    launched_step(aws, run)
+    for obj in aws.s3.list_objects_v2(Bucket=IN_BUCKET).get("Contents", []):
+        aws.s3.delete_object(Bucket=IN_BUCKET, Key=obj["Key"])
+    aws.s3.delete_bucket(Bucket=IN_BUCKET)
+    streams.stop_run(Run.objects.get(pk=run.pk))
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert result["run"].state == Run.State.CANCELLED
