@@ -300,7 +300,8 @@ class Job(models.Model):
 
     def check_continuous(self) -> None:
         """Raise ValidationError if the job is continuous and has a schedule, or a Spark
-        target that starts a cluster for each run (``CONTINUOUS_TARGETS``)."""
+        target that starts a cluster for each run (``CONTINUOUS_TARGETS``), but for a
+        transient EMR cluster when STREAMS_S3_URI is set, for a private job only."""
         if not self.continuous:
             return
         if self.cron:
@@ -308,7 +309,17 @@ class Job(models.Model):
                 {"schedule_kind": "A continuous job has no schedule: choose “Manual only”."}
             )
         if self.spark_target == self.SparkTarget.EMR_CLUSTER and settings.STREAMS_S3_URI:
-            return  # its checkpoint and sink live in S3 (``stream_locations``)
+            # Its checkpoint and sink live in S3 (``stream_locations``), under a key that
+            # only its runs' outputs show: anyone who read them could, from a cluster of
+            # their own (one instance profile for all), read or rewrite the checkpoint.
+            if self.visibility != self.Visibility.PRIVATE:
+                raise ValidationError(
+                    {
+                        "visibility": "A continuous job on EMR is private: its runs show "
+                        "where its checkpoint is, which any EMR cluster could write."
+                    }
+                )
+            return
         if self.spark_target not in self.CONTINUOUS_TARGETS:
             where = ", or on a transient EMR cluster" if settings.STREAMS_S3_URI else ""
             raise ValidationError(

@@ -167,7 +167,7 @@ def streams_root(owner_id: int) -> Path:
 
 
 #: Opens a directory without following a symlink in its last component.
-_DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def root_dir(path: Path, mode: int = 0o755) -> None:
@@ -179,7 +179,7 @@ def root_dir(path: Path, mode: int = 0o755) -> None:
     Raises OSError (e.g. a non-empty directory of someone else's is not root's to take:
     it is taken, ownership only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    parent = os.open(path.parent, _DIR_NOFOLLOW)
+    parent = os.open(path.parent, DIR_NOFOLLOW)
     try:
         try:
             if not S_ISDIR(os.lstat(path.name, dir_fd=parent).st_mode):
@@ -188,7 +188,7 @@ def root_dir(path: Path, mode: int = 0o755) -> None:
                 raise FileNotFoundError(path)
         except FileNotFoundError:
             os.mkdir(path.name, mode, dir_fd=parent)
-        fd = os.open(path.name, _DIR_NOFOLLOW, dir_fd=parent)
+        fd = os.open(path.name, DIR_NOFOLLOW, dir_fd=parent)
         try:
             if os.geteuid() == 0:
                 os.fchown(fd, 0, 0)
@@ -604,7 +604,7 @@ class Sandbox:
         by user code cannot give it a host directory such as /etc. Its parents must be
         root's (``root_dir``)."""
         path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, _DIR_NOFOLLOW)
+        fd = os.open(path, DIR_NOFOLLOW)
         try:
             os.fchown(fd, self.spec.uid, self.spec.uid)
             os.fchmod(fd, 0o700)

@@ -34,7 +34,8 @@ def _validate(job: Job) -> None:
     expression is emptied for a manual job and normalised otherwise, and the timeout is
     capped at JOB_MAX_TIMEOUT_SECONDS. Raises ScheduleError, or ValidationError for a
     per-run cluster on a backend that is not enabled (``Job.check_spark_target``) or a
-    continuous job with a schedule or a per-run cluster (``Job.check_continuous``)."""
+    continuous job with a schedule, or with a per-run cluster other than a private job's
+    EMR cluster with STREAMS_S3_URI set (``Job.check_continuous``)."""
     job.check_spark_target()
     schedule.validate_timezone(job.timezone)
     if job.schedule_kind == Job.ScheduleKind.MANUAL:
@@ -287,7 +288,7 @@ def delete_job(job: Job) -> None:
 
     Active runs are asked to cancel first; a worker still running one finds its run gone
     and stops its kernel at the next heartbeat. A job that is or was continuous also
-    gets its checkpoints and sinks removed after commit, by the streams worker, whose
+    gets its checkpoints and sinks removed after commit, by the clusters worker, whose
     host has them (``streams.remove_stream_dirs``; ``prune_stream_dirs`` catches a lost
     message, and whatever a dying run wrote after the removal).
     """

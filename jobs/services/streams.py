@@ -18,12 +18,14 @@ continuous run of a job whoever inserts it.
 A run's notebook gets two durable directories as parameters, bound writable into its
 sandbox and kept after it: ``checkpoint_dir`` (its queries' checkpoints) and
 ``output_dir`` (its sinks), of the job's current checkpoint generation
-(``prepare_stream_dirs``).
+(``prepare_stream_dirs``). A job on a transient EMR cluster gets S3 URIs instead
+(``Job.stream_locations``, ``executors.EmrStream``).
 
 Stop (``stop_run``) records ``stop_requested_at``; the run's worker learns of it at its
-next heartbeat (``TickAnswer.STOP``) and writes the stop flag in the sandbox, which the
-kernel's helper watches; the notebook ends and the run ends SUCCEEDED "Stopped on
-request.". A stop not done within STREAM_STOP_TIMEOUT seconds kills the run as a cancel
+next heartbeat (``TickAnswer.STOP``) and writes the stop flag in the sandbox (on EMR: an
+S3 object beside the run's files), which the kernel's helper watches; the notebook ends
+and the run ends SUCCEEDED "Stopped on request.". A stop not done within
+STREAM_STOP_TIMEOUT seconds kills the run as a cancel
 does (CANCELLED). See docs/run-states.md.
 """
 
@@ -41,7 +43,7 @@ from django.utils import timezone
 
 from jobs.models import Job, NotebookVersion, Run
 from jobs.services import dispatch
-from portal.sandbox import root_dir
+from portal.sandbox import DIR_NOFOLLOW, root_dir
 
 log = logging.getLogger(__name__)
 
@@ -297,8 +299,6 @@ def _root_parents(job: Job) -> None:
 
 #: A job's directory under its owner's ``streams_root`` (``Job.stream_dir``).
 _JOB_DIR = re.compile(r"job-([1-9][0-9]*)")
-#: Opens a directory without following a symlink in its last component.
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def remove_stream_dirs(owner_id: int, job_id: int) -> bool:
@@ -328,8 +328,9 @@ def remove_stream_dirs(owner_id: int, job_id: int) -> bool:
 
 def prune_stream_dirs() -> int:
     """Remove every ``STREAMS_ROOT/<owner>/job-<id>`` that is no job's ``Job.stream_dir``
-    (its job was deleted: a removal message lost, or sent while no streams worker ran).
-    Beat, hourly, on the streams worker's host. Returns how many were removed.
+    (its job was deleted: a removal message lost, or sent while no clusters worker ran).
+    Beat, hourly, on the clusters worker's host (it has STREAMS_ROOT). Returns how many
+    were removed.
 
     A job that exists but is no longer continuous keeps its directories: turning it back
     on resumes from its checkpoint. Other names under STREAMS_ROOT are left alone. A
@@ -419,9 +420,9 @@ def _remove_entry(*names: str) -> bool:
     fds = []
     try:
         try:
-            fds.append(os.open(settings.STREAMS_ROOT, _DIR_FLAGS))
+            fds.append(os.open(settings.STREAMS_ROOT, DIR_NOFOLLOW))
             for name in names[:-1]:
-                fds.append(os.open(name, _DIR_FLAGS, dir_fd=fds[-1]))
+                fds.append(os.open(name, DIR_NOFOLLOW, dir_fd=fds[-1]))
             mode = os.lstat(names[-1], dir_fd=fds[-1]).st_mode
         except FileNotFoundError:
             return False

@@ -357,3 +357,15 @@ def test_the_stop_timeout_runs_even_when_the_flag_cannot_be_written(
     thread.join(timeout=30)
     assert not thread.is_alive()
     assert result["run"].state == Run.State.CANCELLED
+
+
+def test_a_continuous_job_on_emr_stays_private(s3_streams, make_job):
+    """Its runs show its stream key (in the injected parameters), which any EMR cluster
+    could then use: sharing the job with everyone signed in is refused."""
+    with pytest.raises(ValidationError) as refused:
+        make_job(
+            "trivial.ipynb", spark_target="emr_cluster", continuous=True, visibility="signed_in"
+        )
+    assert "visibility" in refused.value.message_dict
+    shared = make_job("trivial.ipynb", name="shared", visibility="signed_in", continuous=True)
+    assert shared.visibility == "signed_in"  # on the worker's disk it may be shared
