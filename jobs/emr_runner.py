@@ -125,7 +125,8 @@ def remove_s3_prefix(s3: Any, prefix_uri: str, keep: tuple[str, ...] = ()) -> in
     """Delete every object under ``prefix_uri`` (``s3://bucket/key/``) but those under the
     URIs ``keep``; returns how many were deleted. Listing and deleting go page by page
     (1,000 keys each). Raises ValueError for a URI that is not under a non-empty key
-    ending in "/" (never a whole bucket), botocore's ClientError or BotoCoreError."""
+    ending in "/" (never a whole bucket), OSError when S3 refuses some of the keys (its
+    answer lists them rather than raising), botocore's ClientError or BotoCoreError."""
     bucket, prefix = split_s3_uri(prefix_uri)
     if not prefix.endswith("/") or prefix == "/":
         raise ValueError(f"refusing to delete under {prefix_uri!r}: not a folder-like prefix")
@@ -134,7 +135,16 @@ def remove_s3_prefix(s3: Any, prefix_uri: str, keep: tuple[str, ...] = ()) -> in
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys = [o["Key"] for o in page.get("Contents", []) if not o["Key"].startswith(kept)]
         if keys:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys]})
+            answer = s3.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys]}
+            )
+            failed = answer.get("Errors") or []
+            if failed:  # reported per key, not raised: the prefix stays for a later call
+                first = failed[0]
+                raise OSError(
+                    f"S3 refused to delete {len(failed)} of {len(keys)} objects under "
+                    f"{prefix_uri}, e.g. {first.get('Key')}: {first.get('Code')}"
+                )
             deleted += len(keys)
     return deleted
 

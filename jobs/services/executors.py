@@ -439,7 +439,10 @@ class EmrStream:
         for cluster in earlier.exclude(for_run_id=run.pk):
             log.warning("terminating cluster=%s of an earlier run of job=%s", cluster.pk, job.pk)
             cluster_services.terminate_now(cluster, "The job's next run replaced it.")
-        emr_runner.remove_s3_prefix(self.s3, job.stream_s3_prefix, keep=job.stream_locations())
+        try:
+            emr_runner.remove_s3_prefix(self.s3, job.stream_s3_prefix, keep=job.stream_locations())
+        except OSError as exc:  # left for the next run's preparation, as on disk
+            log.warning("could not remove older generations of job=%s: %s", job.pk, exc)
 
     def lifetime_ending(self) -> bool:
         """Whether the cluster's expiry (read from its row: staff may have moved it) is

@@ -369,7 +369,8 @@ def remove_stream_prefix(prefix_uri: str) -> int:
     """Delete a deleted continuous job's checkpoints and sinks in S3: every object under
     ``prefix_uri``, which must be one stream key's prefix directly under STREAMS_S3_URI
     (``Job.stream_s3_prefix``). Returns how many objects were deleted. Raises ValueError
-    for any other URI (or none configured), botocore's ClientError or BotoCoreError."""
+    for any other URI (or none configured), OSError when S3 refused some objects,
+    botocore's ClientError or BotoCoreError."""
     from jobs import emr_runner  # boto3 only where S3 is used
 
     base = settings.STREAMS_S3_URI.rstrip("/") + "/"
@@ -404,9 +405,15 @@ def prune_stream_prefixes() -> int:
             if _STREAM_KEY.fullmatch(key):
                 found.add(key)
     live = {key.hex for key in Job.objects.values_list("stream_key", flat=True)}
+    removed = 0
     for key in sorted(found - live):
-        remove_stream_prefix(f"{base}{key}/")
-    return len(found - live)
+        try:
+            remove_stream_prefix(f"{base}{key}/")
+        except OSError as exc:  # tried again at the next pass
+            log.warning("could not remove stream prefix %s: %s", key, exc)
+            continue
+        removed += 1
+    return removed
 
 
 def _remove_entry(*names: str) -> bool:

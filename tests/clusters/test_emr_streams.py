@@ -369,3 +369,26 @@ def test_a_continuous_job_on_emr_stays_private(s3_streams, make_job):
     assert "visibility" in refused.value.message_dict
     shared = make_job("trivial.ipynb", name="shared", visibility="signed_in", continuous=True)
     assert shared.visibility == "signed_in"  # on the worker's disk it may be shared
+
+
+def test_objects_s3_refuses_to_delete_are_reported_not_counted(s3_streams):
+    """``delete_objects`` answers per key; a refusal is an OSError, not a success."""
+    from jobs import emr_runner
+
+    aws = s3_streams
+    key = "streams/0123456789abcdef0123456789abcdef/checkpoint-1/offsets/0"
+    aws.s3.put_object(Bucket=STREAMS_BUCKET, Key=key, Body=b"x")
+
+    class Refusing:
+        def get_paginator(self, name):
+            return aws.s3.get_paginator(name)
+
+        def delete_objects(self, Bucket, Delete):
+            return {
+                "Errors": [{"Key": o["Key"], "Code": "AccessDenied"} for o in Delete["Objects"]]
+            }
+
+    prefix = f"s3://{STREAMS_BUCKET}/streams/0123456789abcdef0123456789abcdef/"
+    with pytest.raises(OSError, match="refused to delete 1 of 1 objects"):
+        emr_runner.remove_s3_prefix(Refusing(), prefix)
+    assert emr_runner.remove_s3_prefix(aws.s3, prefix) == 1
