@@ -30,6 +30,14 @@ def notify_run(run_id: int) -> int:
 
 
 @shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+def notify_job_paused(job_id: int, failures: int) -> int:
+    """Record the ``job.paused`` notifications of a continuous job the supervisor paused
+    after ``failures`` failed runs (queued beside its e-mail, after the pause's commit);
+    once per pause whatever the deliveries of this message."""
+    return len(services.record_job_paused(job_id, failures))
+
+
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
 def notify_tick() -> dict:
     """Beat, every NOTIFY_TICK_INTERVAL s: runs past their expected duration, and
     deliveries whose message was lost."""

@@ -141,15 +141,10 @@ def send_stream_paused_alert(job_id: int, failures: int) -> bool:
     supervisor paused it after ``failures`` failed runs within its window, naming the
     last failure. Queued once per pause (``streams.pause_after_failures``' conditional
     UPDATE); a mail-server error is retried by the task. Only recipients the portal takes
-    (``refused_addresses``), at most ALERT_MAX_RECIPIENTS. Returns True if sent.
-
-    First, the job's chat and webhook targets get ``job.paused``
-    (``notify.services.record_job_paused``: recorded here, sent by tasks of their own after
-    commit), whether or not there is anyone to e-mail. It is recorded once per pause, so
-    the task's retries after a mail-server error add nothing."""
-    from notify.services import record_job_paused  # notify imports jobs' models
-
-    record_job_paused(job_id, failures)
+    (``refused_addresses``), at most ALERT_MAX_RECIPIENTS. Returns True if sent. The
+    job's chat and webhook targets are told by a task of their own
+    (``notify.tasks.notify_job_paused``), queued beside this one, so that neither waits
+    for or breaks the other (as ``send_alert_on_commit`` does for runs)."""
     job = Job.objects.select_related("owner").filter(pk=job_id).first()
     if job is None:
         return False

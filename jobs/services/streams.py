@@ -175,6 +175,7 @@ def pause_after_failures(job: Job, failures: int, now: datetime) -> bool:
     (``enabled`` still True) makes a second pass or a racing resume send nothing more.
     Returns True if this call paused it."""
     from jobs.tasks import send_stream_paused_alert  # jobs.tasks imports this package
+    from notify.tasks import notify_job_paused  # notify imports jobs' models
 
     paused = Job.objects.filter(pk=job.pk, enabled=True).update(
         enabled=False, next_run_at=None, stream_paused_at=now
@@ -182,6 +183,7 @@ def pause_after_failures(job: Job, failures: int, now: datetime) -> bool:
     if paused:
         log.warning("paused continuous job=%s after %s failures", job.pk, failures)
         send_stream_paused_alert.delay_on_commit(job.pk, failures)
+        notify_job_paused.delay_on_commit(job.pk, failures)
     return bool(paused)
 
 

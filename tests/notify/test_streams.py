@@ -96,15 +96,16 @@ def test_a_pause_notifies_the_targets_once_beside_the_email(stream_job, receiver
     t0 = timezone.now() - timedelta(minutes=30)
     last = fail_runs(stream_job, 3, t0)
 
-    # The supervisor's pass pauses the job; after its commit, the e-mail task runs, and
-    # records the job's notifications, whose deliveries run in turn.
+    # The supervisor's pass pauses the job; after its commit, the e-mail task and the
+    # notification task run, and the deliveries that records run in turn.
     counts = eager(streams.supervise_streams, t0 + timedelta(minutes=5))
     assert counts["paused"] == 1
     assert len(mail.outbox) == 1
     assert sorted(r.path for r in receiver.received) == ["/chat", "/hook"]
 
-    # A second call (a retry of the e-mail task, a duplicate message) delivers nothing more.
+    # A second message of either task (a retry, a duplicate) delivers nothing more.
     eager(job_tasks.send_stream_paused_alert, stream_job.pk, 3)
+    eager(tasks.notify_job_paused, stream_job.pk, 3)
     assert len(receiver.received) == 2
     assert Delivery.objects.filter(event=PAUSED).count() == 2  # one per target
 

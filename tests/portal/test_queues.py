@@ -24,6 +24,7 @@ EXPECTED = {
     "quotas.tasks.warn_budgets": "control",
     "quotas.tasks.send_budget_warning": "control",
     "notify.tasks.notify_run": "control",
+    "notify.tasks.notify_job_paused": "control",
     "notify.tasks.notify_tick": "control",
     # Waits on other people's servers: beside the other outbound calls.
     "notify.tasks.deliver_notification": "clusters",
