@@ -902,17 +902,20 @@ class Run(models.Model):
         return rates
 
     def stream_interval(self) -> float | None:
-        """The typical time between this run's micro-batches, in seconds: the median gap
-        between consecutive batches of one query among the stored points
-        (``Run.stream_progress``, times as Spark stamped them). None before some query has
-        two batches. It measures the trigger interval a notebook chose (or the batch
-        duration, when batches take longer), which the listener cannot read under Spark
-        Connect."""
+        """The typical time between this run's progress reports, in seconds: the median
+        gap between consecutive events of one query, batches and idle reports alike
+        (``Run.stream_progress["events"]``, else its batch points; times as Spark stamped
+        them). None before some query has reported twice. With data flowing it is the
+        trigger interval the notebook chose (or the batch duration, when batches take
+        longer), which the listener cannot read under Spark Connect; without data, the
+        interval of Spark's idle reports. So a stream whose data comes once an hour is
+        still flagged within a few idle intervals when it hangs."""
         from jobs.stream_progress import parse_time  # stream_progress reads runs' files
 
+        progress = self.stream_progress or {}
         last: dict[str, datetime] = {}
         gaps: list[float] = []
-        for point in (self.stream_progress or {}).get("points") or []:
+        for point in progress.get("events") or progress.get("points") or []:
             at = parse_time(point.get("t"))
             if at is None:
                 continue

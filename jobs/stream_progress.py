@@ -31,6 +31,8 @@ from jobs.logs import open_beneath, read_tail
 PROGRESS_FILE_NAME = ".portal-progress.jsonl"
 #: Points kept on the run (at one batch a second, the last five minutes).
 MAX_POINTS = 300
+#: Events (batch or idle: time and query) kept on the run to measure its interval.
+MAX_EVENTS = 60
 #: Bytes read per poll at most (the newest; older lines are skipped).
 READ_MAX_BYTES = 256 * 2**10
 #: A longer line is dropped (a well-formed one takes well under 3 KB).
@@ -112,8 +114,10 @@ class ProgressTail:
 
     ``root`` is the sandbox's directory and ``parts`` the file's path below it (its home,
     then ``PROGRESS_FILE_NAME``); ``uids`` the owners a file may have. ``points`` keeps
-    the last MAX_POINTS batch points; ``last_batch_at`` and ``last_event_at`` are the
-    times of the newest batch and of the newest event of either kind.
+    the last MAX_POINTS batch points, ``events`` the times and queries of the last
+    MAX_EVENTS events of either kind (batch or idle: what ``Run.stream_interval``
+    measures); ``last_batch_at`` and ``last_event_at`` are the times of the newest batch
+    and of the newest event of either kind.
     """
 
     root: Path
@@ -122,6 +126,7 @@ class ProgressTail:
     offset: int = 0
     inode: int | None = None
     points: deque = field(default_factory=lambda: deque(maxlen=MAX_POINTS))
+    events: deque = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))
     last_batch_at: datetime | None = None
     last_event_at: datetime | None = None
 
@@ -161,6 +166,7 @@ class ProgressTail:
             seen = True
             at = parse_time(point["t"])
             self.last_event_at = max(filter(None, (self.last_event_at, at)))
+            self.events.append({"t": point["t"], "query": point["query"]})
             if not point.get("idle"):
                 self.points.append(point)
                 self.last_batch_at = max(filter(None, (self.last_batch_at, at)))
@@ -168,10 +174,10 @@ class ProgressTail:
 
     def stored(self) -> dict:
         """What ``Run.stream_progress`` holds: ``points`` (oldest first, without their
-        sources) and ``sources`` (of the newest batch of each query)."""
+        sources), ``sources`` (of the newest batch of each query) and ``events``."""
         sources: dict[str, list] = {}
         points = []
         for point in self.points:
             sources[point["query"]] = point["sources"]
             points.append({k: v for k, v in point.items() if k != "sources"})
-        return {"points": points, "sources": sources}
+        return {"points": points, "sources": sources, "events": list(self.events)}

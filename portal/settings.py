@@ -455,9 +455,9 @@ STREAM_RESTART_BACKOFF_MAX = env_float("STREAM_RESTART_BACKOFF_MAX", 600.0)
 #: as a cancel is (its queries' last micro-batch and checkpoint write take this long).
 STREAM_STOP_TIMEOUT = env_float("STREAM_STOP_TIMEOUT", 120.0)
 #: Continuous jobs: a running stream whose queries have reported nothing (no batch, no
-#: idle event) for this many of its trigger intervals (``Run.stream_interval``, measured
-#: from its own batches) is flagged "stalled" on the operations page; before its first
-#: two batches, after STREAM_STALLED_AFTER seconds (its start: session, first listing).
+#: idle event) for this many of its intervals (``Run.stream_interval``, measured from its
+#: own reports) is flagged "stalled" on the operations page; before its first two
+#: reports, after STREAM_STALLED_AFTER seconds (its start: session, first listing).
 STREAM_STALLED_INTERVALS = env_float("STREAM_STALLED_INTERVALS", 3.0)
 STREAM_STALLED_AFTER = env_float("STREAM_STALLED_AFTER", 120.0)
 #: Continuous jobs' durable directories (checkpoints, sinks) on the streams workers' disk,

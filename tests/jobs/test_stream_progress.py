@@ -78,6 +78,10 @@ def test_idle_events_count_as_signs_of_life_not_batches(sandbox_dir):
     assert tail.poll()
     assert len(tail.points) == 1
     assert tail.last_batch_at.second == 1 and tail.last_event_at.second == 30
+    assert tail.stored()["events"] == [
+        {"t": "2026-12-03T10:00:01Z", "query": "pings"},
+        {"t": "2026-12-03T10:00:30Z", "query": "0f1e2d3c"},
+    ]
 
 
 def test_garbage_is_dropped_and_values_are_checked(sandbox_dir):
@@ -261,3 +265,26 @@ def test_stalled_is_counted_in_the_jobs_own_trigger_intervals(make_job, settings
     assert fresh.stream_interval() is None
     assert fresh.stream_stalled(now, 3, 60) is True
     assert fresh.stream_stalled(now, 3, 120) is False
+
+
+@pytest.mark.django_db
+def test_a_stream_with_rare_data_is_measured_by_its_idle_reports(make_job, settings):
+    """Data once an hour, idle reports every 10 s between: the interval is 10 s, so a
+    hang is flagged within a minute, not after three hours."""
+    settings.RUN_HEARTBEAT_INTERVAL = 5
+    now = timezone.now()
+    hourly = batches(now - timedelta(minutes=1), 3600, 3)
+    idle = [
+        {"t": (now - timedelta(seconds=60 - 10 * i)).isoformat(), "query": "q"} for i in range(6)
+    ]
+    _, run = running_stream(
+        make_job,
+        stream_event_at=now - timedelta(seconds=10),
+        stream_progress={"points": hourly, "events": idle},
+    )
+    assert run.stream_interval() == 10
+    assert run.stream_stalled(now, 3, 120) is False
+    assert run.stream_stalled(now + timedelta(seconds=30), 3, 120) is True  # 40 s > 35 s
+    # Runs stored before ``events`` existed are measured by their batches.
+    run.stream_progress = {"points": hourly}
+    assert run.stream_interval() == 3600
