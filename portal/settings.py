@@ -488,8 +488,8 @@ CELERY_BEAT_SCHEDULE["prune-stream-dirs"] = {
     "options": {"expires": STREAM_PRUNE_INTERVAL},
 }
 # On the clusters worker: root, on the host of the local clusters, which write
-# STREAMS_ROOT too (so it has it), and never busy for long. Not the streams worker, whose
-# slots running continuous runs hold for days.
+# STREAMS_ROOT too (so it has it); its tasks take seconds, and a removal rarely more.
+# Not the streams worker, whose slots running continuous runs hold for days.
 CELERY_TASK_ROUTES["jobs.tasks.remove_stream_dirs"] = {"queue": "clusters"}
 CELERY_TASK_ROUTES["jobs.tasks.prune_stream_dirs"] = {"queue": "clusters"}
 #: Missed slots run by the "all" catch-up policy at most, per dispatcher pass.

@@ -52,8 +52,9 @@ up on; copying or restoring the directory, or a clock step, would also change th
 The reference is the batch just written, never the highest index in the directory, so
 ``--start`` below the existing files deletes nothing newer than what it writes. A file
 written with ``at=`` ages by its index too. Consequence: ``retain`` counts event time,
-``BATCH_SPACING`` (60 s) per batch whatever ``--every``: the default keeps the last 1,440
-batches, 4 h of a generator writing every 10 s (``--retain 518400`` keeps a day of it).
+``BATCH_SPACING`` (60 s) per batch whatever ``--every``: the default keeps the newest
+batch and the 1,440 before it (one exactly ``retain`` old stays), 4 h of a generator
+writing every 10 s (``--retain 518400`` keeps a day of it).
 
 Trade-off: a continuous job stopped (paused, failed, queued) for longer than that misses
 the files deleted meanwhile: Spark's file source never lists them, and the job goes on
@@ -117,7 +118,8 @@ POOL_END_DATE = "20261115"
 POOL_DAYS = 14
 
 RETAIN_SECONDS = 86_400
-"""Default retention, in seconds of event time (``BATCH_SPACING`` per batch): 1,440 batches."""
+"""Default retention, in seconds of event time (``BATCH_SPACING`` per batch): 1,440
+batches before the newest."""
 
 TEMP_MAX_AGE = 60.0
 """Seconds (of mtime, wall clock) after which a leftover temporary file is deleted."""
@@ -356,8 +358,8 @@ def main(argv: list[str] | None = None, *, sleep=time.sleep, clock=time.monotoni
         metavar="SECONDS",
         help=f"after each batch, delete the batch files more than SECONDS of event time "
         f"older than it ({BATCH_SPACING.total_seconds():g} s per batch, whatever --every; "
-        f"default {RETAIN_SECONDS}: the last {RETAIN_SECONDS / BATCH_SPACING.total_seconds():g} "
-        "batches); 0 keeps all",
+        f"default {RETAIN_SECONDS}: keeps the newest and the "
+        f"{RETAIN_SECONDS / BATCH_SPACING.total_seconds():g} before it); 0 keeps all",
     )
     args = parser.parse_args(argv)
     if args.every < 0 or (args.batches is not None and args.batches < 0):
