@@ -220,6 +220,7 @@ class Job(models.Model):
     stream_key = models.UUIDField(
         default=uuid.uuid4,
         editable=False,
+        unique=True,
         help_text="Continuous job on EMR: the random name of its S3 prefix of checkpoints "
         "and sinks (``Job.stream_s3_prefix``), which no other job's cluster can guess.",
     )

@@ -32,6 +32,7 @@ class Migration(migrations.Migration):
             field=models.UUIDField(
                 default=uuid.uuid4,
                 editable=False,
+                unique=True,
                 help_text="Continuous job on EMR: the random name of its S3 prefix of "
                 "checkpoints and sinks (``Job.stream_s3_prefix``), which no other job's "
                 "cluster can guess.",
