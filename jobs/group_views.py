@@ -57,30 +57,76 @@ class BackfillForm(GroupLimitsForm):
 
 class SweepForm(GroupLimitsForm):
     """A sweep: for each parameter of the notebook, the values to try (blank: the job's
-    value), and how they combine."""
+    value), and how they combine.
+
+    A notebook without a parameters cell (``free``) takes any parameters: the form then
+    offers the job's own parameters (``free_values``) and FREE_SWEEP_ROWS blank rows, each
+    a name (``sweep-free-<i>-name``) and its values (``sweep-free-<i>-values``); the
+    values are typed as a free parameter's (``notebooks.free_value``) when the sweep is
+    created."""
 
     combine = forms.ChoiceField(choices=RunGroup.Combine.choices, initial=RunGroup.Combine.GRID)
 
-    def __init__(self, schema: dict, *args: Any, **kwargs: Any):
+    def __init__(
+        self,
+        schema: dict,
+        *args: Any,
+        free: bool = False,
+        free_values: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
-        self.schema = schema
-        for name, spec in schema.items():
+        self.schema = dict(schema)
+        if free:  # the job's own parameters, typed by their stored values
+            for name, value in (free_values or {}).items():
+                self.schema[name] = {"type": notebooks.free_type(value)}
+        for name, spec in self.schema.items():
             self.fields[f"sweep-{name}"] = forms.CharField(
                 required=False,
                 label=name,
                 help_text=f"{spec['type']}: values separated by commas, e.g. "
                 f"{_example(spec['type'])}",
             )
+        self.free_rows = FREE_SWEEP_ROWS if free else 0
+        for i in range(self.free_rows):
+            self.fields[f"sweep-free-{i}-name"] = forms.CharField(
+                required=False, label="Another parameter", help_text="Its name."
+            )
+            self.fields[f"sweep-free-{i}-values"] = forms.CharField(
+                required=False,
+                label="Its values",
+                help_text='Separated by commas: JSON (1, 0.5, true, "text") or text.',
+            )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        for i in range(self.free_rows):
+            name = data.get(f"sweep-free-{i}-name", "").strip()
+            if name and not data.get(f"sweep-free-{i}-values", "").strip():
+                self.add_error(f"sweep-free-{i}-values", f"Give the values of {name}.")
+            if name in self.schema:
+                self.add_error(f"sweep-free-{i}-name", f"{name} has its own field above.")
+        return data
 
     def axes(self) -> dict[str, list]:
         """The swept parameters and their values (JSON where the text is JSON, else the
-        text itself), in the notebook's order."""
+        text itself), in the notebook's order, then the free rows'."""
         axes = {}
         for name in self.schema:
             text = self.cleaned_data.get(f"sweep-{name}", "").strip()
             if text:
                 axes[name] = [_value(part.strip()) for part in text.split(",")]
+        for i in range(self.free_rows):
+            name = self.cleaned_data.get(f"sweep-free-{i}-name", "").strip()
+            text = self.cleaned_data.get(f"sweep-free-{i}-values", "").strip()
+            if name and text:
+                axes[name] = [_value(part.strip()) for part in text.split(",")]
         return axes
+
+
+#: Blank rows of new parameters the sweep form offers for a notebook without a
+#: parameters cell.
+FREE_SWEEP_ROWS = 2
 
 
 def _example(kind: str) -> str:
@@ -144,10 +190,12 @@ def sweep_new(request, pk):
     """The sweep form of job ``pk`` (owner or staff); a valid POST starts it and goes to
     its page."""
     job = job_for_owner(request.user, pk)
-    schema = job.latest_version().parameter_schema or {}
-    if not schema:
+    version = job.latest_version()
+    schema = version.parameter_schema or {}
+    free = not version.has_parameters_cell
+    if not schema and not free:
         raise Http404("This notebook has no parameters to sweep.")
-    form = SweepForm(schema, request.POST or None)
+    form = SweepForm(schema, request.POST or None, free=free, free_values=job.parameters)
     if request.method == "POST" and form.is_valid():
         try:
             group = groups.create_sweep(

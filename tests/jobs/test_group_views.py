@@ -123,3 +123,40 @@ def test_a_sweeps_page_lists_recorded_values_and_charts_them(make_job, alice, al
     assert 'id="sweep-data"' in page and 'id="sweep-value"' in page
     data = page[page.index('id="sweep-data"') :]
     assert '"values": ["score"]' in data and '"score": 20.0' in data
+
+
+def test_a_notebook_without_a_parameters_cell_is_swept_from_the_form(make_job, alice_client):
+    """Free parameters: the job's own (prefilled names) and new ones (blank rows), typed
+    as free parameters are; a new row without values, or a reserved name, is refused."""
+    job = make_job("no_parameters_cell.ipynb", parameters={"rate": 0.5})
+    detail = alice_client.get(job.get_absolute_url()).content.decode()
+    assert 'id="sweep"' in detail
+    form = alice_client.get(reverse("jobs-sweep", args=[job.pk])).content.decode()
+    assert 'name="sweep-rate"' in form and 'name="sweep-free-0-name"' in form
+    answer = alice_client.post(
+        reverse("jobs-sweep", args=[job.pk]),
+        {
+            "sweep-rate": "0.1, 0.2",
+            "sweep-free-0-name": "label",
+            "sweep-free-0-values": 'a, "b"',
+            "combine": "grid",
+            "max_concurrent": "2",
+        },
+    )
+    assert answer.status_code == 302, answer.content.decode()[-2000:]
+    group = RunGroup.objects.get()
+    assert sorted((r.parameters["rate"], r.parameters["label"]) for r in group.runs.all()) == [
+        (0.1, "a"),
+        (0.1, "b"),
+        (0.2, "a"),
+        (0.2, "b"),
+    ]
+    for bad, message in (
+        ({"sweep-free-0-name": "label"}, "Give the values of label."),
+        ({"sweep-free-0-name": "run_id", "sweep-free-0-values": "1"}, "reserved"),
+    ):
+        answer = alice_client.post(
+            reverse("jobs-sweep", args=[job.pk]), {**bad, "combine": "grid", "max_concurrent": "2"}
+        )
+        assert answer.status_code == 200 and message in answer.content.decode()
+    assert RunGroup.objects.count() == 1
