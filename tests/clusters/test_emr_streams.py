@@ -29,7 +29,8 @@ from tests.clusters.test_emr import BOOTSTRAP_BUCKET, IN_BUCKET, REGION, set_emr
 from tests.clusters.test_emr_runs import launched_step, start_in_thread, write_output
 from tests.processes import wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Moto, a worker thread per run and a kernel subprocess: seconds each (about 15 s all).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 STREAMS_BUCKET = "portal-streams"
 
